@@ -1,0 +1,54 @@
+"""ODE-Net (Chen et al. 2018, ``odenet_mnist.py``) as used by Chu et al. 2020."""
+
+import keras
+
+from tfnode import layers
+from tfnode.models.registry import register
+
+
+def stem(x, width):
+    """Chen et al.'s downsampling: 3x3 conv, then two 4x4 stride-2 convs (28 -> 7, 32 -> 8)."""
+    x = keras.layers.Conv2D(width, 3, padding="same", name="stem_conv1")(x)
+    x = layers.group_norm(width, name="stem_norm1")(x)
+    x = keras.layers.ReLU(name="stem_relu1")(x)
+    x = keras.layers.Conv2D(width, 4, strides=2, padding="same", name="stem_conv2")(x)
+    x = layers.group_norm(width, name="stem_norm2")(x)
+    x = keras.layers.ReLU(name="stem_relu2")(x)
+    return keras.layers.Conv2D(width, 4, strides=2, padding="same", name="stem_conv3")(x)
+
+
+def head(x, width, num_classes):
+    """GroupNorm, ReLU, global average pool, linear layer to logits."""
+    x = layers.group_norm(width, name="head_norm")(x)
+    x = keras.layers.ReLU(name="head_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    return keras.layers.Dense(num_classes, name="logits")(x)
+
+
+@register("node")
+def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, atol=1e-3,
+           t1=1.0, first_step_size=None, max_num_steps=1000, step_size=None,
+           gradient="backprop"):
+    """Stem, one `ODEBlock` of an `ODEFunc` on ``width`` channels, head.
+
+    Args:
+      input_shape: ``(H, W, C)`` of the [0, 1] input images.
+      num_classes: number of logits.
+      width: channels of the ODE state.
+      solver, rtol, atol, t1, first_step_size, max_num_steps, step_size: `ODEBlock` options.
+      gradient: `ODEBlock`'s gradient option. The model defaults to ``"backprop"``
+        (tfnode's dopri5 loop, exact gradient of the computed logits): measured here on
+        2 CPU cores it trains 1.36x faster than TFP's adjoint (2.2 s vs 3.0 s per
+        batch-128 step), and attacks get the true gradient of what the model computes.
+        Pass ``"adjoint"`` (or None) for TFP's DormandPrince.
+
+    Returns:
+      An uncompiled ``keras.Model`` named ``node``.
+    """
+    inputs = keras.Input(input_shape, name="images")
+    x = stem(inputs, width)
+    x = layers.ODEBlock(layers.ODEFunc(width, name="odefunc"), solver=solver, rtol=rtol,
+                        atol=atol, t1=t1, first_step_size=first_step_size,
+                        max_num_steps=max_num_steps, step_size=step_size,
+                        gradient=gradient, name="ode_block")(x)
+    return keras.Model(inputs, head(x, width, num_classes), name="node")

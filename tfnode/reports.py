@@ -1,0 +1,67 @@
+"""Report files, always written atomically (temp file in the same folder, then rename)."""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path next to ``path``; renames it to ``path`` if the block succeeds.
+
+    Works for files and for directories (the block creates whichever it wants). Readers
+    never see a half-written ``path``: on an exception the temporary is removed and
+    ``path`` is left as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    # A name TF Serving will not take for a version (not all digits).
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    target = os.path.join(tmp, "out")
+    try:
+        yield target
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path, obj):
+    """Writes ``obj`` as indented JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
+            f.write("\n")
+
+
+def write_text(path, text):
+    """Writes ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    return str(obj)
+
+
+def versions():
+    """Versions of the packages a result depends on, for the record."""
+    import platform
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import tfnode
+
+    return {"tfnode": tfnode.__version__, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "tensorflow_probability": tfp.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus"}

@@ -1,0 +1,190 @@
+"""Training: fit with checkpoints and resume, evaluate on the test split, export, record."""
+
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from tfnode import data, export, models, reports
+from tfnode.errors import TfnodeError
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("cosine", "constant", "step")
+
+
+def _learning_rate(schedule, learning_rate, total_steps):
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    # "step": x0.1 at 50% and 75% of training, the shape of Chen et al.'s schedule.
+    bounds = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        bounds, [learning_rate, learning_rate * 0.1, learning_rate * 0.01])
+
+
+def _optimizer(name, learning_rate):
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+
+
+def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
+             steps_per_epoch, checkpoint_steps, model_options):
+    """Raises `TfnodeError` (one line) for options that cannot work, before any work."""
+    data.info(dataset)
+    accepted = models.model_options(model)
+    for key in model_options:
+        if key not in accepted:
+            raise TfnodeError(f"--{key} does not apply to --model={model}; it takes "
+                              f"{sorted(accepted)}")
+    checks = [("epochs", epochs, 1), ("batch_size", batch_size, 1)]
+    checks += [(k, v, 1) for k, v in (("steps_per_epoch", steps_per_epoch),
+                                      ("checkpoint_steps", checkpoint_steps)) if v is not None]
+    for name, value, low in checks:
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise TfnodeError(f"--{name} must be an integer >= {low}, got {value!r}")
+    if not learning_rate > 0:
+        raise TfnodeError(f"--learning_rate must be > 0, got {learning_rate!r}")
+    if optimizer not in OPTIMIZERS:
+        raise TfnodeError(f"unknown --optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise TfnodeError(f"unknown --lr_schedule {lr_schedule!r}; expected one of "
+                          f"{LR_SCHEDULES}")
+
+
+def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_size=128,
+          learning_rate=1e-3, optimizer="adam", lr_schedule="cosine", seed=0, data_dir=None,
+          model_dir=None, export_dir="savedmodels", export_name=None, steps_per_epoch=None,
+          checkpoint_steps=None, eval_batch_size=None, verbose=1, record=None, log=print,
+          callbacks=()):
+    """Trains a registered model, evaluates it on the test split and exports it.
+
+    Args:
+      model: registered model name (``tfnode.models.available()``).
+      dataset: dataset name.
+      model_options: options for `tfnode.models.get_model` (``rtol``, ``step_size``, ...).
+      epochs: training epochs.
+      batch_size: training batch size.
+      learning_rate: peak learning rate.
+      optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, Nesterov).
+      lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50% and
+        75% of the steps).
+      seed: seed of weight init and shuffling.
+      data_dir: see `tfnode.data.load`.
+      model_dir: checkpoints (``backup/`` for resume, ``checkpoints/`` per epoch) and
+        TensorBoard logs (``logs/``); default ``runs/<model>_<dataset>``.
+      export_dir: SavedModel base folder; the model goes to ``<export_dir>/<name>/<v>/``.
+      export_name: name of the export; default ``<model>_<dataset>``.
+      steps_per_epoch: cut epochs short (the training data repeats).
+      checkpoint_steps: also save the resume state every this many steps.
+      eval_batch_size: test batch size (default: ``batch_size``). It is recorded, because an
+        adaptive ODE solver's steps, and so a sample's logits, depend on its batch.
+      verbose: Keras progress-bar verbosity.
+      record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
+      log: where progress lines go.
+      callbacks: extra Keras callbacks for ``fit``.
+
+    Returns:
+      The metrics dict that is also written to ``metrics.json`` next to the export.
+    """
+    start = time.time()
+    model_options = dict(model_options or {})
+    validate(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
+             learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
+             steps_per_epoch=steps_per_epoch, checkpoint_steps=checkpoint_steps,
+             model_options=model_options)
+    export_name = export_name or f"{model}_{dataset}"
+    model_dir = model_dir or os.path.join("runs", f"{model}_{dataset}")
+    eval_batch_size = eval_batch_size or batch_size
+    export.check_writable(export_dir)
+    os.makedirs(model_dir, exist_ok=True)
+
+    keras.utils.set_random_seed(seed)
+    # The model first: its option errors must come before any data is read or fetched.
+    net = models.get_model(model, dataset=dataset, **model_options)
+    train_ds = data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
+                         repeat=steps_per_epoch is not None)
+    test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)
+    steps = steps_per_epoch or int(train_ds.cardinality())
+    net.compile(optimizer=_optimizer(optimizer, _learning_rate(lr_schedule, learning_rate,
+                                                                epochs * steps)),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+    backup_dir = os.path.join(model_dir, "backup")
+    resumed = _resume_note(backup_dir)
+    if resumed:
+        log(f"tfnode: resuming from {backup_dir} ({resumed})")
+    callbacks = [
+        *callbacks,
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq=checkpoint_steps or "epoch",
+                                         double_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(model_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+            save_weights_only=True),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+    ]
+    log(f"tfnode: training {model} on {dataset} for {epochs} epoch(s) of {steps} steps, "
+        f"batch {batch_size}, {optimizer} lr {learning_rate} ({lr_schedule})")
+    fit_start = time.time()
+    # shuffle=False: the dataset shuffles itself (seeded); Keras would only warn.
+    history = net.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
+                      callbacks=callbacks, verbose=verbose)
+    fit_seconds = time.time() - fit_start
+
+    log(f"tfnode: evaluating on the {dataset} test split (batch {eval_batch_size})")
+    eval_start = time.time()
+    test = net.evaluate(test_ds, verbose=verbose, return_dict=True)
+    eval_seconds = time.time() - eval_start
+
+    metrics = {
+        "model": model, "dataset": dataset, "model_options": model_options,
+        "clean_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
+        "mean_nfe_test": float(test["nfe"]) if "nfe" in test else None,
+        "train_history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "train_seconds": fit_seconds, "eval_seconds": eval_seconds,
+        "eval_batch_size": eval_batch_size, "resumed": resumed or None,
+        "num_params": int(net.count_params()), "settings": {
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
+            "steps_per_epoch": steps_per_epoch, "data_dir": data_dir, "model_dir": model_dir},
+        "record": record or {}, "versions": reports.versions(),
+    }
+    metrics["wall_seconds"] = time.time() - start
+    path = export.export(net, export_dir, export_name, extra_files={
+        "metrics.json": lambda p: reports.write_json(p, metrics),
+        "model.keras": net.save,
+    })
+    log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"
+        + (f", mean NFE {metrics['mean_nfe_test']:.1f}" if metrics["mean_nfe_test"] else "")
+        + f", wall time {metrics['wall_seconds'] / 60:.1f} min")
+    log(f"tfnode: SavedModel  {path}  (saved_model_cli show --dir {path} --all)")
+    log(f"tfnode: Keras model {os.path.join(path, 'model.keras')}")
+    log(f"tfnode: metrics     {os.path.join(path, 'metrics.json')}")
+    log(f"tfnode: checkpoints {os.path.join(model_dir, 'checkpoints')}, TensorBoard logs "
+        f"{os.path.join(model_dir, 'logs')}")
+    metrics["export_path"] = path
+    return metrics
+
+
+def _resume_note(backup_dir):
+    """What a BackupAndRestore folder will resume from, or "" if there is nothing."""
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(meta):
+        return ""
+    try:
+        with open(meta) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return "an unreadable resume state; Keras falls back to the previous one"
+    done = info.get("epoch", 0)
+    batch = info.get("batch")
+    where = f"{done} epoch(s) done"
+    if batch:
+        where += f", weights from step {batch} of the next (that epoch restarts from them)"
+    return where
