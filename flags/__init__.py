@@ -1,0 +1,1 @@
+"""absl flag definitions for the tools, and one flagfile per paper experiment (``*.cfg``)."""
