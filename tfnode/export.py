@@ -70,8 +70,12 @@ def export(model, export_dir, name, *, version=None, extra_files=None):
     archive.track(model)
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="images")
     archive.add_endpoint("serving_default", serving_function(model), input_signature=[spec])
-    with reports.atomic_path(path) as tmp:
-        archive.write_out(tmp, verbose=False)
-        for fname, writer in (extra_files or {}).items():
-            writer(os.path.join(tmp, fname))
+    try:
+        with reports.atomic_path(path) as tmp:
+            archive.write_out(tmp, verbose=False)
+            for fname, writer in (extra_files or {}).items():
+                writer(os.path.join(tmp, fname))
+    except FileExistsError:
+        raise TfnodeError(f"export version {path!r} was written by another run meanwhile; "
+                          "nothing was overwritten, run again for the next version") from None
     return path

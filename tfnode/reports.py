@@ -13,7 +13,9 @@ def atomic_path(path):
 
     Works for files and for directories (the block creates whichever it wants). Readers
     never see a half-written ``path``: on an exception the temporary is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was. A file replaces an older file; a directory never replaces
+    anything (the rename fails if ``path`` exists), so two writers cannot clobber a
+    version folder.
     """
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -22,8 +24,8 @@ def atomic_path(path):
     target = os.path.join(tmp, "out")
     try:
         yield target
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+        if os.path.isdir(target) and os.path.lexists(path):
+            raise FileExistsError(f"{path} exists already")
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,9 +1,8 @@
 """Training: fit with checkpoints and resume, evaluate on the test split, export, record."""
 
 import json
-import math
 import os
-import sys
+import shutil
 import time
 
 import keras
@@ -30,11 +29,11 @@ def _learning_rate(schedule, learning_rate, total_steps):
 def _optimizer(name, learning_rate):
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9)  # Chen et al.'s setting
 
 
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
-             steps_per_epoch, checkpoint_steps, model_options):
+             steps_per_epoch, checkpoint_steps, model_options, eval_batch_size=None):
     """Raises `TfnodeError` (one line) for options that cannot work, before any work."""
     data.info(dataset)
     accepted = models.model_options(model)
@@ -44,7 +43,8 @@ def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr
                               f"{sorted(accepted)}")
     checks = [("epochs", epochs, 1), ("batch_size", batch_size, 1)]
     checks += [(k, v, 1) for k, v in (("steps_per_epoch", steps_per_epoch),
-                                      ("checkpoint_steps", checkpoint_steps)) if v is not None]
+                                      ("checkpoint_steps", checkpoint_steps),
+                                      ("eval_batch_size", eval_batch_size)) if v is not None]
     for name, value, low in checks:
         if not isinstance(value, (int, np.integer)) or value < low:
             raise TfnodeError(f"--{name} must be an integer >= {low}, got {value!r}")
@@ -71,7 +71,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       epochs: training epochs.
       batch_size: training batch size.
       learning_rate: peak learning rate.
-      optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, Nesterov).
+      optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
       lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50% and
         75% of the steps).
       seed: seed of weight init and shuffling.
@@ -97,16 +97,22 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     validate(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
              learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
              steps_per_epoch=steps_per_epoch, checkpoint_steps=checkpoint_steps,
-             model_options=model_options)
+             model_options=model_options, eval_batch_size=eval_batch_size)
     export_name = export_name or f"{model}_{dataset}"
     model_dir = model_dir or os.path.join("runs", f"{model}_{dataset}")
     eval_batch_size = eval_batch_size or batch_size
-    export.check_writable(export_dir)
-    os.makedirs(model_dir, exist_ok=True)
 
     keras.utils.set_random_seed(seed)
-    # The model first: its option errors must come before any data is read or fetched.
+    # The model first: its option errors must come before any folder is made or any
+    # data is read or fetched.
     net = models.get_model(model, dataset=dataset, **model_options)
+    export.check_writable(export_dir)
+    settings = {"model": model, "dataset": dataset, "model_options": model_options,
+                "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
+                "steps_per_epoch": steps_per_epoch}
+    backup_dir = os.path.join(model_dir, "backup")
+    _check_resume_settings(model_dir, backup_dir, settings)
     train_ds = data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
                          repeat=steps_per_epoch is not None)
     test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)
@@ -116,18 +122,20 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
-    backup_dir = os.path.join(model_dir, "backup")
     resumed = _resume_note(backup_dir)
     if resumed:
         log(f"tfnode: resuming from {backup_dir} ({resumed})")
+    # The resume state is kept until the export is written (delete_checkpoint=False): a
+    # failure in evaluation or export must not lose it. User callbacks come last, so the
+    # state of an epoch is saved before any of them can stop training.
     callbacks = [
-        *callbacks,
         keras.callbacks.BackupAndRestore(backup_dir, save_freq=checkpoint_steps or "epoch",
-                                         double_checkpoint=True),
+                                         double_checkpoint=True, delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(
             os.path.join(model_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
             save_weights_only=True),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        *callbacks,
     ]
     log(f"tfnode: training {model} on {dataset} for {epochs} epoch(s) of {steps} steps, "
         f"batch {batch_size}, {optimizer} lr {learning_rate} ({lr_schedule})")
@@ -150,9 +158,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "train_seconds": fit_seconds, "eval_seconds": eval_seconds,
         "eval_batch_size": eval_batch_size, "resumed": resumed or None,
         "num_params": int(net.count_params()), "settings": {
-            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-            "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
-            "steps_per_epoch": steps_per_epoch, "data_dir": data_dir, "model_dir": model_dir},
+            **settings, "data_dir": data_dir, "model_dir": model_dir},
         "record": record or {}, "versions": reports.versions(),
     }
     metrics["wall_seconds"] = time.time() - start
@@ -160,6 +166,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "metrics.json": lambda p: reports.write_json(p, metrics),
         "model.keras": net.save,
     })
+    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete and exported
+    os.remove(os.path.join(model_dir, _SETTINGS))
     log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"
         + (f", mean NFE {metrics['mean_nfe_test']:.1f}" if metrics["mean_nfe_test"] else "")
         + f", wall time {metrics['wall_seconds'] / 60:.1f} min")
@@ -170,6 +178,24 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         f"{os.path.join(model_dir, 'logs')}")
     metrics["export_path"] = path
     return metrics
+
+
+_SETTINGS = "run_settings.json"
+
+
+def _check_resume_settings(model_dir, backup_dir, settings):
+    """Refuses to resume a run whose settings differ; records them for a later resume."""
+    path = os.path.join(model_dir, _SETTINGS)
+    if os.path.isdir(backup_dir) and os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        differ = sorted(k for k in settings if json.dumps(saved.get(k), sort_keys=True)
+                        != json.dumps(settings[k], sort_keys=True))
+        if differ:
+            raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
+                              f"settings ({', '.join(differ)}); resume it with the same flags, "
+                              "or pass another --model_dir")
+    reports.write_json(path, settings)
 
 
 def _resume_note(backup_dir):

@@ -5,13 +5,19 @@ NeurIPS 2018 (torchdiffeq ``examples/odenet_mnist.py``): each convolution sees t
 time ``t`` as one extra constant input channel.
 """
 
+import math
+
 import keras
 from keras import ops
 
 
 def group_norm(channels, name=None):
-    """GroupNorm with ``min(32, channels)`` groups, as in Chen et al.'s ``norm``."""
-    return GroupNorm(groups=min(32, channels), epsilon=1e-5, name=name)
+    """GroupNorm with ``min(32, channels)`` groups, as in Chen et al.'s ``norm``.
+
+    For widths that 32 does not divide (Chen et al. only use 64), the largest group
+    count that divides ``channels`` and ``32``.
+    """
+    return GroupNorm(groups=math.gcd(32, channels), epsilon=1e-5, name=name)
 
 
 @keras.saving.register_keras_serializable(package="tfnode")

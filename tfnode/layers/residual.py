@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from tfnode.layers.ode_block import build_time_function
+from tfnode.layers.ode_block import build_time_function, deserialize_sublayer
 
 
 @keras.saving.register_keras_serializable(package="tfnode")
@@ -43,9 +43,7 @@ class ResidualBlock(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["residual_fn"] = keras.saving.deserialize_keras_object(config["residual_fn"])
-        return cls(**config)
+        return cls(**deserialize_sublayer(config, "residual_fn"))
 
 
 @keras.saving.register_keras_serializable(package="tfnode")

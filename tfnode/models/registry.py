@@ -55,5 +55,12 @@ def get_model(name, *, dataset, **options):
     for key in options:
         if key not in accepted:
             raise TfnodeError(f"model {name!r} has no option {key!r}; it takes {sorted(accepted)}")
-    model = builder(input_shape=ds.shape, num_classes=ds.num_classes, **options)
-    return model
+    for key in ("width", "num_blocks", "depth"):
+        if key in options and not (isinstance(options[key], int) and options[key] >= 0
+                                   and (options[key] > 0 or key == "num_blocks")):
+            raise TfnodeError(f"model {name!r}: {key} must be a positive integer, "
+                              f"got {options[key]!r}")
+    if "step_size" in options and options["step_size"] is not None and not options[
+            "step_size"] > 0:
+        raise TfnodeError(f"model {name!r}: step_size must be > 0, got {options['step_size']!r}")
+    return builder(input_shape=ds.shape, num_classes=ds.num_classes, **options)

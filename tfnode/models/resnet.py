@@ -14,6 +14,7 @@ All take [0, 1] images (no input normalization) and output logits.
 import keras
 
 from tfnode import layers
+from tfnode.errors import TfnodeError
 from tfnode.models.odenet import head, stem
 from tfnode.models.registry import register
 
@@ -63,8 +64,8 @@ def _basic_block(x, filters, strides, step_size, name):
 @register("resnet56")
 def resnet56(*, input_shape, num_classes, depth=56, step_size=1.0):
     """He et al. 2016's CIFAR ResNet (depth = 6n + 2; 56 by default) with step size h."""
-    if (depth - 2) % 6:
-        raise ValueError(f"depth must be 6n + 2, got {depth}")
+    if (depth - 2) % 6 or depth < 8:
+        raise TfnodeError(f"resnet56: depth must be 6n + 2 >= 8, got {depth}")
     n = (depth - 2) // 6
     inputs = keras.Input(input_shape, name="images")
     x = keras.layers.ReLU()(_bn("stem_bn")(_conv(16, 3, 1, "stem_conv")(inputs)))
