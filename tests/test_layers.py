@@ -31,21 +31,26 @@ def exact(t1=1.0, y0=Y0, a=A):
     return y0 @ scipy.linalg.expm(a * t1).T
 
 
+# The three ways to run dopri5: TFP's (adjoint), tfnode's loop, tfnode's per-sample loop.
+DOPRI5 = {"adjoint": dict(gradient="adjoint"), "backprop": dict(gradient="backprop"),
+          "per_sample": dict(gradient="backprop", per_sample_steps=True)}
+
+
 def solve_block(**options):
     block = layers.ODEBlock(LinearODE(), **options)
     return block, block(tf.constant(Y0, tf.float32)).numpy()
 
 
-@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
-def test_dopri5_matches_expm_at_tight_tolerance(gradient):
-    block, y = solve_block(rtol=1e-7, atol=1e-7, gradient=gradient)
+@pytest.mark.parametrize("way", DOPRI5)
+def test_dopri5_matches_expm_at_tight_tolerance(way):
+    block, y = solve_block(rtol=1e-7, atol=1e-7, **DOPRI5[way])
     np.testing.assert_allclose(y, exact(), atol=2e-5)
     assert block.nfe > 20
 
 
-@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
-def test_nfe_grows_as_tolerance_tightens(gradient):
-    nfes = [solve_block(rtol=tol, atol=tol, gradient=gradient)[0].nfe
+@pytest.mark.parametrize("way", DOPRI5)
+def test_nfe_grows_as_tolerance_tightens(way):
+    nfes = [solve_block(rtol=tol, atol=tol, **DOPRI5[way])[0].nfe
             for tol in (1e-2, 1e-4, 1e-6)]
     assert nfes[0] < nfes[1] < nfes[2], nfes
 
@@ -89,9 +94,9 @@ def _loss_and_grad(block, y0):
     return loss, tape.gradient(loss, block.trainable_weights[0])
 
 
-@pytest.mark.parametrize("gradient", ["adjoint", "backprop"])
-def test_gradients_match_finite_differences(gradient):
-    block = layers.ODEBlock(LinearODE(), rtol=1e-7, atol=1e-7, gradient=gradient)
+@pytest.mark.parametrize("way", DOPRI5)
+def test_gradients_match_finite_differences(way):
+    block = layers.ODEBlock(LinearODE(), rtol=1e-7, atol=1e-7, **DOPRI5[way])
     y0 = tf.constant(Y0, tf.float32)
     block(y0)  # build eagerly: the weights must exist before the tf.function traces
     _, grad = _loss_and_grad(block, y0)
@@ -121,6 +126,7 @@ def test_first_step_size_is_set_deliberately():
     dict(solver="rk4", step_size=-0.1), dict(t1=0.0), dict(gradient="exact"),
     dict(solver="euler", step_size=0.1, gradient="adjoint"),
     dict(solver="euler", step_size=1e-4, max_num_steps=100),
+    dict(per_sample_steps=True), dict(per_sample_steps=True, gradient="adjoint"),
 ])
 def test_bad_solver_options_are_one_line_errors(options):
     with pytest.raises(TfnodeError) as err:
@@ -212,3 +218,27 @@ def test_nfe_is_a_keras_metric_in_fit_and_evaluate():
     assert all(c >= 8 and (c - 2) % 6 == 0 for c in counts), counts
     result = model.evaluate(xs, ys, batch_size=4, verbose=0, return_dict=True)
     assert result["nfe"] == pytest.approx(np.mean(counts))
+
+
+def test_per_sample_steps_make_a_sample_independent_of_its_batch():
+    keras.utils.set_random_seed(0)
+    func = layers.ODEFunc(4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5, 5, 4)).astype("float32")
+    x[3:] *= 20.0  # batch-mates whose error is measured on another scale
+    # Loose tolerances make the solver's error, and so a change of steps, visible.
+    options = dict(gradient="backprop", rtol=1e-2, atol=1e-2)
+    per_sample = layers.ODEBlock(func, per_sample_steps=True, **options)
+    shared = layers.ODEBlock(func, name="shared", **options)
+
+    def alone_and_batched(block):
+        alone = np.concatenate([block(x[i:i + 1]).numpy() for i in range(3)])
+        return alone, block(x).numpy()[:3]
+
+    alone, batched = alone_and_batched(per_sample)
+    np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
+    # A batch of one is the same method with either controller ...
+    shared_alone, shared_batched = alone_and_batched(shared)
+    np.testing.assert_allclose(alone, shared_alone, atol=1e-5, rtol=0)
+    # ... while the shared RMS norm lets the fast samples change the slow ones' steps.
+    assert np.max(np.abs(shared_batched - shared_alone)) > 1e-4

@@ -62,3 +62,20 @@ def test_unknown_model_and_option_are_one_line_errors():
         models.get_model("resnet56", dataset="mnist", rtol=1e-3)
     with pytest.raises(TfnodeError, match="unknown dataset"):
         models.get_model("node", dataset="imagenet")
+
+
+def test_with_solver_options_keeps_weights_and_changes_the_solver():
+    keras.utils.set_random_seed(0)
+    net = models.get_model("node", dataset="mnist", width=4)
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    tight = models.with_solver_options(net, rtol=1e-6, atol=1e-6)
+    per_sample = models.with_solver_options(net, per_sample_steps=True)
+    base = net(x).numpy()
+    assert tight.get_layer("ode_block").rtol == 1e-6
+    assert net.get_layer("ode_block").rtol == 1e-3  # the original is untouched
+    np.testing.assert_allclose(tight(x), base, atol=5e-3)  # same weights, other tolerance
+    np.testing.assert_allclose(per_sample(x[:1]), per_sample(x)[:1], atol=1e-5)
+    assert tight.get_layer("ode_block").nfe > net.get_layer("ode_block").nfe
+    assert models.with_solver_options(net) is net
+    with pytest.raises(TfnodeError):
+        models.with_solver_options(net, width=8)

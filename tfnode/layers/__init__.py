@@ -5,5 +5,6 @@ from tfnode.layers.odefunc import ConcatConv2D, GroupNorm, ODEFunc, group_norm
 from tfnode.layers.residual import ResidualBlock, ShortcutA
 from tfnode.layers.solvers import SOLVERS
 
-__all__ = ["ConcatConv2D", "GroupNorm", "NFEMetric", "ODEBlock", "ODEFunc", "ResidualBlock", "SOLVERS", "ShortcutA",
+__all__ = ["ConcatConv2D", "GroupNorm", "NFEMetric", "ODEBlock", "ODEFunc", "ResidualBlock",
+           "SOLVERS", "ShortcutA",
            "group_norm"]

@@ -71,17 +71,23 @@ class ODEBlock(keras.layers.Layer):
         differentiated through the steps it took: the exact gradient of the computed
         function, and on CPU the faster one to train with. Fixed-step solvers always
         backpropagate.
+      per_sample_steps: with dopri5 and ``gradient="backprop"``: every sample keeps its
+        own time, step size and error norm, so its output does not depend on its
+        batch-mates (TFP's solver, torchdiffeq's and the default share one step size
+        and one RMS error norm over the batch). ``odefunc`` is then called with one time
+        per sample, ``t`` of shape ``[N]``. Costs evaluations: the batch loops until its
+        slowest sample is done.
       **kwargs: standard layer arguments.
     """
 
     def __init__(self, odefunc, *, solver="dopri5", rtol=1e-3, atol=1e-3, t1=1.0,
                  first_step_size=None, max_num_steps=1000, step_size=None, gradient=None,
-                 **kwargs):
+                 per_sample_steps=False, **kwargs):
         kwargs.setdefault("name", "ode_block")
         super().__init__(**kwargs)
         solvers.validate(solver=solver, rtol=rtol, atol=atol, t1=t1, step_size=step_size,
                          first_step_size=first_step_size, max_num_steps=max_num_steps,
-                         gradient=gradient)
+                         gradient=gradient, per_sample_steps=per_sample_steps)
         self.odefunc = odefunc
         self.solver = solver
         self.rtol = float(rtol)
@@ -91,6 +97,7 @@ class ODEBlock(keras.layers.Layer):
         self.max_num_steps = None if max_num_steps is None else int(max_num_steps)
         self.step_size = None if step_size is None else float(step_size)
         self.gradient = gradient
+        self.per_sample_steps = bool(per_sample_steps)
         # Keras' jit_compile="auto" would XLA-compile fit on a GPU: TFP's adjoint solve
         # under XLA measured 17x slower (issue 4), so this layer opts out.
         self.supports_jit = False
@@ -105,7 +112,7 @@ class ODEBlock(keras.layers.Layer):
             self.odefunc, inputs, solver=self.solver, t1=self.t1, rtol=self.rtol,
             atol=self.atol, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,
-            gradient=self.gradient)
+            gradient=self.gradient, per_sample_steps=self.per_sample_steps)
         self.nfe_metric.update_state(nfe)
         return y1
 
@@ -123,7 +130,7 @@ class ODEBlock(keras.layers.Layer):
             odefunc=keras.saving.serialize_keras_object(self.odefunc), solver=self.solver,
             rtol=self.rtol, atol=self.atol, t1=self.t1, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,
-            gradient=self.gradient)
+            gradient=self.gradient, per_sample_steps=self.per_sample_steps)
         return config
 
     @classmethod

@@ -11,13 +11,14 @@ import keras
 from keras import ops
 
 
-def group_norm(channels, name=None):
+def group_norm(channels, name=None, gamma_initializer="ones"):
     """GroupNorm with ``min(32, channels)`` groups, as in Chen et al.'s ``norm``.
 
     For widths that 32 does not divide (Chen et al. only use 64), the largest group
     count that divides ``channels`` and ``32``.
     """
-    return GroupNorm(groups=math.gcd(32, channels), epsilon=1e-5, name=name)
+    return GroupNorm(groups=math.gcd(32, channels), epsilon=1e-5, name=name,
+                     gamma_initializer=gamma_initializer)
 
 
 @keras.saving.register_keras_serializable(package="tfnode")
@@ -34,20 +35,23 @@ class GroupNorm(keras.layers.Layer):
     Args:
       groups: number of channel groups; must divide the channel count.
       epsilon: added to the variance.
+      gamma_initializer: initializer of the per-channel scale.
       **kwargs: standard layer arguments.
     """
 
-    def __init__(self, groups=32, *, epsilon=1e-5, **kwargs):
+    def __init__(self, groups=32, *, epsilon=1e-5, gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
         self.groups = int(groups)
         self.epsilon = float(epsilon)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels % self.groups:
             raise ValueError(f"GroupNorm: {channels} channels do not split into "
                              f"{self.groups} groups")
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.gamma = self.add_weight(shape=(channels,), initializer=self.gamma_initializer,
+                                     name="gamma")
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def _group_mean(self, per_channel):
@@ -69,7 +73,8 @@ class GroupNorm(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(groups=self.groups, epsilon=self.epsilon)
+        config.update(groups=self.groups, epsilon=self.epsilon,
+                      gamma_initializer=keras.initializers.serialize(self.gamma_initializer))
         return config
 
 
@@ -86,6 +91,8 @@ def _y_shape(t_shape, y_shape):
 @keras.saving.register_keras_serializable(package="tfnode")
 class ConcatConv2D(keras.layers.Layer):
     """A 2-D convolution whose input is ``concat([t * ones, y], channels)``.
+
+    ``t`` is a scalar, or a vector of one time per sample.
 
     Args:
       filters: output channels.
@@ -113,7 +120,10 @@ class ConcatConv2D(keras.layers.Layer):
         self.conv.build(tuple(y_shape[:-1]) + (y_shape[-1] + 1,))
 
     def call(self, t, y):
-        tt = ops.ones_like(y[..., :1]) * ops.cast(t, y.dtype)
+        t = ops.cast(t, y.dtype)
+        if len(t.shape) == 1:  # one time per sample (an ODEBlock with per_sample_steps)
+            t = ops.reshape(t, (-1,) + (1,) * (len(y.shape) - 1))
+        tt = ops.ones_like(y[..., :1]) * t
         return self.conv(ops.concatenate([tt, y], axis=-1))
 
     def compute_output_shape(self, t_shape=None, y_shape=None):
@@ -137,25 +147,32 @@ class ODEFunc(keras.layers.Layer):
     Args:
       filters: channels of ``y`` (kept by ``f``).
       time_dependent: concatenate ``t`` to each convolution's input.
+      zero_init: start the scale of the last norm (of the last conv without a time
+        channel) at 0, so that ``f = 0`` at initialization: the block starts as the
+        identity, like the zero-initialized last norm of a residual branch (Goyal et
+        al. 2017). Only the initialization differs from Chen et al.'s function.
       **kwargs: standard layer arguments.
     """
 
-    def __init__(self, filters=64, *, time_dependent=True, **kwargs):
+    def __init__(self, filters=64, *, time_dependent=True, zero_init=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.time_dependent = bool(time_dependent)
+        self.zero_init = bool(zero_init)
         self.norm1 = group_norm(self.filters, name="norm1")
         self.norm2 = group_norm(self.filters, name="norm2")
         if self.time_dependent:
             self.conv1 = ConcatConv2D(self.filters, 3, name="conv1")
             self.conv2 = ConcatConv2D(self.filters, 3, name="conv2")
-            self.norm3 = group_norm(self.filters, name="norm3")
+            self.norm3 = group_norm(self.filters, name="norm3",
+                                    gamma_initializer="zeros" if self.zero_init else "ones")
         else:
             # Chen et al.'s ResBlock convolutions have no bias (a norm follows them).
             self.conv1 = keras.layers.Conv2D(self.filters, 3, padding="same", use_bias=False,
                                              name="conv1")
-            self.conv2 = keras.layers.Conv2D(self.filters, 3, padding="same", use_bias=False,
-                                             name="conv2")
+            self.conv2 = keras.layers.Conv2D(
+                self.filters, 3, padding="same", use_bias=False, name="conv2",
+                kernel_initializer="zeros" if self.zero_init else "glorot_uniform")
 
     def build(self, t_shape=None, y_shape=None):
         y_shape = _y_shape(t_shape, y_shape)
@@ -182,5 +199,6 @@ class ODEFunc(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, time_dependent=self.time_dependent)
+        config.update(filters=self.filters, time_dependent=self.time_dependent,
+                      zero_init=self.zero_init)
         return config

@@ -37,8 +37,11 @@ _MAX_UNROLL = 8
 
 
 def validate(*, solver, rtol, atol, t1, step_size, first_step_size, max_num_steps,
-             gradient=None):
+             gradient=None, per_sample_steps=False):
     """Raises `TfnodeError` (one line) for solver options that cannot work."""
+    if per_sample_steps and solver in ADAPTIVE and gradient != "backprop":
+        raise TfnodeError("per_sample_steps=True needs gradient='backprop' (tfnode's dopri5 "
+                          "loop): TFP's DormandPrince has one step size for the whole batch")
     if solver not in SOLVERS:
         raise TfnodeError(f"unknown solver {solver!r}; expected one of {list(SOLVERS)}")
     if gradient is not None and gradient not in GRADIENTS:
@@ -72,7 +75,8 @@ def num_fixed_steps(t1, step_size, t0=0.0):
 
 
 def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
-          first_step_size=None, max_num_steps=None, step_size=None, gradient=None):
+          first_step_size=None, max_num_steps=None, step_size=None, gradient=None,
+          per_sample_steps=False):
     """Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1``.
 
     Args:
@@ -90,12 +94,20 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
       gradient: ``"adjoint"`` (TFP's DormandPrince; the default for dopri5) or
         ``"backprop"`` (tfnode's own dopri5 loop, differentiated through its steps; the
         only choice for fixed-step solvers).
+      per_sample_steps: with dopri5 and ``gradient="backprop"``, every sample (index 0
+        of ``y0``) keeps its own time, step size and error norm, so its solution does
+        not depend on the rest of the batch; ``fn`` is then called with a time per
+        sample (``t`` of shape ``[N]``). Fixed-step solvers are batch-independent anyway.
 
     Returns:
       ``(y1, nfe)``: the state at ``t1`` and the number of ``fn`` evaluations (int32).
     """
     validate(solver=solver, rtol=rtol, atol=atol, t1=t1 - t0, step_size=step_size,
-             first_step_size=first_step_size, max_num_steps=max_num_steps, gradient=gradient)
+             first_step_size=first_step_size, max_num_steps=max_num_steps, gradient=gradient,
+             per_sample_steps=per_sample_steps)
+    if solver in ADAPTIVE and per_sample_steps:
+        return _dopri5_per_sample(fn, y0, t0=t0, t1=t1, rtol=rtol, atol=atol,
+                                  first_step_size=first_step_size, max_num_steps=max_num_steps)
     if solver in ADAPTIVE and gradient == "backprop":
         return _dopri5_backprop(fn, y0, t0=t0, t1=t1, rtol=rtol, atol=atol,
                                 first_step_size=first_step_size, max_num_steps=max_num_steps)
@@ -105,11 +117,16 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
     return _fixed_step(fn, y0, _TABLEAUX[solver], t0=t0, t1=t1, step_size=step_size)
 
 
-def _rms(x):
-    return tf.sqrt(tf.reduce_mean(tf.square(x)))
+def _rms(x, axes=None):
+    return tf.sqrt(tf.reduce_mean(tf.square(x), axis=axes))
 
 
-def initial_step_size(fn, t0, y0, *, rtol, atol, f0=None, order=5):
+def _per_sample(v, ndim):
+    """``[N]`` -> ``[N, 1, ..., 1]`` to broadcast against a state of rank ``ndim``."""
+    return tf.reshape(v, [-1] + [1] * (ndim - 1))
+
+
+def initial_step_size(fn, t0, y0, *, rtol, atol, f0=None, order=5, per_sample=False):
     """Hairer, Norsett & Wanner (Solving ODEs I, II.4) starting step.
 
     Costs one evaluation of fn, plus one for ``f0 = fn(t0, y0)`` unless given. TFP's
@@ -117,15 +134,18 @@ def initial_step_size(fn, t0, y0, *, rtol, atol, f0=None, order=5):
     needlessly small steps (18 evaluations) while the controller grows the step; this
     rule lands close to the step the controller settles on. The result is a
     stop-gradient: the step size is a control choice, not part of the model's math.
+    With ``per_sample`` (``t0`` of shape ``[N]``), one step per sample of ``y0``.
     """
     y0 = tf.stop_gradient(y0)
     t0 = tf.convert_to_tensor(t0, y0.dtype)
+    axes = list(range(1, len(y0.shape))) if per_sample else None
+    expand = (lambda v: _per_sample(v, len(y0.shape))) if per_sample else (lambda v: v)
     scale = atol + tf.abs(y0) * rtol
     f0 = tf.stop_gradient(fn(t0, y0) if f0 is None else f0)
-    d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+    d0, d1 = _rms(y0 / scale, axes), _rms(f0 / scale, axes)
     h0 = tf.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-    f1 = tf.stop_gradient(fn(t0 + h0, y0 + h0 * f0))
-    d2 = _rms((f1 - f0) / scale) / h0
+    f1 = tf.stop_gradient(fn(t0 + h0, y0 + expand(h0) * f0))
+    d2 = _rms((f1 - f0) / scale, axes) / h0
     h1 = tf.where(tf.maximum(d1, d2) <= 1e-15, tf.maximum(1e-6, h0 * 1e-3),
                   (0.01 / tf.maximum(d1, d2)) ** (1.0 / order))
     return tf.minimum(100 * h0, h1)
@@ -249,4 +269,62 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
     tf.debugging.assert_greater_equal(t, t_end, message=(
         "dopri5 did not reach t1: max_num_steps used up, or the state became non-finite; "
         "raise max_num_steps or rtol/atol, or check the inputs"))
+    return y, nfe
+
+
+def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps):
+    """`_dopri5_backprop` with a time, step size and error norm per sample.
+
+    One batched loop: every iteration evaluates ``fn`` on the whole batch at each
+    sample's own time and step; a sample whose step is rejected keeps its state, and a
+    sample that has reached ``t1`` takes steps of size 0 (its evaluations are wasted, the
+    price of batching) until all have. The error norm of sample i is the RMS over its own
+    elements only, so its accepted steps, and its solution, are those it would take alone
+    (to float rounding of the batched kernels). NFE counts batched evaluations.
+    """
+    dtype = y0.dtype
+    ndim = len(y0.shape)
+    axes = list(range(1, ndim))
+    t1_ = tf.constant(t1, dtype)
+    t = tf.fill(tf.shape(y0)[:1], tf.constant(t0, dtype))
+    f0 = fn(t, y0)
+    nfe = tf.constant(1, tf.int32)
+    if first_step_size is None:
+        h = initial_step_size(fn, t, y0, rtol=rtol, atol=atol, f0=f0, per_sample=True)
+        nfe += 1
+    else:
+        h = tf.fill(tf.shape(t), tf.constant(first_step_size, dtype))
+    max_steps = tf.constant(max_num_steps or 2**31 - 1, tf.int32)
+    t_end = t1_ - 1e-6 * tf.abs(t1_)
+
+    def body(t, y, f, h, nfe, steps):
+        active = t < t_end
+        h_step = tf.where(active, tf.minimum(h, t1_ - t), 0.0)
+        hb = _per_sample(h_step, ndim)
+        ks = [f]
+        for ci, ai in zip(_DP_C[1:], _DP_A):
+            yi = y + hb * tf.add_n([a * k for a, k in zip(ai, ks) if a])
+            ks.append(fn(t + ci * h_step, yi))
+        y_new = yi
+        err = hb * tf.add_n([e * k for e, k in zip(_DP_E, ks) if e])
+        scale = atol + rtol * tf.maximum(tf.abs(y), tf.abs(y_new))
+        ratio = tf.stop_gradient(_rms(err / scale, axes))
+        finite = tf.math.is_finite(ratio)
+        accept = active & finite & (ratio <= 1.0)
+        factor = tf.clip_by_value(_SAFETY * tf.math.pow(tf.maximum(ratio, 1e-10), -0.2),
+                                  _MIN_FACTOR, _MAX_FACTOR)
+        # Any non-finite error ends the loop at once (see _dopri5_backprop).
+        steps = tf.where(tf.reduce_all(finite | ~active), steps + 1, max_steps)
+        take = _per_sample(accept, ndim)
+        return (tf.where(accept, t + h_step, t), tf.where(take, y_new, y),
+                tf.where(take, ks[-1], f),
+                tf.stop_gradient(tf.where(active, h_step * factor, h)), nfe + 6, steps)
+
+    cond = lambda t, y, f, h, nfe, steps: (  # noqa: E731
+        tf.reduce_any(t < t_end) & (steps < max_steps))
+    t, y, _, _, nfe, _ = tf.while_loop(cond, body, (t, y0, f0, h, nfe, tf.constant(0, tf.int32)),
+                                       maximum_iterations=max_num_steps)
+    tf.debugging.assert_greater_equal(tf.reduce_min(t), t_end, message=(
+        "dopri5 did not reach t1 for every sample: max_num_steps used up, or a state "
+        "became non-finite; raise max_num_steps or rtol/atol, or check the inputs"))
     return y, nfe

@@ -2,5 +2,7 @@
 
 from tfnode.models import odenet, resnet  # noqa: F401  (registers the models)
 from tfnode.models.registry import available, get_model, model_options, register
+from tfnode.models.solver_options import SOLVER_OPTIONS, with_solver_options
 
-__all__ = ["available", "get_model", "model_options", "register"]
+__all__ = ["SOLVER_OPTIONS", "available", "get_model", "model_options", "register",
+           "with_solver_options"]
