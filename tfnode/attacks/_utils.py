@@ -1,0 +1,98 @@
+"""What every attack shares: the projection/clip step, argument checks, the logits callable."""
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from tfnode.errors import TfnodeError
+
+NORMS = (np.inf, 2)
+
+
+def check_norm(norm):
+    """Raises `TfnodeError` unless ``norm`` is ``np.inf`` or ``2``."""
+    if norm not in NORMS:
+        raise TfnodeError(f"norm must be np.inf or 2, got {norm!r}")
+
+
+def check_eps(eps, *, name="eps", norm=np.inf, clip_min=0.0, clip_max=1.0):
+    """Raises `TfnodeError` unless ``eps >= 0`` and, for Linf, ``eps <= clip_max - clip_min``."""
+    if not float(eps) >= 0.0:
+        raise TfnodeError(f"{name} must be >= 0, got {eps!r}")
+    if norm == np.inf and float(eps) > float(clip_max) - float(clip_min):
+        raise TfnodeError(f"{name} must lie in [0, {clip_max - clip_min:g}] (the input "
+                          f"range) for an Linf attack, got {eps!r}")
+
+
+def check_positive_int(value, name):
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise TfnodeError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def project(x_adv, x, *, eps, norm=np.inf, clip_min=0.0, clip_max=1.0):
+    """Projects ``x_adv`` onto ``{x + d : |d|_norm <= eps} ∩ [clip_min, clip_max]``.
+
+    The one projection all tfnode attacks use. For ``np.inf`` the result is exactly the
+    Euclidean projection onto the intersection (both sets are boxes); for ``2`` it is the
+    L2-ball projection followed by the clip (the clip can only shrink the perturbation, so
+    the result is still inside the ball).
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    delta = tf.convert_to_tensor(x_adv, tf.float32) - x
+    if norm == np.inf:
+        delta = tf.clip_by_value(delta, -eps, eps)
+    else:
+        check_norm(norm)
+        axes = list(range(1, len(delta.shape)))
+        # The 1e-12 goes inside the sqrt so that a zero delta has a finite gradient.
+        length = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(delta), axes, keepdims=True),
+                                    1e-12))
+        delta = delta * tf.minimum(1.0, eps / length)
+    return tf.clip_by_value(x + delta, clip_min, clip_max)
+
+
+def distances(x_adv, x):
+    """Per-sample ``(l2, linf)`` distances as numpy arrays."""
+    d = np.reshape(np.asarray(x_adv, np.float64) - np.asarray(x, np.float64), (len(x), -1))
+    return np.sqrt(np.sum(d * d, axis=1)), np.max(np.abs(d), axis=1, initial=0.0)
+
+
+_LOGITS_FNS = weakref.WeakKeyDictionary()
+
+
+def logits_fn(model):
+    """A graph-compiled ``x -> logits`` for ``model``; the same object for the same model.
+
+    A Keras model is called with ``training=False``. Any other callable is used as is,
+    wrapped in a ``tf.function``: an ODE block's solver loop run eagerly would execute
+    op by op in Python. The wrapper is cached per model so that repeated attack calls
+    (and CleverHans' ``@tf.function`` gradient, which retraces for every new callable)
+    trace once.
+    """
+    if isinstance(model, tf.types.experimental.GenericFunction):
+        return model  # already a graph function: used as is, never re-wrapped
+    try:
+        return _LOGITS_FNS[model]
+    except (KeyError, TypeError):
+        pass
+    if hasattr(model, "compute_output_spec"):  # a Keras layer or model
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fn = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    else:
+        fn = tf.function(model, reduce_retracing=True)
+    try:
+        _LOGITS_FNS[model] = fn
+    except TypeError:  # not weak-referenceable: no caching
+        pass
+    return fn
+
+
+def predict(model, x, *, batch_size=None):
+    """Top-1 predictions of ``model`` on ``x`` (numpy), in batches of ``batch_size``."""
+    fn = logits_fn(model)
+    x = np.asarray(x, np.float32)
+    batch_size = batch_size or max(len(x), 1)
+    out = [np.argmax(fn(tf.constant(x[i:i + batch_size])).numpy(), axis=-1)
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,), np.int64)
