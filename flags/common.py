@@ -8,31 +8,42 @@ from absl import flags
 
 # Flags that configure a model rather than training; passed as model options when set.
 MODEL_OPTION_FLAGS = ("solver", "rtol", "atol", "step_size", "first_step_size", "width",
-                      "gradient")
+                      "gradient", "per_sample_steps")
+
+
+def _once(define, name, *args, **kwargs):
+    """Defines a flag unless an earlier ``define_*_flags`` call did (apps share data flags,
+    and the tests import several apps into one process)."""
+    if name not in flags.FLAGS:
+        define(name, *args, **kwargs)
 
 
 def define_data_flags():
-    flags.DEFINE_string("dataset", "mnist", "Dataset: mnist, fashion_mnist or cifar10.")
-    flags.DEFINE_string("data_dir", None, "Folder with TFDS data or the raw files (IDX or "
+    _once(flags.DEFINE_string, "dataset", "mnist", "Dataset: mnist, fashion_mnist or cifar10.")
+    _once(flags.DEFINE_string, "data_dir", None, "Folder with TFDS data or the raw files (IDX or "
                         "CIFAR-10 python batches). Unset: the cache, then a download.")
-    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    _once(flags.DEFINE_integer, "batch_size", 128, "Batch size.")
 
 
 def define_model_flags():
-    flags.DEFINE_string("model", "node", "Registered model name (tfnode.models.available()).")
-    flags.DEFINE_string("solver", None, "ODE solver of an ODE model: dopri5, rk4, euler "
+    _once(flags.DEFINE_string, "model", "node",
+          "Registered model name (tfnode.models.available()).")
+    _once(flags.DEFINE_string, "solver", None, "ODE solver of an ODE model: dopri5, rk4, euler "
                         "(model default: dopri5).")
-    flags.DEFINE_float("rtol", None, "Relative tolerance of an adaptive solver "
+    _once(flags.DEFINE_float, "rtol", None, "Relative tolerance of an adaptive solver "
                        "(model default: 1e-3).")
-    flags.DEFINE_float("atol", None, "Absolute tolerance of an adaptive solver "
+    _once(flags.DEFINE_float, "atol", None, "Absolute tolerance of an adaptive solver "
                        "(model default: 1e-3).")
-    flags.DEFINE_float("first_step_size", None, "First trial step of an adaptive solver "
+    _once(flags.DEFINE_float, "first_step_size", None, "First trial step of an adaptive solver "
                        "(model default: automatic, Hairer's rule).")
-    flags.DEFINE_float("step_size", None, "Step h of a fixed-step solver, or the residual "
+    _once(flags.DEFINE_float, "step_size", None, "Step h of a fixed-step solver, or the residual "
                        "scale h of a ResNet (y + h f(y)).")
-    flags.DEFINE_string("gradient", None, "How an ODE model's dopri5 is differentiated: "
+    _once(flags.DEFINE_string, "gradient", None, "How an ODE model's dopri5 is differentiated: "
                         "backprop (tfnode's loop; the node model's default) or adjoint (TFP).")
-    flags.DEFINE_integer("width", 32, "Channels of the ODE-Net / MNIST ResNet. 32 makes the "
+    _once(flags.DEFINE_bool, "per_sample_steps", None, "ODE models: each sample keeps its "
+          "own dopri5 step size, so its logits do not depend on its batch (needs "
+          "--gradient=backprop, the node model's default).")
+    _once(flags.DEFINE_integer, "width", 32, "Channels of the ODE-Net / MNIST ResNet. 32 makes the "
                          "default main job fit 20 minutes on 2 CPU cores; the paper's models "
                          "(Chen et al.'s, flags/mnist_*.cfg) use 64. Ignored by models "
                          "without a width unless given explicitly.")
@@ -41,21 +52,22 @@ def define_model_flags():
 def define_train_flags():
     define_data_flags()
     define_model_flags()
-    flags.DEFINE_integer("epochs", 2, "Training epochs.")
-    flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate.")
-    flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
-    flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
+    _once(flags.DEFINE_integer, "epochs", 2, "Training epochs.")
+    _once(flags.DEFINE_float, "learning_rate", 2e-3, "Peak learning rate.")
+    _once(flags.DEFINE_string, "optimizer", "adam", "adam or sgd (momentum 0.9).")
+    _once(flags.DEFINE_string, "lr_schedule", "cosine", "cosine (to 0), constant, or step "
                         "(x0.1 at 50% and 75% of training).")
-    flags.DEFINE_integer("seed", 0, "Seed of weight init and data shuffling.")
-    flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs "
+    _once(flags.DEFINE_integer, "seed", 0, "Seed of weight init and data shuffling.")
+    _once(flags.DEFINE_string, "model_dir", None, "Checkpoints and TensorBoard logs "
                         "(default runs/<model>_<dataset>).")
-    flags.DEFINE_string("export_dir", "savedmodels", "SavedModel base folder "
+    _once(flags.DEFINE_string, "export_dir", "savedmodels", "SavedModel base folder "
                         "(<export_dir>/<name>/<version>/).")
-    flags.DEFINE_string("export_name", None, "Export name (default <model>_<dataset>).")
-    flags.DEFINE_integer("steps_per_epoch", None, "Cut epochs to this many steps "
+    _once(flags.DEFINE_string, "export_name", None, "Export name (default <model>_<dataset>).")
+    _once(flags.DEFINE_integer, "steps_per_epoch", None, "Cut epochs to this many steps "
                          "(for smoke runs).")
-    flags.DEFINE_integer("checkpoint_steps", None, "Also save the resume state every N steps.")
-    flags.DEFINE_integer("eval_batch_size", None, "Test batch size (default: --batch_size).")
+    _once(flags.DEFINE_integer, "checkpoint_steps", None,
+          "Also save the resume state every N steps.")
+    _once(flags.DEFINE_integer, "eval_batch_size", None, "Test batch size (default: --batch_size).")
 
 
 def model_options(flag_values):
@@ -92,3 +104,76 @@ def train_kwargs(flag_values):
         export_dir=fv.export_dir, export_name=fv.export_name,
         steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
         eval_batch_size=fv.eval_batch_size, record=record(fv))
+
+
+def define_evaluate_flags():
+    """Flags of ``tools.evaluate`` (attack sweeps); defaults are the paper's settings."""
+    define_data_flags()
+    _once(flags.DEFINE_string, "model_path", None, "Model to attack: savedmodels/<name>/<version> "
+                        "(uses its model.keras) or a .keras file.")
+    _once(flags.DEFINE_string, "compare_model_path", None, "A second model evaluated the same way "
+                        "(e.g. the ResNet next to the ODE-Net).")
+    _once(flags.DEFINE_string, "source_model_path", None, "Model on which --attacks=transfer "
+                        "crafts its adversarials.")
+    _once(flags.DEFINE_string, "split", "test", "Dataset split.")
+    _once(flags.DEFINE_list, "attacks", ["fgsm", "pgd"], "Attacks: fgsm, pgd, di2_fgsm, "
+          "square, boundary, transfer.")
+    _once(flags.DEFINE_list, "eps", ["0.1", "0.2", "0.3"], "Linf budgets, divided by --eps_scale.")
+    _once(flags.DEFINE_float, "eps_scale", 1.0, "Divide --eps by this (255: budgets in 0-255 "
+                       "pixel units, e.g. --eps=8 for 8/255).")
+    _once(flags.DEFINE_integer, "num_examples", 1000, "Evaluate the first N examples of the split.")
+    _once(flags.DEFINE_string, "output_dir", None,
+          "Report folder (default reports/<model>_<dataset>).")
+    _once(flags.DEFINE_integer, "seed", 0, "Seed of random starts, transforms and proposals.")
+    _once(flags.DEFINE_float, "pgd_step_size", 0.01, "PGD step (pixel scale; not divided by "
+                       "--eps_scale).")
+    _once(flags.DEFINE_integer, "pgd_steps", 40, "PGD steps.")
+    _once(flags.DEFINE_integer, "pgd_restarts", 1, "PGD random restarts.")
+    _once(flags.DEFINE_bool, "pgd_rand_init", True, "PGD starts at a random point of the ball.")
+    _once(flags.DEFINE_float, "di2_step_size", 0.01, "DI2-FGSM step.")
+    _once(flags.DEFINE_integer, "di2_steps", 40, "DI2-FGSM steps.")
+    _once(flags.DEFINE_float, "di2_resize_rate", 0.9, "DI2-FGSM smallest resize fraction.")
+    _once(flags.DEFINE_float, "di2_diversity_prob", 0.5, "DI2-FGSM transform probability.")
+    _once(flags.DEFINE_float, "di2_decay", 0.0, "DI2-FGSM momentum (> 0: M-DI2-FGSM).")
+    _once(flags.DEFINE_integer, "boundary_queries", 1000, "Boundary Attack queries per example.")
+    _once(flags.DEFINE_float, "boundary_spherical_step", 0.1, "Boundary Attack spherical step.")
+    _once(flags.DEFINE_float, "boundary_source_step", 0.1, "Boundary Attack source step.")
+    _once(flags.DEFINE_string, "transfer_attack", "fgsm", "Attack run on --source_model_path.")
+    _once(flags.DEFINE_integer, "square_queries", 1000, "Square Attack queries per example.")
+    _once(flags.DEFINE_float, "square_p_init", 0.05, "Square Attack initial patch fraction.")
+
+
+def evaluate_kwargs(flag_values):
+    """Arguments of `tfnode.evaluate.evaluate` from the evaluate flags."""
+    from tfnode.errors import TfnodeError
+
+    fv = flag_values
+    if not fv.model_path:
+        raise TfnodeError("--model_path is required: an export folder "
+                          "(savedmodels/<name>/<version>) or a .keras file")
+    if not fv.eps_scale > 0:
+        raise TfnodeError(f"--eps_scale must be > 0, got {fv.eps_scale!r}")
+    try:
+        eps = [float(e) / fv.eps_scale for e in fv.eps]
+    except ValueError:
+        raise TfnodeError(f"--eps must be a comma-separated list of numbers, got "
+                          f"{','.join(fv.eps)!r}") from None
+    options = {
+        "pgd": {"step_size": fv.pgd_step_size, "num_steps": fv.pgd_steps,
+                "restarts": fv.pgd_restarts, "rand_init": fv.pgd_rand_init},
+        "di2_fgsm": {"step_size": fv.di2_step_size, "num_steps": fv.di2_steps,
+                     "resize_rate": fv.di2_resize_rate,
+                     "diversity_prob": fv.di2_diversity_prob, "decay": fv.di2_decay},
+        "boundary": {"max_queries": fv.boundary_queries,
+                     "spherical_step": fv.boundary_spherical_step,
+                     "source_step": fv.boundary_source_step},
+        "transfer": {"attack": fv.transfer_attack},
+        "square": {"max_queries": fv.square_queries, "p_init": fv.square_p_init},
+    }
+    return dict(
+        model_path=fv.model_path, dataset=fv.dataset, split=fv.split,
+        attacks_=[a.strip() for a in fv.attacks if a.strip()], eps=eps,
+        eps_scale=fv.eps_scale, num_examples=fv.num_examples, batch_size=fv.batch_size,
+        data_dir=fv.data_dir, compare_model_path=fv.compare_model_path,
+        source_model_path=fv.source_model_path, output_dir=fv.output_dir,
+        attack_options=options, seed=fv.seed, record=record(fv))

@@ -20,15 +20,7 @@ def next_version(model_base):
 
 def check_writable(export_dir):
     """Raises `TfnodeError` unless ``export_dir`` exists or can be made, and is writable."""
-    try:
-        os.makedirs(export_dir, exist_ok=True)
-        probe = os.path.join(export_dir, f".write-probe-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as err:
-        raise TfnodeError(f"--export_dir {export_dir!r} is not writable "
-                          f"({err.strerror or err})") from None
+    reports.check_writable(export_dir, flag="--export_dir")
 
 
 def serving_function(model):

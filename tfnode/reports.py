@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+from tfnode.errors import TfnodeError
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -29,6 +31,18 @@ def atomic_path(path):
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(folder, *, flag):
+    """Raises `TfnodeError` naming ``flag`` unless ``folder`` exists or can be made, writable."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-probe-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise TfnodeError(f"{flag} {folder!r} is not writable ({err.strerror or err})") from None
 
 
 def write_json(path, obj):
