@@ -544,6 +544,10 @@ def markdown(report):
         lines.append(f"- {label}: {res['info']['path']} ({res['info']['format']})"
                      + (f", ODE blocks {res['info']['ode_blocks']}"
                         if res["info"].get("ode_blocks") else ""))
+    if report.get("source_model"):
+        src = report["source_model"]
+        lines.append(f"- transfer: adversarials crafted on {model_label(src)} ({src['path']}) "
+                     f"with {report['attack_options']['transfer']['attack']}")
     lines += ["", "Attack settings: `" + json.dumps(report["attack_options"], sort_keys=True)
               + "`", "", f"Versions: `{json.dumps(report['versions'], sort_keys=True)}`", ""]
     return "\n".join(lines)
