@@ -71,15 +71,15 @@ def main():
     print(f"PGD-40 (eps {args.eps}, step 0.01, random start), {len(y)} MNIST test images, "
           f"batch {args.batch_size}; {reports.versions()}; "
           f"threads intra {tf.config.threading.get_intra_op_parallelism_threads()}")
-    print(f"{'model':<28} {'images/s':>9} {'seconds':>8} {'fooled':>7} "
-          f"{'no-block s':>10} {'share in blocks':>15}")
+    print(f"{'model':<8} {'images/s':>9} {'seconds':>8} {'fooled':>7} "
+          f"{'no-block s':>10} {'share in blocks':>15}  path")
     for path in args.model_path:
         model, info = evaluate.load_model(path)
         seconds, fooled = time_pgd(model, x, y, args.batch_size, **pgd)
         bare_seconds, _ = time_pgd(without_blocks(model), x, y, args.batch_size, **pgd)
         share = 1.0 - bare_seconds / seconds
-        print(f"{evaluate.model_label(info) + ' ' + path:<28.28} {len(y) / seconds:>9.1f} "
-              f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}")
+        print(f"{evaluate.model_label(info):<8} {len(y) / seconds:>9.1f} "
+              f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}")
 
 
 if __name__ == "__main__":
