@@ -53,7 +53,7 @@ def define_train_flags():
     define_data_flags()
     define_model_flags()
     _once(flags.DEFINE_integer, "epochs", 2, "Training epochs.")
-    _once(flags.DEFINE_float, "learning_rate", 2e-3, "Peak learning rate.")
+    _once(flags.DEFINE_float, "learning_rate", 3e-3, "Peak learning rate.")
     _once(flags.DEFINE_string, "optimizer", "adam", "adam or sgd (momentum 0.9).")
     _once(flags.DEFINE_string, "lr_schedule", "cosine", "cosine (to 0), constant, or step "
                         "(x0.1 at 50% and 75% of training).")
@@ -140,6 +140,14 @@ def define_evaluate_flags():
     _once(flags.DEFINE_float, "boundary_source_step", 0.1, "Boundary Attack source step.")
     _once(flags.DEFINE_string, "transfer_attack", "fgsm", "Attack run on --source_model_path.")
     _once(flags.DEFINE_integer, "square_queries", 1000, "Square Attack queries per example.")
+    _once(flags.DEFINE_bool, "audit", False, "Gradient-masking audit: surrogate-gradient "
+          "(adjoint, tight tolerance, rk4), stronger and unbounded PGD, Square Attack, "
+          "transfer from --source_model_path; checks and a verdict at the top of report.md.")
+    _once(flags.DEFINE_bool, "per_sample_steps", None, "ODE models: per-sample dopri5 steps, "
+          "so no prediction depends on the batch (evaluate's default: on; the report says "
+          "where it cannot apply).")
+    _once(flags.DEFINE_integer, "audit_pgd_steps", 100, "Steps of the audit's stronger PGD.")
+    _once(flags.DEFINE_integer, "audit_pgd_restarts", 5, "Restarts of the audit's stronger PGD.")
     _once(flags.DEFINE_float, "square_p_init", 0.05, "Square Attack initial patch fraction.")
 
 
@@ -169,6 +177,7 @@ def evaluate_kwargs(flag_values):
                      "source_step": fv.boundary_source_step},
         "transfer": {"attack": fv.transfer_attack},
         "square": {"max_queries": fv.square_queries, "p_init": fv.square_p_init},
+        "pgd_strong": {"num_steps": fv.audit_pgd_steps, "restarts": fv.audit_pgd_restarts},
     }
     return dict(
         model_path=fv.model_path, dataset=fv.dataset, split=fv.split,
@@ -176,4 +185,7 @@ def evaluate_kwargs(flag_values):
         eps_scale=fv.eps_scale, num_examples=fv.num_examples, batch_size=fv.batch_size,
         data_dir=fv.data_dir, compare_model_path=fv.compare_model_path,
         source_model_path=fv.source_model_path, output_dir=fv.output_dir,
-        attack_options=options, seed=fv.seed, record=record(fv))
+        attack_options=options, seed=fv.seed, audit=fv.audit,
+        # Unset: on (the evaluator's default); the train app shares this flag.
+        per_sample_steps=True if fv.per_sample_steps is None else fv.per_sample_steps,
+        record=record(fv))

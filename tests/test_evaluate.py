@@ -3,7 +3,6 @@
 import json
 
 import keras
-import numpy as np
 import pytest
 from absl import flags as absl_flags
 
@@ -55,6 +54,11 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     assert set(report["models"]) == {"node", "tiny"}
     node = report["models"]["node"]
     assert node["info"]["ode_blocks"][0]["solver"] == "dopri5"
+    # ODE models are evaluated with per-sample steps: no logit depends on the batch.
+    assert node["info"]["per_sample_steps"] == "applied"
+    assert node["info"]["ode_blocks"][0]["per_sample_steps"] is True
+    assert node["checks"]["logits_max_diff_alone_vs_batch"] < 1e-4
+    assert report["models"]["tiny"]["info"]["per_sample_steps"].startswith("not applicable")
     for name in ("fgsm", "pgd", "di2_fgsm", "square", "boundary", "transfer"):
         for eps in ("0.1", "0.3"):
             cell = node["attacks"][name][eps]
@@ -73,6 +77,7 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     cnn = report["models"]["tiny"]
     only = report2["models"]["tiny_mnist/1"]
     assert only["info"]["format"] == "saved_model"
+    assert only["info"]["per_sample_steps"].startswith("not applied")
     assert only["clean_accuracy"] == cnn["clean_accuracy"]
     assert only["attacks"]["fgsm"]["0.1"]["robust_accuracy"] == pytest.approx(
         cnn["attacks"]["fgsm"]["0.1"]["robust_accuracy"], abs=1 / 12)
@@ -106,3 +111,31 @@ def test_not_a_model_and_wrong_shape_are_one_line_errors(mnist_dir, saved, capsy
             run_app([f"--data_dir={mnist_dir}", f"--model_path={path}"])
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and message in err and "\n" not in err, err
+
+
+def test_audit_adds_adaptive_attacks_checks_and_a_verdict(mnist_dir, saved):
+    out_dir = saved["tmp"] / "audit"
+    run_app(STEPS + [f"--data_dir={mnist_dir}", f"--model_path={saved['node']}",
+                     f"--source_model_path={saved['cnn']}", "--attacks=fgsm,pgd",
+                     "--eps=0.1", "--audit", "--audit_pgd_steps=3", "--audit_pgd_restarts=2",
+                     f"--output_dir={out_dir}"])
+    report = json.loads((out_dir / "report.json").read_text())
+    node = report["models"]["node"]
+    for name in ("pgd_adjoint", "pgd_tight", "pgd_rk4", "pgd_strong", "square", "transfer"):
+        assert "0.1" in node["attacks"][name], name
+    assert "1" in node["attacks"]["pgd_unbounded"]
+    verdict = node["verdict"]
+    # The verdict is the minimum over every attack at that eps (not the unbounded one).
+    cells = {n: c["0.1"]["robust_accuracy"] for n, c in node["attacks"].items() if "0.1" in c}
+    assert verdict["minimum"]["0.1"]["robust_accuracy"] == min(cells.values())
+    assert verdict["minimum"]["0.1"]["attack"] in cells
+    names = [c["check"] for c in verdict["checks"]]
+    assert "accuracy goes to ~0 as eps grows" in names
+    assert any(n.startswith("white-box >= black-box") for n in names)
+    md = (out_dir / "report.md").read_text()
+    assert "## Verdict: node" in md and ("PASS" in md or "FAIL" in md)
+    # A model without ODE blocks gets no solver surrogates.
+    from tfnode import audit
+
+    assert "pgd_adjoint" not in audit.audit_attacks({"format": "keras", "ode_blocks": []},
+                                                    has_source=False)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import attacks, data, reports
+from tfnode import attacks, audit as audit_lib, data, reports
 from tfnode.errors import TfnodeError
 
 ATTACKS = ("fgsm", "pgd", "di2_fgsm", "square", "boundary", "transfer")
@@ -37,6 +37,8 @@ DEFAULT_ATTACK_OPTIONS = {
     "transfer": {"attack": "fgsm"},
     # Not in the paper: the score-based black-box check of Huang et al. 2020.
     "square": {"max_queries": 1000, "p_init": 0.05},
+    # Overrides of the audit's stronger PGD (see tfnode.audit.AUDIT_ATTACKS).
+    "pgd_strong": {},
 }
 _TRANSFERABLE = ("fgsm", "pgd", "di2_fgsm")
 
@@ -108,6 +110,27 @@ def load_model(path, *, flag="--model_path"):
     return model, info
 
 
+def _per_sample(model, info):
+    """The model with per-sample ODE steps where possible; ``info`` says what was done."""
+    blocks = info.get("ode_blocks")
+    if info.get("format") != "keras":
+        info["per_sample_steps"] = ("not applied: a SavedModel's solver cannot be changed; "
+                                    "give the export folder with its model.keras")
+        return model, info
+    if not blocks:
+        info["per_sample_steps"] = "not applicable: no ODE blocks"
+        return model, info
+    if any(b["solver"] == "dopri5" and b["gradient"] != "backprop" for b in blocks):
+        info["per_sample_steps"] = ("not applied: TFP's DormandPrince (gradient='adjoint') "
+                                    "has one step size per batch")
+        return model, info
+    from tfnode import models
+
+    info["per_sample_steps"] = "applied"
+    info["ode_blocks"] = [{**b, "per_sample_steps": True} for b in blocks]
+    return models.with_solver_options(model, per_sample_steps=True), info
+
+
 def _export_name(path):
     """``savedmodels/node_mnist/3`` -> ``node_mnist/3``; other folders: their name."""
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
@@ -120,7 +143,8 @@ def _ode_blocks(model):
         if type(layer).__name__ == "ODEBlock":
             out.append({k: getattr(layer, k) for k in ("name", "solver", "rtol", "atol", "t1",
                                                        "step_size", "gradient",
-                                                       "first_step_size")})
+                                                       "first_step_size",
+                                                       "per_sample_steps")})
     return out
 
 
@@ -168,7 +192,9 @@ _OPTION_FLAGS = {("pgd", "step_size"): "--pgd_step_size", ("pgd", "num_steps"): 
                  ("boundary", "spherical_step"): "--boundary_spherical_step",
                  ("boundary", "source_step"): "--boundary_source_step",
                  ("square", "max_queries"): "--square_queries",
-                 ("square", "p_init"): "--square_p_init"}
+                 ("square", "p_init"): "--square_p_init",
+                 ("pgd_strong", "num_steps"): "--audit_pgd_steps",
+                 ("pgd_strong", "restarts"): "--audit_pgd_restarts"}
 
 
 def _validate_attack_options(options):
@@ -193,7 +219,11 @@ def _validate_attack_options(options):
               ("boundary", "source_step", lambda v: 0 < v < 1, "in (0, 1)"),
               ("square", "max_queries", lambda v: isinstance(v, int) and v >= 1,
                "an integer >= 1"),
-              ("square", "p_init", lambda v: 0 < v <= 1, "in (0, 1]")]
+              ("square", "p_init", lambda v: 0 < v <= 1, "in (0, 1]"),
+              ("pgd_strong", "num_steps", lambda v: isinstance(v, int) and v >= 1,
+               "an integer >= 1"),
+              ("pgd_strong", "restarts", lambda v: isinstance(v, int) and v >= 1,
+               "an integer >= 1")]
     for attack, key, ok, expected in checks:
         if key in options.get(attack, {}) and not ok(options[attack][key]):
             bad(attack, key, expected)
@@ -206,8 +236,8 @@ def _validate_attack_options(options):
 def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pgd"),
              eps=(0.1, 0.2, 0.3), eps_scale=1.0, num_examples=1000, batch_size=100,
              data_dir=None, compare_model_path=None, source_model_path=None,
-             output_dir=None, attack_options=None, seed=0, record=None, log=print,
-             verbose=1):
+             output_dir=None, attack_options=None, seed=0, audit=False,
+             per_sample_steps=True, record=None, log=print, verbose=1):
     """Runs the attack sweep and writes the report; returns the report dict.
 
     Args:
@@ -225,6 +255,14 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
       output_dir: where the report files go (default ``reports/<name>_<dataset>``).
       attack_options: ``{attack: {option: value}}`` over `DEFAULT_ATTACK_OPTIONS`.
       seed: seed of random starts, transforms and proposals.
+      audit: also run `tfnode.audit.AUDIT_ATTACKS` (surrogate-gradient, stronger and
+        unbounded PGD), the Square Attack and (with a source model) transfer, and add
+        the checks and the verdict (minimum over all attacks) to the report.
+      per_sample_steps: evaluate ODE models with per-sample dopri5 steps (same weights,
+        `tfnode.models.with_solver_options`), so that no sample's prediction, and no
+        attack on it, depends on its batch-mates. Where that is impossible (a bare
+        SavedModel, TFP's adjoint solver) the model is used as it is and the report
+        says why.
       record: extra settings to store (e.g. all flags of the app).
       log: where progress lines go.
       verbose: show progress bars.
@@ -248,9 +286,11 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
         model, info = load_model(path, flag="--model_path" if role == "model"
                                  else "--compare_model_path")
         _check_shape(info, ds_info, path)
+        if per_sample_steps:
+            model, info = _per_sample(model, info)
         loaded.append((model, info))
     source = None
-    if "transfer" in attacks_:
+    if "transfer" in attacks_ or (audit and source_model_path):
         source, source_info = load_model(source_model_path, flag="--source_model_path")
         _check_shape(source_info, ds_info, source_model_path)
     output_dir = output_dir or os.path.join(
@@ -267,7 +307,11 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
 
     report = {"dataset": dataset, "split": split, "num_examples": n, "batch_size": batch_size,
               "eps": eps, "eps_scale": eps_scale, "attacks": attacks_, "seed": seed,
-              "attack_options": {a: options[a] for a in attacks_}, "models": {},
+              "attack_options": (dict(options, audit_attacks={
+                  k: {"attack": v[0], "overrides": v[1], "surrogate_solver_options": v[2]}
+                  for k, v in audit_lib.AUDIT_ATTACKS.items()}) if audit
+                  else {a: options[a] for a in attacks_}), "models": {},
+              "audit": bool(audit), "per_sample_steps": bool(per_sample_steps),
               "record": record or {}, "versions": reports.versions()}
     if source is not None:
         report["source_model"] = source_info
@@ -279,7 +323,8 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
         labels_seen.add(label)
         report["models"][label] = _evaluate_model(
             model, info, x, y, attacks_=attacks_, eps=eps, batch_size=batch_size,
-            options=options, source=source, seed=seed, log=log, verbose=verbose)
+            options=options, source=source, seed=seed, audit=audit, log=log,
+            verbose=verbose)
     report["warnings"] = sanity_warnings(report)
     report["wall_seconds"] = time.time() - start
     report["paths"] = write_report(report, output_dir)
@@ -314,7 +359,7 @@ def _progress(title, total, log, verbose):
 
 
 def _evaluate_model(model, info, x, y, *, attacks_, eps, batch_size, options, source, seed,
-                    log, verbose):
+                    audit, log, verbose):
     label = model_label(info)
     n = len(y)
     t0 = time.time()
@@ -324,28 +369,46 @@ def _evaluate_model(model, info, x, y, *, attacks_, eps, batch_size, options, so
            "clean_seconds": time.time() - t0, "checks": _model_checks(model, x, y, batch_size),
            "attacks": {}}
     log(f"tfnode: {label}: clean accuracy {out['clean_accuracy']:.4f} ({n} images)")
-    for name in attacks_:
+    names = list(attacks_)
+    if audit:
+        names += [a for a in audit_lib.audit_attacks(info, has_source=source is not None)
+                  if a not in names]
+    for name in names:
         cells = {}
         if name == "boundary":
             cells = _boundary_cells(model, x, y, correct, eps, batch_size, options[name],
                                     seed, f"{label}: boundary", log, verbose)
         else:
-            for e in eps:
+            fn, opts, crafted_on = _attack_plan(name, model, info, options, source)
+            budgets = [audit_lib.UNBOUNDED_EPS] if name == "pgd_unbounded" else eps
+            for e in budgets:
                 cells[f"{e:g}"] = _gradient_cell(model, x, y, correct, name, e, batch_size,
-                                                 options, source, seed,
+                                                 fn, opts, crafted_on, seed,
                                                  f"{label}: {name} eps {e:g}", log, verbose)
         out["attacks"][name] = cells
+    if audit:
+        out["verdict"] = audit_lib.verdict(out, eps)
     return out
 
 
-def _gradient_cell(model, x, y, correct, name, e, batch_size, options, source, seed, title,
-                   log, verbose):
-    start = time.time()
+def _attack_plan(name, model, info, options, source):
+    """``(attack function, options, model the attack differentiates)`` for a cell."""
     if name == "transfer":  # crafted on the source model, evaluated on this one
         base = options["transfer"]["attack"]
-        fn, opts, crafted_on = attacks.ATTACKS[base], dict(options[base]), source
-    else:
-        fn, opts, crafted_on = attacks.ATTACKS[name], dict(options[name]), model
+        return attacks.ATTACKS[base], dict(options[base]), source
+    if name in audit_lib.AUDIT_ATTACKS:
+        base, overrides, _ = audit_lib.AUDIT_ATTACKS[name]
+        return (attacks.ATTACKS[base], {**options[base], **overrides, **options.get(name, {})},
+                audit_lib.surrogate(model, info, name))
+    return attacks.ATTACKS[name], dict(options[name]), model
+
+
+def _gradient_cell(model, x, y, correct, name, e, batch_size, fn, opts, crafted_on, seed,
+                   title, log, verbose):
+    start = time.time()
+    opts = dict(opts)
+    if opts.get("step_size") == "auto":  # Madry et al.'s 2.5 eps / steps
+        opts["step_size"] = max(2.5 * e / opts["num_steps"], 1e-6)
     seeded = fn is not attacks.fgsm
     bar = _progress(title, len(_batches(len(y), batch_size)), log, verbose)
     x_adv = np.empty_like(x)
@@ -368,10 +431,10 @@ def _gradient_cell(model, x, y, correct, name, e, batch_size, options, source, s
         steps = opts.get("num_steps", 1) * opts.get("restarts", 1)
         cell["gradient_evaluations_per_example"] = steps
     cell.update(eps=e, seconds=time.time() - start)
-    if name == "transfer":
-        src_pred = attacks.predict(source, x_adv, batch_size=batch_size)
+    if crafted_on is not model:  # transfer or a surrogate: how the crafting model fared
+        src_pred = attacks.predict(crafted_on, x_adv, batch_size=batch_size)
         cell["source_accuracy"] = float((src_pred == y).mean())
-        cell["crafted_with"] = options["transfer"]["attack"]
+        cell["crafted_with"] = fn.__name__
     return cell
 
 
@@ -485,7 +548,9 @@ def sanity_warnings(report):
         cells = res["attacks"]
         eps_keys = [f"{e:g}" for e in report["eps"]]
         for name, by_eps in cells.items():
-            accs = [by_eps[k]["robust_accuracy"] for k in eps_keys if k in by_eps]
+            if any(k not in by_eps for k in eps_keys):
+                continue  # e.g. pgd_unbounded, run at one eps of its own
+            accs = [by_eps[k]["robust_accuracy"] for k in eps_keys]
             order = np.argsort(report["eps"])
             sorted_accs = [accs[i] for i in order]
             if any(b > a + 0.02 for a, b in zip(sorted_accs, sorted_accs[1:])):
@@ -523,6 +588,18 @@ def markdown(report):
              f"{report['batch_size']}, seed {report['seed']}. Robust accuracy (%): correct "
              "on the clean image and under the attack; Linf budgets eps on the [0, 1] scale"
              + (f" (given as x/{scale:g})" if scale != 1 else "") + ".", ""]
+    for label, res in report["models"].items():
+        v = res.get("verdict")
+        if not v:
+            continue
+        lines += [f"## Verdict: {label}", "",
+                  "Robust accuracy = the minimum over all attacks run: " + ", ".join(
+                      f"eps {k}: **{100 * m['robust_accuracy']:.2f}%** ({m['attack']})"
+                      for k, m in v["minimum"].items()) + ".",
+                  "", ("**Gradient masking suspected**: a masking check failed."
+                       if v["masking_suspected"] else "No check flags gradient masking."), ""]
+        lines += [f"- {'PASS' if ch['passed'] else 'FAIL'}: {ch['check']}: {ch['detail']}"
+                  for ch in v["checks"]] + [""]
     if report["warnings"]:
         lines += ["**Warnings**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     lines += ["| model | attack | clean | " + " | ".join(f"eps {h}" for h in head) + " |",
@@ -530,7 +607,10 @@ def markdown(report):
     for label, res in report["models"].items():
         clean = f"{100 * res['clean_accuracy']:.2f}"
         for name, cells in res["attacks"].items():
-            vals = [f"{100 * cells[k]['robust_accuracy']:.2f}" for k in eps_keys]
+            if name == "pgd_unbounded":
+                continue  # one cell at eps 1, shown in the checks
+            vals = [f"{100 * cells[k]['robust_accuracy']:.2f}" if k in cells else "-"
+                    for k in eps_keys]
             lines.append(f"| {label} | {name} | {clean} | " + " | ".join(vals) + " |")
     lines.append("")
     for label, res in report["models"].items():
@@ -541,7 +621,8 @@ def markdown(report):
                          f"{b['num_adversarial_found']}/{b['num_clean_correct']} clean-correct "
                          f"examples made adversarial, {b['queries_mean']:.0f} queries on "
                          f"average (max {b['queries_max']})")
-        lines.append(f"- {label}: {res['info']['path']} ({res['info']['format']})"
+        lines.append(f"- {label}: {res['info']['path']} ({res['info']['format']}), "
+                     f"per-sample steps {res['info'].get('per_sample_steps', 'off')}"
                      + (f", ODE blocks {res['info']['ode_blocks']}"
                         if res["info"].get("ode_blocks") else ""))
     if report.get("source_model"):
@@ -565,6 +646,8 @@ def plot(report, path):
     styles = ["-", "--", ":", "-."]
     for m, (label, res) in enumerate(report["models"].items()):
         for a, (name, cells) in enumerate(res["attacks"].items()):
+            if any(f"{e:g}" not in cells for e in eps):
+                continue
             accs = [res["clean_accuracy"]] + [cells[f"{e:g}"]["robust_accuracy"] for e in eps]
             ax.plot([0.0] + eps, [100 * v for v in accs], styles[m % len(styles)],
                     marker="o", color=f"C{a}", label=f"{label} {name}")

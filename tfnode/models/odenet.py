@@ -51,9 +51,9 @@ def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, at
     """
     inputs = keras.Input(input_shape, name="images")
     x = stem(inputs, width)
-    x = layers.ODEBlock(layers.ODEFunc(width, zero_init=zero_init, name="odefunc"), solver=solver, rtol=rtol,
-                        atol=atol, t1=t1, first_step_size=first_step_size,
-                        max_num_steps=max_num_steps, step_size=step_size,
-                        gradient=gradient, per_sample_steps=per_sample_steps,
-                        name="ode_block")(x)
+    func = layers.ODEFunc(width, zero_init=zero_init, name="odefunc")
+    x = layers.ODEBlock(func, solver=solver, rtol=rtol, atol=atol, t1=t1,
+                        first_step_size=first_step_size, max_num_steps=max_num_steps,
+                        step_size=step_size, gradient=gradient,
+                        per_sample_steps=per_sample_steps, name="ode_block")(x)
     return keras.Model(inputs, head(x, width, num_classes), name="node")
