@@ -204,26 +204,19 @@ def _validate_attack_options(options):
         name = _OPTION_FLAGS.get((attack, key), f"{attack} option {key}")
         raise TfnodeError(f"{name} must be {expected}, got {value!r}")
 
-    checks = [("pgd", "step_size", lambda v: 0 < v <= 1, "in (0, 1]"),
-              ("pgd", "num_steps", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-              ("pgd", "restarts", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-              ("di2_fgsm", "step_size", lambda v: 0 < v <= 1, "in (0, 1]"),
-              ("di2_fgsm", "num_steps", lambda v: isinstance(v, int) and v >= 1,
-               "an integer >= 1"),
-              ("di2_fgsm", "resize_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
-              ("di2_fgsm", "diversity_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
-              ("di2_fgsm", "decay", lambda v: v >= 0, ">= 0"),
-              ("boundary", "max_queries", lambda v: isinstance(v, int) and v >= 1,
-               "an integer >= 1"),
-              ("boundary", "spherical_step", lambda v: 0 < v < 1, "in (0, 1)"),
-              ("boundary", "source_step", lambda v: 0 < v < 1, "in (0, 1)"),
-              ("square", "max_queries", lambda v: isinstance(v, int) and v >= 1,
-               "an integer >= 1"),
-              ("square", "p_init", lambda v: 0 < v <= 1, "in (0, 1]"),
-              ("pgd_strong", "num_steps", lambda v: isinstance(v, int) and v >= 1,
-               "an integer >= 1"),
-              ("pgd_strong", "restarts", lambda v: isinstance(v, int) and v >= 1,
-               "an integer >= 1")]
+    count = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    unit = (lambda v: 0 < v <= 1, "in (0, 1]")
+    fraction = (lambda v: 0 < v < 1, "in (0, 1)")
+    checks = [(a, k, *rule) for a, k, rule in (
+        ("pgd", "step_size", unit), ("pgd", "num_steps", count), ("pgd", "restarts", count),
+        ("di2_fgsm", "step_size", unit), ("di2_fgsm", "num_steps", count),
+        ("di2_fgsm", "resize_rate", unit),
+        ("di2_fgsm", "diversity_prob", (lambda v: 0 <= v <= 1, "in [0, 1]")),
+        ("di2_fgsm", "decay", (lambda v: v >= 0, ">= 0")),
+        ("boundary", "max_queries", count), ("boundary", "spherical_step", fraction),
+        ("boundary", "source_step", fraction), ("square", "max_queries", count),
+        ("square", "p_init", unit), ("pgd_strong", "num_steps", count),
+        ("pgd_strong", "restarts", count))]
     for attack, key, ok, expected in checks:
         if key in options.get(attack, {}) and not ok(options[attack][key]):
             bad(attack, key, expected)
