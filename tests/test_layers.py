@@ -141,6 +141,17 @@ def test_max_num_steps_is_enforced():
         block(tf.constant(Y0, tf.float32))
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_unfinished_solve_is_nan_under_xla_which_drops_the_assertion(per_sample):
+    block = layers.ODEBlock(LinearODE(), rtol=1e-7, atol=1e-7, gradient="backprop",
+                            max_num_steps=3, per_sample_steps=per_sample)
+    y0 = tf.constant(np.stack([Y0, Y0]) if per_sample else Y0, tf.float32)
+    assert np.isnan(tf.function(block, jit_compile=True)(y0).numpy()).all()
+    finished = layers.ODEBlock(LinearODE(), rtol=1e-3, atol=1e-3, gradient="backprop",
+                               per_sample_steps=per_sample)
+    assert np.isfinite(tf.function(finished, jit_compile=True)(y0).numpy()).all()
+
+
 def test_group_norm_equals_keras_group_normalization():
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(4, 5, 5, 16)).astype("float32")
     ours, ref = layers.GroupNorm(4), keras.layers.GroupNormalization(4, epsilon=1e-5)
@@ -150,6 +161,55 @@ def test_group_norm_equals_keras_group_normalization():
     ours.set_weights(weights)
     ref.set_weights(weights)
     np.testing.assert_allclose(ours(x), ref(x), atol=1e-5)
+
+
+def test_group_norm_xla_path_equals_plain_path_in_values_and_gradients():
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, (3, 6, 6, 8)).astype("float32"))
+    norm = layers.GroupNorm(4)
+    norm.build(x.shape)
+    norm.set_weights([np.linspace(0.5, 2, 8, dtype="float32"),
+                      np.linspace(-1, 1, 8, dtype="float32")])
+    weights = tf.constant(np.random.default_rng(2).normal(size=x.shape).astype("float32"))
+
+    def value_and_grads():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = norm(x)
+            loss = tf.reduce_sum(out * weights)
+        return [out] + tape.gradient(loss, [x, norm.gamma, norm.beta])
+
+    fast = value_and_grads()
+    with layers.no_xla():
+        plain = value_and_grads()
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(fast[1])) > 1e-3  # a real gradient was compared
+
+
+@pytest.mark.parametrize("strides, padding, per_sample", [
+    (1, "same", False), (2, "same", False), (1, "valid", True)])
+def test_concat_conv_folded_time_equals_explicit_concat(strides, padding, per_sample):
+    """The time channel folded into a bias map computes conv(concat([t, y])) exactly."""
+    rng = np.random.default_rng(0)
+    y = tf.constant(rng.normal(size=(3, 7, 7, 5)).astype("float32"))
+    t = tf.constant([0.1, 0.5, 0.9] if per_sample else 0.7, tf.float32)
+    conv = layers.ConcatConv2D(4, strides=strides, padding=padding)
+    conv.build(y_shape=y.shape)
+    conv.conv.bias.assign(rng.normal(size=4).astype("float32"))
+
+    def value_and_grads(explicit):
+        with tf.GradientTape() as tape:
+            tape.watch([y, t])
+            if explicit:  # Chen et al.'s formulation, through the inner Keras Conv2D
+                tt = tf.ones_like(y[..., :1]) * tf.reshape(t, [-1, 1, 1, 1] if per_sample else [])
+                out = conv.conv(tf.concat([tt, y], axis=-1))
+            else:
+                out = conv(t=t, y=y)
+            loss = tf.reduce_sum(tf.sin(out))
+        return [out] + tape.gradient(loss, [y, t, conv.conv.kernel, conv.conv.bias])
+
+    for a, b in zip(value_and_grads(False), value_and_grads(True)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_concat_conv_sees_time():
@@ -242,3 +302,47 @@ def test_per_sample_steps_make_a_sample_independent_of_its_batch():
     np.testing.assert_allclose(alone, shared_alone, atol=1e-5, rtol=0)
     # ... while the shared RMS norm lets the fast samples change the slow ones' steps.
     assert np.max(np.abs(shared_batched - shared_alone)) > 1e-4
+
+
+def test_xla_forward_equals_plain_forward_and_traces_once_per_shape():
+    from tfnode import attacks
+
+    model = _tiny_model(gradient="backprop", per_sample_steps=True)
+    xs = np.random.default_rng(3).normal(size=(10, 4, 4, 8)).astype("float32")
+    fast, plain = attacks.forward_fn(model), attacks.logits_fn(model)
+    for batch in (xs[:4], xs[4:8], xs[8:]):
+        np.testing.assert_allclose(fast(tf.constant(batch)), plain(tf.constant(batch)),
+                                   rtol=1e-5, atol=1e-5)
+    # Two batches of 4 and one of 2: the second batch reuses the first trace, and the
+    # smaller one relaxes the batch dimension instead of tracing per size from then on.
+    assert fast.experimental_get_tracing_count() <= 2
+    assert plain.experimental_get_tracing_count() <= 2
+    fast(tf.constant(xs[:3]))
+    assert fast.experimental_get_tracing_count() <= 2
+
+
+@keras.saving.register_keras_serializable(package="tfnode_test")
+class CountingODEFunc(layers.ODEFunc):
+    """An ODEFunc that counts its Python calls: inside tf.function, one per trace."""
+
+    calls = 0
+
+    def call(self, t, y):
+        type(self).calls += 1
+        return super().call(t, y)
+
+
+def test_training_does_not_retrace_between_batches_or_epochs():
+    inputs = keras.Input((4, 4, 8))
+    x = layers.ODEBlock(CountingODEFunc(8), gradient="backprop")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    xs = np.random.default_rng(0).normal(size=(12, 4, 4, 8)).astype("float32")
+    ys = np.arange(12) % 3
+    seen = []
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(CountingODEFunc.calls))
+    model.fit(xs, ys, batch_size=4, epochs=3, verbose=0, callbacks=[callback])
+    # Epoch 1 traced the step (a few calls of the function per trace); epochs 2 and 3,
+    # three batches each, ran the traced graph without a single new Python call.
+    assert seen[0] > 0 and seen[0] == seen[1] == seen[2], seen

@@ -6,7 +6,7 @@ import re
 import keras
 import tensorflow as tf
 
-from tfnode import reports
+from tfnode import layers, reports
 from tfnode.errors import TfnodeError
 
 
@@ -61,9 +61,12 @@ def export(model, export_dir, name, *, version=None, extra_files=None):
     archive = keras.export.ExportArchive()
     archive.track(model)
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="images")
-    archive.add_endpoint("serving_default", serving_function(model), input_signature=[spec])
     try:
-        with reports.atomic_path(path) as tmp:
+        # No XLA-compiled functions in the SavedModel: TF Serving's XLA:CPU JIT is off
+        # by default, and a graph that needs it would fail at its first request.
+        with reports.atomic_path(path) as tmp, layers.no_xla():
+            archive.add_endpoint("serving_default", serving_function(model),
+                                 input_signature=[spec])
             archive.write_out(tmp, verbose=False)
             for fname, writer in (extra_files or {}).items():
                 writer(os.path.join(tmp, fname))

@@ -6,7 +6,7 @@ a distance instead of working within a budget) and the score-based `square_attac
 `SquareResult` (adversarials and exact query counts).
 """
 
-from tfnode.attacks._utils import distances, logits_fn, predict, project
+from tfnode.attacks._utils import distances, forward_fn, logits_fn, predict, project
 from tfnode.attacks.boundary import BoundaryResult, boundary_attack
 from tfnode.attacks.gradient import di2_fgsm, fgsm, input_diversity, pgd, random_start
 from tfnode.attacks.square import SquareResult, square_attack
@@ -16,5 +16,5 @@ ATTACKS = {"fgsm": fgsm, "pgd": pgd, "di2_fgsm": di2_fgsm, "boundary": boundary_
            "square": square_attack}
 
 __all__ = ["ATTACKS", "BoundaryResult", "SquareResult", "boundary_attack", "di2_fgsm",
-           "distances", "fgsm", "input_diversity", "logits_fn", "pgd", "predict", "project",
-           "random_start", "square_attack", "transfer"]
+           "distances", "fgsm", "forward_fn", "input_diversity", "logits_fn", "pgd", "predict",
+           "project", "random_start", "square_attack", "transfer"]

@@ -5,10 +5,56 @@ NeurIPS 2018 (torchdiffeq ``examples/odenet_mnist.py``): each convolution sees t
 time ``t`` as one extra constant input channel.
 """
 
+import contextlib
 import math
+import threading
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+_XLA = threading.local()
+
+
+@contextlib.contextmanager
+def no_xla():
+    """Within it, tfnode's layers trace without their XLA-compiled parts.
+
+    For graphs that must run without XLA's CPU JIT, such as a SavedModel for TF Serving,
+    whose XLA:CPU JIT is off by default (``--xla_cpu_compilation_enabled``). The math is
+    the same either way (tested); only the speed differs.
+    """
+    previous = getattr(_XLA, "off", False)
+    _XLA.off = True
+    try:
+        yield
+    finally:
+        _XLA.off = previous
+
+
+def _group_mean(per_channel, groups):
+    # [N, C] per-channel means -> [N, 1, 1, C], each channel holding its group's mean.
+    n, c = ops.shape(per_channel)[0], per_channel.shape[-1]
+    grouped = ops.mean(ops.reshape(per_channel, (n, groups, c // groups)), axis=-1,
+                       keepdims=True)
+    grouped = ops.broadcast_to(grouped, (n, groups, c // groups))
+    return ops.reshape(grouped, (n, 1, 1, c))
+
+
+def group_normalize(x, gamma, beta, *, groups, epsilon):
+    """Group normalization of NHWC ``x``, then per-channel ``gamma`` and ``beta``."""
+    mean = _group_mean(ops.mean(x, axis=(1, 2)), groups)
+    centered = x - mean
+    var = _group_mean(ops.mean(ops.square(centered), axis=(1, 2)), groups)
+    return centered * (ops.rsqrt(var + epsilon) * gamma) + beta
+
+
+# XLA fuses the normalization's dozen elementwise and reduction passes (and those of its
+# gradient, which XLA compiles too) into a few loops: measured here at width 32 inside
+# the dopri5 loop, 13-18 ms instead of 17-20 ms per function evaluation forward and
+# backward, and 3x faster forward on the stem's 28x28 maps. One function for all layers:
+# it compiles once per (shape, groups, epsilon).
+_group_normalize_xla = tf.function(group_normalize, jit_compile=True)
 
 
 def group_norm(channels, name=None, gamma_initializer="ones"):
@@ -30,7 +76,8 @@ class GroupNorm(keras.layers.Layer):
     the activations to ``[N, H, W, G, C/G]`` and reducing over three axes: on CPU that
     reduction is 3x slower, and an ODE function calls its norms at every evaluation.
     The variance is centered (two passes), not ``E[x^2] - E[x]^2``, to stay accurate in
-    float32 when a channel's mean is large relative to its spread.
+    float32 when a channel's mean is large relative to its spread. The math runs as one
+    XLA-compiled function (see `group_normalize`), except inside `no_xla`.
 
     Args:
       groups: number of channel groups; must divide the channel count.
@@ -54,19 +101,11 @@ class GroupNorm(keras.layers.Layer):
                                      name="gamma")
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
-    def _group_mean(self, per_channel):
-        # [N, C] per-channel means -> [N, 1, 1, C], each channel holding its group's mean.
-        n, c = ops.shape(per_channel)[0], per_channel.shape[-1]
-        grouped = ops.mean(ops.reshape(per_channel, (n, self.groups, c // self.groups)),
-                           axis=-1, keepdims=True)
-        grouped = ops.broadcast_to(grouped, (n, self.groups, c // self.groups))
-        return ops.reshape(grouped, (n, 1, 1, c))
-
     def call(self, inputs):
-        mean = self._group_mean(ops.mean(inputs, axis=(1, 2)))
-        centered = inputs - mean
-        var = self._group_mean(ops.mean(ops.square(centered), axis=(1, 2)))
-        return centered * (ops.rsqrt(var + self.epsilon) * self.gamma) + self.beta
+        normalize = group_normalize if getattr(_XLA, "off", False) else _group_normalize_xla
+        # The backing tf.Variables: tf.function takes a Keras variable for a numpy array.
+        return normalize(inputs, self.gamma.value, self.beta.value, groups=self.groups,
+                         epsilon=self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -120,11 +159,22 @@ class ConcatConv2D(keras.layers.Layer):
         self.conv.build(tuple(y_shape[:-1]) + (y_shape[-1] + 1,))
 
     def call(self, t, y):
+        # The convolution is linear in its input, so conv(concat([t * ones, y])) equals
+        # conv(y, K_y) + t * conv(ones, K_t) + b exactly (up to float summation order),
+        # where K_t is the kernel's time slice. conv(ones, K_t) is a fixed [H', W', F] map
+        # (not a constant: zero padding makes the border differ), computed from one
+        # single-channel image. This skips the concatenation, its gradient and 1/(C+1) of
+        # the convolution's work at every function evaluation; the kernel keeps Chen et
+        # al.'s [k, k, C+1, F] layout (time first), so weights are unchanged.
         t = ops.cast(t, y.dtype)
         if len(t.shape) == 1:  # one time per sample (an ODEBlock with per_sample_steps)
             t = ops.reshape(t, (-1,) + (1,) * (len(y.shape) - 1))
-        tt = ops.ones_like(y[..., :1]) * t
-        return self.conv(ops.concatenate([tt, y], axis=-1))
+        kernel = self.conv.kernel
+        conv = dict(strides=self.strides, padding=self.padding)
+        out = ops.conv(y, kernel[:, :, 1:, :], **conv)
+        time_map = ops.conv(ops.ones_like(y[:1, ..., :1]), kernel[:, :, :1, :], **conv)
+        out = out + t * time_map
+        return out + self.conv.bias if self.use_bias else out
 
     def compute_output_shape(self, t_shape=None, y_shape=None):
         y_shape = _y_shape(t_shape, y_shape)

@@ -213,11 +213,26 @@ _DP_E = tuple(b - bs for b, bs in zip(
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
 
 
+def _step_factor(ratio):
+    """Next step / this step from the error ratio (error norm / tolerance).
+
+    ``0.9 ratio^(-1/5)`` clipped to [0.2, 10], except that an accepted step (ratio < 1)
+    is never followed by a smaller one: torchdiffeq's rule (TFP's controller may shrink
+    the step after an accepted step whose ratio is close to 1). A next step that is too
+    long is simply rejected, so the tolerance is met either way; the rule is kept so
+    that tfnode and torchdiffeq take the same steps where their error estimates agree
+    (benchmarks/ode_block.py checks exactly that).
+    """
+    factor = _SAFETY * tf.math.pow(tf.maximum(ratio, 1e-10), -0.2)
+    return tf.clip_by_value(factor, tf.where(ratio < 1.0, 1.0, _MIN_FACTOR), _MAX_FACTOR)
+
+
 def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps):
     """Adaptive Dormand-Prince 5(4) as a differentiable ``tf.while_loop``.
 
-    Same method and error control as TFP's DormandPrince (one RMS error norm over the
-    whole state, safety 0.9, step factor in [0.2, 10]); the difference is the gradient:
+    Same method and error norm as TFP's DormandPrince (one RMS error norm over the
+    whole state, safety 0.9, step factor in [0.2, 10], but no shrinking after an
+    accepted step, as torchdiffeq: `_step_factor`); the difference is the gradient:
     TF backpropagates through the steps actually taken (accepted and rejected), so the
     gradient is exact for the function computed, whatever the tolerance, and costs no
     second ODE solve. The step-size controller is a stop-gradient (a control decision),
@@ -247,8 +262,7 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
         ratio = tf.stop_gradient(_rms(err / scale))
         finite = tf.math.is_finite(ratio)
         accept = finite & (ratio <= 1.0)
-        factor = tf.clip_by_value(_SAFETY * tf.math.pow(tf.maximum(ratio, 1e-10), -0.2),
-                                  _MIN_FACTOR, _MAX_FACTOR)
+        factor = _step_factor(ratio)
         # A non-finite error (NaN/inf in a stage) cannot be fixed by a smaller step that
         # we could trust; end the loop at once so the check below reports it, instead of
         # burning max_num_steps rejected steps (or looping forever with no budget).
@@ -269,7 +283,9 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
     tf.debugging.assert_greater_equal(t, t_end, message=(
         "dopri5 did not reach t1: max_num_steps used up, or the state became non-finite; "
         "raise max_num_steps or rtol/atol, or check the inputs"))
-    return y, nfe
+    # XLA drops assertions (forward_fn compiles this loop): a solve that did not reach
+    # t1 then returns NaN instead of a silently wrong state.
+    return y + tf.where(t >= t_end, 0.0, float("nan")), nfe
 
 
 def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps):
@@ -311,8 +327,7 @@ def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_s
         ratio = tf.stop_gradient(_rms(err / scale, axes))
         finite = tf.math.is_finite(ratio)
         accept = active & finite & (ratio <= 1.0)
-        factor = tf.clip_by_value(_SAFETY * tf.math.pow(tf.maximum(ratio, 1e-10), -0.2),
-                                  _MIN_FACTOR, _MAX_FACTOR)
+        factor = _step_factor(ratio)
         # Any non-finite error ends the loop at once (see _dopri5_backprop).
         steps = tf.where(tf.reduce_all(finite | ~active), steps + 1, max_steps)
         take = _per_sample(accept, ndim)
@@ -327,4 +342,5 @@ def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_s
     tf.debugging.assert_greater_equal(tf.reduce_min(t), t_end, message=(
         "dopri5 did not reach t1 for every sample: max_num_steps used up, or a state "
         "became non-finite; raise max_num_steps or rtol/atol, or check the inputs"))
-    return y, nfe
+    # Under XLA, which drops the assertion: NaN for each sample that did not reach t1.
+    return y + _per_sample(tf.where(t >= t_end, 0.0, float("nan")), ndim), nfe
