@@ -8,6 +8,11 @@ start, batch 128), and the same attack on a copy of the model whose ODE blocks (
 residual blocks) are replaced by the identity; ``1 - t_copy / t_model`` is the share of
 the attack's time spent in those blocks. Both run side by side in one process; the
 numbers are ratios of one run on one machine, not targets.
+
+With ``--torch_twin`` (needs the extra ``bench``), an ODE-Net's weights are also copied
+into its torchdiffeq twin (`benchmarks.torch_twin`), and the same PGD, written in torch
+with the same random start distribution, runs on it in a process of its own after
+tfnode's; the ratio is tfnode's time over torch's.
 """
 
 import argparse
@@ -41,13 +46,17 @@ def time_pgd(model, x, y, batch_size, **kwargs):
     for n in sorted({min(batch_size, len(y)), len(y) % batch_size} - {0}):
         attacks.pgd(model, x[:n], y[:n], **{**kwargs, "num_steps": 1})
         attacks.predict(model, x[:n])
-    seconds, fooled = 0.0, 0
+    seconds, fooled, nfe, solves = 0.0, 0, 0.0, 0.0
+    metrics = [layer.nfe_metric for layer in model.layers if hasattr(layer, "nfe_metric")]
     for i in range(0, len(y), batch_size):
+        before = [(float(m.total), float(m.count)) for m in metrics]
         start = time.perf_counter()
         adv = attacks.pgd(model, x[i:i + batch_size], y[i:i + batch_size], **kwargs)
         seconds += time.perf_counter() - start
+        for m, (total, count) in zip(metrics, before):  # the attack's solves only
+            nfe, solves = nfe + float(m.total) - total, solves + float(m.count) - count
         fooled += int(np.sum(attacks.predict(model, adv) != y[i:i + batch_size]))
-    return seconds, fooled
+    return seconds, fooled, (nfe / solves if solves else None)
 
 
 def main():
@@ -57,11 +66,14 @@ def main():
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--torch_twin", action="store_true",
+                        help="also time the attack on the ODE-Net's torchdiffeq twin")
     args = parser.parse_args()
 
     import numpy as np
     import tensorflow as tf
 
+    from benchmarks import ode_block
     from tfnode import data, evaluate, reports
 
     images, labels = data.load_arrays("mnist", "test", data_dir=args.data_dir)
@@ -73,13 +85,30 @@ def main():
           f"threads intra {tf.config.threading.get_intra_op_parallelism_threads()}")
     print(f"{'model':<8} {'images/s':>9} {'seconds':>8} {'fooled':>7} "
           f"{'no-block s':>10} {'share in blocks':>15}  path")
+    twins = []
     for path in args.model_path:
         model, info = evaluate.load_model(path)
-        seconds, fooled = time_pgd(model, x, y, args.batch_size, **pgd)
-        bare_seconds, _ = time_pgd(without_blocks(model), x, y, args.batch_size, **pgd)
+        seconds, fooled, nfe = time_pgd(model, x, y, args.batch_size, **pgd)
+        if nfe is not None:
+            print(f"tfnode: mean NFE per forward solve of the attack {nfe:.1f}")
+        bare_seconds, _, _ = time_pgd(without_blocks(model), x, y, args.batch_size, **pgd)
         share = 1.0 - bare_seconds / seconds
         print(f"{evaluate.model_label(info):<8} {len(y) / seconds:>9.1f} "
-              f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}")
+              f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}",
+              flush=True)
+        if args.torch_twin and "ode_block" in [layer.name for layer in model.layers]:
+            twins.append((path, seconds, {**ode_block.keras_weights(model), "x": x, "y": y,
+                                          "eps": args.eps, "step_size": 0.01,
+                                          "num_steps": 40}))
+    for path, seconds, arrays in twins:
+        out = ode_block.run_torch_twin(arrays, "pgd", f"--batch_size={args.batch_size}")
+        print(f"torchdiffeq twins of {path} (torch {out['torch_version']}, {out['threads']} "
+              f"threads), mean NFE per forward solve of the attack:")
+        for name in ("torchdiffeq", "torchdiffeq as shipped"):
+            t = float(out[f"{name}|seconds"])
+            print(f"  {name:<23} {len(y) / t:>5.1f} images/s {t:>7.1f} s  fooled "
+                  f"{int(out[f'{name}|fooled'])}  NFE {float(out[f'{name}|nfe']):.1f}; "
+                  f"tfnode / this {seconds / t:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,187 @@
+"""tfnode's ODE-Net vs the same network in torchdiffeq, side by side in one run.
+
+    pip install -e '.[bench]'
+    python -m benchmarks.ode_block
+
+Builds Chen et al.'s MNIST ODE-Net (width 64, GroupNorm, time-concat convolutions, stem
+to 7x7, dopri5 at rtol = atol = 1e-3) in Keras with random weights, copies the weights
+into the torchdiffeq twin (`benchmarks.torch_twin`), checks that both give the same
+logits on a batch of real MNIST training images, then times on that batch:
+
+* forward: inference, no gradient;
+* train step: forward, cross-entropy, backward and an SGD update (learning rate 0, so
+  the weights, the steps the solver takes and the NFE stay the same across repeats);
+
+each the median of ``--repeats`` runs after a warm-up, the variants of a framework
+interleaved run by run. Each framework runs in a process of its own, TensorFlow's
+first, then torch's (`benchmarks.torch_twin`), never both at once: in one process
+their thread pools slowed torch by about a third here. tfnode's variants are its solver
+paths (TFP's adjoint, tfnode's backprop loop, its forward compiled with XLA);
+torchdiffeq's are direct backprop (``odeint``) and ``odeint_adjoint``. The twin lands
+its last step on t = 1 (``step_t=[1]``) as tfnode's loop does and uses the standard
+Dormand-Prince error weights (`benchmarks.torch_twin.Dopri5StandardError`), so both take the same steps;
+torchdiffeq as shipped (its own error weights, overstep and interpolate) is timed too.
+Ratios are tfnode / the twin with backprop (below 1: tfnode faster).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def keras_weights(model):
+    """A tfnode ODE-Net's weights by name, as `benchmarks.torch_twin.load_weights` reads them."""
+    arrays = {}
+    for name in ("stem_conv1", "stem_conv2", "stem_conv3", "logits"):
+        kernel, bias = model.get_layer(name).weights
+        arrays[f"{name}.kernel"], arrays[f"{name}.bias"] = kernel.numpy(), bias.numpy()
+    func = model.get_layer("ode_block").odefunc
+    norms = {"stem_norm1": model.get_layer("stem_norm1"),
+             "stem_norm2": model.get_layer("stem_norm2"),
+             "head_norm": model.get_layer("head_norm"),
+             **{f"odefunc_{n}": getattr(func, n) for n in ("norm1", "norm2", "norm3")}}
+    for name, norm in norms.items():
+        arrays[f"{name}.gamma"], arrays[f"{name}.beta"] = norm.gamma.numpy(), norm.beta.numpy()
+    for name in ("conv1", "conv2"):
+        kernel, bias = getattr(func, name).conv.weights
+        arrays[f"odefunc_{name}.kernel"], arrays[f"odefunc_{name}.bias"] = (
+            kernel.numpy(), bias.numpy())
+    block = model.get_layer("ode_block")
+    arrays.update(width=func.filters, rtol=block.rtol, atol=block.atol)
+    return arrays
+
+
+def run_torch_twin(arrays, mode, *args):
+    """Runs the `benchmarks.torch_twin` worker in its own process; returns its results."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(inputs, **arrays)
+        subprocess.run([sys.executable, "-m", "benchmarks.torch_twin", f"--arrays={inputs}",
+                        f"--out={out}", f"--mode={mode}", *args], check=True)
+        with np.load(out) as results:
+            return {k: results[k] for k in results.files}
+
+
+def _tf_callables(model, x, y, jit_forward):
+    """Forward, train-step and NFE callables of a Keras model, plus its forward function."""
+    import keras
+    import tensorflow as tf
+
+    block = model.get_layer("ode_block")
+    opt = keras.optimizers.SGD(learning_rate=0.0, momentum=0.9)
+    variables = model.trainable_variables
+    opt.build(variables)
+
+    @tf.function(jit_compile=jit_forward)
+    def forward(v):
+        return model(v, training=False)
+
+    @tf.function
+    def train_step(v, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, model(v, training=True)))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def nfe():
+        forward(x)
+        return block.nfe
+
+    return (lambda: forward(x).numpy(), lambda: train_step(x, y).numpy(), nfe, forward)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--rtol", type=float, default=1e-3)
+    parser.add_argument("--atol", type=float, default=1e-3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--skip_adjoint", action="store_true",
+                        help="do not time the adjoint variants (the slowest)")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks.torch_twin import median_times
+    from tfnode import data, models, reports
+
+    images, labels = data.load_arrays("mnist", "train", data_dir=args.data_dir)
+    x_np = images[:args.batch_size].astype(np.float32) / 255.0
+    y_np = labels[:args.batch_size].astype(np.int64)
+    x, y = tf.constant(x_np), tf.constant(y_np)
+    keras.utils.set_random_seed(args.seed)
+    model = models.get_model("node", dataset="mnist", width=args.width, rtol=args.rtol,
+                             atol=args.atol, gradient="backprop")
+    variants = {"tfnode backprop": _tf_callables(model, x, y, jit_forward=False),
+                "tfnode backprop, XLA forward": _tf_callables(model, x, y, jit_forward=True),
+                "tfnode TFP adjoint": _tf_callables(
+                    models.with_solver_options(model, gradient="adjoint"), x, y, False)}
+    forward = median_times({n: c[0] for n, c in variants.items()}, args.repeats)
+    train = median_times({n: c[1] for n, c in variants.items()
+                          if "XLA" not in n and not (args.skip_adjoint and "adjoint" in n)},
+                         args.repeats)
+    results = {}
+    for name, c in variants.items():
+        results.update({f"{name}|nfe": c[2](), f"{name}|forward": forward[name]})
+        if name in train:
+            results[f"{name}|train"] = train[name]
+    logits = {n: variants[n][3](x).numpy() for n in ("tfnode backprop",
+                                                     "tfnode backprop, XLA forward")}
+    euler = models.with_solver_options(model, solver="euler", step_size=0.25)
+    arrays = {**keras_weights(model), "x": x_np, "y": y_np}
+    twin = run_torch_twin(arrays, "ode_block", f"--repeats={args.repeats}",
+                          *(["--skip_adjoint"] if args.skip_adjoint else []))
+    results.update({k: float(v) for k, v in twin.items() if "|" in k})
+
+    # The same function: fixed Euler steps are the same computation in both frameworks
+    # (checks the weight copy), and dopri5 with the same error weights and controller
+    # takes the same steps (checks the solvers agree), each to float rounding.
+    gap_euler = float(np.max(np.abs(euler(x).numpy() - twin["logits_euler"])))
+    gap = float(np.max(np.abs(logits["tfnode backprop"] - twin["logits_dopri5"])))
+    print(f"MNIST train batch of {args.batch_size}, width {args.width}, dopri5 rtol {args.rtol} "
+          f"atol {args.atol}, random init (seed {args.seed}); {reports.versions()}; "
+          f"torch {twin['torch_version']} ({twin['threads']} threads), torchdiffeq "
+          f"{_torchdiffeq_version()}")
+    print(f"max |logits tfnode - torchdiffeq twin|: {gap_euler:.2e} with 4 Euler steps, "
+          f"{gap:.2e} with dopri5 (NFE {results['tfnode backprop|nfe']} vs "
+          f"{int(results['torchdiffeq|nfe'])}); tfnode XLA forward vs plain "
+          f"{np.max(np.abs(logits['tfnode backprop, XLA forward'] - logits['tfnode backprop'])):.2e}")
+    if max(gap, gap_euler) > 1e-4:
+        raise SystemExit(f"the twins disagree ({max(gap, gap_euler):.2e} > 1e-4): not timing "
+                         "different functions")
+    print_table(results, args.repeats)
+
+
+def print_table(results, repeats):
+    base_f, base_t = results["torchdiffeq|forward"], results["torchdiffeq|train"]
+    print(f"medians of {repeats} runs after a warm-up; ratio = time / the torchdiffeq "
+          f"twin's (same steps, backprop)")
+    print(f"{'variant':<31} {'NFE':>4} {'forward s':>9} {'ratio':>6} {'train step s':>12} "
+          f"{'ratio':>6}")
+    names = dict.fromkeys(k.split("|")[0] for k in results)
+    for name in names:
+        f, t = results.get(f"{name}|forward"), results.get(f"{name}|train")
+        cells = [f"{f:>9.3f} {f / base_f:>5.2f}x" if f else f"{'-':>9} {'':>6}",
+                 f"{t:>12.3f} {t / base_t:>5.2f}x" if t else f"{'-':>12} {'':>6}"]
+        print(f"{name:<31} {int(results[f'{name}|nfe']):>4d} {' '.join(cells)}")
+
+
+def _torchdiffeq_version():
+    from importlib import metadata
+    return metadata.version("torchdiffeq")
+
+
+if __name__ == "__main__":
+    main()
