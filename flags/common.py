@@ -149,6 +149,11 @@ def define_evaluate_flags():
     _once(flags.DEFINE_integer, "audit_pgd_steps", 100, "Steps of the audit's stronger PGD.")
     _once(flags.DEFINE_integer, "audit_pgd_restarts", 5, "Restarts of the audit's stronger PGD.")
     _once(flags.DEFINE_float, "square_p_init", 0.05, "Square Attack initial patch fraction.")
+    _once(flags.DEFINE_list, "tolerance_grid", [], "ODE models: rtol = atol values; PGD "
+          "crafted at each is evaluated at each (attack-time vs inference-time tolerance).")
+    _once(flags.DEFINE_bool, "trajectories", False, "Measure the paper's bound: growth of "
+          "random and PGD perturbations along the ODE trajectory or residual blocks, and the "
+          "empirical Lipschitz constant of the ODE/residual function.")
 
 
 def evaluate_kwargs(flag_values):
@@ -166,6 +171,11 @@ def evaluate_kwargs(flag_values):
     except ValueError:
         raise TfnodeError(f"--eps must be a comma-separated list of numbers, got "
                           f"{','.join(fv.eps)!r}") from None
+    try:
+        tolerance_grid = [float(v) for v in fv.tolerance_grid]
+    except ValueError:
+        raise TfnodeError(f"--tolerance_grid must be a comma-separated list of numbers, got "
+                          f"{','.join(fv.tolerance_grid)!r}") from None
     options = {
         "pgd": {"step_size": fv.pgd_step_size, "num_steps": fv.pgd_steps,
                 "restarts": fv.pgd_restarts, "rand_init": fv.pgd_rand_init},
@@ -188,4 +198,4 @@ def evaluate_kwargs(flag_values):
         attack_options=options, seed=fv.seed, audit=fv.audit,
         # Unset: on (the evaluator's default); the train app shares this flag.
         per_sample_steps=True if fv.per_sample_steps is None else fv.per_sample_steps,
-        record=record(fv))
+        tolerance_grid=tolerance_grid, trajectories=fv.trajectories, record=record(fv))

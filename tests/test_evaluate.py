@@ -139,3 +139,41 @@ def test_audit_adds_adaptive_attacks_checks_and_a_verdict(mnist_dir, saved):
 
     assert "pgd_adjoint" not in audit.audit_attacks({"format": "keras", "ode_blocks": []},
                                                     has_source=False)
+
+
+def test_tolerance_grid_and_trajectories_in_the_report(mnist_dir, saved):
+    out_dir = saved["tmp"] / "grid"
+    run_app(STEPS + [f"--data_dir={mnist_dir}", f"--model_path={saved['node']}",
+                     f"--compare_model_path={saved['cnn']}", "--attacks=fgsm", "--eps=0.1,0.3",
+                     "--tolerance_grid=1e-2,1e-4", "--trajectories", f"--output_dir={out_dir}"])
+    report = json.loads((out_dir / "report.json").read_text())
+    grid = report["models"]["node"]["tolerance_grid"]
+    assert grid["tolerances"] == [1e-2, 1e-4] and set(grid["eps"]) == {"0.1", "0.3"}
+    for rows in grid["eps"].values():
+        assert len(rows) == 2 and all(len(r) == 2 and all(0 <= v <= 1 for v in r) for r in rows)
+    # Robust accuracy cannot exceed the clean accuracy of the classifying tolerance.
+    for rows in grid["eps"].values():
+        for row in rows:
+            assert all(v <= c for v, c in zip(row, grid["clean_accuracy"]))
+    traj = report["models"]["node"]["trajectories"]
+    for k in ("0.1", "0.3"):
+        for kind in ("random", "pgd"):
+            summary = traj[k][kind]
+            assert summary["kind"] == "ode" and len(summary["positions"]) == 11
+            assert summary["growth_median"][0] == 1.0
+    # The CNN has neither an ODE block nor residual blocks: said, not faked.
+    tiny = report["models"]["tiny"]
+    assert "skipped" in tiny["trajectories"] and "skipped" in tiny["tolerance_grid"]
+    md = (out_dir / "report.md").read_text()
+    assert "attack-time vs inference-time tolerance" in md and "perturbation growth" in md
+    assert (out_dir / "trajectories.png").stat().st_size > 0
+
+
+def test_bad_tolerance_grid_is_a_one_line_error(mnist_dir, saved, capsys):
+    for value, message in (("1e-3,abc", "--tolerance_grid must be"),
+                           ("0,1e-3", "--tolerance_grid takes tolerances > 0")):
+        with pytest.raises(SystemExit):
+            run_app([f"--data_dir={mnist_dir}", f"--model_path={saved['node']}",
+                     f"--tolerance_grid={value}"])
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and message in err and "\n" not in err, err

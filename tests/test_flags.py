@@ -28,6 +28,7 @@ def test_flagfile_parses(cfg):
 
         kwargs = common.evaluate_kwargs(fv)
         assert all(0 <= e <= 1 for e in kwargs["eps"])
+        assert all(t > 0 for t in kwargs["tolerance_grid"])
     else:
         assert fv.export_name and fv.epochs >= 1
     fv.unparse_flags()

@@ -230,7 +230,8 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
              eps=(0.1, 0.2, 0.3), eps_scale=1.0, num_examples=1000, batch_size=100,
              data_dir=None, compare_model_path=None, source_model_path=None,
              output_dir=None, attack_options=None, seed=0, audit=False,
-             per_sample_steps=True, record=None, log=print, verbose=1):
+             per_sample_steps=True, tolerance_grid=(), trajectories=False, record=None,
+             log=print, verbose=1):
     """Runs the attack sweep and writes the report; returns the report dict.
 
     Args:
@@ -256,6 +257,12 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
         attack on it, depends on its batch-mates. Where that is impossible (a bare
         SavedModel, TFP's adjoint solver) the model is used as it is and the report
         says why.
+      tolerance_grid: ODE models: rtol = atol values; PGD (the ``pgd`` options) crafted
+        through the model solved at each value is evaluated on the model solved at each
+        value (attack-time vs inference-time tolerance, Carrara et al. 2019), per eps.
+      trajectories: measure the paper's bound (`tfnode.trajectories`): how random and
+        PGD perturbations of each eps grow along the ODE trajectory or through the
+        residual blocks, and the ODE/residual function's empirical Lipschitz constant.
       record: extra settings to store (e.g. all flags of the app).
       log: where progress lines go.
       verbose: show progress bars.
@@ -271,6 +278,9 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
     attacks_ = list(dict.fromkeys(attacks_))
     validate(attacks_=attacks_, eps=eps, num_examples=num_examples, batch_size=batch_size,
              source_model_path=source_model_path, dataset=dataset, attack_options=options)
+    tolerance_grid = [float(v) for v in tolerance_grid or ()]
+    if any(not v > 0 for v in tolerance_grid):
+        raise TfnodeError(f"--tolerance_grid takes tolerances > 0, got {tolerance_grid}")
     ds_info = data.info(dataset)
     paths = [("model", model_path)] + ([("compare", compare_model_path)]
                                        if compare_model_path else [])
@@ -305,6 +315,7 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
                   for k, v in audit_lib.AUDIT_ATTACKS.items()}) if audit
                   else {a: options[a] for a in attacks_}), "models": {},
               "audit": bool(audit), "per_sample_steps": bool(per_sample_steps),
+              "tolerance_grid": tolerance_grid, "trajectories": bool(trajectories),
               "record": record or {}, "versions": reports.versions()}
     if source is not None:
         report["source_model"] = source_info
@@ -318,6 +329,13 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
             model, info, x, y, attacks_=attacks_, eps=eps, batch_size=batch_size,
             options=options, source=source, seed=seed, audit=audit, log=log,
             verbose=verbose)
+        if tolerance_grid:
+            report["models"][label]["tolerance_grid"] = _tolerance_grid(
+                model, info, x, y, eps, tolerance_grid, batch_size, options["pgd"], seed,
+                label, log, verbose)
+        if trajectories:
+            report["models"][label]["trajectories"] = _trajectories(
+                model, x, y, eps, batch_size, options["pgd"], seed, label, log, verbose)
     report["warnings"] = sanity_warnings(report)
     report["wall_seconds"] = time.time() - start
     report["paths"] = write_report(report, output_dir)
@@ -396,26 +414,33 @@ def _attack_plan(name, model, info, options, source):
     return attacks.ATTACKS[name], dict(options[name]), model
 
 
-def _gradient_cell(model, x, y, correct, name, e, batch_size, fn, opts, crafted_on, seed,
-                   title, log, verbose):
-    start = time.time()
-    opts = dict(opts)
-    if opts.get("step_size") == "auto":  # Madry et al.'s 2.5 eps / steps
-        opts["step_size"] = max(2.5 * e / opts["num_steps"], 1e-6)
+def _craft(fn, crafted_on, x, y, e, batch_size, opts, seed, title, log, verbose):
+    """Adversarials of ``fn`` (a white-box attack or Square) crafted on ``crafted_on``.
+
+    Returns ``(x_adv, queries)``, queries per example for Square, else None.
+    """
     seeded = fn is not attacks.fgsm
     bar = _progress(title, len(_batches(len(y), batch_size)), log, verbose)
     x_adv = np.empty_like(x)
-    queries = np.zeros(len(y), np.int64)
+    queries = np.zeros(len(y), np.int64) if fn is attacks.square_attack else None
     for k, (i, j) in enumerate(_batches(len(y), batch_size)):
         # A seed per batch: the same seed would give every batch the same random start.
         extra = {"seed": seed + k} if seeded else {}
-        if name == "square":
+        if queries is not None:
             found = fn(crafted_on, x[i:j], y[i:j], eps=e, batch_size=batch_size, **opts,
                        **extra)
             x_adv[i:j], queries[i:j] = found.x_adv, found.queries
         else:
             x_adv[i:j] = np.asarray(fn(crafted_on, x[i:j], y[i:j], eps=e, **opts, **extra))
         bar.update(k + 1)
+    return x_adv, queries
+
+
+def _gradient_cell(model, x, y, correct, name, e, batch_size, fn, opts, crafted_on, seed,
+                   title, log, verbose):
+    start = time.time()
+    x_adv, queries = _craft(fn, crafted_on, x, y, e, batch_size, opts, seed, title, log,
+                            verbose)
     adv_pred = attacks.predict(model, x_adv, batch_size=batch_size)
     cell = _cell_stats(x, x_adv, y, correct, adv_pred == y)
     if name == "square":
@@ -429,6 +454,56 @@ def _gradient_cell(model, x, y, correct, name, e, batch_size, fn, opts, crafted_
         cell["source_accuracy"] = float((src_pred == y).mean())
         cell["crafted_with"] = fn.__name__
     return cell
+
+
+def _tolerance_grid(model, info, x, y, eps, tolerances, batch_size, pgd_opts, seed, label,
+                    log, verbose):
+    """Robust accuracy under PGD, attack-time tolerance x inference-time tolerance.
+
+    Carrara et al. 2019 ("On the robustness of Neural ODEs"): an ODE-Net deployed at one
+    tolerance and attacked through another can look robust only because of the gap.
+    Row = rtol = atol of the model the PGD differentiates; column = of the model that
+    classifies the adversarials (robust = correct on the clean image and the adversarial,
+    both at the column's tolerance).
+    """
+    if info.get("format") != "keras" or not info.get("ode_blocks"):
+        return {"skipped": "needs a Keras model with ODE blocks"}
+    from tfnode import models
+
+    variants = {tol: models.with_solver_options(model, rtol=tol, atol=tol)
+                for tol in tolerances}
+    clean = {tol: attacks.predict(m, x, batch_size=batch_size) == y
+             for tol, m in variants.items()}
+    out = {"tolerances": tolerances, "pgd": dict(pgd_opts), "eps": {},
+           "clean_accuracy": [float(clean[t].mean()) for t in tolerances]}
+    for e in eps:
+        rows = []
+        for attack_tol in tolerances:
+            x_adv, _ = _craft(attacks.pgd, variants[attack_tol], x, y, e, batch_size, pgd_opts,
+                              seed, f"{label}: pgd eps {e:g} through rtol=atol={attack_tol:g}",
+                              log, verbose)
+            rows.append([float((clean[t] & (attacks.predict(
+                variants[t], x_adv, batch_size=batch_size) == y)).mean()) for t in tolerances])
+        out["eps"][f"{e:g}"] = rows
+    return out
+
+
+def _trajectories(model, x, y, eps, batch_size, pgd_opts, seed, label, log, verbose):
+    """`tfnode.trajectories` summaries for random-sign and PGD perturbations of each eps."""
+    from tfnode import trajectories
+
+    if trajectories.stages(model) is None:
+        return {"skipped": "needs a Keras model with one ODEBlock or with ResidualBlocks"}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for e in eps:
+        random_x = np.clip(x + e * rng.choice([-1.0, 1.0], size=x.shape), 0, 1).astype(x.dtype)
+        adv_x, _ = _craft(attacks.pgd, model, x, y, e, batch_size, pgd_opts, seed,
+                          f"{label}: trajectories, pgd eps {e:g}", log, verbose)
+        out[f"{e:g}"] = {kind: trajectories.summarize(trajectories.measure(
+            model, x, pert, batch_size=batch_size)) for kind, pert in
+            (("random", random_x), ("pgd", adv_x))}
+    return out
 
 
 def _cell_stats(x, x_adv, y, correct, adv_correct):
@@ -622,9 +697,88 @@ def markdown(report):
         src = report["source_model"]
         lines.append(f"- transfer: adversarials crafted on {model_label(src)} ({src['path']}) "
                      f"with {report['attack_options']['transfer']['attack']}")
+    lines += _grid_markdown(report) + _trajectory_markdown(report)
     lines += ["", "Attack settings: `" + json.dumps(report["attack_options"], sort_keys=True)
               + "`", "", f"Versions: `{json.dumps(report['versions'], sort_keys=True)}`", ""]
     return "\n".join(lines)
+
+
+def _grid_markdown(report):
+    lines = []
+    for label, res in report["models"].items():
+        grid = res.get("tolerance_grid")
+        if not grid or "skipped" in grid:
+            continue
+        tols = grid["tolerances"]
+        lines += ["", f"### {label}: attack-time vs inference-time tolerance", "",
+                  "PGD robust accuracy (%); row: rtol = atol of the model the attack "
+                  "differentiates, column: of the model that classifies. Clean accuracy per "
+                  "column: " + ", ".join(f"{t:g}: {100 * a:.2f}" for t, a in
+                                         zip(tols, grid["clean_accuracy"])) + "."]
+        for k, rows in grid["eps"].items():
+            lines += ["", f"| eps {k}: attack \\ inference | " + " | ".join(
+                f"{t:g}" for t in tols) + " |", "|---|" + "---|" * len(tols)]
+            lines += [f"| {t:g} | " + " | ".join(f"{100 * v:.2f}" for v in row) + " |"
+                      for t, row in zip(tols, rows)]
+    return lines
+
+
+def _trajectory_markdown(report):
+    lines = []
+    for label, res in report["models"].items():
+        traj = res.get("trajectories")
+        if not traj or "skipped" in traj:
+            continue
+        first = next(iter(traj.values()))["random"]
+        ode = first["kind"] == "ode"
+        where, along, func = (("t", "the ODE trajectory", "ODE") if ode else
+                              ("after block", "the residual blocks", "residual"))
+        pos = first["positions"]
+        mid, end = len(pos) // 2, len(pos) - 1
+        lines += ["", f"### {label}: perturbation growth (Chu et al. 2020, Thm 3.1/3.2)", "",
+                  f"|z - y| / |z(0) - y(0)| along {along} (median over samples, max in "
+                  "brackets); |z - y| / |delta| at the end; empirical Lipschitz constant of "
+                  f"the {func} function (median, max).",
+                  "", f"| delta | eps | {where} {pos[mid]:g} | {where} {pos[end]:g} | "
+                  "per input L2, end | Lipschitz median | Lipschitz max |",
+                  "|---|---|---|---|---|---|---|"]
+        for k, kinds in traj.items():
+            for kind, sm in kinds.items():
+                lips = [v for v in sm["lipschitz_median"] if v is not None]
+                lmax = [v for v in sm["lipschitz_max"] if v is not None]
+                lines.append(
+                    f"| {kind} | {k} | {sm['growth_median'][mid]:.3f} ({sm['growth_max'][mid]:.3f})"
+                    f" | {sm['growth_median'][end]:.3f} ({sm['growth_max'][end]:.3f}) | "
+                    f"{sm['per_input_median'][end]:.3f} | {np.median(lips):.3f} | "
+                    f"{max(lmax):.3f} |")
+    return lines
+
+
+def plot_trajectories(report, path):
+    """``trajectories.png``: median perturbation growth vs relative depth, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for m, (label, res) in enumerate(report["models"].items()):
+        traj = res.get("trajectories") or {}
+        for k, kinds in ({} if "skipped" in traj else traj).items():
+            for style, (kind, sm) in zip(("--", "-"), kinds.items()):
+                pos = np.asarray(sm["positions"], float)
+                ax.plot(pos / pos[-1], sm["growth_median"], style, marker=".", color=f"C{m}",
+                        alpha=0.4 + 0.6 * (k == max(traj, key=float)),
+                        label=f"{label} {kind} eps {k}")
+    ax.set_xlabel("relative depth (t / t1, or block / number of blocks)")
+    ax.set_ylabel("median |z - y| / |z(0) - y(0)|")
+    ax.set_title("perturbation growth through the network")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    with reports.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def plot(report, path):
@@ -662,6 +816,10 @@ def write_report(report, output_dir):
              "md": os.path.join(output_dir, "report.md"),
              "png": os.path.join(output_dir, "accuracy_vs_eps.png")}
     plot(report, paths["png"])
+    if any("trajectories" in res and "skipped" not in res["trajectories"]
+           for res in report["models"].values()):
+        paths["trajectories_png"] = os.path.join(output_dir, "trajectories.png")
+        plot_trajectories(report, paths["trajectories_png"])
     reports.write_text(paths["md"], markdown(report))
     reports.write_json(paths["json"], {**report, "paths": paths})
     return paths
