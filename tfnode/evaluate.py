@@ -13,6 +13,7 @@ fools. Every batch has ``batch_size`` examples in the same order for every attac
 adaptive ODE solver's step sizes, and so each sample's logits, depend on the batch.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -754,60 +755,60 @@ def _trajectory_markdown(report):
     return lines
 
 
-def plot_trajectories(report, path):
-    """``trajectories.png``: median perturbation growth vs relative depth, per model."""
+@contextlib.contextmanager
+def _figure(path, *, xlabel, ylabel, title, legend_size=7):
+    """A 6x4 in. axes to draw on; labelled, then written to ``path`` atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for m, (label, res) in enumerate(report["models"].items()):
-        traj = res.get("trajectories") or {}
-        for k, kinds in ({} if "skipped" in traj else traj).items():
-            for style, (kind, sm) in zip(("--", "-"), kinds.items()):
-                pos = np.asarray(sm["positions"], float)
-                ax.plot(pos / pos[-1], sm["growth_median"], style, marker=".", color=f"C{m}",
-                        alpha=0.4 + 0.6 * (k == max(traj, key=float)),
-                        label=f"{label} {kind} eps {k}")
-    ax.set_xlabel("relative depth (t / t1, or block / number of blocks)")
-    ax.set_ylabel("median |z - y| / |z(0) - y(0)|")
-    ax.set_title("perturbation growth through the network")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    with reports.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        with reports.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def plot_trajectories(report, path):
+    """``trajectories.png``: median perturbation growth vs relative depth, per model."""
+    with _figure(path, xlabel="relative depth (t / t1, or block / number of blocks)",
+                 ylabel="median |z - y| / |z(0) - y(0)|",
+                 title="perturbation growth through the network", legend_size=6) as ax:
+        for m, (label, res) in enumerate(report["models"].items()):
+            traj = res.get("trajectories") or {}
+            for k, kinds in ({} if "skipped" in traj else traj).items():
+                for style, (kind, sm) in zip(("--", "-"), kinds.items()):
+                    pos = np.asarray(sm["positions"], float)
+                    ax.plot(pos / pos[-1], sm["growth_median"], style, marker=".",
+                            color=f"C{m}", alpha=0.4 + 0.6 * (k == max(traj, key=float)),
+                            label=f"{label} {kind} eps {k}")
 
 
 def plot(report, path):
     """``accuracy_vs_eps.png``: one curve per attack (and model), clean accuracy at eps 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     eps = sorted(report["eps"])
     styles = ["-", "--", ":", "-."]
-    for m, (label, res) in enumerate(report["models"].items()):
-        for a, (name, cells) in enumerate(res["attacks"].items()):
-            if any(f"{e:g}" not in cells for e in eps):
-                continue
-            accs = [res["clean_accuracy"]] + [cells[f"{e:g}"]["robust_accuracy"] for e in eps]
-            ax.plot([0.0] + eps, [100 * v for v in accs], styles[m % len(styles)],
-                    marker="o", color=f"C{a}", label=f"{label} {name}")
-    ax.set_xlabel("eps (Linf, [0, 1] pixel scale)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{report['dataset']}: accuracy vs eps ({report['num_examples']} examples)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with reports.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    with _figure(path, xlabel="eps (Linf, [0, 1] pixel scale)", ylabel="accuracy (%)",
+                 title=f"{report['dataset']}: accuracy vs eps "
+                       f"({report['num_examples']} examples)") as ax:
+        for m, (label, res) in enumerate(report["models"].items()):
+            for a, (name, cells) in enumerate(res["attacks"].items()):
+                if any(f"{e:g}" not in cells for e in eps):
+                    continue
+                accs = [res["clean_accuracy"]] + [cells[f"{e:g}"]["robust_accuracy"]
+                                                  for e in eps]
+                ax.plot([0.0] + eps, [100 * v for v in accs], styles[m % len(styles)],
+                        marker="o", color=f"C{a}", label=f"{label} {name}")
+        ax.set_ylim(0, 100)
 
 
 def write_report(report, output_dir):
