@@ -11,6 +11,8 @@ logits on a batch of real MNIST training images, then times on that batch:
 * forward: inference, no gradient;
 * train step: forward, cross-entropy, backward and an SGD update (learning rate 0, so
   the weights, the steps the solver takes and the NFE stay the same across repeats);
+* attack step: the gradient of the cross-entropy with respect to the input images,
+  what every PGD step computes;
 
 each the median of ``--repeats`` runs after a warm-up, the variants of a framework
 interleaved run by run. Each framework runs in a process of its own, TensorFlow's
@@ -91,11 +93,20 @@ def _tf_callables(model, x, y, jit_forward):
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
+    @tf.function
+    def attack_step(v, labels):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, model(v, training=False)))
+        return tape.gradient(loss, v)
+
     def nfe():
         forward(x)
         return block.nfe
 
-    return (lambda: forward(x).numpy(), lambda: train_step(x, y).numpy(), nfe, forward)
+    return (lambda: forward(x).numpy(), lambda: train_step(x, y).numpy(), nfe, forward,
+            lambda: attack_step(x, y).numpy())
 
 
 def main():
@@ -130,6 +141,9 @@ def main():
                 "tfnode TFP adjoint": _tf_callables(
                     models.with_solver_options(model, gradient="adjoint"), x, y, False)}
     forward = median_times({n: c[0] for n, c in variants.items()}, args.repeats)
+    attack = median_times({n: c[4] for n, c in variants.items()
+                           if "XLA" not in n and not (args.skip_adjoint and "adjoint" in n)},
+                          args.repeats)
     train = median_times({n: c[1] for n, c in variants.items()
                           if "XLA" not in n and not (args.skip_adjoint and "adjoint" in n)},
                          args.repeats)
@@ -138,6 +152,8 @@ def main():
         results.update({f"{name}|nfe": c[2](), f"{name}|forward": forward[name]})
         if name in train:
             results[f"{name}|train"] = train[name]
+        if name in attack:
+            results[f"{name}|attack"] = attack[name]
     logits = {n: variants[n][3](x).numpy() for n in ("tfnode backprop",
                                                      "tfnode backprop, XLA forward")}
     euler = models.with_solver_options(model, solver="euler", step_size=0.25)
@@ -166,16 +182,19 @@ def main():
 
 
 def print_table(results, repeats):
-    base_f, base_t = results["torchdiffeq|forward"], results["torchdiffeq|train"]
+    columns = (("forward", "forward s"), ("train", "train step s"),
+               ("attack", "attack step s"))
     print(f"medians of {repeats} runs after a warm-up; ratio = time / the torchdiffeq "
           f"twin's (same steps, backprop)")
-    print(f"{'variant':<31} {'NFE':>4} {'forward s':>9} {'ratio':>6} {'train step s':>12} "
-          f"{'ratio':>6}")
+    print(f"{'variant':<31} {'NFE':>4} " + " ".join(f"{title:>13} {'ratio':>6}"
+                                                   for _, title in columns))
     names = dict.fromkeys(k.split("|")[0] for k in results)
     for name in names:
-        f, t = results.get(f"{name}|forward"), results.get(f"{name}|train")
-        cells = [f"{f:>9.3f} {f / base_f:>5.2f}x" if f else f"{'-':>9} {'':>6}",
-                 f"{t:>12.3f} {t / base_t:>5.2f}x" if t else f"{'-':>12} {'':>6}"]
+        cells = []
+        for key, _ in columns:
+            value, base = results.get(f"{name}|{key}"), results[f"torchdiffeq|{key}"]
+            cells.append(f"{value:>13.3f} {value / base:>5.2f}x" if value
+                         else f"{'-':>13} {'':>6}")
         print(f"{name:<31} {int(results[f'{name}|nfe']):>4d} {' '.join(cells)}")
 
 

@@ -180,12 +180,17 @@ def _callables(net, x, y):
         opt.step()
         return loss.item()
 
+    def attack_step():
+        v = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(net(v), y), v)
+        return grad.numpy()
+
     def nfe():
         net.odefunc.nfe = 0
         forward()
         return net.odefunc.nfe
 
-    return forward, train_step, nfe
+    return forward, train_step, nfe, attack_step
 
 
 def pgd(net, x, y, *, eps, step_size, num_steps, generator):
@@ -256,9 +261,11 @@ def main():
         forward = median_times({n: c[0] for n, c in calls.items() if "adjoint" not in n},
                                args.repeats)
         train = median_times({n: c[1] for n, c in calls.items()}, args.repeats)
+        attack = median_times({n: c[3] for n, c in calls.items()}, args.repeats)
         for name, c in calls.items():
             out[f"{name}|nfe"] = c[2]()
             out[f"{name}|train"] = train[name]
+            out[f"{name}|attack"] = attack[name]
             if name in forward:
                 out[f"{name}|forward"] = forward[name]
     np.savez(args.out, **out)
