@@ -121,7 +121,8 @@ def test_audit_adds_adaptive_attacks_checks_and_a_verdict(mnist_dir, saved):
                      f"--output_dir={out_dir}"])
     report = json.loads((out_dir / "report.json").read_text())
     node = report["models"]["node"]
-    for name in ("pgd_adjoint", "pgd_tight", "pgd_rk4", "pgd_strong", "square", "transfer"):
+    for name in ("pgd_adjoint", "pgd_tight", "pgd_rk4", "pgd_strong", "square", "boundary",
+                 "transfer"):
         assert "0.1" in node["attacks"][name], name
     assert "1" in node["attacks"]["pgd_unbounded"]
     verdict = node["verdict"]

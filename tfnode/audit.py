@@ -49,7 +49,9 @@ def audit_attacks(info, *, has_source):
     names = [n for n in AUDIT_ATTACKS
              if AUDIT_ATTACKS[n][2] is None or (info.get("format") == "keras"
                                                 and info.get("ode_blocks"))]
-    return names + ["square"] + (["transfer"] if has_source else [])
+    # The two black-box attacks of Huang et al. 2020's check: score-based and
+    # decision-based; neither uses a gradient, so neither can be masked.
+    return names + ["square", "boundary"] + (["transfer"] if has_source else [])
 
 
 def _robust(cells, attack, eps_key):
