@@ -96,7 +96,14 @@ def main():
         print(f"{evaluate.model_label(info):<8} {len(y) / seconds:>9.1f} "
               f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}",
               flush=True)
-        if args.torch_twin and "ode_block" in [layer.name for layer in model.layers]:
+        block = next((layer for layer in model.layers if layer.name == "ode_block"), None)
+        twin_ok = block is not None and (block.solver, block.t1, block.gradient,
+                                         block.per_sample_steps, block.first_step_size) == (
+            "dopri5", 1.0, "backprop", False, None)
+        if args.torch_twin and block is not None and not twin_ok:
+            print(f"no torchdiffeq twin for {path}: the twin solves dopri5 on [0, 1] with "
+                  "Hairer's first step, batch-shared steps and backprop only")
+        if args.torch_twin and twin_ok:
             twins.append((path, seconds, {**ode_block.keras_weights(model), "x": x, "y": y,
                                           "eps": args.eps, "step_size": 0.01,
                                           "num_steps": 40}))

@@ -175,6 +175,8 @@ def main():
     print(f"max |logits tfnode - torchdiffeq twin|: {gap_euler:.2e} with 4 Euler steps, "
           f"{gap:.2e} with dopri5 (NFE {results['tfnode backprop|nfe']} vs "
           f"{int(results['torchdiffeq|nfe'])}); tfnode XLA forward vs plain {xla_gap:.2e}")
+    if results["tfnode backprop|nfe"] != int(results["torchdiffeq|nfe"]):
+        raise SystemExit("the twins took different numbers of steps: not the same work")
     if max(gap, gap_euler) > 1e-4:
         raise SystemExit(f"the twins disagree ({max(gap, gap_euler):.2e} > 1e-4): not timing "
                          "different functions")

@@ -45,6 +45,16 @@ def test_ode_growth_is_exp_at_and_lipschitz_is_a(a):
     assert summary["growth_median"][-1] == pytest.approx(np.exp(a), rel=1e-4)
 
 
+def test_fixed_step_ode_is_recorded_on_its_own_step_grid():
+    """Euler with h = 0.25 grows a perturbation by (1 + h a) per step, at t = k h."""
+    a, h = 0.8, 0.25
+    model = _model(layers.ODEBlock(Linear(a), solver="euler", step_size=h))
+    x = np.random.default_rng(2).random((3, 3, 3, 2)).astype("float32")
+    out = trajectories.measure(model, x, x + 0.05, num_times=11, batch_size=3)
+    assert out["positions"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    np.testing.assert_allclose(out["growth"][0], (1 + h * a) ** np.arange(5), rtol=1e-5)
+
+
 def test_residual_growth_is_one_plus_ha_per_block():
     a, h, blocks = 0.5, 0.4, 3
     inputs = keras.Input((3, 3, 2))

@@ -335,8 +335,10 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
                 model, info, x, y, eps, tolerance_grid, batch_size, options["pgd"], seed,
                 label, log, verbose)
         if trajectories:
-            report["models"][label]["trajectories"] = _trajectories(
-                model, x, y, eps, batch_size, options["pgd"], seed, label, log, verbose)
+            report["models"][label]["trajectories"] = (
+                _trajectories(model, x, y, eps, batch_size, options["pgd"], seed, label, log,
+                              verbose) if info.get("format") == "keras" else
+                {"skipped": "needs a Keras model (a bare SavedModel has no hidden states)"})
     report["warnings"] = sanity_warnings(report)
     report["wall_seconds"] = time.time() - start
     report["paths"] = write_report(report, output_dir)

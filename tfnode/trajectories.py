@@ -15,9 +15,13 @@ block of a ResNet, and per sample
   trajectories that the theorems' constants grow with.
 
 All norms are per-sample L2 norms over every element. The ODE trajectory is solved
-segment by segment (``[t_k, t_k+1]``) with the block's own solver options, so the
-points are solutions to the block's tolerance, not the model's exact steps.
+segment by segment (``[t_k, t_k+1]``) with the block's own solver options: for an
+adaptive solver the points are solutions to the block's tolerance, not the model's
+exact steps; for a fixed-step solver the segments are whole numbers of its steps, so
+the points lie on the model's own step grid.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -91,6 +95,12 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
     pre = keras.Model(model.inputs, block.input)
     func = block.odefunc
     times = np.linspace(0.0, block.t1, num_times)
+    if block.solver in solvers.FIXED_STEP:
+        # Record on the model's own step grid (whole numbers of its steps per segment):
+        # segments of another length would cut its steps, i.e. measure another network.
+        h = block.step_size
+        per_segment = math.ceil(solvers.num_fixed_steps(block.t1, h) / (num_times - 1))
+        times = np.arange(0.0, block.t1 - 1e-9, per_segment * h).tolist() + [block.t1]
     opts = dict(solver=block.solver, rtol=block.rtol, atol=block.atol,
                 first_step_size=block.first_step_size, max_num_steps=block.max_num_steps,
                 step_size=block.step_size, gradient=block.gradient,

@@ -97,7 +97,9 @@ def forward_fn(model):
     XLA compiles an ODE block's solver loop forward well on CPU (measured here, width-64
     MNIST ODE-Net, batch 128: 0.30 s instead of 0.40 s, benchmarks/ode_block.py); its
     gradient it compiles badly (19.5 s per training step, issue 4), so attacks that
-    differentiate use `logits_fn`. Any other callable gets `logits_fn`'s wrapper.
+    differentiate use `logits_fn`. XLA compiles once per input shape, so this is for
+    callers with a fixed batch size (`predict`); attacks that query shrinking subsets
+    (Square, Boundary) use `logits_fn`. Any other callable gets `logits_fn`'s wrapper.
     """
     if not hasattr(model, "compute_output_spec"):
         return logits_fn(model)
@@ -120,6 +122,11 @@ def predict(model, x, *, batch_size=None):
     fn = forward_fn(model)
     x = np.asarray(x, np.float32)
     batch_size = batch_size or max(len(x), 1)
-    out = [np.argmax(fn(tf.constant(x[i:i + batch_size])).numpy(), axis=-1)
-           for i in range(0, len(x), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+        logits = fn(tf.constant(x[i:i + batch_size])).numpy()
+        if not np.isfinite(logits).all():  # argmax of NaN would be a silent class 0
+            raise TfnodeError(f"the model returned non-finite logits for inputs {i}.."
+                              f"{i + len(logits) - 1} (an ODE solve that did not reach t1?)")
+        out.append(np.argmax(logits, axis=-1))
     return np.concatenate(out) if out else np.zeros((0,), np.int64)

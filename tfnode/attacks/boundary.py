@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from tfnode.attacks._utils import check_positive_int, distances, forward_fn
+from tfnode.attacks._utils import check_positive_int, distances, logits_fn
 from tfnode.errors import TfnodeError
 
 INITS = ("blended_noise",)
@@ -48,7 +48,7 @@ class _Oracle:
     """Top-1 decisions of the model, counting one query per sample per decision."""
 
     def __init__(self, model, y, max_queries, batch_size):
-        self.fn = forward_fn(model)
+        self.fn = logits_fn(model)
         self.y = y
         self.max_queries = max_queries
         self.batch_size = batch_size

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from tfnode.attacks._utils import check_eps, check_positive_int, forward_fn
+from tfnode.attacks._utils import check_eps, check_positive_int, logits_fn
 from tfnode.errors import TfnodeError
 
 
@@ -73,7 +73,7 @@ def square_attack(model, x, y, *, eps, max_queries=1000, p_init=0.05, clip_min=0
     if x.ndim != 4:
         raise TfnodeError(f"square_attack needs images [N, H, W, C], got shape {x.shape}")
     n, height, width, channels = x.shape
-    fn = forward_fn(model)
+    fn = logits_fn(model)
     batch_size = batch_size or max(n, 1)
     rng = np.random.default_rng(seed)
     # Vertical stripes of +-eps: the paper's initialization (1 query).
