@@ -335,10 +335,8 @@ def evaluate(*, model_path, dataset="mnist", split="test", attacks_=("fgsm", "pg
                 model, info, x, y, eps, tolerance_grid, batch_size, options["pgd"], seed,
                 label, log, verbose)
         if trajectories:
-            report["models"][label]["trajectories"] = (
-                _trajectories(model, x, y, eps, batch_size, options["pgd"], seed, label, log,
-                              verbose) if info.get("format") == "keras" else
-                {"skipped": "needs a Keras model (a bare SavedModel has no hidden states)"})
+            report["models"][label]["trajectories"] = _trajectories(
+                model, info, x, y, eps, batch_size, options["pgd"], seed, label, log, verbose)
     report["warnings"] = sanity_warnings(report)
     report["wall_seconds"] = time.time() - start
     report["paths"] = write_report(report, output_dir)
@@ -491,10 +489,12 @@ def _tolerance_grid(model, info, x, y, eps, tolerances, batch_size, pgd_opts, se
     return out
 
 
-def _trajectories(model, x, y, eps, batch_size, pgd_opts, seed, label, log, verbose):
+def _trajectories(model, info, x, y, eps, batch_size, pgd_opts, seed, label, log, verbose):
     """`tfnode.trajectories` summaries for random-sign and PGD perturbations of each eps."""
     from tfnode import trajectories
 
+    if info.get("format") != "keras":
+        return {"skipped": "needs a Keras model (a bare SavedModel has no hidden states)"}
     if trajectories.stages(model) is None:
         return {"skipped": "needs a Keras model with one ODEBlock or with ResidualBlocks"}
     rng = np.random.default_rng(seed)
@@ -706,12 +706,15 @@ def markdown(report):
     return "\n".join(lines)
 
 
+def _measured(report, key):
+    """``(label, result)`` of the models whose optional measurement ``key`` ran."""
+    return [(label, res[key]) for label, res in report["models"].items()
+            if res.get(key) and "skipped" not in res[key]]
+
+
 def _grid_markdown(report):
     lines = []
-    for label, res in report["models"].items():
-        grid = res.get("tolerance_grid")
-        if not grid or "skipped" in grid:
-            continue
+    for label, grid in _measured(report, "tolerance_grid"):
         tols = grid["tolerances"]
         lines += ["", f"### {label}: attack-time vs inference-time tolerance", "",
                   "PGD robust accuracy (%); row: rtol = atol of the model the attack "
@@ -728,10 +731,7 @@ def _grid_markdown(report):
 
 def _trajectory_markdown(report):
     lines = []
-    for label, res in report["models"].items():
-        traj = res.get("trajectories")
-        if not traj or "skipped" in traj:
-            continue
+    for label, traj in _measured(report, "trajectories"):
         first = next(iter(traj.values()))["random"]
         ode = first["kind"] == "ode"
         where, along, func = (("t", "the ODE trajectory", "ODE") if ode else
@@ -785,9 +785,9 @@ def plot_trajectories(report, path):
     with _figure(path, xlabel="relative depth (t / t1, or block / number of blocks)",
                  ylabel="median |z - y| / |z(0) - y(0)|",
                  title="perturbation growth through the network", legend_size=6) as ax:
-        for m, (label, res) in enumerate(report["models"].items()):
-            traj = res.get("trajectories") or {}
-            for k, kinds in ({} if "skipped" in traj else traj).items():
+        for label, traj in _measured(report, "trajectories"):
+            m = list(report["models"]).index(label)  # a model's colour as in the other plot
+            for k, kinds in traj.items():
                 for style, (kind, sm) in zip(("--", "-"), kinds.items()):
                     pos = np.asarray(sm["positions"], float)
                     ax.plot(pos / pos[-1], sm["growth_median"], style, marker=".",
@@ -819,8 +819,7 @@ def write_report(report, output_dir):
              "md": os.path.join(output_dir, "report.md"),
              "png": os.path.join(output_dir, "accuracy_vs_eps.png")}
     plot(report, paths["png"])
-    if any("trajectories" in res and "skipped" not in res["trajectories"]
-           for res in report["models"].values()):
+    if _measured(report, "trajectories"):
         paths["trajectories_png"] = os.path.join(output_dir, "trajectories.png")
         plot_trajectories(report, paths["trajectories_png"])
     reports.write_text(paths["md"], markdown(report))
