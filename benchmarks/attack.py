@@ -16,6 +16,7 @@ tfnode's; the ratio is tfnode's time over torch's.
 """
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -36,8 +37,15 @@ def without_blocks(model):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def time_pgd(model, x, y, batch_size, **kwargs):
-    """Seconds of the attack alone over all batches, and how many images it fooled."""
+def time_pgd(model, x, y, batch_size, *, twin=None, twin_variants=(), **kwargs):
+    """PGD over all batches: per implementation, seconds of the attack alone, images fooled
+    and the mean NFE per forward solve (None for a model without ODE blocks).
+
+    Returns ``{name: (seconds, fooled, nfe)}`` with ``"tfnode"`` for ``model`` and one entry
+    per name in ``twin_variants``, run by ``twin`` (a `benchmarks.ode_block.TorchTwin`
+    holding the same ``x``, ``y``) on each batch right after tfnode's, or right before it
+    every other batch: so a drift of the machine's speed hits both alike.
+    """
     import numpy as np
 
     from tfnode import attacks
@@ -46,17 +54,34 @@ def time_pgd(model, x, y, batch_size, **kwargs):
     for n in sorted({min(batch_size, len(y)), len(y) % batch_size} - {0}):
         attacks.pgd(model, x[:n], y[:n], **{**kwargs, "num_steps": 1})
         attacks.predict(model, x[:n])
-    seconds, fooled, nfe, solves = 0.0, 0, 0.0, 0.0
+    request = dict(eps=kwargs["eps"], step_size=kwargs["step_size"],
+                   num_steps=kwargs["num_steps"])
+    for name in twin_variants:  # warm-up
+        twin("pgd", variant=name, start=0, stop=min(8, len(y)), **{**request, "num_steps": 1})
+    totals = {name: [0.0, 0, 0.0] for name in ("tfnode", *twin_variants)}
     metrics = [layer.nfe_metric for layer in model.layers if hasattr(layer, "nfe_metric")]
-    for i in range(0, len(y), batch_size):
-        before = [(float(m.total), float(m.count)) for m in metrics]
-        start = time.perf_counter()
-        adv = attacks.pgd(model, x[i:i + batch_size], y[i:i + batch_size], **kwargs)
-        seconds += time.perf_counter() - start
-        for m, (total, count) in zip(metrics, before):  # the attack's solves only
-            nfe, solves = nfe + float(m.total) - total, solves + float(m.count) - count
-        fooled += int(np.sum(attacks.predict(model, adv) != y[i:i + batch_size]))
-    return seconds, fooled, (nfe / solves if solves else None)
+    solves = 0.0
+    for b, i in enumerate(range(0, len(y), batch_size)):
+        order = ("tfnode", *twin_variants)
+        for name in order if b % 2 == 0 else order[::-1]:
+            if name != "tfnode":
+                reply = twin("pgd", variant=name, start=i, stop=i + batch_size, **request)
+                totals[name][0] += reply["seconds"]
+                totals[name][1] += reply["fooled"]
+                totals[name][2] += reply["nfe"] * kwargs["num_steps"]
+                continue
+            before = [(float(m.total), float(m.count)) for m in metrics]
+            start = time.perf_counter()
+            adv = attacks.pgd(model, x[i:i + batch_size], y[i:i + batch_size], **kwargs)
+            totals[name][0] += time.perf_counter() - start
+            for m, (total, count) in zip(metrics, before):  # the attack's solves only
+                totals[name][2] += float(m.total) - total
+                solves += float(m.count) - count
+            totals[name][1] += int(np.sum(attacks.predict(model, adv) != y[i:i + batch_size]))
+    twin_solves = kwargs["num_steps"] * len(range(0, len(y), batch_size))
+    return {name: (seconds, fooled, (nfe / solves if solves else None) if name == "tfnode"
+                   else nfe / twin_solves)
+            for name, (seconds, fooled, nfe) in totals.items()}
 
 
 def main():
@@ -85,17 +110,9 @@ def main():
           f"threads intra {tf.config.threading.get_intra_op_parallelism_threads()}")
     print(f"{'model':<8} {'images/s':>9} {'seconds':>8} {'fooled':>7} "
           f"{'no-block s':>10} {'share in blocks':>15}  path")
-    twins = []
+    twin_variants = ("torchdiffeq", "torchdiffeq as shipped")
     for path in args.model_path:
         model, info = evaluate.load_model(path)
-        seconds, fooled, nfe = time_pgd(model, x, y, args.batch_size, **pgd)
-        if nfe is not None:
-            print(f"tfnode: mean NFE per forward solve of the attack {nfe:.1f}")
-        bare_seconds, _, _ = time_pgd(without_blocks(model), x, y, args.batch_size, **pgd)
-        share = 1.0 - bare_seconds / seconds
-        print(f"{evaluate.model_label(info):<8} {len(y) / seconds:>9.1f} "
-              f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}",
-              flush=True)
         block = next((layer for layer in model.layers if layer.name == "ode_block"), None)
         twin_ok = block is not None and (block.solver, block.t1, block.gradient,
                                          block.per_sample_steps, block.first_step_size) == (
@@ -103,19 +120,31 @@ def main():
         if args.torch_twin and block is not None and not twin_ok:
             print(f"no torchdiffeq twin for {path}: the twin solves dopri5 on [0, 1] with "
                   "Hairer's first step, batch-shared steps and backprop only")
-        if args.torch_twin and twin_ok:
-            twins.append((path, seconds, {**ode_block.keras_weights(model), "x": x, "y": y,
-                                          "eps": args.eps, "step_size": 0.01,
-                                          "num_steps": 40}))
-    for path, seconds, arrays in twins:
-        out = ode_block.run_torch_twin(arrays, "pgd", f"--batch_size={args.batch_size}")
-        print(f"torchdiffeq twins of {path} (torch {out['torch_version']}, {out['threads']} "
-              f"threads), mean NFE per forward solve of the attack:")
-        for name in ("torchdiffeq", "torchdiffeq as shipped"):
-            t = float(out[f"{name}|seconds"])
+        with contextlib.ExitStack() as stack:
+            twin = None
+            if args.torch_twin and twin_ok:
+                twin = stack.enter_context(ode_block.TorchTwin(
+                    {**ode_block.keras_weights(model), "x": x, "y": y}, "--skip_adjoint"))
+            results = time_pgd(model, x, y, args.batch_size, twin=twin,
+                               twin_variants=twin_variants if twin else (), **pgd)
+            twin_info = twin("info") if twin else None
+        seconds, fooled, nfe = results.pop("tfnode")
+        if nfe is not None:
+            print(f"tfnode: mean NFE per forward solve of the attack {nfe:.1f}")
+        bare_seconds = time_pgd(without_blocks(model), x, y, args.batch_size, **pgd)[
+            "tfnode"][0]
+        share = 1.0 - bare_seconds / seconds
+        print(f"{evaluate.model_label(info):<8} {len(y) / seconds:>9.1f} "
+              f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}",
+              flush=True)
+        if results:
+            print(f"torchdiffeq twins of {path} (torch {twin_info['torch_version']}, "
+                  f"{twin_info['threads']} threads), batch by batch alternating with tfnode; "
+                  "mean NFE per forward solve of the attack:")
+        for name, (t, twin_fooled, twin_nfe) in results.items():
             print(f"  {name:<23} {len(y) / t:>5.1f} images/s {t:>7.1f} s  fooled "
-                  f"{int(out[f'{name}|fooled'])}  NFE {float(out[f'{name}|nfe']):.1f}; "
-                  f"tfnode / this {seconds / t:.2f}x")
+                  f"{twin_fooled}  NFE {twin_nfe:.1f}; tfnode / this {seconds / t:.2f}x",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ Ratios are tfnode / the twin with backprop (below 1: tfnode faster).
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,17 +60,66 @@ def keras_weights(model):
     return arrays
 
 
-def run_torch_twin(arrays, mode, *args):
-    """Runs the `benchmarks.torch_twin` worker in its own process; returns its results."""
-    import numpy as np
+class TorchTwin:
+    """The `benchmarks.torch_twin` worker, alive in a process of its own.
 
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(inputs, **arrays)
-        subprocess.run([sys.executable, "-m", "benchmarks.torch_twin", f"--arrays={inputs}",
-                        f"--out={out}", f"--mode={mode}", *args], check=True)
-        with np.load(out) as results:
-            return {k: results[k] for k in results.files}
+    ``twin(op, **request)`` sends one request and returns the reply (see
+    `benchmarks.torch_twin.Worker.handle`). Use as a context manager.
+    """
+
+    def __init__(self, arrays, *args):
+        import numpy as np
+
+        self._tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(self._tmp.name, "arrays.npz")
+        np.savez(path, **arrays)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.torch_twin", f"--arrays={path}", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __call__(self, op, **request):
+        self._proc.stdin.write(json.dumps({"op": op, **request}) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise SystemExit("the torchdiffeq twin worker ended early (its error is above)")
+        return json.loads(line)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._proc.stdin.close()
+        self._proc.wait()
+        self._tmp.cleanup()
+
+
+def interleaved_medians(runs, repeats):
+    """Median seconds of each run, the runs alternating round by round.
+
+    ``runs`` maps names to callables that do one run and return its seconds. After one
+    warm-up run of each, every round runs each once, in reverse order every other
+    round, so that a drift of the machine's speed during the benchmark (large on this
+    shared machine) hits every run alike instead of whichever ran last.
+    """
+    import statistics
+
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for r in range(repeats):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            times[name].append(runs[name]())
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def timed(fn):
+    """``fn`` as a callable that runs it once and returns the seconds it took."""
+    def run():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    return run
 
 
 def _tf_callables(model, x, y, jit_forward):
@@ -126,7 +177,6 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.torch_twin import median_times
     from tfnode import data, models, reports
 
     images, labels = data.load_arrays("mnist", "train", data_dir=args.data_dir)
@@ -140,54 +190,56 @@ def main():
                 "tfnode backprop, XLA forward": _tf_callables(model, x, y, jit_forward=True),
                 "tfnode TFP adjoint": _tf_callables(
                     models.with_solver_options(model, gradient="adjoint"), x, y, False)}
-    forward = median_times({n: c[0] for n, c in variants.items()}, args.repeats)
-    attack = median_times({n: c[4] for n, c in variants.items()
-                           if "XLA" not in n and not (args.skip_adjoint and "adjoint" in n)},
-                          args.repeats)
-    train = median_times({n: c[1] for n, c in variants.items()
-                          if "XLA" not in n and not (args.skip_adjoint and "adjoint" in n)},
-                         args.repeats)
-    results = {}
-    for name, c in variants.items():
-        results.update({f"{name}|nfe": c[2](), f"{name}|forward": forward[name]})
-        if name in train:
-            results[f"{name}|train"] = train[name]
-        if name in attack:
-            results[f"{name}|attack"] = attack[name]
-    logits = {n: variants[n][3](x).numpy() for n in ("tfnode backprop",
-                                                     "tfnode backprop, XLA forward")}
-    euler = models.with_solver_options(model, solver="euler", step_size=0.25)
     arrays = {**keras_weights(model), "x": x_np, "y": y_np}
-    twin = run_torch_twin(arrays, "ode_block", f"--repeats={args.repeats}",
-                          *(["--skip_adjoint"] if args.skip_adjoint else []))
-    results.update({k: float(v) for k, v in twin.items() if "|" in k})
-
-    # The same function: fixed Euler steps are the same computation in both frameworks
-    # (checks the weight copy), and dopri5 with the same error weights and controller
-    # takes the same steps (checks the solvers agree), each to float rounding.
-    gap_euler = float(np.max(np.abs(euler(x).numpy() - twin["logits_euler"])))
-    gap = float(np.max(np.abs(logits["tfnode backprop"] - twin["logits_dopri5"])))
-    print(f"MNIST train batch of {args.batch_size}, width {args.width}, dopri5 rtol {args.rtol} "
-          f"atol {args.atol}, random init (seed {args.seed}); {reports.versions()}; "
-          f"torch {twin['torch_version']} ({twin['threads']} threads), torchdiffeq "
-          f"{_torchdiffeq_version()}")
-    xla_gap = np.max(np.abs(logits["tfnode backprop, XLA forward"] - logits["tfnode backprop"]))
-    print(f"max |logits tfnode - torchdiffeq twin|: {gap_euler:.2e} with 4 Euler steps, "
-          f"{gap:.2e} with dopri5 (NFE {results['tfnode backprop|nfe']} vs "
-          f"{int(results['torchdiffeq|nfe'])}); tfnode XLA forward vs plain {xla_gap:.2e}")
-    if results["tfnode backprop|nfe"] != int(results["torchdiffeq|nfe"]):
-        raise SystemExit("the twins took different numbers of steps: not the same work")
-    if max(gap, gap_euler) > 1e-4:
-        raise SystemExit(f"the twins disagree ({max(gap, gap_euler):.2e} > 1e-4): not timing "
-                         "different functions")
+    with TorchTwin(arrays, *(["--skip_adjoint"] if args.skip_adjoint else [])) as twin:
+        info = twin("info")
+        # The same function: fixed Euler steps are the same computation in both frameworks
+        # (checks the weight copy), and dopri5 with the same error weights and controller
+        # takes the same steps (checks the solvers agree), each to float rounding.
+        euler = models.with_solver_options(model, solver="euler", step_size=0.25)
+        gap_euler = float(np.max(np.abs(
+            euler(x).numpy() - np.array(twin("logits", euler_step=0.25)["logits"]))))
+        logits = {n: variants[n][3](x).numpy() for n in ("tfnode backprop",
+                                                         "tfnode backprop, XLA forward")}
+        gap = float(np.max(np.abs(logits["tfnode backprop"]
+                                  - np.array(twin("logits")["logits"]))))
+        results = {f"{name}|nfe": c[2]() for name, c in variants.items()}
+        results.update({f"{name}|nfe": twin("nfe", variant=name)["nfe"]
+                        for name in info["variants"]})
+        print(f"MNIST train batch of {args.batch_size}, width {args.width}, dopri5 rtol "
+              f"{args.rtol} atol {args.atol}, random init (seed {args.seed}); "
+              f"{reports.versions()}; torch {info['torch_version']} ({info['threads']} "
+              f"threads), torchdiffeq {_torchdiffeq_version()}")
+        xla_gap = np.max(np.abs(logits["tfnode backprop, XLA forward"]
+                                - logits["tfnode backprop"]))
+        print(f"max |logits tfnode - torchdiffeq twin|: {gap_euler:.2e} with 4 Euler steps, "
+              f"{gap:.2e} with dopri5 (NFE {results['tfnode backprop|nfe']} vs "
+              f"{results['torchdiffeq|nfe']}); tfnode XLA forward vs plain {xla_gap:.2e}",
+              flush=True)
+        if results["tfnode backprop|nfe"] != results["torchdiffeq|nfe"]:
+            raise SystemExit("the twins took different numbers of steps: not the same work")
+        if max(gap, gap_euler) > 1e-4:
+            raise SystemExit(f"the twins disagree ({max(gap, gap_euler):.2e} > 1e-4): not "
+                             "timing different functions")
+        for column, index in (("forward", 0), ("train", 1), ("attack", 4)):
+            runs = {name: timed(c[index]) for name, c in variants.items()
+                    if column == "forward" or "XLA" not in name}
+            runs.update({name: (lambda name=name: twin("time", variant=name,
+                                                       what=column)["seconds"])
+                         for name in info["variants"]
+                         if column != "forward" or "adjoint" not in name})
+            if args.skip_adjoint and column != "forward":
+                runs = {n: r for n, r in runs.items() if "adjoint" not in n}
+            results.update({f"{name}|{column}": seconds for name, seconds
+                            in interleaved_medians(runs, args.repeats).items()})
     print_table(results, args.repeats)
 
 
 def print_table(results, repeats):
     columns = (("forward", "forward s"), ("train", "train step s"),
                ("attack", "attack step s"))
-    print(f"medians of {repeats} runs after a warm-up; ratio = time / the torchdiffeq "
-          f"twin's (same steps, backprop)")
+    print(f"medians of {repeats} interleaved runs after a warm-up; ratio = time / the "
+          f"torchdiffeq twin's (same steps, backprop)")
     print(f"{'variant':<31} {'NFE':>4} " + " ".join(f"{title:>13} {'ratio':>6}"
                                                    for _, title in columns))
     names = dict.fromkeys(k.split("|")[0] for k in results)

@@ -8,8 +8,8 @@ imports this.
 """
 
 import argparse
+import json
 import math
-import statistics
 import sys
 import time
 
@@ -153,44 +153,27 @@ def load_weights(net, arrays):
     return net
 
 
-def median_times(fns, repeats):
-    """Median seconds of each callable, interleaved: run 1 of all, run 2 of all, ..."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def _callables(net, x, y):
+    """One-run callables of a twin: forward, train step, attack step (input gradient)."""
     opt = torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9)
 
     def forward():
         with torch.no_grad():
             return net(x).numpy()
 
-    def train_step():
+    def train():
         opt.zero_grad()
         loss = nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         return loss.item()
 
-    def attack_step():
+    def attack():
         v = x.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(nn.functional.cross_entropy(net(v), y), v)
         return grad.numpy()
 
-    def nfe():
-        net.odefunc.nfe = 0
-        forward()
-        return net.odefunc.nfe
-
-    return forward, train_step, nfe, attack_step
+    return {"forward": forward, "train": train, "attack": attack}
 
 
 def pgd(net, x, y, *, eps, step_size, num_steps, generator):
@@ -206,69 +189,92 @@ def pgd(net, x, y, *, eps, step_size, num_steps, generator):
     return adv.detach()
 
 
-def main():
-    """Worker run by ``benchmarks.ode_block`` and ``benchmarks.attack`` in a process of its own.
+class Worker:
+    """The twins of one set of Keras weights, answering timing requests one at a time.
 
-    TensorFlow's and torch's thread pools in one process slowed torch by about a third
-    here, so each framework is timed in its own process, one after the other.
+    Requests and replies are dicts (see `serve`); every time is measured here, around
+    the computation only, so the pipe's cost is not in it.
     """
-    parser = argparse.ArgumentParser(description="torchdiffeq twin worker")
-    parser.add_argument("--arrays", required=True, help="npz: weights, x, y, options")
-    parser.add_argument("--out", required=True, help="npz to write the results to")
-    parser.add_argument("--mode", choices=("ode_block", "pgd"), required=True)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=128)
+
+    def __init__(self, arrays, *, adjoint=True):
+        width, self.rtol, self.atol = (int(arrays["width"]), float(arrays["rtol"]),
+                                       float(arrays["atol"]))
+        self.arrays = arrays
+        self.x = torch.from_numpy(np.ascontiguousarray(np.transpose(arrays["x"], (0, 3, 1, 2))))
+        self.y = torch.from_numpy(arrays["y"].astype(np.int64))
+        self.nets = {"torchdiffeq": self._twin(width),
+                     "torchdiffeq as shipped": self._twin(width, land_on_t1=False,
+                                                          standard_error=False)}
+        if adjoint:
+            self.nets["torchdiffeq adjoint"] = self._twin(width, adjoint=True)
+        self.calls = {}
+        self.generators = {}
+
+    def _twin(self, width, **kwargs):
+        return load_weights(ODENet(width, self.arrays["logits.bias"].shape[0], self.x.shape[1],
+                                   rtol=self.rtol, atol=self.atol, **kwargs), self.arrays)
+
+    def handle(self, request):
+        op, name = request["op"], request.get("variant", "torchdiffeq")
+        net = self.nets.get(name)
+        if op == "info":
+            return {"torch_version": torch.__version__, "threads": torch.get_num_threads(),
+                    "variants": list(self.nets)}
+        if op == "logits":  # the checks that both frameworks compute the same function
+            step = request.get("euler_step")
+            twin = self._twin(net.odefunc.conv1.conv.out_channels, euler_step=step) if step else net
+            with torch.no_grad():
+                return {"logits": twin(self.x).numpy().tolist()}
+        if op == "nfe":
+            net.odefunc.nfe = 0
+            with torch.no_grad():
+                net(self.x)
+            return {"nfe": net.odefunc.nfe}
+        if op == "time":  # one run of forward, train or attack on the whole batch
+            fn = self.calls.setdefault(name, _callables(net, self.x, self.y))[request["what"]]
+            start = time.perf_counter()
+            fn()
+            return {"seconds": time.perf_counter() - start}
+        if op == "pgd":  # PGD on x[start:stop]; each variant draws from its own seeded stream
+            generator = self.generators.setdefault(name, torch.Generator().manual_seed(0))
+            batch = slice(request["start"], request["stop"])
+            x, y = self.x[batch], self.y[batch]
+            net.odefunc.nfe = 0
+            start = time.perf_counter()
+            adv = pgd(net, x, y, eps=request["eps"], step_size=request["step_size"],
+                      num_steps=request["num_steps"], generator=generator)
+            seconds, nfe = time.perf_counter() - start, net.odefunc.nfe
+            with torch.no_grad():
+                fooled = int((net(adv).argmax(1) != y).sum())
+            return {"seconds": seconds, "fooled": fooled, "nfe": nfe / request["num_steps"]}
+        raise ValueError(f"unknown request {request!r}")
+
+
+def serve(arrays_path, *, adjoint=True, stdin=sys.stdin, stdout=sys.stdout):
+    """Answers JSON requests, one per line on ``stdin``, with one JSON line each on ``stdout``.
+
+    Run by ``benchmarks.ode_block`` and ``benchmarks.attack`` as a process of its own,
+    alive for the whole benchmark, so that tfnode's and torch's runs can alternate (a
+    drift of the machine's speed then hits both alike) while the two frameworks' thread
+    pools never share a process: in one process they slowed torch by about a third here.
+    An empty line or end of input ends it.
+    """
+    worker = Worker(dict(np.load(arrays_path)), adjoint=adjoint)
+    for line in stdin:
+        if not line.strip():
+            break
+        stdout.write(json.dumps(worker.handle(json.loads(line))) + "\n")
+        stdout.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser(description="torchdiffeq twin worker (see `serve`)")
+    parser.add_argument("--arrays", required=True, help="npz: weights, x, y, width, rtol, atol")
     parser.add_argument("--skip_adjoint", action="store_true")
     args = parser.parse_args()
-    arrays = dict(np.load(args.arrays))
-    width, rtol, atol = int(arrays["width"]), float(arrays["rtol"]), float(arrays["atol"])
-    x = torch.from_numpy(np.ascontiguousarray(np.transpose(arrays["x"], (0, 3, 1, 2))))
-    y = torch.from_numpy(arrays["y"].astype(np.int64))
-
-    def twin(**kwargs):
-        return load_weights(ODENet(width, arrays["logits.bias"].shape[0], x.shape[1],
-                                   rtol=rtol, atol=atol, **kwargs), arrays)
-
-    out = {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
-    if args.mode == "pgd":
-        for name, net in (("torchdiffeq", twin()),
-                          ("torchdiffeq as shipped", twin(land_on_t1=False,
-                                                          standard_error=False))):
-            generator = torch.Generator().manual_seed(0)
-            kwargs = dict(eps=float(arrays["eps"]), step_size=float(arrays["step_size"]),
-                          num_steps=int(arrays["num_steps"]), generator=generator)
-            pgd(net, x[:8], y[:8], **{**kwargs, "num_steps": 1})  # warm-up
-            seconds, fooled, net.odefunc.nfe, solves = 0.0, 0, 0, 0
-            for i in range(0, len(y), args.batch_size):
-                start = time.perf_counter()
-                adv = pgd(net, x[i:i + args.batch_size], y[i:i + args.batch_size], **kwargs)
-                seconds += time.perf_counter() - start
-                solves += kwargs["num_steps"]
-                nfe = net.odefunc.nfe
-                with torch.no_grad():
-                    fooled += int((net(adv).argmax(1) != y[i:i + args.batch_size]).sum())
-                net.odefunc.nfe = nfe  # the check's solve is not part of the attack
-            out.update({f"{name}|seconds": seconds, f"{name}|fooled": fooled,
-                        f"{name}|nfe": net.odefunc.nfe / solves})
-    else:
-        variants = {"torchdiffeq": twin(),
-                    "torchdiffeq as shipped": twin(land_on_t1=False, standard_error=False)}
-        if not args.skip_adjoint:
-            variants["torchdiffeq adjoint"] = twin(adjoint=True)
-        calls = {name: _callables(net, x, y) for name, net in variants.items()}
-        out["logits_euler"] = twin(euler_step=0.25)(x).detach().numpy()
-        out["logits_dopri5"] = calls["torchdiffeq"][0]()
-        forward = median_times({n: c[0] for n, c in calls.items() if "adjoint" not in n},
-                               args.repeats)
-        train = median_times({n: c[1] for n, c in calls.items()}, args.repeats)
-        attack = median_times({n: c[3] for n, c in calls.items()}, args.repeats)
-        for name, c in calls.items():
-            out[f"{name}|nfe"] = c[2]()
-            out[f"{name}|train"] = train[name]
-            out[f"{name}|attack"] = attack[name]
-            if name in forward:
-                out[f"{name}|forward"] = forward[name]
-    np.savez(args.out, **out)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing but replies on the reply pipe
+    serve(args.arrays, adjoint=not args.skip_adjoint, stdout=out)
 
 
 if __name__ == "__main__":
