@@ -11,8 +11,10 @@ numbers are ratios of one run on one machine, not targets.
 
 With ``--torch_twin`` (needs the extra ``bench``), an ODE-Net's weights are also copied
 into its torchdiffeq twin (`benchmarks.torch_twin`), and the same PGD, written in torch
-with the same random start distribution, runs on it in a process of its own after
-tfnode's; the ratio is tfnode's time over torch's.
+with the same random start distribution, runs on it in a worker process of its own,
+batch by batch alternating with tfnode's attack (the worker idles while tfnode runs, and
+tfnode while it runs), so that a drift of the machine's speed hits both alike; the
+ratio is tfnode's time over torch's.
 """
 
 import argparse
@@ -63,6 +65,7 @@ def time_pgd(model, x, y, batch_size, *, twin=None, twin_variants=(), **kwargs):
     solves = 0.0
     for b, i in enumerate(range(0, len(y), batch_size)):
         order = ("tfnode", *twin_variants)
+        before_batch = {name: totals[name][0] for name in order}
         for name in order if b % 2 == 0 else order[::-1]:
             if name != "tfnode":
                 reply = twin("pgd", variant=name, start=i, stop=i + batch_size, **request)
@@ -78,6 +81,10 @@ def time_pgd(model, x, y, batch_size, *, twin=None, twin_variants=(), **kwargs):
                 totals[name][2] += float(m.total) - total
                 solves += float(m.count) - count
             totals[name][1] += int(np.sum(attacks.predict(model, adv) != y[i:i + batch_size]))
+        if twin_variants:  # the spread from batch to batch shows the machine's noise
+            print(f"  batch {b}: " + ", ".join(
+                f"{name} {totals[name][0] - before_batch[name]:.1f} s" for name in order),
+                flush=True)
     twin_solves = kwargs["num_steps"] * len(range(0, len(y), batch_size))
     return {name: (seconds, fooled, (nfe / solves if solves else None) if name == "tfnode"
                    else nfe / twin_solves)

@@ -14,10 +14,12 @@ logits on a batch of real MNIST training images, then times on that batch:
 * attack step: the gradient of the cross-entropy with respect to the input images,
   what every PGD step computes;
 
-each the median of ``--repeats`` runs after a warm-up, the variants of a framework
-interleaved run by run. Each framework runs in a process of its own, TensorFlow's
-first, then torch's (`benchmarks.torch_twin`), never both at once: in one process
-their thread pools slowed torch by about a third here. tfnode's variants are its solver
+each the median of ``--repeats`` runs after a warm-up. Torch runs in a worker process
+of its own (`benchmarks.torch_twin`), alive for the whole benchmark and idle while
+tfnode runs (in one process the two frameworks' thread pools slowed torch by about a
+third here); the runs of all variants of both frameworks alternate round by round
+(`interleaved_medians`), so that a drift of this shared machine's speed, which was
+larger than 10% between runs a few minutes apart, hits them alike. tfnode's variants are its solver
 paths (TFP's adjoint, tfnode's backprop loop, its forward compiled with XLA);
 torchdiffeq's are direct backprop (``odeint``) and ``odeint_adjoint``. The twin lands
 its last step on t = 1 (``step_t=[1]``) as tfnode's loop does and uses the standard

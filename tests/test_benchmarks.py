@@ -1,0 +1,82 @@
+"""The benchmark machinery: interleaved timing, and the torchdiffeq twin worker.
+
+The twin tests need the extra ``bench`` (torch, torchdiffeq) and are skipped without it.
+"""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import ode_block
+
+
+def test_interleaved_medians_alternate_and_reverse_the_order():
+    calls = []
+
+    def run(name, seconds):
+        def fn():
+            calls.append(name)
+            return seconds.pop(0)
+        return fn
+
+    medians = ode_block.interleaved_medians(
+        {"a": run("a", [9.0, 1.0, 2.0, 3.0]), "b": run("b", [9.0, 5.0, 7.0, 6.0])}, 3)
+    # One warm-up each (not counted), then rounds a b / b a / a b.
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert medians == {"a": 2.0, "b": 6.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_odenet():
+    import keras
+
+    from tfnode import models
+
+    keras.utils.set_random_seed(0)
+    model = models.get_model("node", dataset="mnist", width=8, gradient="backprop")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (4, 28, 28, 1)).astype(np.float32)
+    y = np.arange(4, dtype=np.int64)
+    return model, {**ode_block.keras_weights(model), "x": x, "y": y}
+
+
+def test_torch_twin_worker_computes_tfnode_function(tiny_odenet):
+    pytest.importorskip("torchdiffeq")
+    from benchmarks import torch_twin
+    from tfnode import models
+
+    model, arrays = tiny_odenet
+    worker = torch_twin.Worker(arrays, adjoint=False)
+    euler = models.with_solver_options(model, solver="euler", step_size=0.25)
+    np.testing.assert_allclose(
+        worker.handle({"op": "logits", "euler_step": 0.25})["logits"],
+        euler(arrays["x"]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(worker.handle({"op": "logits"})["logits"],
+                               model(arrays["x"]).numpy(), atol=1e-4)
+    assert worker.handle({"op": "nfe"})["nfe"] == int(model.get_layer("ode_block").nfe)
+    for what in ("forward", "train", "attack"):
+        assert worker.handle({"op": "time", "what": what})["seconds"] > 0
+    reply = worker.handle({"op": "pgd", "variant": "torchdiffeq as shipped", "start": 1,
+                           "stop": 3, "eps": 0.3, "step_size": 0.01, "num_steps": 2})
+    assert 0 <= reply["fooled"] <= 2 and reply["nfe"] > 0 and reply["seconds"] > 0
+    with pytest.raises(ValueError, match="unknown request"):
+        worker.handle({"op": "nope"})
+
+
+def test_torch_twin_serve_answers_one_json_line_per_request(tiny_odenet, tmp_path):
+    pytest.importorskip("torchdiffeq")
+    from benchmarks import torch_twin
+
+    _, arrays = tiny_odenet
+    np.savez(tmp_path / "arrays.npz", **arrays)
+    out = io.StringIO()
+    requests = [{"op": "info"}, {"op": "nfe", "variant": "torchdiffeq"}]
+    stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in requests) + "\n"
+                        + json.dumps({"op": "nfe"}) + "\n")  # after the empty line: unread
+    torch_twin.serve(str(tmp_path / "arrays.npz"), adjoint=False, stdin=stdin, stdout=out)
+    replies = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(replies) == 2
+    assert replies[0]["variants"] == ["torchdiffeq", "torchdiffeq as shipped"]
+    assert replies[1]["nfe"] > 0
