@@ -54,6 +54,19 @@ def test_train_split_shuffles_repeatably(tmp_path, monkeypatch):
     assert sorted(first[0]) == sorted(raw)
 
 
+def test_drop_remainder_gives_full_batches_of_static_shape(tmp_path, monkeypatch):
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path)))
+    ds = data.load("mnist", "train", batch_size=24, data_dir=str(tmp_path),
+                   drop_remainder=True)
+    assert ds.element_spec[0].shape.as_list() == [24, 28, 28, 1]  # known to traced graphs
+    assert [int(b[1].shape[0]) for b in ds] == [24, 24]  # 64 images: the last 16 dropped
+    assert data.load("mnist", "train", batch_size=24, data_dir=str(tmp_path)
+                     ).element_spec[0].shape.as_list() == [None, 28, 28, 1]
+    with pytest.raises(DataError, match="batch_size 65 is larger than the 64 examples"):
+        data.load("mnist", "train", batch_size=65, data_dir=str(tmp_path),
+                  drop_remainder=True)
+
+
 def test_md5_mismatch_is_detected(tmp_path):
     make_idx_dataset(str(tmp_path))  # generated files: not the real MNIST md5s
     with pytest.raises(DataError) as err:

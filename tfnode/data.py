@@ -139,7 +139,8 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
       num_examples: keep only the first ``num_examples`` of the split (before shuffling).
       repeat: repeat forever (for ``steps_per_epoch``-style training).
       download: allow a download; defaults to ``data_dir is None``.
-      drop_remainder: drop a last partial batch.
+      drop_remainder: drop a last partial batch, so that every batch has the same
+        static shape (the graphs traced for it then know the batch size).
 
     Returns:
       A dataset of ``(images float32 [B, H, W, C] in [0, 1], labels int64 [B])``, cached,
@@ -155,6 +156,9 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     images, labels = load_arrays(name, split, data_dir=data_dir, download=download)
     if num_examples is not None:
         images, labels = images[:num_examples], labels[:num_examples]
+    if drop_remainder and len(labels) < int(batch_size):
+        raise DataError(f"batch_size {batch_size} is larger than the {len(labels)} examples "
+                        f"of {name} {split}: no full batch to train on")
     if shuffle is None:
         shuffle = split == "train"
     # uint8 in memory (47 MB for MNIST train); converting after batching is cheaper.
