@@ -22,7 +22,8 @@ def define_data_flags():
     _once(flags.DEFINE_string, "dataset", "mnist", "Dataset: mnist, fashion_mnist or cifar10.")
     _once(flags.DEFINE_string, "data_dir", None, "Folder with TFDS data or the raw files (IDX or "
                         "CIFAR-10 python batches). Unset: the cache, then a download.")
-    _once(flags.DEFINE_integer, "batch_size", 128, "Batch size.")
+    _once(flags.DEFINE_integer, "batch_size", 128,
+          "Batch size; training drops the last partial batch of each epoch.")
 
 
 def define_model_flags():
