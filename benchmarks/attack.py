@@ -40,13 +40,24 @@ def without_blocks(model):
 
 
 def time_pgd(model, x, y, batch_size, *, twin=None, twin_variants=(), **kwargs):
-    """PGD over all batches: per implementation, seconds of the attack alone, images fooled
-    and the mean NFE per forward solve (None for a model without ODE blocks).
+    """Times PGD over all batches, per implementation, alternating batch by batch.
 
-    Returns ``{name: (seconds, fooled, nfe)}`` with ``"tfnode"`` for ``model`` and one entry
-    per name in ``twin_variants``, run by ``twin`` (a `benchmarks.ode_block.TorchTwin`
-    holding the same ``x``, ``y``) on each batch right after tfnode's, or right before it
-    every other batch: so a drift of the machine's speed hits both alike.
+    The twin variants run each batch right after tfnode's, or right before it every
+    other batch, so that a drift of the machine's speed hits both alike.
+
+    Args:
+      model: the Keras model (tfnode's attack).
+      x: images.
+      y: labels.
+      batch_size: images per attack call.
+      twin: a `benchmarks.ode_block.TorchTwin` holding the same ``x`` and ``y``, or None.
+      twin_variants: names of the twin's variants to run.
+      **kwargs: `tfnode.attacks.pgd` options (``eps``, ``step_size``, ``num_steps``, ...).
+
+    Returns:
+      ``{name: (seconds of the attack alone, images fooled, mean NFE per forward
+      solve)}`` for ``"tfnode"`` and each twin variant; the NFE is None for a model
+      without ODE blocks.
     """
     import numpy as np
 

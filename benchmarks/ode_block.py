@@ -66,7 +66,12 @@ class TorchTwin:
     """The `benchmarks.torch_twin` worker, alive in a process of its own.
 
     ``twin(op, **request)`` sends one request and returns the reply (see
-    `benchmarks.torch_twin.Worker.handle`). Use as a context manager.
+    `benchmarks.torch_twin.Worker.handle`). Use as a context manager; leaving it ends
+    the worker (killed if it has not ended within 60 s).
+
+    Args:
+      arrays: `keras_weights` plus ``x`` and ``y``, the batch the twin works on.
+      *args: command-line options of the worker (``--skip_adjoint``).
     """
 
     def __init__(self, arrays, *args):
@@ -80,9 +85,12 @@ class TorchTwin:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def __call__(self, op, **request):
-        self._proc.stdin.write(json.dumps({"op": op, **request}) + "\n")
-        self._proc.stdin.flush()
-        line = self._proc.stdout.readline()
+        try:
+            self._proc.stdin.write(json.dumps({"op": op, **request}) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
         if not line:
             raise SystemExit("the torchdiffeq twin worker ended early (its error is above)")
         return json.loads(line)
@@ -91,18 +99,29 @@ class TorchTwin:
         return self
 
     def __exit__(self, *exc):
-        self._proc.stdin.close()
-        self._proc.wait()
-        self._tmp.cleanup()
+        try:
+            self._proc.stdin.close()  # end of input: the worker returns
+            self._proc.wait(timeout=60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+        finally:
+            self._tmp.cleanup()
 
 
 def interleaved_medians(runs, repeats):
     """Median seconds of each run, the runs alternating round by round.
 
-    ``runs`` maps names to callables that do one run and return its seconds. After one
-    warm-up run of each, every round runs each once, in reverse order every other
-    round, so that a drift of the machine's speed during the benchmark (large on this
-    shared machine) hits every run alike instead of whichever ran last.
+    After one warm-up run of each, every round runs each once, in reverse order every
+    other round, so that a drift of the machine's speed during the benchmark (large on
+    this shared machine) hits every run alike instead of whichever ran last.
+
+    Args:
+      runs: names mapped to callables that do one run and return its seconds.
+      repeats: rounds.
+
+    Returns:
+      ``{name: median seconds}``.
     """
     import statistics
 

@@ -10,6 +10,7 @@ imports this.
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -215,8 +216,11 @@ class Worker:
                                    rtol=self.rtol, atol=self.atol, **kwargs), self.arrays)
 
     def handle(self, request):
-        op, name = request["op"], request.get("variant", "torchdiffeq")
-        net = self.nets.get(name)
+        """Answers one request (a dict with ``op`` and its arguments) with a dict."""
+        op, name = request.get("op"), request.get("variant", "torchdiffeq")
+        if name not in self.nets:
+            raise ValueError(f"unknown variant {name!r}; expected one of {list(self.nets)}")
+        net = self.nets[name]
         if op == "info":
             return {"torch_version": torch.__version__, "threads": torch.get_num_threads(),
                     "variants": list(self.nets)}
@@ -231,12 +235,16 @@ class Worker:
                 net(self.x)
             return {"nfe": net.odefunc.nfe}
         if op == "time":  # one run of forward, train or attack on the whole batch
-            fn = self.calls.setdefault(name, _callables(net, self.x, self.y))[request["what"]]
+            if name not in self.calls:
+                self.calls[name] = _callables(net, self.x, self.y)
+            fn = self.calls[name][request["what"]]
             start = time.perf_counter()
             fn()
             return {"seconds": time.perf_counter() - start}
         if op == "pgd":  # PGD on x[start:stop]; each variant draws from its own seeded stream
-            generator = self.generators.setdefault(name, torch.Generator().manual_seed(0))
+            if name not in self.generators:
+                self.generators[name] = torch.Generator().manual_seed(0)
+            generator = self.generators[name]
             batch = slice(request["start"], request["stop"])
             x, y = self.x[batch], self.y[batch]
             net.odefunc.nfe = 0
@@ -247,7 +255,7 @@ class Worker:
             with torch.no_grad():
                 fooled = int((net(adv).argmax(1) != y).sum())
             return {"seconds": seconds, "fooled": fooled, "nfe": nfe / request["num_steps"]}
-        raise ValueError(f"unknown request {request!r}")
+        raise ValueError(f"unknown op {op!r}; expected info, logits, nfe, time or pgd")
 
 
 def serve(arrays_path, *, adjoint=True, stdin=sys.stdin, stdout=sys.stdout):
@@ -272,9 +280,13 @@ def main():
     parser.add_argument("--arrays", required=True, help="npz: weights, x, y, width, rtol, atol")
     parser.add_argument("--skip_adjoint", action="store_true")
     args = parser.parse_args()
-    out = sys.stdout
-    sys.stdout = sys.stderr  # nothing but replies on the reply pipe
-    serve(args.arrays, adjoint=not args.skip_adjoint, stdout=out)
+    # Nothing but replies on the reply pipe: file descriptor 1 itself (where native
+    # libraries print too) is pointed at stderr, and the replies go to a copy of it.
+    sys.stdout.flush()
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(args.arrays, adjoint=not args.skip_adjoint, stdout=replies)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def define_data_flags():
     _once(flags.DEFINE_string, "data_dir", None, "Folder with TFDS data or the raw files (IDX or "
                         "CIFAR-10 python batches). Unset: the cache, then a download.")
     _once(flags.DEFINE_integer, "batch_size", 128,
-          "Batch size; training drops the last partial batch of each epoch.")
+          "Batch size; training uses full batches only (without --steps_per_epoch, "
+          "the last partial batch of each epoch is dropped).")
 
 
 def define_model_flags():

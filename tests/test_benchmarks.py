@@ -61,8 +61,10 @@ def test_torch_twin_worker_computes_tfnode_function(tiny_odenet):
     reply = worker.handle({"op": "pgd", "variant": "torchdiffeq as shipped", "start": 1,
                            "stop": 3, "eps": 0.3, "step_size": 0.01, "num_steps": 2})
     assert 0 <= reply["fooled"] <= 2 and reply["nfe"] > 0 and reply["seconds"] > 0
-    with pytest.raises(ValueError, match="unknown request"):
+    with pytest.raises(ValueError, match="unknown op 'nope'; expected info"):
         worker.handle({"op": "nope"})
+    with pytest.raises(ValueError, match="unknown variant 'x'; expected one of"):
+        worker.handle({"op": "nfe", "variant": "x"})
 
 
 def test_torch_twin_serve_answers_one_json_line_per_request(tiny_odenet, tmp_path):
@@ -80,3 +82,35 @@ def test_torch_twin_serve_answers_one_json_line_per_request(tiny_odenet, tmp_pat
     assert len(replies) == 2
     assert replies[0]["variants"] == ["torchdiffeq", "torchdiffeq as shipped"]
     assert replies[1]["nfe"] > 0
+
+
+def test_time_pgd_alternates_batches_and_sums_per_implementation(tiny_odenet, monkeypatch):
+    from benchmarks import attack
+    from tfnode import attacks
+
+    model, arrays = tiny_odenet
+    x, y = arrays["x"], arrays["y"]
+    x, y = np.concatenate([x, x, x[:2]]), np.concatenate([y, y, y[:2]])  # batches 4, 4, 2
+    calls, real_pgd = [], attacks.pgd
+
+    def pgd(*args, **kwargs):
+        if kwargs["num_steps"] == 2:  # not the warm-up
+            calls.append("tfnode")
+        return real_pgd(*args, **kwargs)
+
+    def twin(op, *, variant, start, stop, num_steps, **request):
+        assert op == "pgd" and request == {"eps": 0.3, "step_size": 0.01}
+        if num_steps == 1:  # warm-up
+            return {}
+        calls.append((variant, start, stop))
+        return {"seconds": 1.5, "fooled": 1, "nfe": 10.0 * (start + 1)}
+
+    monkeypatch.setattr(attacks, "pgd", pgd)
+    out = attack.time_pgd(model, x, y, 4, twin=twin, twin_variants=("a", "b"), eps=0.3,
+                          step_size=0.01, num_steps=2, rand_init=True)
+    assert calls == ["tfnode", ("a", 0, 4), ("b", 0, 4),
+                     ("b", 4, 8), ("a", 4, 8), "tfnode",
+                     "tfnode", ("a", 8, 12), ("b", 8, 12)]
+    assert out["a"] == (4.5, 3, pytest.approx((10 + 50 + 90) / 3))
+    seconds, fooled, nfe = out["tfnode"]
+    assert seconds > 0 and 0 <= fooled <= 10 and nfe >= 2  # dopri5: at least 2 evaluations

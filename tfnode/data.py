@@ -156,7 +156,7 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     images, labels = load_arrays(name, split, data_dir=data_dir, download=download)
     if num_examples is not None:
         images, labels = images[:num_examples], labels[:num_examples]
-    if drop_remainder and len(labels) < int(batch_size):
+    if drop_remainder and not repeat and len(labels) < int(batch_size):
         raise DataError(f"batch_size {batch_size} is larger than the {len(labels)} examples "
                         f"of {name} {split}: no full batch to train on")
     if shuffle is None:

@@ -110,14 +110,18 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     settings = {"model": model, "dataset": dataset, "model_options": model_options,
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
-                "steps_per_epoch": steps_per_epoch}
+                "steps_per_epoch": steps_per_epoch,
+                # Recorded so that a run started when the last partial batch was still
+                # trained on (469 steps per epoch, not 468) is not resumed on another
+                # learning-rate schedule.
+                "train_batches": "full"}
     backup_dir = os.path.join(model_dir, "backup")
     _check_resume_settings(model_dir, backup_dir, settings)
     # Full batches only (the last partial one, 96 of MNIST's 60,000 images, different
     # ones each epoch as the data is reshuffled, is dropped): Keras then traces the train
     # step for a known batch size. With an unknown one the ODE block's XLA-compiled
-    # GroupNorm and its dopri5 loop ran 17% slower per step here (0.86 vs 1.04 s per
-    # width-32 MNIST training step, interleaved medians of 12).
+    # GroupNorm and its dopri5 loop took longer: 1.04 vs 0.86 s and 1.10 vs 1.02 s per
+    # width-32 MNIST training step here (interleaved medians of 12 and 16 runs).
     train_ds = data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
                          repeat=steps_per_epoch is not None, drop_remainder=True)
     test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)
