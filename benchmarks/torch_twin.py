@@ -198,22 +198,22 @@ class Worker:
     """
 
     def __init__(self, arrays, *, adjoint=True):
-        width, self.rtol, self.atol = (int(arrays["width"]), float(arrays["rtol"]),
-                                       float(arrays["atol"]))
         self.arrays = arrays
         self.x = torch.from_numpy(np.ascontiguousarray(np.transpose(arrays["x"], (0, 3, 1, 2))))
         self.y = torch.from_numpy(arrays["y"].astype(np.int64))
-        self.nets = {"torchdiffeq": self._twin(width),
-                     "torchdiffeq as shipped": self._twin(width, land_on_t1=False,
+        self.nets = {"torchdiffeq": self._twin(),
+                     "torchdiffeq as shipped": self._twin(land_on_t1=False,
                                                           standard_error=False)}
         if adjoint:
-            self.nets["torchdiffeq adjoint"] = self._twin(width, adjoint=True)
+            self.nets["torchdiffeq adjoint"] = self._twin(adjoint=True)
         self.calls = {}
         self.generators = {}
 
-    def _twin(self, width, **kwargs):
-        return load_weights(ODENet(width, self.arrays["logits.bias"].shape[0], self.x.shape[1],
-                                   rtol=self.rtol, atol=self.atol, **kwargs), self.arrays)
+    def _twin(self, **kwargs):
+        """An `ODENet` with the Keras weights; ``kwargs`` are its solver options."""
+        a = self.arrays
+        return load_weights(ODENet(int(a["width"]), a["logits.bias"].shape[0], self.x.shape[1],
+                                   rtol=float(a["rtol"]), atol=float(a["atol"]), **kwargs), a)
 
     def handle(self, request):
         """Answers one request (a dict with ``op`` and its arguments) with a dict."""
@@ -226,7 +226,7 @@ class Worker:
                     "variants": list(self.nets)}
         if op == "logits":  # the checks that both frameworks compute the same function
             step = request.get("euler_step")
-            twin = self._twin(net.odefunc.conv1.conv.out_channels, euler_step=step) if step else net
+            twin = self._twin(euler_step=step) if step else net
             with torch.no_grad():
                 return {"logits": twin(self.x).numpy().tolist()}
         if op == "nfe":
