@@ -20,7 +20,8 @@ tfnode runs (in one process the two frameworks' thread pools slowed torch by abo
 third here); the runs of all variants of both frameworks alternate round by round
 (`interleaved_medians`), so that a drift of this shared machine's speed, which was
 larger than 10% between runs a few minutes apart, hits them alike. tfnode's variants are its solver
-paths (TFP's adjoint, tfnode's backprop loop, its forward compiled with XLA);
+paths (TFP's adjoint, tfnode's backprop loop, its forward compiled with XLA, and the
+backprop loop without any XLA, as a SavedModel for TF Serving runs it);
 torchdiffeq's are direct backprop (``odeint``) and ``odeint_adjoint``. The twin lands
 its last step on t = 1 (``step_t=[1]``) as tfnode's loop does and uses the standard
 Dormand-Prince error weights (`benchmarks.torch_twin.Dopri5StandardError`), so both
@@ -143,10 +144,18 @@ def timed(fn):
     return run
 
 
-def _tf_callables(model, x, y, jit_forward):
-    """Forward, train-step and NFE callables of a Keras model, plus its forward function."""
+def _tf_callables(model, x, y, jit_forward, xla=True):
+    """Forward, train-step and NFE callables of a Keras model, plus its forward function.
+
+    With ``xla=False`` the functions trace inside `tfnode.layers.no_xla` (no XLA-compiled
+    GroupNorm or dopri5 step: TF's own kernels only, as in an exported SavedModel).
+    """
+    import contextlib
+
     import keras
     import tensorflow as tf
+
+    from tfnode import layers
 
     block = model.get_layer("ode_block")
     opt = keras.optimizers.SGD(learning_rate=0.0, momentum=0.9)
@@ -177,6 +186,13 @@ def _tf_callables(model, x, y, jit_forward):
         forward(x)
         return block.nfe
 
+    def traced(fn):  # the context only matters while tracing, i.e. on the first call
+        def call(*args):
+            with contextlib.nullcontext() if xla else layers.no_xla():
+                return fn(*args)
+        return call
+
+    forward, train_step, attack_step = map(traced, (forward, train_step, attack_step))
     return (lambda: forward(x).numpy(), lambda: train_step(x, y).numpy(), nfe, forward,
             lambda: attack_step(x, y).numpy())
 
@@ -209,6 +225,8 @@ def main():
                              atol=args.atol, gradient="backprop")
     variants = {"tfnode backprop": _tf_callables(model, x, y, jit_forward=False),
                 "tfnode backprop, XLA forward": _tf_callables(model, x, y, jit_forward=True),
+                "tfnode backprop, no XLA": _tf_callables(model, x, y, jit_forward=False,
+                                                         xla=False),
                 "tfnode TFP adjoint": _tf_callables(
                     models.with_solver_options(model, gradient="adjoint"), x, y, False)}
     arrays = {**keras_weights(model), "x": x_np, "y": y_np}
@@ -244,7 +262,7 @@ def main():
                              "timing different functions")
         for column, index in (("forward", 0), ("train", 1), ("attack", 4)):
             runs = {name: timed(c[index]) for name, c in variants.items()
-                    if column == "forward" or "XLA" not in name}
+                    if column == "forward" or "XLA forward" not in name}
             runs.update({name: (lambda name=name: twin("time", variant=name,
                                                        what=column)["seconds"])
                          for name in info["variants"]

@@ -1,5 +1,7 @@
 """Layers against truth: analytic ODE solutions, solver orders, finite differences."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -41,9 +43,12 @@ def solve_block(**options):
     return block, block(tf.constant(Y0, tf.float32)).numpy()
 
 
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "no_xla"])
 @pytest.mark.parametrize("way", DOPRI5)
-def test_dopri5_matches_expm_at_tight_tolerance(way):
-    block, y = solve_block(rtol=1e-7, atol=1e-7, **DOPRI5[way])
+def test_dopri5_matches_expm_at_tight_tolerance(way, xla):
+    # tfnode's loops run each step XLA-compiled unless inside no_xla: both are checked.
+    with contextlib.nullcontext() if xla else layers.no_xla():
+        block, y = solve_block(rtol=1e-7, atol=1e-7, **DOPRI5[way])
     np.testing.assert_allclose(y, exact(), atol=2e-5)
     assert block.nfe > 20
 
@@ -319,6 +324,38 @@ def test_xla_forward_equals_plain_forward_and_traces_once_per_shape():
     assert plain.experimental_get_tracing_count() <= 2
     fast(tf.constant(xs[:3]))
     assert fast.experimental_get_tracing_count() <= 2
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_xla_compiled_dopri5_step_equals_plain_step(per_sample):
+    from tfnode.layers import solvers
+
+    model = _tiny_model(gradient="backprop", per_sample_steps=per_sample, rtol=1e-4,
+                        atol=1e-4)
+    block = model.layers[1]
+    x = tf.constant(np.random.default_rng(4).normal(size=(5, 4, 4, 8)).astype("float32"))
+    y = tf.constant([0, 1, 2, 0, 1])
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return [logits] + tape.gradient(loss, [x] + model.trainable_variables)
+
+    fast = run(x)
+    fast_nfe = block.nfe
+    assert block.odefunc in solvers._JIT_STEPS  # the compiled step was the one traced
+    with layers.no_xla():
+        plain = tf.function(run.python_function)(x)  # a new trace, without XLA
+    assert block.nfe == fast_nfe  # the same steps
+    names = ["logits", "d/dx"] + [v.path for v in model.trainable_variables]
+    for name, a, b in zip(names, fast, plain):
+        # A bias before a GroupNorm has a zero gradient: rounding noise on both sides.
+        scale = max(float(tf.reduce_max(tf.abs(b))), 1e-3)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * scale, err_msg=name)
+    assert np.max(np.abs(fast[1])) > 1e-3  # a real gradient was compared
 
 
 @keras.saving.register_keras_serializable(package="tfnode_test")

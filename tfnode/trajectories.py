@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnode.layers import ODEBlock, ResidualBlock, solvers
+from tfnode.layers.odefunc import xla_enabled
 
 
 def stages(model):
@@ -104,7 +105,7 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
     opts = dict(solver=block.solver, rtol=block.rtol, atol=block.atol,
                 first_step_size=block.first_step_size, max_num_steps=block.max_num_steps,
                 step_size=block.step_size, gradient=block.gradient,
-                per_sample_steps=block.per_sample_steps)
+                per_sample_steps=block.per_sample_steps, jit_step=xla_enabled())
     fn = lambda t, y: func(t=t, y=y)  # noqa: E731
 
     def segment(t0, t1):

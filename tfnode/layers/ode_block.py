@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfnode.layers import solvers
+from tfnode.layers.odefunc import xla_enabled
 
 
 def deserialize_sublayer(config, key):
@@ -69,7 +70,9 @@ class ODEBlock(keras.layers.Layer):
         with its adjoint method (a backward ODE solve, as exact as the tolerances).
         ``"backprop"``: tfnode's own dopri5 loop (same method and error control),
         differentiated through the steps it took: the exact gradient of the computed
-        function, and on CPU the faster one to train with. Fixed-step solvers always
+        function, and on CPU the faster one to train with. Each of its steps runs as one
+        XLA-compiled function, forward and backward (not inside `tfnode.layers.no_xla`,
+        where it runs on TF's kernels: the same math). Fixed-step solvers always
         backpropagate.
       per_sample_steps: with dopri5 and ``gradient="backprop"``: every sample keeps its
         own time, step size and error norm, so its output does not depend on its
@@ -112,7 +115,8 @@ class ODEBlock(keras.layers.Layer):
             self.odefunc, inputs, solver=self.solver, t1=self.t1, rtol=self.rtol,
             atol=self.atol, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,
-            gradient=self.gradient, per_sample_steps=self.per_sample_steps)
+            gradient=self.gradient, per_sample_steps=self.per_sample_steps,
+            jit_step=xla_enabled())
         self.nfe_metric.update_state(nfe)
         return y1
 

@@ -16,9 +16,17 @@ from keras import ops
 _XLA = threading.local()
 
 
+def xla_enabled():
+    """False inside `no_xla`: whether tfnode's layers trace their XLA-compiled parts."""
+    return not getattr(_XLA, "off", False)
+
+
 @contextlib.contextmanager
 def no_xla():
     """Within it, tfnode's layers trace without their XLA-compiled parts.
+
+    Those are GroupNorm's normalization and the dopri5 step of an `ODEBlock` that
+    backpropagates through its solver (``gradient="backprop"``).
 
     For graphs that must run without XLA's CPU JIT, such as a SavedModel for TF Serving,
     whose XLA:CPU JIT is off by default (``--xla_cpu_compilation_enabled``). The math is
@@ -102,7 +110,7 @@ class GroupNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, inputs):
-        normalize = group_normalize if getattr(_XLA, "off", False) else _group_normalize_xla
+        normalize = _group_normalize_xla if xla_enabled() else group_normalize
         # The backing tf.Variables: tf.function takes a Keras variable for a numpy array.
         return normalize(inputs, self.gamma.value, self.beta.value, groups=self.groups,
                          epsilon=self.epsilon)

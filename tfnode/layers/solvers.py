@@ -13,7 +13,9 @@
 Every solver returns the state at ``t1`` and the number of ``fn`` evaluations it made.
 """
 
+import functools
 import math
+import weakref
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -76,7 +78,7 @@ def num_fixed_steps(t1, step_size, t0=0.0):
 
 def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
           first_step_size=None, max_num_steps=None, step_size=None, gradient=None,
-          per_sample_steps=False):
+          per_sample_steps=False, jit_step=False):
     """Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1``.
 
     Args:
@@ -98,6 +100,10 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
         of ``y0``) keeps its own time, step size and error norm, so its solution does
         not depend on the rest of the batch; ``fn`` is then called with a time per
         sample (``t`` of shape ``[N]``). Fixed-step solvers are batch-independent anyway.
+      jit_step: with dopri5 and ``gradient="backprop"``, run each step (its six
+        evaluations of ``fn``) as one XLA-compiled function, forward and backward; the
+        same math, faster on CPU (see `_step_function`). ``fn`` must then be XLA-
+        compilable.
 
     Returns:
       ``(y1, nfe)``: the state at ``t1`` and the number of ``fn`` evaluations (int32).
@@ -107,10 +113,12 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
              per_sample_steps=per_sample_steps)
     if solver in ADAPTIVE and per_sample_steps:
         return _dopri5_per_sample(fn, y0, t0=t0, t1=t1, rtol=rtol, atol=atol,
-                                  first_step_size=first_step_size, max_num_steps=max_num_steps)
+                                  first_step_size=first_step_size, max_num_steps=max_num_steps,
+                                  jit_step=jit_step)
     if solver in ADAPTIVE and gradient == "backprop":
         return _dopri5_backprop(fn, y0, t0=t0, t1=t1, rtol=rtol, atol=atol,
-                                first_step_size=first_step_size, max_num_steps=max_num_steps)
+                                first_step_size=first_step_size, max_num_steps=max_num_steps,
+                                jit_step=jit_step)
     if solver in ADAPTIVE:
         return _dopri5_tfp(fn, y0, t0=t0, t1=t1, rtol=rtol, atol=atol,
                            first_step_size=first_step_size, max_num_steps=max_num_steps)
@@ -227,7 +235,59 @@ def _step_factor(ratio):
     return tf.clip_by_value(factor, tf.where(ratio < 1.0, 1.0, _MIN_FACTOR), _MAX_FACTOR)
 
 
-def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps):
+def _dp_step(fn, t, y, f, h, *, rtol, atol, per_sample):
+    """One Dormand-Prince 5(4) trial step from ``(t, y)``, with ``f = fn(t, y)`` (FSAL).
+
+    Returns ``(y_new, f_new, ratio)``: the 5th-order solution at ``t + h``, ``fn`` there
+    (the next step's first stage if this one is accepted), and the stop-gradient error
+    ratio (RMS of error / tolerance scale; one per sample with ``per_sample``, where ``t``
+    and ``h`` are ``[N]``).
+    """
+    hb = _per_sample(h, len(y.shape)) if per_sample else h
+    ks = [f]
+    for ci, ai in zip(_DP_C[1:], _DP_A):
+        yi = y + hb * tf.add_n([a * k for a, k in zip(ai, ks) if a])
+        ks.append(fn(t + ci * h, yi))
+    # The 7th stage was evaluated at the 5th-order solution yi (FSAL).
+    err = hb * tf.add_n([e * k for e, k in zip(_DP_E, ks) if e])
+    scale = atol + rtol * tf.maximum(tf.abs(y), tf.abs(yi))
+    axes = list(range(1, len(y.shape))) if per_sample else None
+    return yi, ks[-1], tf.stop_gradient(_rms(err / scale, axes))
+
+
+def _step_function(fn, *, rtol, atol, per_sample, jit_step):
+    """`_dp_step` for ``fn``, as one XLA-compiled function with ``jit_step``.
+
+    Why XLA per step and not per loop: XLA compiles a whole step (six evaluations of
+    ``fn`` and the stage sums) and its gradient well on CPU, fusing the stage sums and
+    each GroupNorm's passes; a ``tf.while_loop``'s gradient it compiles badly (19.5 s
+    per training step, issue 4). So the loop stays TF's and each iteration runs one
+    compiled step forward and one compiled step backward. Measured here (width-32 MNIST
+    ODE-Net, batch 128, NFE 50, interleaved): input gradient 0.85x, forward 0.60x.
+    """
+    options = dict(rtol=rtol, atol=atol, per_sample=per_sample)
+    if not jit_step:
+        return functools.partial(_dp_step, fn, **options)
+    # One compiled function per (fn, options): a new tf.function per solve would make
+    # every eager call (and every retrace) compile the step again. The cached function
+    # holds fn weakly, so the cache does not keep fn (a layer and its weights) alive.
+    try:
+        ref = weakref.ref(fn)
+        cache = _JIT_STEPS.setdefault(fn, {})
+    except TypeError:  # fn cannot be weakly referenced: no caching
+        return tf.function(functools.partial(_dp_step, fn, **options), jit_compile=True)
+    key = (float(rtol), float(atol), bool(per_sample))
+    if key not in cache:
+        cache[key] = tf.function(lambda t, y, f, h: _dp_step(ref(), t, y, f, h, **options),
+                                 jit_compile=True)
+    return cache[key]
+
+
+_JIT_STEPS = weakref.WeakKeyDictionary()
+
+
+def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps,
+                     jit_step=False):
     """Adaptive Dormand-Prince 5(4) as a differentiable ``tf.while_loop``.
 
     Same method and error norm as TFP's DormandPrince (one RMS error norm over the
@@ -249,17 +309,11 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
     else:
         h = tf.constant(first_step_size, dtype)
     max_steps = tf.constant(max_num_steps or 2**31 - 1, tf.int32)
+    step = _step_function(fn, rtol=rtol, atol=atol, per_sample=False, jit_step=jit_step)
 
     def body(t, y, f, h, nfe, steps):
         h = tf.minimum(h, t1 - t)
-        ks = [f]
-        for ci, ai in zip(_DP_C[1:], _DP_A):
-            yi = y + h * tf.add_n([a * k for a, k in zip(ai, ks) if a])
-            ks.append(fn(t + ci * h, yi))
-        y_new = yi  # the 7th stage is evaluated at the 5th-order solution (FSAL)
-        err = h * tf.add_n([e * k for e, k in zip(_DP_E, ks) if e])
-        scale = atol + rtol * tf.maximum(tf.abs(y), tf.abs(y_new))
-        ratio = tf.stop_gradient(_rms(err / scale))
+        y_new, f_new, ratio = step(t, y, f, h)
         finite = tf.math.is_finite(ratio)
         accept = finite & (ratio <= 1.0)
         factor = _step_factor(ratio)
@@ -268,7 +322,7 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
         # burning max_num_steps rejected steps (or looping forever with no budget).
         steps = tf.where(finite, steps + 1, max_steps)
         return (tf.where(accept, t + h, t), tf.where(accept, y_new, y),
-                tf.where(accept, ks[-1], f), tf.stop_gradient(h * factor), nfe + 6, steps)
+                tf.where(accept, f_new, f), tf.stop_gradient(h * factor), nfe + 6, steps)
 
     # Stop a hair before t1 so float rounding cannot leave a step of size ~1e-8.
     t_end = t1 - 1e-6 * tf.abs(t1)
@@ -288,7 +342,8 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
     return y + tf.where(t >= t_end, 0.0, float("nan")), nfe
 
 
-def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps):
+def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_steps,
+                       jit_step=False):
     """`_dopri5_backprop` with a time, step size and error norm per sample.
 
     One batched loop: every iteration evaluates ``fn`` on the whole batch at each
@@ -300,7 +355,6 @@ def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_s
     """
     dtype = y0.dtype
     ndim = len(y0.shape)
-    axes = list(range(1, ndim))
     t1_ = tf.constant(t1, dtype)
     t = tf.fill(tf.shape(y0)[:1], tf.constant(t0, dtype))
     f0 = fn(t, y0)
@@ -312,19 +366,12 @@ def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_s
         h = tf.fill(tf.shape(t), tf.constant(first_step_size, dtype))
     max_steps = tf.constant(max_num_steps or 2**31 - 1, tf.int32)
     t_end = t1_ - 1e-6 * tf.abs(t1_)
+    step = _step_function(fn, rtol=rtol, atol=atol, per_sample=True, jit_step=jit_step)
 
     def body(t, y, f, h, nfe, steps):
         active = t < t_end
         h_step = tf.where(active, tf.minimum(h, t1_ - t), 0.0)
-        hb = _per_sample(h_step, ndim)
-        ks = [f]
-        for ci, ai in zip(_DP_C[1:], _DP_A):
-            yi = y + hb * tf.add_n([a * k for a, k in zip(ai, ks) if a])
-            ks.append(fn(t + ci * h_step, yi))
-        y_new = yi
-        err = hb * tf.add_n([e * k for e, k in zip(_DP_E, ks) if e])
-        scale = atol + rtol * tf.maximum(tf.abs(y), tf.abs(y_new))
-        ratio = tf.stop_gradient(_rms(err / scale, axes))
+        y_new, f_new, ratio = step(t, y, f, h_step)
         finite = tf.math.is_finite(ratio)
         accept = active & finite & (ratio <= 1.0)
         factor = _step_factor(ratio)
@@ -332,7 +379,7 @@ def _dopri5_per_sample(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_s
         steps = tf.where(tf.reduce_all(finite | ~active), steps + 1, max_steps)
         take = _per_sample(accept, ndim)
         return (tf.where(accept, t + h_step, t), tf.where(take, y_new, y),
-                tf.where(take, ks[-1], f),
+                tf.where(take, f_new, f),
                 tf.stop_gradient(tf.where(active, h_step * factor, h)), nfe + 6, steps)
 
     cond = lambda t, y, f, h, nfe, steps: (  # noqa: E731
