@@ -275,3 +275,18 @@ def test_square_attack_respects_budget_and_counts_queries():
     # Without budget nothing can be fooled that was right.
     none = attacks.square_attack(fn, x, y, eps=0.0, max_queries=5)
     assert not none.is_adv.any()
+
+
+def test_logits_fn_traces_per_shape_only_when_asked():
+    model = mlp_model()
+    relaxed, per_shape = attacks.logits_fn(model), attacks.logits_fn(model, per_shape=True)
+    assert relaxed is not per_shape
+    assert attacks.logits_fn(model, per_shape=True) is per_shape  # cached per model
+    for n in (4, 3, 2):
+        x = tf.constant(images(n))
+        np.testing.assert_allclose(per_shape(x), model(x), rtol=1e-6, atol=1e-6)
+        relaxed(x)
+    # Gradient attacks see a batch shape or two and keep each static; attacks that query
+    # shrinking subsets relax the batch size instead of tracing at every query.
+    assert per_shape.experimental_get_tracing_count() == 3
+    assert relaxed.experimental_get_tracing_count() == 2

@@ -41,8 +41,8 @@ def fgsm(model, x, y, *, eps, norm=np.inf, clip_min=0.0, clip_max=1.0):
     check_norm(norm)
     check_eps(eps, norm=norm, clip_min=clip_min, clip_max=clip_max)
     x, y = _inputs(x, y)
-    x_adv = fast_gradient_method(logits_fn(model), x, float(eps), norm, clip_min=clip_min,
-                                 clip_max=clip_max, y=y)
+    x_adv = fast_gradient_method(logits_fn(model, per_shape=True), x, float(eps), norm,
+                                 clip_min=clip_min, clip_max=clip_max, y=y)
     return project(x_adv, x, eps=eps, norm=norm, clip_min=clip_min, clip_max=clip_max)
 
 
@@ -103,7 +103,7 @@ def pgd(model, x, y, *, eps, step_size=0.01, num_steps=40, rand_init=True, resta
     if restarts > 1 and not rand_init:
         raise TfnodeError("restarts > 1 needs rand_init=True (every run would be the same)")
     x, y = _inputs(x, y)
-    fn = logits_fn(model)
+    fn = logits_fn(model, per_shape=True)
     best, fooled = None, None
     for r in range(restarts):
         x_adv = (random_start(x, eps=eps, norm=norm, clip_min=clip_min, clip_max=clip_max,
@@ -198,7 +198,7 @@ def di2_fgsm(model, x, y, *, eps, step_size=0.01, num_steps=40, resize_rate=0.9,
     if decay < 0:
         raise TfnodeError(f"decay must be >= 0, got {decay!r}")
     x, y = _inputs(x, y)
-    fn = logits_fn(model)
+    fn = logits_fn(model, per_shape=True)
     x_adv, momentum = x, tf.zeros_like(x)
     axes = list(range(1, len(x.shape)))
     for i in range(num_steps):
