@@ -344,11 +344,20 @@ def test_xla_compiled_dopri5_step_equals_plain_step(per_sample):
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
         return [logits] + tape.gradient(loss, [x] + model.trainable_variables)
 
+    def compiled_calls(fn):
+        graph = fn.get_concrete_function(x).graph.as_graph_def()
+        nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+        return sum("_XlaMustCompile" in n.attr and n.attr["_XlaMustCompile"].b
+                   for n in nodes)
+
     fast = run(x)
     fast_nfe = block.nfe
-    assert block.odefunc in solvers._JIT_STEPS  # the compiled step was the one traced
+    plain_run = tf.function(run.python_function)  # a new trace, without XLA
     with layers.no_xla():
-        plain = tf.function(run.python_function)(x)  # a new trace, without XLA
+        plain = plain_run(x)
+        assert compiled_calls(plain_run) == 0
+    assert compiled_calls(run) > 0
+    assert any(solvers._JIT_STEPS.get(c) for c in block._odefunc_callers.values())
     assert block.nfe == fast_nfe  # the same steps
     names = ["logits", "d/dx"] + [v.path for v in model.trainable_variables]
     for name, a, b in zip(names, fast, plain):
@@ -356,6 +365,41 @@ def test_xla_compiled_dopri5_step_equals_plain_step(per_sample):
         scale = max(float(tf.reduce_max(tf.abs(b))), 1e-3)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * scale, err_msg=name)
     assert np.max(np.abs(fast[1])) > 1e-3  # a real gradient was compared
+
+
+class ModeODE(keras.layers.Layer):
+    """dy/dt = -y in inference, -2y in training: reads Keras' training mode."""
+
+    def call(self, t, y, training=None):
+        return -2.0 * y if training else -y
+
+
+def test_compiled_step_follows_the_training_mode():
+    # The compiled step is reused across graphs; the training mode the ODE function
+    # inherits must not be frozen in whichever graph traced it first.
+    y0 = tf.ones((2, 3))
+    for order in ((True, False), (False, True)):
+        block = layers.ODEBlock(ModeODE(), gradient="backprop", rtol=1e-6, atol=1e-6)
+        for training in order:
+            out = tf.function(lambda y, training=training: block(y, training=training))(y0)
+            rate = 2.0 if training else 1.0
+            np.testing.assert_allclose(out, np.exp(-rate) * np.ones((2, 3)), rtol=1e-4)
+
+
+def test_compiled_steps_do_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    from tfnode.layers import solvers
+
+    model = _tiny_model(gradient="backprop")
+    model(tf.ones((2, 4, 4, 8)))
+    func = weakref.ref(model.layers[1].odefunc)
+    callers = list(model.layers[1]._odefunc_callers.values())
+    assert callers and all(c in solvers._JIT_STEPS for c in callers)
+    del model, callers
+    gc.collect()
+    assert func() is None
 
 
 @keras.saving.register_keras_serializable(package="tfnode_test")

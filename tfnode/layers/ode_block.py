@@ -42,6 +42,16 @@ class NFEMetric(keras.metrics.Metric):
         return tf.math.divide_no_nan(self.total, self.count)
 
 
+class _Caller:
+    """``odefunc(t, y)`` under a name of its own (see `ODEBlock.call`)."""
+
+    def __init__(self, odefunc):
+        self.odefunc = odefunc
+
+    def __call__(self, t, y):
+        return self.odefunc(t, y)
+
+
 @keras.saving.register_keras_serializable(package="tfnode")
 class ODEBlock(keras.layers.Layer):
     """Solves ``dy/dt = odefunc(t, y)`` on ``[0, t1]`` from the layer input ``y(0)``.
@@ -71,9 +81,9 @@ class ODEBlock(keras.layers.Layer):
         ``"backprop"``: tfnode's own dopri5 loop (same method and error control),
         differentiated through the steps it took: the exact gradient of the computed
         function, and on CPU the faster one to train with. Each of its steps runs as one
-        XLA-compiled function, forward and backward (not inside `tfnode.layers.no_xla`,
-        where it runs on TF's kernels: the same math). Fixed-step solvers always
-        backpropagate.
+        XLA-compiled function, forward and backward, when the batch size is known (not
+        inside `tfnode.layers.no_xla`, where it runs on TF's kernels: the same math).
+        Fixed-step solvers always backpropagate.
       per_sample_steps: with dopri5 and ``gradient="backprop"``: every sample keeps its
         own time, step size and error norm, so its output does not depend on its
         batch-mates (TFP's solver, torchdiffeq's and the default share one step size
@@ -106,17 +116,32 @@ class ODEBlock(keras.layers.Layer):
         self.supports_jit = False
         self.nfe_metric = NFEMetric(
             name="nfe" if self.name == "ode_block" else f"{self.name}_nfe")
+        # Not a tracked attribute: Keras need not see it (it holds no new weights).
+        object.__setattr__(self, "_odefunc_callers", {})
 
     def build(self, input_shape):
         build_time_function(self.odefunc, input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        # The XLA-compiled dopri5 step is traced once per ODE function and shape, then
+        # reused by every graph that solves with it, so whatever the function reads at
+        # trace time must be part of that function's identity: Keras' training mode
+        # (which nested layers such as Dropout inherit) gets one caller per value.
+        # Only with a known batch size: XLA compiles per concrete shape, and a graph
+        # relaxed to an unknown batch size (Square and Boundary query shrinking subsets)
+        # would compile a step for every new size; it ran slower there too (see
+        # tfnode.attacks.logits_fn).
+        jit_step = (xla_enabled() and inputs.shape[0] is not None
+                    and isinstance(training, (bool, type(None))))
+        fn = self.odefunc
+        if jit_step:
+            fn = self._odefunc_callers.setdefault(training, _Caller(self.odefunc))
         y1, nfe = solvers.solve(
-            self.odefunc, inputs, solver=self.solver, t1=self.t1, rtol=self.rtol,
+            fn, inputs, solver=self.solver, t1=self.t1, rtol=self.rtol,
             atol=self.atol, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,
             gradient=self.gradient, per_sample_steps=self.per_sample_steps,
-            jit_step=xla_enabled())
+            jit_step=jit_step)
         self.nfe_metric.update_state(nfe)
         return y1
 
