@@ -50,8 +50,8 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     keras_model = keras.models.load_model(version_dir / "model.keras")
     np.testing.assert_allclose(out["logits"], keras_model.predict(x, verbose=0), atol=1e-4)
     np.testing.assert_allclose(np.sum(out["probabilities"], -1), 1.0, atol=1e-5)
-    # The Keras model XLA-compiles its GroupNorm; the SavedModel must not (TF Serving's
-    # XLA:CPU JIT is off by default).
+    # The Keras model XLA-compiles its GroupNorm and dopri5 step; the SavedModel must
+    # not (TF Serving's XLA:CPU JIT is off by default).
     assert b"_XlaMustCompile" not in (version_dir / "saved_model.pb").read_bytes()
 
     # A second run exports version 2 and never touches version 1.

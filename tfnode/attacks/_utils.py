@@ -108,11 +108,14 @@ def forward_fn(model):
     """``x -> logits`` for queries that need no gradient; XLA-compiled for Keras models.
 
     XLA compiles an ODE block's solver loop forward well on CPU (measured here, width-64
-    MNIST ODE-Net, batch 128: 0.30 s instead of 0.40 s, benchmarks/ode_block.py); its
+    MNIST ODE-Net, batch 128: 0.30 s instead of 0.40 s, benchmarks/ode_block.py; 0.31
+    instead of 0.33 s since the block compiles each dopri5 step anyway); the loop's
     gradient it compiles badly (19.5 s per training step, issue 4), so attacks that
-    differentiate use `logits_fn`. XLA compiles once per input shape, so this is for
-    callers with a fixed batch size (`predict`); attacks that query shrinking subsets
-    (Square, Boundary) use `logits_fn`. Any other callable gets `logits_fn`'s wrapper.
+    differentiate use `logits_fn`, where each step is compiled but the loop is not. XLA
+    compiles once per input shape, so this is for callers with a fixed batch size
+    (`predict`); attacks that query shrinking subsets (Square, Boundary) use the relaxed
+    `logits_fn`, whose unknown batch size also keeps the block from compiling its step.
+    Any other callable gets `logits_fn`'s wrapper.
     """
     if not hasattr(model, "compute_output_spec"):
         return logits_fn(model)

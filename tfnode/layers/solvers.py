@@ -82,7 +82,8 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
     """Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1``.
 
     Args:
-      fn: callable ``fn(t, y) -> dy/dt`` with ``t`` a float32 scalar tensor.
+      fn: callable ``fn(t, y) -> dy/dt`` with ``t`` a float32 scalar tensor (``[N]``
+        with ``per_sample_steps``).
       y0: initial state tensor (float32).
       solver: a name in `SOLVERS`.
       t0: initial time.
