@@ -386,6 +386,24 @@ def test_compiled_step_follows_the_training_mode():
             np.testing.assert_allclose(out, np.exp(-rate) * np.ones((2, 3)), rtol=1e-4)
 
 
+def test_compiled_step_is_cached_per_tolerance_and_step_control():
+    # One ODE function, several solves: each (rtol, atol, per-sample) gets its own
+    # compiled step, so each takes the steps the uncompiled loop takes.
+    from tfnode.layers import solvers
+
+    func = LinearODE()
+    y0 = tf.constant(Y0, tf.float32)
+    func(tf.constant(0.0), y0)  # build
+    for tol, per_sample in ((1e-2, False), (1e-6, False), (1e-2, True), (1e-2, False)):
+        results = [solvers.solve(func, y0, rtol=tol, atol=tol, gradient="backprop",
+                                 per_sample_steps=per_sample, jit_step=jit)
+                   for jit in (True, False)]
+        (y_jit, nfe_jit), (y_plain, nfe_plain) = results
+        assert int(nfe_jit) == int(nfe_plain), (tol, per_sample)
+        np.testing.assert_allclose(y_jit, y_plain, rtol=1e-5, atol=1e-6)
+    assert len(solvers._JIT_STEPS[func]) == 3
+
+
 def test_compiled_steps_do_not_keep_a_model_alive():
     import gc
     import weakref
