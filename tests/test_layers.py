@@ -402,6 +402,12 @@ def test_compiled_step_is_cached_per_tolerance_and_step_control():
         assert int(nfe_jit) == int(nfe_plain), (tol, per_sample)
         np.testing.assert_allclose(y_jit, y_plain, rtol=1e-5, atol=1e-6)
     assert len(solvers._JIT_STEPS[func]) == 3
+    # An unknown batch size (a relaxed graph) runs the plain step: no compile per size.
+    relaxed = LinearODE()
+    relaxed(tf.constant(0.0), y0)
+    tf.function(lambda y: solvers.solve(relaxed, y, gradient="backprop", jit_step=True)[0],
+                input_signature=[tf.TensorSpec([None, 2], tf.float32)]).get_concrete_function()
+    assert relaxed not in solvers._JIT_STEPS
 
 
 def test_compiled_steps_do_not_keep_a_model_alive():

@@ -106,10 +106,10 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
                 first_step_size=block.first_step_size, max_num_steps=block.max_num_steps,
                 step_size=block.step_size, gradient=block.gradient,
                 per_sample_steps=block.per_sample_steps, jit_step=xla_enabled())
-    fn = func  # the same object at every call: its compiled dopri5 step is reused
 
     def segment(t0, t1):
-        return tf.function(lambda y: solvers.solve(fn, y, t0=t0, t1=t1, **opts)[0])
+        # func itself, the same object at every call: its compiled dopri5 step is reused.
+        return tf.function(lambda y: solvers.solve(func, y, t0=t0, t1=t1, **opts)[0])
 
     def rate(t):
         return tf.function(lambda y: func(t=tf.constant(t, tf.float32), y=y))

@@ -127,12 +127,7 @@ class ODEBlock(keras.layers.Layer):
         # reused by every graph that solves with it, so whatever the function reads at
         # trace time must be part of that function's identity: Keras' training mode
         # (which nested layers such as Dropout inherit) gets one caller per value.
-        # Only with a known batch size: XLA compiles per concrete shape, and a graph
-        # relaxed to an unknown batch size (Square and Boundary query shrinking subsets)
-        # would compile a step for every new size; it ran slower there too (see
-        # tfnode.attacks.logits_fn).
-        jit_step = (xla_enabled() and inputs.shape[0] is not None
-                    and isinstance(training, (bool, type(None))))
+        jit_step = xla_enabled() and isinstance(training, (bool, type(None)))
         fn = self.odefunc
         if jit_step:
             fn = self._odefunc_callers.setdefault(training, _Caller(self.odefunc))

@@ -102,9 +102,9 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
         not depend on the rest of the batch; ``fn`` is then called with a time per
         sample (``t`` of shape ``[N]``). Fixed-step solvers are batch-independent anyway.
       jit_step: with dopri5 and ``gradient="backprop"``, run each step (its six
-        evaluations of ``fn``) as one XLA-compiled function, forward and backward; the
-        same math, faster on CPU (see `_step_function`). ``fn`` must then be XLA-
-        compilable.
+        evaluations of ``fn``) as one XLA-compiled function, forward and backward, if
+        the batch size (``y0.shape[0]``) is known; the same math, faster on CPU (see
+        `_step_function`). ``fn`` must then be XLA-compilable.
 
     Returns:
       ``(y1, nfe)``: the state at ``t1`` and the number of ``fn`` evaluations (int32).
@@ -112,6 +112,10 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
     validate(solver=solver, rtol=rtol, atol=atol, t1=t1 - t0, step_size=step_size,
              first_step_size=first_step_size, max_num_steps=max_num_steps, gradient=gradient,
              per_sample_steps=per_sample_steps)
+    # XLA compiles per concrete shape: in a graph relaxed to an unknown batch size (as
+    # Square and Boundary query shrinking subsets) it would compile a step for every new
+    # size, and the compiled step ran slower there too (see tfnode.attacks.logits_fn).
+    jit_step = jit_step and y0.shape[0] is not None
     if solver in ADAPTIVE and per_sample_steps:
         return _dopri5_per_sample(fn, y0, t0=t0, t1=t1, rtol=rtol, atol=atol,
                                   first_step_size=first_step_size, max_num_steps=max_num_steps,
