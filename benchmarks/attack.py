@@ -116,20 +116,20 @@ def main():
     import tensorflow as tf
 
     from benchmarks import ode_block
-    from tfnode import data, evaluate, reports
+    from tfnode import data, files, loading
 
     images, labels = data.load_arrays("mnist", "test", data_dir=args.data_dir)
     x = images[:args.num_examples].astype(np.float32) / 255.0
     y = labels[:args.num_examples].astype(np.int64)
     pgd = dict(eps=args.eps, step_size=0.01, num_steps=40, rand_init=True)
     print(f"PGD-40 (eps {args.eps}, step 0.01, random start), {len(y)} MNIST test images, "
-          f"batch {args.batch_size}; {reports.versions()}; "
+          f"batch {args.batch_size}; {files.versions()}; "
           f"threads intra {tf.config.threading.get_intra_op_parallelism_threads()}")
     print(f"{'model':<8} {'images/s':>9} {'seconds':>8} {'fooled':>7} "
           f"{'no-block s':>10} {'share in blocks':>15}  path")
     twin_variants = ("torchdiffeq", "torchdiffeq as shipped")
     for path in args.model_path:
-        model, info = evaluate.load_model(path)
+        model, info = loading.load_model(path)
         block = next((layer for layer in model.layers if layer.name == "ode_block"), None)
         twin_ok = block is not None and (block.solver, block.t1, block.gradient,
                                          block.per_sample_steps, block.first_step_size) == (
@@ -151,7 +151,7 @@ def main():
         bare_seconds = time_pgd(without_blocks(model), x, y, args.batch_size, **pgd)[
             "tfnode"][0]
         share = 1.0 - bare_seconds / seconds
-        print(f"{evaluate.model_label(info):<8} {len(y) / seconds:>9.1f} "
+        print(f"{loading.model_label(info):<8} {len(y) / seconds:>9.1f} "
               f"{seconds:>8.1f} {fooled:>7d} {bare_seconds:>10.1f} {share:>15.1%}  {path}",
               flush=True)
         if results:

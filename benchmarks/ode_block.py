@@ -214,7 +214,7 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from tfnode import data, models, reports
+    from tfnode import data, models, files
 
     images, labels = data.load_arrays("mnist", "train", data_dir=args.data_dir)
     x_np = images[:args.batch_size].astype(np.float32) / 255.0
@@ -247,7 +247,7 @@ def main():
                         for name in info["variants"]})
         print(f"MNIST train batch of {args.batch_size}, width {args.width}, dopri5 rtol "
               f"{args.rtol} atol {args.atol}, random init (seed {args.seed}); "
-              f"{reports.versions()}; torch {info['torch_version']} ({info['threads']} "
+              f"{files.versions()}; torch {info['torch_version']} ({info['threads']} "
               f"threads), torchdiffeq {_torchdiffeq_version()}")
         xla_gaps = [np.max(np.abs(logits[f"tfnode backprop, {n}"] - logits["tfnode backprop"]))
                     for n in ("XLA forward", "no XLA")]

@@ -27,9 +27,9 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from tfnode import data, evaluate, models, reports
+    from tfnode import data, files, loading, models
 
-    model, _ = evaluate.load_model(args.model_path)
+    model, _ = loading.load_model(args.model_path)
     images, labels = data.load_arrays("mnist", "test", data_dir=args.data_dir)
     x = tf.constant(images[:args.batch_size].astype(np.float32) / 255.0)
     y = tf.constant(labels[:args.batch_size].astype(np.int64))
@@ -56,7 +56,7 @@ def main():
                 start = time.perf_counter()
                 fn(x).numpy()
                 times[(name, kind)].append(time.perf_counter() - start)
-    print(f"MNIST test batch of {args.batch_size}, {args.model_path}; {reports.versions()}")
+    print(f"MNIST test batch of {args.batch_size}, {args.model_path}; {files.versions()}")
     print(f"{'controller':<11} {'forward s':>9} {'fwd+bwd s':>9} {'NFE':>5} "
           f"{'max |logit change| alone vs batch':>34}")
     base = {}

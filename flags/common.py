@@ -1,7 +1,8 @@
 """Flag definitions shared by the tools (TF Model Garden style).
 
-Every flag is optional here, with a default; each app marks what it requires. Library code
-never reads FLAGS: apps turn them into plain arguments with the ``*_kwargs`` helpers.
+Every flag is defined once, in a ``define_*_flags`` group, optional, with a default; each
+app marks what it requires. Library code never reads FLAGS: apps turn them into plain
+arguments or config objects with `train_kwargs` and `evaluate_config`.
 """
 
 from absl import flags
@@ -11,65 +12,81 @@ MODEL_OPTION_FLAGS = ("solver", "rtol", "atol", "step_size", "first_step_size", 
                       "gradient", "per_sample_steps")
 
 
-def _once(define, name, *args, **kwargs):
-    """Defines a flag unless an earlier ``define_*_flags`` call did (apps share data flags,
-    and the tests import several apps into one process)."""
-    if name not in flags.FLAGS:
-        define(name, *args, **kwargs)
+_DEFINED = set()
 
 
-def define_data_flags():
-    _once(flags.DEFINE_string, "dataset", "mnist", "Dataset: mnist, fashion_mnist or cifar10.")
-    _once(flags.DEFINE_string, "data_dir", None, "Folder with TFDS data or the raw files (IDX or "
+def _group(define):
+    """Makes a ``define_*_flags`` function define its flags once per process (apps share
+    groups, and the tests import several apps into one process): each flag has exactly
+    one definition, here."""
+    def once():
+        if define.__name__ not in _DEFINED:
+            _DEFINED.add(define.__name__)
+            define()
+    once.__name__ = define.__name__
+    once.__doc__ = define.__doc__
+    return once
+
+
+@_group
+def define_common_flags():
+    """Flags every app shares: the data, the seed, per-sample ODE steps."""
+    flags.DEFINE_string("dataset", "mnist", "Dataset: mnist, fashion_mnist or cifar10.")
+    flags.DEFINE_string("data_dir", None, "Folder with TFDS data or the raw files (IDX or "
                         "CIFAR-10 python batches). Unset: the cache, then a download.")
-    _once(flags.DEFINE_integer, "batch_size", 128,
-          "Batch size; training uses full batches only (without --steps_per_epoch, "
-          "the last partial batch of each epoch is dropped).")
+    flags.DEFINE_integer("batch_size", 128,
+                         "Batch size; training uses full batches only (without "
+                         "--steps_per_epoch, the last partial batch of each epoch is dropped); "
+                         "evaluation calls the model with this batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed: weight init and data shuffling (train); random "
+                         "starts, transforms and proposals (evaluate; batch k uses seed + k).")
+    flags.DEFINE_bool("per_sample_steps", None, "ODE models: each sample keeps its own "
+                      "dopri5 step size, so its logits do not depend on its batch (needs "
+                      "--gradient=backprop). Unset: the model's own setting when training; on "
+                      "when evaluating (the report says where it cannot apply).")
 
 
+@_group
 def define_model_flags():
-    _once(flags.DEFINE_string, "model", "node",
-          "Registered model name (tfnode.models.available()).")
-    _once(flags.DEFINE_string, "solver", None, "ODE solver of an ODE model: dopri5, rk4, euler "
+    """Flags that build a model (tools.train)."""
+    flags.DEFINE_string("model", "node", "Registered model name (tfnode.models.available()).")
+    flags.DEFINE_string("solver", None, "ODE solver of an ODE model: dopri5, rk4, euler "
                         "(model default: dopri5).")
-    _once(flags.DEFINE_float, "rtol", None, "Relative tolerance of an adaptive solver "
+    flags.DEFINE_float("rtol", None, "Relative tolerance of an adaptive solver "
                        "(model default: 1e-3).")
-    _once(flags.DEFINE_float, "atol", None, "Absolute tolerance of an adaptive solver "
+    flags.DEFINE_float("atol", None, "Absolute tolerance of an adaptive solver "
                        "(model default: 1e-3).")
-    _once(flags.DEFINE_float, "first_step_size", None, "First trial step of an adaptive solver "
+    flags.DEFINE_float("first_step_size", None, "First trial step of an adaptive solver "
                        "(model default: automatic, Hairer's rule).")
-    _once(flags.DEFINE_float, "step_size", None, "Step h of a fixed-step solver, or the residual "
+    flags.DEFINE_float("step_size", None, "Step h of a fixed-step solver, or the residual "
                        "scale h of a ResNet (y + h f(y)).")
-    _once(flags.DEFINE_string, "gradient", None, "How an ODE model's dopri5 is differentiated: "
+    flags.DEFINE_string("gradient", None, "How an ODE model's dopri5 is differentiated: "
                         "backprop (tfnode's loop; the node model's default) or adjoint (TFP).")
-    _once(flags.DEFINE_bool, "per_sample_steps", None, "ODE models: each sample keeps its "
-          "own dopri5 step size, so its logits do not depend on its batch (needs "
-          "--gradient=backprop, the node model's default).")
-    _once(flags.DEFINE_integer, "width", 32, "Channels of the ODE-Net / MNIST ResNet. 32 makes the "
+    flags.DEFINE_integer("width", 32, "Channels of the ODE-Net / MNIST ResNet. 32 makes the "
                          "default main job fit 20 minutes on 2 CPU cores; the paper's models "
                          "(Chen et al.'s, flags/mnist_*.cfg) use 64. Ignored by models "
                          "without a width unless given explicitly.")
 
 
+@_group
 def define_train_flags():
-    define_data_flags()
+    """Flags of ``tools.train``."""
+    define_common_flags()
     define_model_flags()
-    _once(flags.DEFINE_integer, "epochs", 2, "Training epochs.")
-    _once(flags.DEFINE_float, "learning_rate", 3e-3, "Peak learning rate.")
-    _once(flags.DEFINE_string, "optimizer", "adam", "adam or sgd (momentum 0.9).")
-    _once(flags.DEFINE_string, "lr_schedule", "cosine", "cosine (to 0), constant, or step "
+    flags.DEFINE_integer("epochs", 2, "Training epochs.")
+    flags.DEFINE_float("learning_rate", 3e-3, "Peak learning rate.")
+    flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
+    flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
                         "(x0.1 at 50% and 75% of training).")
-    _once(flags.DEFINE_integer, "seed", 0, "Seed of weight init and data shuffling.")
-    _once(flags.DEFINE_string, "model_dir", None, "Checkpoints and TensorBoard logs "
+    flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs "
                         "(default runs/<model>_<dataset>).")
-    _once(flags.DEFINE_string, "export_dir", "savedmodels", "SavedModel base folder "
+    flags.DEFINE_string("export_dir", "savedmodels", "SavedModel base folder "
                         "(<export_dir>/<name>/<version>/).")
-    _once(flags.DEFINE_string, "export_name", None, "Export name (default <model>_<dataset>).")
-    _once(flags.DEFINE_integer, "steps_per_epoch", None, "Cut epochs to this many steps "
+    flags.DEFINE_string("export_name", None, "Export name (default <model>_<dataset>).")
+    flags.DEFINE_integer("steps_per_epoch", None, "Cut epochs to this many steps "
                          "(for smoke runs).")
-    _once(flags.DEFINE_integer, "checkpoint_steps", None,
-          "Also save the resume state every N steps.")
-    _once(flags.DEFINE_integer, "eval_batch_size", None, "Test batch size (default: --batch_size).")
+    flags.DEFINE_integer("checkpoint_steps", None, "Also save the resume state every N steps.")
+    flags.DEFINE_integer("eval_batch_size", None, "Test batch size (default: --batch_size).")
 
 
 def model_options(flag_values):
@@ -108,59 +125,87 @@ def train_kwargs(flag_values):
         eval_batch_size=fv.eval_batch_size, record=record(fv))
 
 
+@_group
 def define_evaluate_flags():
-    """Flags of ``tools.evaluate`` (attack sweeps); defaults are the paper's settings."""
-    define_data_flags()
-    _once(flags.DEFINE_string, "model_path", None, "Model to attack: savedmodels/<name>/<version> "
+    """Flags of ``tools.evaluate`` (attack sweeps); the attacks' defaults are the paper's
+    settings, kept in the attack registry, and changed with --attack_option."""
+    define_common_flags()
+    flags.DEFINE_string("model_path", None, "Model to attack: savedmodels/<name>/<version> "
                         "(uses its model.keras) or a .keras file.")
-    _once(flags.DEFINE_string, "compare_model_path", None, "A second model evaluated the same way "
+    flags.DEFINE_string("compare_model_path", None, "A second model evaluated the same way "
                         "(e.g. the ResNet next to the ODE-Net).")
-    _once(flags.DEFINE_string, "source_model_path", None, "Model on which --attacks=transfer "
-                        "crafts its adversarials.")
-    _once(flags.DEFINE_string, "split", "test", "Dataset split.")
-    _once(flags.DEFINE_list, "attacks", ["fgsm", "pgd"], "Attacks: fgsm, pgd, di2_fgsm, "
-          "square, boundary, transfer.")
-    _once(flags.DEFINE_list, "eps", ["0.1", "0.2", "0.3"], "Linf budgets, divided by --eps_scale.")
-    _once(flags.DEFINE_float, "eps_scale", 1.0, "Divide --eps by this (255: budgets in 0-255 "
+    flags.DEFINE_string("source_model_path", None, "Model on which transfer crafts its "
+                        "adversarials.")
+    flags.DEFINE_string("split", "test", "Dataset split.")
+    flags.DEFINE_list("attacks", ["fgsm", "pgd"], "Registered attacks, by name "
+                      "(tfnode.attacks.available(); docs/evaluation.md lists them).")
+    flags.DEFINE_list("eps", ["0.1", "0.2", "0.3"], "Linf budgets, divided by --eps_scale.")
+    flags.DEFINE_float("eps_scale", 1.0, "Divide --eps by this (255: budgets in 0-255 "
                        "pixel units, e.g. --eps=8 for 8/255).")
-    _once(flags.DEFINE_integer, "num_examples", 1000, "Evaluate the first N examples of the split.")
-    _once(flags.DEFINE_string, "output_dir", None,
-          "Report folder (default reports/<model>_<dataset>).")
-    _once(flags.DEFINE_integer, "seed", 0, "Seed of random starts, transforms and proposals.")
-    _once(flags.DEFINE_float, "pgd_step_size", 0.01, "PGD step (pixel scale; not divided by "
-                       "--eps_scale).")
-    _once(flags.DEFINE_integer, "pgd_steps", 40, "PGD steps.")
-    _once(flags.DEFINE_integer, "pgd_restarts", 1, "PGD random restarts.")
-    _once(flags.DEFINE_bool, "pgd_rand_init", True, "PGD starts at a random point of the ball.")
-    _once(flags.DEFINE_float, "di2_step_size", 0.01, "DI2-FGSM step.")
-    _once(flags.DEFINE_integer, "di2_steps", 40, "DI2-FGSM steps.")
-    _once(flags.DEFINE_float, "di2_resize_rate", 0.9, "DI2-FGSM smallest resize fraction.")
-    _once(flags.DEFINE_float, "di2_diversity_prob", 0.5, "DI2-FGSM transform probability.")
-    _once(flags.DEFINE_float, "di2_decay", 0.0, "DI2-FGSM momentum (> 0: M-DI2-FGSM).")
-    _once(flags.DEFINE_integer, "boundary_queries", 1000, "Boundary Attack queries per example.")
-    _once(flags.DEFINE_float, "boundary_spherical_step", 0.1, "Boundary Attack spherical step.")
-    _once(flags.DEFINE_float, "boundary_source_step", 0.1, "Boundary Attack source step.")
-    _once(flags.DEFINE_string, "transfer_attack", "fgsm", "Attack run on --source_model_path.")
-    _once(flags.DEFINE_integer, "square_queries", 1000, "Square Attack queries per example.")
-    _once(flags.DEFINE_bool, "audit", False, "Gradient-masking audit: surrogate-gradient "
-          "(adjoint, tight tolerance, rk4), stronger and unbounded PGD, Square Attack, "
-          "transfer from --source_model_path; checks and a verdict at the top of report.md.")
-    _once(flags.DEFINE_bool, "per_sample_steps", None, "ODE models: per-sample dopri5 steps, "
-          "so no prediction depends on the batch (evaluate's default: on; the report says "
-          "where it cannot apply).")
-    _once(flags.DEFINE_integer, "audit_pgd_steps", 100, "Steps of the audit's stronger PGD.")
-    _once(flags.DEFINE_integer, "audit_pgd_restarts", 5, "Restarts of the audit's stronger PGD.")
-    _once(flags.DEFINE_float, "square_p_init", 0.05, "Square Attack initial patch fraction.")
-    _once(flags.DEFINE_list, "tolerance_grid", [], "ODE models: rtol = atol values; PGD "
-          "crafted at each is evaluated at each (attack-time vs inference-time tolerance).")
-    _once(flags.DEFINE_bool, "trajectories", False, "Measure the paper's bound: growth of "
-          "random and PGD perturbations along the ODE trajectory or residual blocks, and the "
-          "empirical Lipschitz constant of the ODE/residual function.")
+    flags.DEFINE_integer("num_examples", 1000, "Evaluate the first N examples of the split.")
+    flags.DEFINE_string("output_dir", None,
+                        "Report folder (default reports/<model>_<dataset>).")
+    flags.DEFINE_multi_string("attack_option", [], "ATTACK.OPTION=VALUE, repeatable: an "
+                              "option of a registered attack or an audit variant, e.g. "
+                              "pgd.num_steps=100, square.max_queries=300, "
+                              "pgd_strong.restarts=2, transfer.attack=pgd. Unset options keep "
+                              "the published defaults (docs/evaluation.md lists them).")
+    flags.DEFINE_bool("audit", False, "Gradient-masking audit: PGD through solver "
+                      "surrogates (adjoint, tight tolerance, rk4) where they apply, stronger "
+                      "and unbounded PGD, APGD-CE/DLR, Square and Boundary Attacks, transfer "
+                      "from --source_model_path; the per-example worst case, the checks and a "
+                      "verdict at the top of report.md.")
+    flags.DEFINE_list("tolerance_grid", [], "ODE models: rtol = atol values; PGD "
+                      "crafted at each is evaluated at each (attack-time vs inference-time "
+                      "tolerance).")
+    flags.DEFINE_bool("trajectories", False, "Measure the paper's bound: growth of "
+                      "random and PGD perturbations along the ODE trajectory or residual "
+                      "blocks, and the empirical Lipschitz constant of the ODE/residual "
+                      "function.")
 
 
-def evaluate_kwargs(flag_values):
-    """Arguments of `tfnode.evaluate.evaluate` from the evaluate flags."""
+def _value(text):
+    """A flag value as a number, a bool or a string (``40``, ``0.01``, ``true``, ``pgd``)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def attack_options(values):
+    """``["pgd.num_steps=100", ...]`` -> ``{"pgd": {"num_steps": 100}}``."""
     from tfnode.errors import TfnodeError
+
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        attack, dot, option = key.strip().partition(".")
+        if not (sep and dot and attack and option and value.strip()):
+            raise TfnodeError(f"--attack_option {item!r}: expected ATTACK.OPTION=VALUE, e.g. "
+                              "pgd.num_steps=100")
+        out.setdefault(attack, {})[option.strip()] = _value(value)
+    return out
+
+
+def _floats(flag, values):
+    from tfnode.errors import TfnodeError
+
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise TfnodeError(f"--{flag} must be a comma-separated list of numbers, got "
+                          f"{','.join(values)!r}") from None
+
+
+def evaluate_config(flag_values):
+    """The `tfnode.evaluate.EvalConfig` of the evaluate flags."""
+    from tfnode.errors import TfnodeError
+    from tfnode.evaluate import EvalConfig
 
     fv = flag_values
     if not fv.model_path:
@@ -168,36 +213,18 @@ def evaluate_kwargs(flag_values):
                           "(savedmodels/<name>/<version>) or a .keras file")
     if not fv.eps_scale > 0:
         raise TfnodeError(f"--eps_scale must be > 0, got {fv.eps_scale!r}")
-    try:
-        eps = [float(e) / fv.eps_scale for e in fv.eps]
-    except ValueError:
-        raise TfnodeError(f"--eps must be a comma-separated list of numbers, got "
-                          f"{','.join(fv.eps)!r}") from None
-    try:
-        tolerance_grid = [float(v) for v in fv.tolerance_grid]
-    except ValueError:
-        raise TfnodeError(f"--tolerance_grid must be a comma-separated list of numbers, got "
-                          f"{','.join(fv.tolerance_grid)!r}") from None
-    options = {
-        "pgd": {"step_size": fv.pgd_step_size, "num_steps": fv.pgd_steps,
-                "restarts": fv.pgd_restarts, "rand_init": fv.pgd_rand_init},
-        "di2_fgsm": {"step_size": fv.di2_step_size, "num_steps": fv.di2_steps,
-                     "resize_rate": fv.di2_resize_rate,
-                     "diversity_prob": fv.di2_diversity_prob, "decay": fv.di2_decay},
-        "boundary": {"max_queries": fv.boundary_queries,
-                     "spherical_step": fv.boundary_spherical_step,
-                     "source_step": fv.boundary_source_step},
-        "transfer": {"attack": fv.transfer_attack},
-        "square": {"max_queries": fv.square_queries, "p_init": fv.square_p_init},
-        "pgd_strong": {"num_steps": fv.audit_pgd_steps, "restarts": fv.audit_pgd_restarts},
-    }
-    return dict(
+    eps = tuple(e / fv.eps_scale for e in _floats("eps", fv.eps))
+    for given, e in zip(fv.eps, eps):
+        if not 0.0 <= e <= 1.0:
+            raise TfnodeError(f"--eps {given} (divided by --eps_scale {fv.eps_scale:g}) is "
+                              "outside [0, 1], the pixel range of the inputs")
+    return EvalConfig(
         model_path=fv.model_path, dataset=fv.dataset, split=fv.split,
-        attacks_=[a.strip() for a in fv.attacks if a.strip()], eps=eps,
+        attacks=tuple(dict.fromkeys(a.strip() for a in fv.attacks if a.strip())), eps=eps,
         eps_scale=fv.eps_scale, num_examples=fv.num_examples, batch_size=fv.batch_size,
         data_dir=fv.data_dir, compare_model_path=fv.compare_model_path,
         source_model_path=fv.source_model_path, output_dir=fv.output_dir,
-        attack_options=options, seed=fv.seed, audit=fv.audit,
-        # Unset: on (the evaluator's default); the train app shares this flag.
+        attack_options=attack_options(fv.attack_option), seed=fv.seed, audit=fv.audit,
         per_sample_steps=True if fv.per_sample_steps is None else fv.per_sample_steps,
-        tolerance_grid=tolerance_grid, trajectories=fv.trajectories, record=record(fv))
+        tolerance_grid=_floats("tolerance_grid", fv.tolerance_grid),
+        trajectories=fv.trajectories)

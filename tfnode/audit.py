@@ -1,117 +1,207 @@
-"""Gradient-masking audit: adaptive attacks on ODE models, sanity checks and a verdict.
+"""Gradient-masking audit: which extra attacks a model gets, and the verdict.
 
 Huang et al. 2020 ("Adversarial robustness of stabilized Neural ODEs might be from
 obfuscated gradients") found that PGD is fooled by the adaptive solver while
 gradient-free attacks are not; Carlini et al. 2019 ("On Evaluating Adversarial
-Robustness") list the checks a real evaluation needs. `tfnode.evaluate` runs, with
-``audit=True``, the attacks of `AUDIT_ATTACKS` next to the standard ones, and this
-module turns all the cells into pass/fail checks and a verdict: the robust accuracy is
-the minimum over every attack run, per eps.
+Robustness") list the checks a real evaluation needs. With ``audit=True`` the evaluation
+runs, next to the requested attacks, the audit's own PGD variants (`VARIANTS`: through
+solver surrogates, stronger, unbounded) that apply to the model, and every registered
+attack marked ``in_audit`` (APGD, Square, Boundary, and transfer when a source model is
+given). The verdict is the per-example worst case over all of them (`tfnode.outcomes`)
+and the checks of `tfnode.checks`.
 """
 
-from tfnode import models
+import dataclasses
+from typing import Callable, Mapping
 
-# Audit attacks: (base attack, its option overrides, solver options of the surrogate the
-# attack differentiates, or None for the model itself). A surrogate's adversarials are
-# evaluated on the deployed model (BPDA-style, Athalye et al. 2018).
-AUDIT_ATTACKS = {
-    # What a torchdiffeq/TFP user attacks through: the adjoint gradient.
-    "pgd_adjoint": ("pgd", {}, {"gradient": "adjoint", "per_sample_steps": False}),
-    # The same dynamics solved much more accurately.
-    "pgd_tight": ("pgd", {}, {"rtol": 1e-5, "atol": 1e-5}),
-    # A fixed-step solver: no step-size control at all in the gradient path.
-    "pgd_rk4": ("pgd", {}, {"solver": "rk4", "step_size": 0.1, "per_sample_steps": False}),
-    # More steps and random restarts, at the standard PGD's step size: a larger search
-    # than the standard PGD, so its robust accuracy should not be higher (up to the
-    # randomness of the starts and PGD returning its last iterate: the check allows 2
-    # points).
-    # (Madry et al.'s 2.5 eps / steps made the step smaller than PGD-40's at 100 steps,
-    # a weaker attack that the check below then flagged on a plain ResNet.)
-    "pgd_strong": ("pgd", {"num_steps": 100, "restarts": 5}, None),
-    # Accuracy must go to ~0 when the budget covers the whole input range.
-    "pgd_unbounded": ("pgd", {"num_steps": 20, "step_size": 0.1}, None),
-}
+from tfnode import attacks, checks, outcomes
+from tfnode.errors import TfnodeError
+from tfnode.layers import solvers
+
 UNBOUNDED_EPS = 1.0
-# Robust accuracy differences below this are noise (2 points).
-TOLERANCE = 0.02
 
 
-def surrogate(model, info, name):
-    """The model an audit attack differentiates, or None if it does not apply."""
-    spec = AUDIT_ATTACKS[name][2]
-    if spec is None:
-        return model
-    if info.get("format") != "keras" or not info.get("ode_blocks"):
-        return None  # solver surrogates need a Keras model with ODE blocks
-    return models.with_solver_options(model, **spec)
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A PGD variant of the audit.
+
+    Attributes:
+      name: its name in the report (and in ``--attack_option=<name>.<option>=...``).
+      attack: the registered attack it runs.
+      role: ``"surrogate"`` (crafted through the model re-solved with
+        ``solver_options``, evaluated on the deployed model: BPDA-style, Athalye et al.
+        2018), ``"stronger"`` (a larger search than ``compares_with``), or ``"sanity"``
+        (at eps `UNBOUNDED_EPS`, never counted toward robust accuracy).
+      why: one line for the report.
+      overrides: option overrides over the user's options of ``attack``.
+      solver_options: a surrogate's `tfnode.models.with_solver_options`.
+      applies: ``applies(blocks) -> None, or why the variant does not apply`` over the
+        model's ODE block descriptions (`tfnode.loading.ode_blocks`).
+      compares_with: the attack the checks compare it with.
+    """
+    name: str
+    attack: str
+    role: str
+    why: str
+    overrides: Mapping = dataclasses.field(default_factory=dict)
+    solver_options: Mapping | None = None
+    applies: Callable[[list], str | None] = lambda blocks: None
+    compares_with: str = "pgd"
 
 
-def audit_attacks(info, *, has_source):
-    """The attacks the audit adds for a model (names)."""
-    names = [n for n in AUDIT_ATTACKS
-             if AUDIT_ATTACKS[n][2] is None or (info.get("format") == "keras"
-                                                and info.get("ode_blocks"))]
-    # The two black-box attacks of Huang et al. 2020's check: score-based and
-    # decision-based; neither uses a gradient, so neither can be masked.
-    return names + ["square", "boundary"] + (["transfer"] if has_source else [])
+def _adaptive(block):
+    return block["solver"] in solvers.ADAPTIVE
 
 
-def _robust(cells, attack, eps_key):
-    cell = cells.get(attack, {}).get(eps_key)
-    return None if cell is None else cell["robust_accuracy"]
+def _adjoint_applies(blocks):
+    if not all(_adaptive(b) for b in blocks):
+        return "needs adaptive blocks only (TFP's adjoint solves dopri5)"
+    if all(b["gradient"] == "adjoint" for b in blocks):
+        return "the model is differentiated by the adjoint already"
+    return None
 
 
-def verdict(result, eps):
-    """Per-eps minimum over attacks, and the pass/fail checks, for one model's results."""
-    cells = result["attacks"]
-    keys = [f"{e:g}" for e in eps]
-    minimum = {}
-    for k in keys:
-        values = [(c[k]["robust_accuracy"], name) for name, c in cells.items()
-                  if k in c and name != "pgd_unbounded"]
-        if values:
-            acc, name = min(values)
-            minimum[k] = {"robust_accuracy": acc, "attack": name}
-    checks = []
+def _tight_applies(blocks):
+    return None if any(_adaptive(b) for b in blocks) else (
+        "fixed-step blocks have no tolerance to tighten")
 
-    def check(name, passed, detail, masking=True):
-        checks.append({"check": name, "passed": bool(passed), "detail": detail,
-                       "flags_masking": masking and not passed})
 
-    c = result["checks"]
-    check("gradients are finite and nonzero",
-          c["zero_gradient_fraction"] == 0 and c["nonfinite_gradient_fraction"] == 0,
-          f"zero {c['zero_gradient_fraction']:.0%}, non-finite "
-          f"{c['nonfinite_gradient_fraction']:.0%} of the input gradients")
-    check("logits are deterministic across calls", c["logits_max_diff_repeat"] <= 1e-5,
-          f"max change {c['logits_max_diff_repeat']:.2g}")
-    if "pgd_unbounded" in cells:
-        acc = _robust(cells, "pgd_unbounded", f"{UNBOUNDED_EPS:g}")
-        check("accuracy goes to ~0 as eps grows", acc is not None and acc <= 0.01,
-              f"PGD at eps {UNBOUNDED_EPS:g}: {acc:.3f}")
-    for k in keys:
-        pairs = [("iterative >= single-step", "pgd", "fgsm"),
-                 ("more steps/restarts do not help the defense", "pgd_strong", "pgd")]
-        for label, strong, weak in pairs:
-            a, b = _robust(cells, strong, k), _robust(cells, weak, k)
-            if a is not None and b is not None:
-                check(f"{label} (eps {k})", a <= b + TOLERANCE,
-                      f"{strong} {a:.3f} vs {weak} {b:.3f}")
-        white = [(_robust(cells, w, k), w) for w in ("fgsm", "pgd", "pgd_strong", "di2_fgsm")
-                 if _robust(cells, w, k) is not None]
-        black = [(_robust(cells, b, k), b) for b in ("square", "boundary", "transfer")
-                 if _robust(cells, b, k) is not None]
-        if white and black:
-            (w_acc, w_name), (b_acc, b_name) = min(white), min(black)
-            check(f"white-box >= black-box and transfer (eps {k})",
-                  w_acc <= b_acc + TOLERANCE, f"best white-box {w_name} {w_acc:.3f} vs "
-                  f"best black-box {b_name} {b_acc:.3f}")
-        own = _robust(cells, "pgd", k)
-        surrogates = [(_robust(cells, s, k), s) for s in ("pgd_adjoint", "pgd_tight", "pgd_rk4")
-                      if _robust(cells, s, k) is not None]
-        if own is not None and surrogates:
-            s_acc, s_name = min(surrogates)
-            check(f"the model's own gradient is not beaten by a surrogate's (eps {k})",
-                  own <= s_acc + TOLERANCE, f"pgd {own:.3f} vs {s_name} {s_acc:.3f}")
-    return {"minimum": minimum, "checks": checks,
-            "masking_suspected": any(ch["flags_masking"] for ch in checks)}
+def _rk4_applies(blocks):
+    if all(b["solver"] == "rk4" and b["step_size"] == 0.1 for b in blocks):
+        return "the model is solved by rk4 with step 0.1 already"
+    return None
+
+
+VARIANTS = (
+    # What a torchdiffeq/TFP user attacks through: the adjoint gradient.
+    Variant("pgd_adjoint", "pgd", "surrogate", "PGD through TFP's adjoint gradient",
+            solver_options={"gradient": "adjoint", "per_sample_steps": False},
+            applies=_adjoint_applies),
+    # The same dynamics solved much more accurately.
+    Variant("pgd_tight", "pgd", "surrogate", "PGD through rtol = atol = 1e-5",
+            solver_options={"rtol": 1e-5, "atol": 1e-5}, applies=_tight_applies),
+    # A fixed-step solver: no step-size control at all in the gradient path.
+    Variant("pgd_rk4", "pgd", "surrogate", "PGD through rk4 with step 0.1",
+            solver_options={"solver": "rk4", "step_size": 0.1, "gradient": None,
+                            "per_sample_steps": False}, applies=_rk4_applies),
+    # More steps and restarts at the standard PGD's step size: a larger search, so its
+    # robust accuracy should not be higher, and much lower means PGD had not converged.
+    # (Madry et al.'s 2.5 eps / steps made the step smaller than PGD-40's at 100 steps,
+    # a weaker attack that the check then flagged on a plain ResNet.)
+    Variant("pgd_strong", "pgd", "stronger", "PGD with 100 steps and 5 restarts",
+            overrides={"num_steps": 100, "restarts": 5}),
+    # Accuracy must go to ~0 when the budget covers the whole input range.
+    Variant("pgd_unbounded", "pgd", "sanity", f"PGD at eps {UNBOUNDED_EPS:g}",
+            overrides={"num_steps": 20, "step_size": 0.1}),
+)
+NAMES = tuple(v.name for v in VARIANTS)
+
+
+def variant(name):
+    """The `Variant` called ``name``."""
+    for v in VARIANTS:
+        if v.name == name:
+            return v
+    raise TfnodeError(f"unknown audit attack {name!r}; expected one of {list(NAMES)}")
+
+
+def _why_not(v, info):
+    """None if variant ``v`` applies to the loaded model described by ``info``."""
+    if v.solver_options is None:
+        return None
+    blocks = info.get("ode_blocks")
+    if info.get("format") != "keras" or not blocks:
+        return "needs a Keras model with ODE blocks"
+    reason = v.applies(blocks)
+    if reason:
+        return reason
+    for block in blocks:  # every re-solved block must be a valid block
+        merged = {**block, **v.solver_options}
+        try:
+            solvers.validate(**{k: merged[k] for k in (
+                "solver", "rtol", "atol", "t1", "step_size", "first_step_size",
+                "max_num_steps", "gradient", "per_sample_steps")})
+        except TfnodeError as err:
+            return f"block {block['name']}: {err}"
+    return None
+
+
+def plan(info, *, has_source):
+    """The attacks the audit adds for a model.
+
+    Returns:
+      ``(variants, registered, skipped)``: the applicable `Variant` s, the names of the
+      registered ``in_audit`` attacks, and ``{name: why it does not apply}``.
+    """
+    skipped = {v.name: _why_not(v, info) for v in VARIANTS}
+    chosen = [v for v in VARIANTS if skipped[v.name] is None]
+    registered = []
+    for name in attacks.available(in_audit=True):
+        if attacks.get(name).needs_source and not has_source:
+            skipped[name] = "needs --source_model_path"
+        else:
+            registered.append(name)
+    return chosen, registered, {k: r for k, r in skipped.items() if r}
+
+
+def verdict(result, findings, eps_keys):
+    """The audit's verdict for one model's result.
+
+    Args:
+      result: the model's result, its cells complete.
+      findings: `tfnode.checks.run_all` of it.
+      eps_keys: the report's eps keys.
+
+    Returns:
+      ``{"worst_case", "masking_suspected", "not_converged", "tolerance"}``: the
+      per-example worst case per eps (`tfnode.outcomes.worst_case`), whether a check
+      that flags masking failed, and the eps keys at which a standard attack had not
+      converged (a stronger variant of it found many more adversarials).
+    """
+    return {"worst_case": outcomes.worst_case(result, eps_keys),
+            "masking_suspected": any(not f["passed"] and f["flag"] == "masking"
+                                     for f in findings),
+            "not_converged": sorted({f["eps"] for f in findings if not f["passed"]
+                                     and f["flag"] == "not_converged" and f["eps"]}, key=float),
+            "tolerance": checks.TOLERANCE}
+
+
+def tolerance_grid(model, info, x, y, eps, tolerances, *, craft, predict, pgd_options):
+    """PGD robust accuracy, attack-time tolerance (row) x inference-time tolerance (column).
+
+    Carrara et al. 2019 ("On the robustness of Neural ODEs"): an ODE-Net deployed at one
+    tolerance and attacked through another can look robust only because of the gap.
+    Robust = correct on the clean image and the adversarial, both at the column's
+    tolerance. Only adaptive blocks have a tolerance: with fixed-step blocks alone every
+    cell would be the same model, and the grid is recorded as not applicable.
+
+    Args:
+      model: the Keras model.
+      info: its `tfnode.loading.load_model` info.
+      x: images.
+      y: labels.
+      eps: budgets.
+      tolerances: rtol = atol values.
+      craft: ``craft(model, eps, title) -> x_adv``, the evaluation's PGD.
+      predict: ``predict(model, x) -> labels`` in the evaluation's batches.
+      pgd_options: recorded with the grid.
+    """
+    blocks = info.get("ode_blocks")
+    if info.get("format") != "keras" or not blocks:
+        return {"skipped": "not applicable: needs a Keras model with ODE blocks"}
+    if not any(_adaptive(b) for b in blocks):
+        return {"skipped": "not applicable: fixed-step ODE blocks have no tolerance"}
+    from tfnode import models
+
+    variants = {t: models.with_solver_options(model, rtol=t, atol=t) for t in tolerances}
+    clean = {t: predict(m, x) == y for t, m in variants.items()}
+    out = {"tolerances": list(tolerances), "pgd": dict(pgd_options), "eps": {},
+           "clean_accuracy": [float(clean[t].mean()) for t in tolerances]}
+    for e in eps:
+        rows = []
+        for attack_tol in tolerances:
+            x_adv = craft(variants[attack_tol], e, f"pgd through rtol=atol={attack_tol:g}")
+            rows.append([float((clean[t] & (predict(variants[t], x_adv) == y)).mean())
+                         for t in tolerances])
+        out["eps"][outcomes.eps_key(e)] = rows
+    return out

@@ -6,7 +6,7 @@ import re
 import keras
 import tensorflow as tf
 
-from tfnode import layers, reports
+from tfnode import files, layers
 from tfnode.errors import TfnodeError
 
 
@@ -20,7 +20,7 @@ def next_version(model_base):
 
 def check_writable(export_dir):
     """Raises `TfnodeError` unless ``export_dir`` exists or can be made, and is writable."""
-    reports.check_writable(export_dir, flag="--export_dir")
+    files.check_writable(export_dir, flag="--export_dir")
 
 
 def serving_function(model):
@@ -64,7 +64,7 @@ def export(model, export_dir, name, *, version=None, extra_files=None):
     try:
         # No XLA-compiled functions in the SavedModel: TF Serving's XLA:CPU JIT is off
         # by default, and a graph that needs it would fail at its first request.
-        with reports.atomic_path(path) as tmp, layers.no_xla():
+        with files.atomic_path(path) as tmp, layers.no_xla():
             archive.add_endpoint("serving_default", serving_function(model),
                                  input_signature=[spec])
             archive.write_out(tmp, verbose=False)

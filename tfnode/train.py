@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 
-from tfnode import data, export, models, reports
+from tfnode import data, export, files, models
 from tfnode.errors import TfnodeError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -169,11 +169,11 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "eval_batch_size": eval_batch_size, "resumed": resumed or None,
         "num_params": int(net.count_params()), "settings": {
             **settings, "data_dir": data_dir, "model_dir": model_dir},
-        "record": record or {}, "versions": reports.versions(),
+        "record": record or {}, "versions": files.versions(),
     }
     metrics["wall_seconds"] = time.time() - start
     path = export.export(net, export_dir, export_name, extra_files={
-        "metrics.json": lambda p: reports.write_json(p, metrics),
+        "metrics.json": lambda p: files.write_json(p, metrics),
         "model.keras": net.save,
     })
     shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete and exported
@@ -205,7 +205,7 @@ def _check_resume_settings(model_dir, backup_dir, settings):
             raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
                               f"settings ({', '.join(differ)}); resume it with the same flags, "
                               "or pass another --model_dir")
-    reports.write_json(path, settings)
+    files.write_json(path, settings)
 
 
 def _resume_note(backup_dir):

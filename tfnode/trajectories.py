@@ -152,3 +152,33 @@ def summarize(result):
                                 for v, ok in zip(values.T, finite)]
         out[f"{key}_max"] = [float(np.max(v)) if ok else None for v, ok in zip(values.T, finite)]
     return out
+
+
+def report_entry(model, info, x, eps, *, craft, batch_size, seed):
+    """The evaluation report's ``trajectories``: `summarize` d `measure` ments of
+    random-sign and PGD perturbations of each eps.
+
+    Args:
+      model: the Keras model.
+      info: its `tfnode.loading.load_model` info.
+      x: clean images.
+      eps: budgets.
+      craft: ``craft(model, eps, title) -> x_adv``, the evaluation's PGD.
+      batch_size: batch size of the measurements.
+      seed: seed of the random signs.
+
+    Returns:
+      ``{eps_key: {"random": summary, "pgd": summary}}``, or ``{"skipped": why}``.
+    """
+    if info.get("format") != "keras":
+        return {"skipped": "needs a Keras model (a bare SavedModel has no hidden states)"}
+    if stages(model) is None:
+        return {"skipped": "needs a Keras model with one ODEBlock or with ResidualBlocks"}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for e in eps:
+        random_x = np.clip(x + e * rng.choice([-1.0, 1.0], size=x.shape), 0, 1).astype(x.dtype)
+        adv_x = craft(model, e, "trajectories, pgd")
+        out[f"{float(e):g}"] = {kind: summarize(measure(model, x, pert, batch_size=batch_size))
+                                for kind, pert in (("random", random_x), ("pgd", adv_x))}
+    return out

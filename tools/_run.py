@@ -1,23 +1,58 @@
-"""Shared app plumbing: quiet TF start-up, one-line errors with exit code 2."""
+"""Shared app plumbing: a quiet TensorFlow start-up, one-line errors with exit code 2."""
 
+import contextlib
 import os
 import sys
 
-# Keep TensorFlow's C++ start-up chatter (CPU feature notes) off the user's terminal.
+# TensorFlow's C++ INFO/WARNING lines after start-up (CPU feature notes) stay off the
+# user's terminal; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Sends file descriptor 2 to /dev/null inside the block (Python's and C++'s alike).
+
+    TensorFlow 2.21 logs through absl's C++ logging before it is initialized, which
+    ignores TF_CPP_MIN_LOG_LEVEL: importing it printed six lines (oneDNN notes, "Could not
+    find cuda drivers", a cuInit "error" on every CPU-only machine) before an app's first
+    line. Only the import and the device discovery run in here.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run_main(fn):
-    """Calls ``fn()``; a user error becomes ``error: <one line>`` on stderr and exit 2."""
-    from absl import logging
+    """Starts TensorFlow quietly, calls ``fn()``; a user error becomes ``error: <one
+    line>`` on stderr and exit 2.
 
-    import tensorflow as tf
+    ``fn`` imports what it needs from tfnode itself, so that TensorFlow is first imported
+    here. With absl's ``--verbosity`` given (e.g. ``-v 0``), nothing is silenced and Python
+    logging follows it.
+    """
+    from absl import flags, logging
 
+    verbose = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    with contextlib.nullcontext() if verbose else _native_stderr_silenced():
+        import tensorflow as tf
+
+        import tfnode  # noqa: F401  (keras, TFP and the layers: their native libraries)
+
+        tf.config.list_physical_devices()  # the cuInit probe, here rather than mid-run
     from tfnode.errors import TfnodeError
 
-    # TF/TFP deprecation notices and SavedModel INFO lines are not for the user.
-    logging.set_verbosity(logging.ERROR)
-    tf.get_logger().setLevel("ERROR")
+    if not verbose:
+        # TF/TFP deprecation notices and SavedModel INFO lines are not for the user.
+        logging.set_verbosity(logging.ERROR)
+        tf.get_logger().setLevel("ERROR")
     try:
         fn()
     except TfnodeError as err:

@@ -1,7 +1,8 @@
 """Attacks a trained model (and optionally a second one) and writes a robustness report.
 
     python -m tools.evaluate --model_path=savedmodels/node_mnist/1 \
-        --compare_model_path=savedmodels/resnet_mnist/1 --attacks=fgsm,pgd,di2_fgsm,boundary
+        --compare_model_path=savedmodels/resnet_mnist/1 --attacks=fgsm,pgd,di2_fgsm,boundary \
+        --attack_option=pgd.num_steps=100
     python -m tools.evaluate --flagfile=flags/eval_mnist.cfg --model_path=...
 """
 
@@ -18,9 +19,12 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tfnode import evaluate
+    def run():
+        from tfnode import evaluate
 
-    _run.run_main(lambda: evaluate.evaluate(**common.evaluate_kwargs(FLAGS)))
+        evaluate.evaluate(common.evaluate_config(FLAGS), record=common.record(FLAGS))
+
+    _run.run_main(run)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tfnode import train
+    def run():
+        from tfnode import train
 
-    _run.run_main(lambda: train.train(**common.train_kwargs(FLAGS)))
+        train.train(**common.train_kwargs(FLAGS))
+
+    _run.run_main(run)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,22 @@
 """Adversarial attacks: pure functions of any logits callable, inputs in [0, 1].
 
-``ATTACKS`` maps the names the apps use to the functions. Gradient attacks return
-``x_adv``; the decision-based `boundary_attack` returns a `BoundaryResult` (it minimizes
-a distance instead of working within a budget) and the score-based `square_attack` a
-`SquareResult` (adversarials and exact query counts).
+Every attack is registered once in `tfnode.attacks.registry` (its kind, defaults, option
+rules and capabilities); the evaluation, the audit, the apps and the tests read the
+registry. Call an attack directly (``pgd(model, x, y, eps=0.1)`` returns ``x_adv``) or
+uniformly through ``get(name).run(...)``, which returns an `AttackResult`.
 """
 
-from tfnode.attacks._utils import distances, forward_fn, logits_fn, predict, project
-from tfnode.attacks.boundary import BoundaryResult, boundary_attack
+# Each module registers its attacks on import; the order is the registry's order.
+from tfnode.attacks._utils import (AttackResult, distances, forward_fn, logits_fn, predict,
+                                   project)
 from tfnode.attacks.gradient import di2_fgsm, fgsm, input_diversity, pgd, random_start
-from tfnode.attacks.square import SquareResult, square_attack
+from tfnode.attacks.apgd import apgd, apgd_ce, apgd_dlr
+from tfnode.attacks.square import square_attack
+from tfnode.attacks.boundary import boundary_attack
 from tfnode.attacks.transfer import transfer
+from tfnode.attacks.registry import AttackSpec, available, get
 
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "di2_fgsm": di2_fgsm, "boundary": boundary_attack,
-           "square": square_attack}
-
-__all__ = ["ATTACKS", "BoundaryResult", "SquareResult", "boundary_attack", "di2_fgsm",
-           "distances", "fgsm", "forward_fn", "input_diversity", "logits_fn", "pgd", "predict",
-           "project", "random_start", "square_attack", "transfer"]
+__all__ = ["AttackResult", "AttackSpec", "apgd", "apgd_ce", "apgd_dlr", "available",
+           "boundary_attack", "di2_fgsm", "distances", "fgsm", "forward_fn", "get",
+           "input_diversity", "logits_fn", "pgd", "predict", "project", "random_start",
+           "square_attack", "transfer"]

@@ -1,5 +1,7 @@
-"""What every attack shares: the projection/clip step, argument checks, the logits callable."""
+"""What every attack shares: the result type, the projection/clip step, argument checks,
+the logits callable."""
 
+import dataclasses
 import weakref
 
 import numpy as np
@@ -8,6 +10,25 @@ import tensorflow as tf
 from tfnode.errors import TfnodeError
 
 NORMS = (np.inf, 2)
+
+
+@dataclasses.dataclass
+class AttackResult:
+    """What every registered attack returns (`tfnode.attacks.registry.AttackSpec.run`).
+
+    Attributes:
+      x_adv: the adversarials, numpy ``[N, ...]`` float32.
+      is_adv: per sample, whether the attack itself saw the model misclassify ``x_adv``
+        (None for attacks that do not query the decision, e.g. FGSM). The evaluation
+        decides robustness by predicting ``x_adv`` itself; this is the attack's view.
+      queries: model queries per sample, for attacks that count them (None otherwise).
+      details: attack-specific diagnostics (per-sample arrays or lists), e.g. the
+        Boundary Attack's ``initial_l2`` or the Square Attack's ``window_sides``.
+    """
+    x_adv: np.ndarray
+    is_adv: np.ndarray | None = None
+    queries: np.ndarray | None = None
+    details: dict = dataclasses.field(default_factory=dict)
 
 
 def check_norm(norm):
@@ -133,9 +154,19 @@ def forward_fn(model):
     return fn
 
 
-def predict(model, x, *, batch_size=None):
-    """Top-1 predictions of ``model`` on ``x`` (numpy), in batches of ``batch_size``."""
-    fn = forward_fn(model)
+def predict(model, x, *, batch_size=None, xla=True):
+    """Top-1 predictions of ``model`` on ``x`` (numpy), in batches of ``batch_size``.
+
+    Args:
+      model: logits callable.
+      x: inputs.
+      batch_size: images per model call (default: all at once).
+      xla: through `forward_fn` (XLA-compiled, for fixed-size evaluation batches); False:
+        through the relaxed `logits_fn`, the computation the query-based attacks use,
+        so that a decision they found at the decision boundary is confirmed by the same
+        arithmetic (an adaptive solver turns a rounding difference into other steps).
+    """
+    fn = forward_fn(model) if xla else logits_fn(model)
     x = np.asarray(x, np.float32)
     batch_size = batch_size or max(len(x), 1)
     out = []

@@ -12,36 +12,15 @@ windows are fed on every 10th step, as in Foolbox, so with 1000 queries the sour
 step first adapts after 300 steps and the spherical window (1000 steps) never fills.
 """
 
-import dataclasses
-
 import numpy as np
 
-from tfnode.attacks._utils import check_positive_int, distances, logits_fn
+from tfnode.attacks import registry
+from tfnode.attacks._utils import AttackResult, check_positive_int, logits_fn
 from tfnode.errors import TfnodeError
 
 INITS = ("blended_noise",)
 _STATS_EVERY = 10
 _SPHERICAL_WINDOW, _SOURCE_WINDOW = 100, 30
-
-
-@dataclasses.dataclass
-class BoundaryResult:
-    """What `boundary_attack` found, per sample (numpy arrays of length N).
-
-    Attributes:
-      x_adv: the closest adversarial found (``x`` itself where none was found).
-      is_adv: the model misclassifies ``x_adv`` (True also where ``x`` already was).
-      l2: L2 distance ``|x_adv - x|`` (0 where no adversarial was found).
-      linf: Linf distance.
-      queries: model queries spent on the sample (<= ``max_queries``).
-      initial_l2: L2 distance right after the initialization (before any step).
-    """
-    x_adv: np.ndarray
-    is_adv: np.ndarray
-    l2: np.ndarray
-    linf: np.ndarray
-    queries: np.ndarray
-    initial_l2: np.ndarray
 
 
 class _Oracle:
@@ -180,7 +159,12 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
         adaptive ODE solver's decisions can depend on the batch, so it is an input.
 
     Returns:
-      A `BoundaryResult`.
+      An `AttackResult`: per sample the closest adversarial found (``x`` itself where
+      none was), ``is_adv`` (True also where ``x`` already was misclassified), the
+      queries spent (<= ``max_queries``) and ``details["initial_l2"]``, the L2
+      distance right after the initialization (0 where none was found). The oracle
+      queries through `tfnode.attacks.logits_fn` (relaxed batch size); confirm its
+      decisions with `tfnode.attacks.predict(..., xla=False)`, the same computation.
     """
     check_positive_int(max_queries, "max_queries")
     check_positive_int(init_attempts, "init_attempts")
@@ -231,9 +215,8 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
             sph_stats[sub, 0] = sph_adv
             _adapt(sub, sph_stats, src_stats, sph_steps, src_steps, step_adaptation)
     x_adv = np.where(_expand(is_adv, x.ndim), best, xd).astype(np.float32)
-    l2, linf = distances(x_adv, x)
-    return BoundaryResult(x_adv=x_adv, is_adv=is_adv, l2=l2, linf=linf,
-                          queries=oracle.queries.copy(), initial_l2=initial_l2)
+    return AttackResult(x_adv=x_adv, is_adv=is_adv, queries=oracle.queries.copy(),
+                        details={"initial_l2": initial_l2})
 
 
 def _adapt(idx, sph_stats, src_stats, sph_steps, src_steps, factor):
@@ -255,3 +238,17 @@ def _adapt(idx, sph_stats, src_stats, sph_steps, src_steps, factor):
     # Steps stay proper fractions: a source step >= 1 would jump onto x itself.
     np.clip(sph_steps, 1e-6, 0.99, out=sph_steps)
     np.clip(src_steps, 1e-6, 0.99, out=src_steps)
+
+
+# The paper's settings (Chu et al. 2020, Sec. 4): 1000 queries, steps 0.1.
+registry.register(registry.AttackSpec(
+    name="boundary", fn=boundary_attack, kind="decision-based",
+    defaults={"max_queries": 1000, "spherical_step": 0.1, "source_step": 0.1,
+              "step_adaptation": 1.5},
+    rules={"max_queries": registry.COUNT, "spherical_step": registry.FRACTION,
+           "source_step": registry.FRACTION, "step_adaptation": registry.ABOVE_ONE},
+    takes_batch_size=True, minimizes_distance=True, in_audit=True,
+    summary="decision-based Boundary Attack, batched, exact per-sample query count, "
+            "blended-noise start; an eps cell counts the adversarials found within eps "
+            "(Linf)",
+    reference="Brendel, Rauber & Bethge 2018"))

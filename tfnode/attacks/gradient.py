@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
+from tfnode.attacks import registry
 from tfnode.attacks._utils import (check_eps, check_norm, check_positive_int, logits_fn,
                                    project)
 from tfnode.errors import TfnodeError
@@ -211,3 +212,35 @@ def di2_fgsm(model, x, y, *, eps, step_size=0.01, num_steps=40, resize_rate=0.9,
         x_adv = project(x_adv + step_size * tf.sign(grad), x, eps=eps, clip_min=clip_min,
                         clip_max=clip_max)
     return x_adv
+
+
+def _steps(options):
+    return options["num_steps"] * options.get("restarts", 1)
+
+
+registry.register(registry.AttackSpec(
+    name="fgsm", fn=fgsm, kind="white-box", defaults={}, rules={}, seeded=False,
+    transferable=True, iterations=lambda options: 1,
+    summary="Fast Gradient Sign Method (CleverHans 4.0 fast_gradient_method), Linf",
+    reference="Goodfellow, Shlens & Szegedy 2015"))
+# The paper's settings (Chu et al. 2020, Sec. 4): 40 steps of 0.01 from a random start.
+registry.register(registry.AttackSpec(
+    name="pgd", fn=pgd, kind="white-box",
+    defaults={"step_size": 0.01, "num_steps": 40, "rand_init": True, "restarts": 1},
+    rules={"step_size": registry.UNIT, "num_steps": registry.COUNT,
+           "rand_init": registry.BOOL, "restarts": registry.COUNT},
+    check=lambda o: ("restarts > 1 needs rand_init (every run would be the same)"
+                     if o["restarts"] > 1 and not o["rand_init"] else None),
+    transferable=True, iterations=_steps,
+    summary="PGD, Linf: CleverHans FGM steps + projection, seeded random start, restarts",
+    reference="Madry et al. 2018"))
+registry.register(registry.AttackSpec(
+    name="di2_fgsm", fn=di2_fgsm, kind="white-box",
+    defaults={"step_size": 0.01, "num_steps": 40, "resize_rate": 0.9,
+              "diversity_prob": 0.5, "decay": 0.0},
+    rules={"step_size": registry.UNIT, "num_steps": registry.COUNT,
+           "resize_rate": registry.UNIT, "diversity_prob": registry.PROBABILITY,
+           "decay": registry.NONNEGATIVE},
+    transferable=True, iterations=_steps,
+    summary="Diverse-Input I-FGSM (random resize and pad); decay > 0: M-DI2-FGSM",
+    reference="Xie et al. 2019"))

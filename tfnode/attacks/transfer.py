@@ -1,31 +1,36 @@
-"""Transfer (black-box) attacks: adversarials crafted on one model, evaluated on another."""
+"""Transfer (black-box) attacks: adversarials crafted on one model, scored on another."""
 
-import numpy as np
-
-from tfnode.attacks._utils import predict
+from tfnode.attacks import registry
 
 
-def transfer(source_model, target_model, attack, x, y, *, batch_size=None, **attack_kwargs):
-    """Crafts ``attack(source_model, x, y, **attack_kwargs)`` and evaluates it on the target.
+def transfer(source_model, x, y, *, eps, attack="fgsm", seed=0, batch_size=None, **options):
+    """Crafts registered attack ``attack`` on ``source_model``; the caller scores the target.
 
     Chu et al. 2020 (Fig. 1) craft FGSM on a small 3-residual-block network and feed it
-    to the ResNet and the ODE-Net.
+    to the ResNet and the ODE-Net. The target is never queried here: the evaluation
+    predicts the returned adversarials on it, like any attack's.
 
     Args:
       source_model: logits callable the attack sees (white-box).
-      target_model: logits callable that is evaluated (never queried by the attack).
-      attack: a gradient attack function (e.g. `fgsm`, `pgd`) returning ``x_adv``.
       x: inputs.
       y: true labels.
-      batch_size: batch size of the predictions.
-      **attack_kwargs: passed to ``attack`` (``eps``, ...).
+      eps: budget.
+      attack: a transferable registered attack (``registry.available(transferable=True)``).
+      seed: passed to a seeded attack.
+      batch_size: passed to an attack that queries in batches.
+      **options: that attack's options.
 
     Returns:
-      A dict: ``x_adv`` (numpy), ``source_correct`` and ``target_correct`` (bool arrays:
-      each model's top-1 on ``x_adv`` equals ``y``).
+      The attack's `AttackResult` on the source model.
     """
-    x_adv = np.asarray(attack(source_model, x, y, **attack_kwargs))
-    y = np.asarray(y)
-    return {"x_adv": x_adv,
-            "source_correct": predict(source_model, x_adv, batch_size=batch_size) == y,
-            "target_correct": predict(target_model, x_adv, batch_size=batch_size) == y}
+    return registry.get(attack).run(source_model, x, y, eps=eps, seed=seed,
+                                    batch_size=batch_size, **options)
+
+
+registry.register(registry.AttackSpec(
+    name="transfer", fn=transfer, kind="transfer", defaults={"attack": "fgsm"}, rules={},
+    takes_batch_size=True, needs_source=True, in_audit=True,
+    iterations=lambda options: registry.get(options["attack"]).iterations(options),
+    summary="adversarials crafted on --source_model_path with a transferable attack "
+            "(transfer.attack), scored on the model",
+    reference="Papernot et al. 2016; Chu et al. 2020, Fig. 1"))

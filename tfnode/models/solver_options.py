@@ -16,8 +16,8 @@ def with_solver_options(model, **options):
     Used to evaluate (or attack) a trained ODE-Net at another tolerance, with another
     solver, or with per-sample steps (Carrara et al. 2019 decouple the attack-time and
     inference-time tolerances). Layers other than ODE blocks are the same objects; each
-    ODE block is rebuilt from its config with ``options`` and gets the old block's
-    weights.
+    ODE block (any subclass of `ODEBlock`) is rebuilt as its own class from its config
+    with ``options`` and gets the old block's weights.
 
     Args:
       model: a functional or sequential Keras model.
@@ -36,8 +36,9 @@ def with_solver_options(model, **options):
 
     def clone(layer):
         if isinstance(layer, ODEBlock):
+            # The layer's own class: a subclass keeps its behaviour (and its config).
             config = {**layer.get_config(), **options}
-            new = ODEBlock.from_config(config)
+            new = type(layer).from_config(config)
             replaced[id(new)] = layer
             return new
         return layer

@@ -1,4 +1,4 @@
-"""Report files, always written atomically (temp file in the same folder, then rename)."""
+"""Files tfnode writes: always atomically (temp file in the same folder, then rename)."""
 
 import contextlib
 import json

@@ -1,0 +1,351 @@
+"""APGD against a numpy port of the reference loop, and its budget, strength, seeds, restarts."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnode.attacks._utils import logits_fn
+from tfnode.attacks.apgd import _GRADIENTS, _dlr, apgd, apgd_ce, apgd_dlr, apgd_start
+from tfnode.attacks.gradient import pgd
+from tfnode.errors import TfnodeError
+
+from tests.test_attacks import SHAPE, images
+from tests.test_attacks import mlp_model as conv_model
+
+
+def linear_model(num_classes=4, seed=0, hidden=0):
+    """logits = flatten(x - 0.5) @ W + b, as a plain tf.function, and its parameters.
+
+    ``hidden > 0``: ``tanh(flatten(x - 0.5) @ V) @ W + b`` instead, whose loss is not
+    concave in the box, so that an iterate can lose ground (still with a hand-written
+    gradient for the reference).
+    """
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(SHAPE))
+    v = rng.normal(size=(features, hidden)).astype(np.float32) if hidden else None
+    w = rng.normal(size=(hidden or features, num_classes)).astype(np.float32)
+    b = (rng.normal(size=(num_classes,)) * 0.1).astype(np.float32)
+
+    def logits(x):
+        h = tf.reshape(x - 0.5, (tf.shape(x)[0], -1))
+        return (tf.tanh(h @ v) if hidden else h) @ w + b
+    return tf.function(logits), (v, w, b)
+
+
+def predictions(model, x):
+    # The logits callable the attack differentiates, so that its decisions are the ones
+    # checked here (an XLA-compiled forward could round a boundary sample the other way).
+    return np.argmax(logits_fn(model, per_shape=True)(tf.constant(x)).numpy(), axis=-1)
+
+
+def ce(model, x, y):
+    logits = logits_fn(model, per_shape=True)(tf.constant(x))
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits).numpy()
+
+
+def loss_and_gradient(params, x, y, loss):
+    """Per-sample loss (float32), logits and analytic input gradient (float32)."""
+    v, w, b = (None if p is None else p.astype(np.float64) for p in params)
+    n = len(x)
+    rows = np.arange(n)
+    h = (x.astype(np.float64) - 0.5).reshape(n, -1)
+    a = h if v is None else np.tanh(h @ v)
+    z = a @ w + b
+    if loss == "ce":
+        m = z.max(axis=1, keepdims=True)
+        p = np.exp(z - m)
+        p /= p.sum(axis=1, keepdims=True)
+        value = m[:, 0] + np.log(np.exp(z - m).sum(axis=1)) - z[rows, y]
+        dz = p.copy()
+        dz[rows, y] -= 1.0
+    else:  # the reference's dlr_loss, sorted ascending as torch.sort does
+        order = np.argsort(z, axis=1)
+        first, second, third = order[:, -1], order[:, -2], order[:, -3]
+        other = np.where(first == y, second, first)
+        num = z[rows, y] - z[rows, other]
+        den = z[rows, first] - z[rows, third] + 1e-12
+        value = -num / den
+        dz = np.zeros_like(z)
+        dz[rows, y] -= 1.0 / den
+        dz[rows, other] += 1.0 / den
+        dz[rows, first] += num / den ** 2
+        dz[rows, third] -= num / den ** 2
+    grad = dz @ w.T
+    if v is not None:
+        grad = (grad * (1.0 - a * a)) @ v.T
+    grad = grad.reshape(x.shape)
+    return value.astype(np.float32), z, grad.astype(np.float32)
+
+
+def reference_single_run(evaluate, x, y, *, eps, n_iter, rho=0.75, seed=0):
+    """A numpy port of AutoAttack's ``APGDAttack.attack_single_run`` (Linf, eot_iter=1).
+
+    Written from fra31/auto-attack's autoattack/autopgd_base.py, with its names, from the
+    same start; ``evaluate(x_adv)`` gives the per-sample loss, the logits and the
+    gradient of the summed loss (the reference's ``criterion_indiv`` and autograd).
+    Returns ``(x_best, acc, loss_best, x_best_adv, counts)``, counts of the events a
+    test must see to exercise a condition: ``halved`` (per sample), ``halved_no_impr``
+    (halvings for no improvement alone, per sample), ``no_impr_first`` (samples whose
+    best loss did not improve before the first checkpoint, where the initial
+    ``reduced_last_check`` decides), ``at_threshold`` (checks with exactly ``rho * k``
+    rises, where ``<=`` decides) and ``y_third`` (evaluations where z_y was the third
+    logit).
+    """
+    x = np.asarray(x, np.float32)
+    n = len(x)
+    eps32 = np.float32(eps)
+
+    def clip_to_ball(z):  # the reference's min/max/clamp
+        return np.clip(np.minimum(np.maximum(z, x - eps32), x + eps32), 0.0, 1.0)
+
+    x_adv = apgd_start(x, eps=eps, seed=seed).numpy()
+    x_best, x_best_adv = x_adv.copy(), x_adv.copy()
+    loss_steps = np.zeros((n_iter, n), np.float32)
+    counts = {"halved": np.zeros(n, int), "halved_no_impr": np.zeros(n, int),
+              "no_impr_first": 0, "at_threshold": 0, "y_third": 0}
+
+    def criterion_indiv(x_adv):
+        loss_indiv, z, grad = evaluate(x_adv)
+        counts["y_third"] += np.sum((z > z[np.arange(n), y][:, None]).sum(axis=1) == 2)
+        return loss_indiv, z.argmax(axis=1), grad
+
+    loss_indiv, pred, grad = criterion_indiv(x_adv)
+    grad_best = grad.copy()
+    acc = pred == y
+    loss_best = loss_indiv.copy()
+    step_size = np.full((n, 1, 1, 1), 2.0 * eps, np.float32)
+    x_adv_old = x_adv.copy()
+    n_iter_2 = max(int(0.22 * n_iter), 1)
+    n_iter_min = max(int(0.06 * n_iter), 1)
+    size_decr = max(int(0.03 * n_iter), 1)
+    k = n_iter_2
+    counter3 = 0
+    loss_best_last_check = loss_best.copy()
+    reduced_last_check = np.ones(n, np.float32)
+    for i in range(n_iter):
+        grad2 = x_adv - x_adv_old
+        x_adv_old = x_adv.copy()
+        a = 0.75 if i > 0 else 1.0
+        x_adv_1 = clip_to_ball(x_adv + step_size * np.sign(grad))
+        x_adv_1 = clip_to_ball(x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a))
+        x_adv = x_adv_1
+
+        loss_indiv, pred, grad = criterion_indiv(x_adv)
+        pred = pred == y
+        acc = np.minimum(acc, pred)
+        x_best_adv[~pred] = x_adv[~pred]
+        loss_steps[i] = loss_indiv
+        ind = loss_indiv > loss_best
+        x_best[ind] = x_adv[ind]
+        grad_best[ind] = grad[ind]
+        loss_best[ind] = loss_indiv[ind]
+
+        counter3 += 1
+        if counter3 == k:
+            # check_oscillation; index -1 wraps to the last row, as torch's does.
+            t = np.zeros(n)
+            for counter5 in range(k):
+                t += loss_steps[i - counter5] > loss_steps[i - counter5 - 1]
+            fl_oscillation = (t <= k * rho).astype(np.float32)
+            fl_reduce_no_impr = (1.0 - reduced_last_check) * (
+                loss_best_last_check >= loss_best)
+            counts["halved_no_impr"] += (fl_reduce_no_impr > fl_oscillation)
+            counts["at_threshold"] += np.sum(t == k * rho)
+            if i == n_iter_2 - 1:
+                counts["no_impr_first"] += np.sum((loss_best_last_check >= loss_best)
+                                                  & (fl_oscillation == 0))
+            fl_oscillation = np.maximum(fl_oscillation, fl_reduce_no_impr)
+            reduced_last_check = fl_oscillation.copy()
+            loss_best_last_check = loss_best.copy()
+            ind_fl_osc = fl_oscillation > 0
+            if ind_fl_osc.any():
+                step_size[ind_fl_osc] /= 2.0
+                counts["halved"] += ind_fl_osc
+                x_adv[ind_fl_osc] = x_best[ind_fl_osc]
+                grad[ind_fl_osc] = grad_best[ind_fl_osc]
+            k = max(k - size_decr, n_iter_min)
+            counter3 = 0
+    return x_best, acc, loss_best, x_best_adv, counts
+
+
+def compiled_loss_and_gradient(model, y, loss):
+    """`loss_and_gradient` through apgd's own compiled loss and gradient, on numpy."""
+    gradient, fn, labels = _GRADIENTS[loss], logits_fn(model, per_shape=True), tf.constant(y)
+
+    def evaluate(x_adv):
+        value, logits, grad = gradient(fn, tf.constant(x_adv), labels)
+        return value.numpy(), logits.numpy(), grad.numpy()
+    return evaluate
+
+
+def check_against_reference(fn, evaluate, x, y, *, loss, eps, n_iter, rho=0.75,
+                            all_fooled_ok=False):
+    x_best, acc, _, x_best_adv, counts = reference_single_run(
+        evaluate, x, y, eps=eps, n_iter=n_iter, rho=rho)
+    # The run must exercise what it checks: the checkpoints' halvings, and both fooled
+    # samples (x_best_adv) and, unless told, robust ones (x_best).
+    assert counts["halved"].max() >= 1
+    assert acc.sum() < len(x) and (all_fooled_ok or acc.sum() > 0)
+    expected = np.where(acc[:, None, None, None], x_best, x_best_adv)
+    ours = apgd(fn, x, y, eps=eps, num_steps=n_iter, loss=loss, rho=rho).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    np.testing.assert_array_equal(predictions(fn, ours) != y, ~acc)
+    return counts
+
+
+# Hand-written losses and gradients in float64 against apgd's float32 graph: equal up to
+# rounding, and the loop's comparisons agree where no two losses compared are within
+# rounding of each other. On the linear model the iterates settle on vertices of the
+# box, whose losses repeat exactly; that also makes this test blind to most details of
+# the step and the checkpoints, which the next one checks. Where z_y is exactly the
+# third logit, DLR is (z_pi1 - z_y) / (z_pi1 - z_y) = 1, flat, and its gradient is
+# rounding noise (in the reference too): the DLR setting never gets there (asserted).
+@pytest.mark.parametrize("loss,num_classes,model_seed,eps", [
+    ("ce", 4, 0, 0.03),
+    ("dlr", 3, 1, 0.01),
+])
+def test_apgd_is_the_reference_loop_on_a_linear_model(loss, num_classes, model_seed, eps):
+    fn, params = linear_model(num_classes, model_seed)
+    x = images(n=24)
+    y = predictions(fn, x)
+
+    def evaluate(x_adv):
+        return loss_and_gradient(params, x_adv, y, loss)
+    counts = check_against_reference(fn, evaluate, x, y, loss=loss, eps=eps, n_iter=60)
+    if loss == "dlr":
+        assert counts["y_third"] == 0
+
+
+# A loss that is not concave in the box, where the iterates lose ground and a checkpoint
+# can halve for no improvement alone (fl_reduce_no_impr; never on the linear model). The
+# losses near a local maximum differ by rounding, so the reference loop evaluates through
+# apgd's own compiled loss and gradient: what is compared is the loop. rho = 0.3 leaves
+# room for that condition; 100 steps reach the shortest checkpoint interval. The DLR
+# case (3 classes: DLR <= 1, reached at the start by a sample whose y is already last)
+# also has a first window without improvement and checks at exactly rho * k rises.
+@pytest.mark.parametrize("loss,num_classes,model_seed,eps", [
+    ("ce", 4, 0, 0.05),
+    ("dlr", 3, 1, 0.1),
+])
+def test_apgd_is_the_reference_loop_where_it_halves_for_no_improvement(
+        loss, num_classes, model_seed, eps):
+    fn, _ = linear_model(num_classes, model_seed, hidden=8)
+    x = images(n=24)
+    y = predictions(fn, x)
+    counts = check_against_reference(fn, compiled_loss_and_gradient(fn, y, loss), x, y,
+                                     loss=loss, eps=eps, n_iter=100, rho=0.3,
+                                     all_fooled_ok=loss == "dlr")
+    assert counts["halved_no_impr"].max() >= 1
+    if loss == "dlr":
+        assert counts["no_impr_first"] >= 1 and counts["at_threshold"] >= 1
+
+
+def test_dlr_loss_is_the_reference_formula_and_scale_invariant():
+    z = tf.constant([[1.0, 3.0, 2.0, -1.0], [4.0, 0.5, 1.0, 3.5], [-1.0, 3.0, 2.0, 1.0]])
+    y = tf.constant([0, 0, 0], tf.int64)
+    # z_y third: -(1 - 3) / (3 - 1); z_y on top: -(4 - 3.5) / (4 - 1); z_y last:
+    # -(-1 - 3) / (3 - 1).
+    np.testing.assert_allclose(_dlr(z, y).numpy(), [1.0, -0.5 / 3.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(_dlr(3.0 * z + 7.0, y).numpy(), _dlr(z, y).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("attack", [apgd_ce, apgd_dlr])
+def test_apgd_respects_eps_and_the_clip_range(attack):
+    model = conv_model()
+    x = images(edges=True)
+    y = predictions(model, x)
+    eps = 0.1
+    x_adv = attack(model, x, y, eps=eps, num_steps=10)
+    assert isinstance(x_adv, tf.Tensor) and x_adv.dtype == tf.float32
+    x_adv = x_adv.numpy()
+    assert x_adv.shape == x.shape
+    assert np.max(np.abs(x_adv - x)) <= eps + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert np.max(np.abs(x_adv - x)) > eps / 2  # it did move
+    start = apgd_start(x, eps=eps, seed=3).numpy()
+    assert np.max(np.abs(start - x)) <= eps + 1e-6
+    assert start.min() >= 0.0 and start.max() <= 1.0
+
+
+def test_the_start_is_autoattacks():
+    x = images()  # in [0.2, 0.8]: the clip does not act
+    eps = 0.1
+    delta = np.abs(apgd_start(x, eps=eps, seed=0).numpy() - x).reshape(len(x), -1)
+    # eps * t / max|t|: each sample's largest coordinate is eps, the others spread below.
+    np.testing.assert_allclose(delta.max(axis=1), eps, rtol=1e-5)
+    assert 0.4 * eps < delta.mean() < 0.6 * eps
+
+
+def test_apgd_ce_is_at_least_as_strong_as_pgd():
+    model = conv_model()
+    x = images(n=64)
+    y = predictions(model, x)
+    eps, steps = 0.03, 20
+    pgd_acc = np.mean(predictions(model, pgd(model, x, y, eps=eps, step_size=eps / 4,
+                                             num_steps=steps).numpy()) == y)
+    apgd_acc = np.mean(predictions(model, apgd_ce(model, x, y, eps=eps,
+                                                  num_steps=steps).numpy()) == y)
+    assert 0.0 < pgd_acc < 1.0  # an eps where the comparison means something
+    assert apgd_acc <= pgd_acc + 2 / len(x)
+
+
+def test_apgd_is_seeded():
+    fn, _ = linear_model()
+    x = images(n=8)
+    y = predictions(fn, x)
+    runs = [apgd(fn, x, y, eps=0.05, num_steps=5, loss=loss, seed=seed).numpy()
+            for loss in ("ce", "dlr") for seed in (1, 1, 2)]
+    for same, again, other in (runs[:3], runs[3:]):
+        np.testing.assert_array_equal(same, again)
+        assert np.max(np.abs(same - other)) > 1e-3
+
+
+def test_restarts_keep_the_first_success_and_the_highest_loss():
+    # A non-concave model and short runs, where the start matters.
+    model, _ = linear_model(3, 3, hidden=8)
+    x = images(n=32)
+    y = predictions(model, x)
+    eps = 0.03
+    once = apgd_ce(model, x, y, eps=eps, num_steps=4, seed=5).numpy()
+    thrice = apgd_ce(model, x, y, eps=eps, num_steps=4, restarts=3, seed=5).numpy()
+    fooled_once = predictions(model, once) != y
+    fooled_thrice = predictions(model, thrice) != y
+    assert 0 < fooled_once.sum() < fooled_thrice.sum() < len(x)  # the restarts do work
+    # Run 0 of both calls is the same run: its successes are kept as they were.
+    np.testing.assert_array_equal(thrice[fooled_once], once[fooled_once])
+    assert np.all(fooled_thrice[fooled_once])
+    # A sample no run fooled gets the highest-loss point of all runs.
+    robust = ~fooled_thrice
+    gain = ce(model, thrice, y)[robust] - ce(model, once, y)[robust]
+    assert np.all(gain >= -1e-6) and np.any(gain > 1e-4)
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"eps": -0.1}, "^eps must be >= 0"),
+    ({"eps": 1.5}, "^eps must lie in"),
+    ({"eps": 0.1, "num_steps": 0}, "^num_steps must be an integer >= 1"),
+    ({"eps": 0.1, "num_steps": 2.5}, "^num_steps must be an integer >= 1"),
+    ({"eps": 0.1, "restarts": 0}, "^restarts must be an integer >= 1"),
+    ({"eps": 0.1, "loss": "hinge"}, "^loss must be one of"),
+    ({"eps": 0.1, "rho": 0.0}, r"^rho must lie in \(0, 1\)"),
+    ({"eps": 0.1, "rho": 1.0}, r"^rho must lie in \(0, 1\)"),
+    ({"eps": 0.1, "rho": "0.5"}, r"^rho must lie in \(0, 1\)"),
+])
+def test_bad_options_are_one_line_errors(options, match):
+    fn, _ = linear_model()
+    x = images(n=2)
+    with pytest.raises(TfnodeError, match=match) as err:
+        apgd(fn, x, np.zeros(2, int), **options)
+    assert "\n" not in str(err.value)
+
+
+def test_dlr_on_two_classes_is_a_one_line_error():
+    fn, _ = linear_model(num_classes=2)
+    x = images(n=2)
+    for call in (lambda: apgd_dlr(fn, x, np.zeros(2, int), eps=0.1),
+                 lambda: apgd(fn, x, np.zeros(2, int), eps=0.1, loss="dlr")):
+        with pytest.raises(TfnodeError, match="^loss='dlr' needs at least 3 classes") as err:
+            call()
+        assert "\n" not in str(err.value)
+    # CE works on two classes.
+    assert apgd_ce(fn, x, np.zeros(2, int), eps=0.1, num_steps=2).shape == x.shape

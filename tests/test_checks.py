@@ -1,0 +1,191 @@
+"""The report's definitions and checks on hand-written results: worst case, each check at
+pass, fail and exactly the threshold, the verdict, the warnings."""
+
+import numpy as np
+import pytest
+
+from tfnode import audit, checks, outcomes
+
+N = 10
+PROBES = {"logits_max_diff_repeat": 0.0, "logits_max_diff_alone_vs_batch": 0.0,
+          "zero_gradient_fraction": 0.0, "nonfinite_gradient_fraction": 0.0}
+
+
+def mask(indices):
+    m = np.zeros(N, bool)
+    m[list(indices)] = True
+    return m
+
+
+def attack(kind="white-box", *, cells, crafted_on="model", iterations=40, **meta):
+    """An attack entry; ``cells`` maps eps keys to robust masks or to accuracies."""
+    out = {}
+    for k, v in cells.items():
+        robust = v if isinstance(v, np.ndarray) else mask(range(round(v * N)))
+        out[k] = {"robust": outcomes.encode(robust), "robust_accuracy": float(robust.mean())}
+    return {"meta": {"kind": kind, "crafted_on": crafted_on, "iterations": iterations, **meta},
+            "cells": out}
+
+
+def result(attacks, probes=None, clean=range(N)):
+    return {"probes": {**PROBES, **(probes or {})}, "attacks": attacks,
+            "clean_correct": outcomes.encode(mask(clean))}
+
+
+def failed(findings, check_prefix):
+    hits = [f for f in findings if f["check"].startswith(check_prefix)]
+    assert hits, f"no finding {check_prefix!r} in {[f['check'] for f in findings]}"
+    return [f for f in hits if not f["passed"]]
+
+
+def test_masks_round_trip_compactly():
+    m = np.random.default_rng(0).random(1001) < 0.3
+    enc = outcomes.encode(m)
+    np.testing.assert_array_equal(outcomes.decode(enc), m)
+    assert len(enc["bits"]) < 200  # 1001 examples in about 170 characters
+
+
+def test_worst_case_is_per_example_not_the_minimum_over_attacks():
+    # PGD fools examples 0-4, Square fools 5-9: each alone leaves 50%, together 0%.
+    res = result({"pgd": attack(cells={"0.1": mask(range(5, 10))}),
+                  "square": attack("score-based", cells={"0.1": mask(range(5))}, iterations=None),
+                  "pgd_unbounded": attack(cells={"0.1": mask([])}, role="sanity")})
+    wc = outcomes.worst_case(res, ["0.1", "0.3"])
+    assert set(wc) == {"0.1"}  # no attack ran at 0.3
+    assert wc["0.1"]["robust_accuracy"] == 0.0 and wc["0.1"]["num_robust"] == 0
+    assert wc["0.1"]["strongest_single"]["robust_accuracy"] == 0.5
+    # The sanity attack never counts; each of the other two broke 5 examples alone.
+    assert wc["0.1"]["attacks"] == ["pgd", "square"]
+    assert wc["0.1"]["decisive"] == {"pgd": 5, "square": 5}
+    # Overlapping successes: the worst case is the intersection of the survivors.
+    res["attacks"]["square"] = attack("score-based", cells={"0.1": mask(range(3, 10))})
+    assert outcomes.worst_case(res, ["0.1"])["0.1"]["num_robust"] == 5
+
+
+def test_worst_case_never_exceeds_any_attack_or_clean_accuracy():
+    rng = np.random.default_rng(1)
+    clean = mask(range(8))
+    attacks = {f"a{i}": attack(cells={"0.2": clean & (rng.random(N) < 0.6)}) for i in range(4)}
+    wc = outcomes.worst_case(result(attacks, clean=range(8)), ["0.2"])["0.2"]
+    assert wc["robust_accuracy"] <= min(a["cells"]["0.2"]["robust_accuracy"]
+                                        for a in attacks.values()) <= clean.mean()
+
+
+@pytest.mark.parametrize("strong,weak,masking_fails,not_converged_fails", [
+    (0.4, 0.4, False, False),
+    (0.3, 0.28, False, False),   # exactly at the threshold: passes
+    (0.28, 0.3, False, False),   # exactly at the threshold the other way: passes
+    (0.5, 0.3, True, False),     # the larger search is weaker: masking
+    (0.1, 0.2, False, True),     # the larger search finds many more: not converged
+])
+def test_stronger_attack_check_looks_both_ways(strong, weak, masking_fails,
+                                               not_converged_fails):
+    res = result({"pgd": attack(cells={"0.1": weak}),
+                  "pgd_strong": attack(cells={"0.1": strong}, role="stronger",
+                                       compares_with="pgd")})
+    findings = checks.stronger_attack_converged(res, eps_keys=["0.1"])
+    assert bool(failed(findings, "more steps/restarts")) == masking_fails
+    assert bool(failed(findings, "standard attack converged")) == not_converged_fails
+    v = audit.verdict(res, findings, ["0.1"])
+    assert v["masking_suspected"] == masking_fails
+    assert v["not_converged"] == (["0.1"] if not_converged_fails else [])
+
+
+@pytest.mark.parametrize("white,black,fails", [(0.2, 0.3, False), (0.3, 0.28, False),
+                                               (0.5, 0.2, True)])
+def test_white_box_must_beat_black_box(white, black, fails):
+    res = result({"pgd": attack(cells={"0.1": white}),
+                  # A surrogate's cell is not the model's own white-box attack.
+                  "pgd_rk4": attack(cells={"0.1": 0.0}, crafted_on="surrogate",
+                                    role="surrogate", compares_with="pgd"),
+                  "boundary": attack("decision-based", cells={"0.1": black})})
+    findings = checks.white_box_beats_black_box(res, eps_keys=["0.1"])
+    assert bool(failed(findings, "white-box >= black-box")) == fails
+    assert all(f["flag"] == "masking" for f in findings)
+
+
+@pytest.mark.parametrize("own,surrogate,fails", [(0.2, 0.3, False), (0.22, 0.2, False),
+                                                 (0.4, 0.2, True)])
+def test_own_gradient_must_beat_surrogates(own, surrogate, fails):
+    res = result({"pgd": attack(cells={"0.1": own}),
+                  "pgd_adjoint": attack(cells={"0.1": surrogate}, crafted_on="surrogate",
+                                        role="surrogate", compares_with="pgd")})
+    findings = checks.own_gradient_beats_surrogates(res, eps_keys=["0.1"])
+    assert bool(failed(findings, "the model's own gradient")) == fails
+
+
+@pytest.mark.parametrize("iterative,single,fails", [(0.1, 0.5, False), (0.52, 0.5, False),
+                                                    (0.7, 0.5, True)])
+def test_iterative_must_beat_single_step(iterative, single, fails):
+    res = result({"fgsm": attack(cells={"0.1": single}, iterations=1),
+                  "apgd_ce": attack(cells={"0.1": iterative}, iterations=100)})
+    findings = checks.iterative_beats_single_step(res, eps_keys=["0.1"])
+    assert bool(failed(findings, "iterative apgd_ce")) == fails
+
+
+@pytest.mark.parametrize("acc,fails", [(0.0, False), (0.01, False), (0.2, True)])
+def test_unbounded_attack_must_reach_zero(acc, fails):
+    res = result({"pgd_unbounded": attack(cells={"1": acc}, role="sanity")})
+    assert bool(failed(checks.unbounded_attack_succeeds(res), "accuracy goes to ~0")) == fails
+
+
+@pytest.mark.parametrize("accs,fails", [((0.5, 0.3, 0.1), False), ((0.3, 0.32, 0.1), False),
+                                        ((0.3, 0.5, 0.1), True)])
+def test_robust_accuracy_must_not_rise_with_eps(accs, fails):
+    res = result({"pgd": attack(cells=dict(zip(("0.1", "0.2", "0.3"), accs)))})
+    findings = checks.monotone_in_eps(res, eps_keys=["0.3", "0.1", "0.2"])
+    assert bool(failed(findings, "pgd: robust accuracy does not rise")) == fails
+
+
+@pytest.mark.parametrize("probes,check,fails", [
+    ({}, "gradients are finite", False),
+    ({"zero_gradient_fraction": 0.1}, "gradients are finite", True),
+    ({"nonfinite_gradient_fraction": 0.01}, "gradients are finite", True),
+    ({"logits_max_diff_repeat": 1e-6}, "logits are deterministic", False),
+    ({"logits_max_diff_repeat": 1e-3}, "logits are deterministic", True),
+    ({"logits_max_diff_alone_vs_batch": 1e-4}, "a sample's logits do not depend", False),
+    ({"logits_max_diff_alone_vs_batch": 2e-3}, "a sample's logits do not depend", True),
+])
+def test_model_probe_checks(probes, check, fails):
+    findings = checks.run_all(result({}, probes), eps_keys=["0.1"], batch_size=100)
+    assert bool(failed(findings, check)) == fails
+
+
+def test_every_failed_check_is_a_warning_and_sets_the_verdict():
+    res = result({"fgsm": attack(cells={"0.1": 0.3}, iterations=1),
+                  "pgd": attack(cells={"0.1": 0.6}),          # weaker than FGSM
+                  "square": attack("score-based", cells={"0.1": 0.1})},
+                 {"logits_max_diff_alone_vs_batch": 1e-2})
+    findings = checks.run_all(res, eps_keys=["0.1"], batch_size=100)
+    warnings = checks.warnings("node", findings)
+    assert len(warnings) == sum(not f["passed"] for f in findings) == 3
+    assert all(w.startswith("node: ") and "\n" not in w for w in warnings)
+    assert any("depend on its batch" in w and "batch of 100" in w for w in warnings)
+    v = audit.verdict(res, findings, ["0.1"])
+    assert v["masking_suspected"] and v["not_converged"] == []
+    assert v["worst_case"]["0.1"]["robust_accuracy"] == 0.1
+    clean = result({"pgd": attack(cells={"0.1": 0.2})})
+    assert not checks.warnings("x", checks.run_all(clean, eps_keys=["0.1"]))
+
+
+def test_cell_definitions_on_crafted_masks():
+    """Robust accuracy over all examples, success rate over the clean-correct ones,
+    distances over the fooled ones only."""
+    from tfnode import evaluate
+
+    x = np.zeros((N, 2, 2, 1), np.float32)
+    x_adv = x.copy()
+    x_adv[:, 0, 0, 0] = np.arange(N) / 100  # L2 = Linf = i / 100 for example i
+    correct = mask(range(8))                # 8 of 10 right on the clean images
+    adv_correct = mask([0, 1, 2, 3, 8, 9])  # the attack fools 4, 5, 6, 7
+    sweep = evaluate._Sweep(None, x, np.zeros(N, int), correct, N, 0, None, 0)
+    cell = evaluate._cell(sweep, correct & adv_correct, x_adv, eps=0.1)
+    assert cell["robust_accuracy"] == 0.4                 # 4 of all 10
+    assert cell["attack_success_rate"] == 0.5             # 4 of the 8 clean-correct
+    assert cell["num_clean_correct"] == 8 and cell["num_fooled"] == 4
+    assert cell["l2_median"] == pytest.approx(0.055) and cell["linf_mean"] == pytest.approx(
+        0.055)                                            # over examples 4..7 only
+    assert cell["max_linf_all"] == pytest.approx(0.09)
+    np.testing.assert_array_equal(outcomes.decode(cell["robust"]), mask(range(4)))
+    none = evaluate._cell(sweep, correct, x_adv, eps=0.1)
+    assert none["num_fooled"] == 0 and none["l2_median"] is None

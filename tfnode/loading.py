@@ -1,0 +1,147 @@
+"""Loading a model to evaluate: a ``.keras`` file or an export folder, and its ODE blocks."""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tfnode.errors import TfnodeError
+from tfnode.layers import ODEBlock, solvers
+
+# The ODEBlock attributes that describe how a block is solved (recorded in reports).
+BLOCK_FIELDS = ("name", "solver", "rtol", "atol", "t1", "step_size", "gradient",
+                "first_step_size", "max_num_steps", "per_sample_steps")
+
+
+def _load_failure(flag, path, what, err):
+    return TfnodeError(f"{flag} {path!r}: cannot load {what} "
+                       f"({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+
+
+def load_model(path, *, flag="--model_path"):
+    """Loads a logits model from a ``.keras`` file or an export folder.
+
+    An export folder of `tfnode.export` holds ``model.keras`` next to the SavedModel; that
+    is preferred (it differentiates exactly as the trained model). A bare SavedModel
+    folder is used through its ``serving_default`` signature's ``logits``.
+
+    Args:
+      path: the file or folder.
+      flag: the flag that named it, for error messages.
+
+    Returns:
+      ``(model, info)``: a logits callable and a dict with ``path``, ``format``,
+      ``input_shape`` ``(H, W, C)`` and, when known, ``name``, ``ode_blocks`` (see
+      `ode_blocks`) and ``trained`` (from the export's ``metrics.json``).
+    """
+    import tfnode.layers  # noqa: F401  (registers tfnode's layers for deserialization)
+
+    keras_file = path
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.keras")):
+        keras_file = os.path.join(path, "model.keras")
+    info = {"path": path}
+    if os.path.isfile(keras_file) and keras_file.endswith(".keras"):
+        try:
+            model = keras.models.load_model(keras_file)
+        except Exception as err:  # noqa: BLE001  any load failure is a user error here
+            raise _load_failure(flag, path, repr(keras_file), err) from None
+        info.update(format="keras", name=model.name, input_shape=tuple(model.input_shape[1:]),
+                    ode_blocks=ode_blocks(model))
+    elif os.path.isfile(os.path.join(path, "saved_model.pb")):
+        model, input_shape = _signature_logits(path, flag)
+        info.update(format="saved_model", name=_export_name(path), input_shape=input_shape)
+    else:
+        raise TfnodeError(f"{flag} {path!r} is not a model: expected a .keras file or a "
+                          "SavedModel folder (savedmodels/<name>/<version>)")
+    metrics = os.path.join(path, "metrics.json") if os.path.isdir(path) else None
+    if metrics and os.path.isfile(metrics):
+        try:
+            with open(metrics) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            saved = {}  # metrics only label the report; a broken file is not fatal
+        info["trained"] = {k: saved.get(k) for k in ("model", "dataset", "model_options",
+                                                      "clean_accuracy", "mean_nfe_test")}
+    return model, info
+
+
+def _signature_logits(path, flag):
+    """``(logits tf.function, input shape)`` of a SavedModel's ``serving_default``."""
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as err:  # noqa: BLE001
+        raise _load_failure(flag, path, "the SavedModel", err) from None
+    if "serving_default" not in loaded.signatures:
+        raise TfnodeError(f"{flag} {path!r}: SavedModel has no serving_default signature")
+    signature = loaded.signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise TfnodeError(f"{flag} {path!r}: serving_default takes {len(inputs)} inputs; "
+                          "expected one image tensor")
+    (arg, spec), = inputs.items()
+    if "logits" not in signature.structured_outputs:
+        raise TfnodeError(f"{flag} {path!r}: serving_default returns no 'logits'")
+
+    def logits(x):
+        assert loaded is not None  # the closure keeps the SavedModel's variables alive
+        return signature(**{arg: x})["logits"]
+
+    return tf.function(logits, reduce_retracing=True), tuple(spec.shape[1:])
+
+
+def _export_name(path):
+    """``savedmodels/node_mnist/3`` -> ``node_mnist/3``; other folders: their name."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    return "/".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
+
+
+def ode_blocks(model):
+    """Each `ODEBlock` (subclasses included) of ``model``: a dict of `BLOCK_FIELDS`."""
+    return [{k: getattr(layer, k) for k in BLOCK_FIELDS}
+            for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, ODEBlock)]
+
+
+def with_per_sample_steps(model, info):
+    """The model with per-sample ODE steps where they apply; ``info`` says what was done.
+
+    Per-sample steps give each sample its own adaptive step size and error norm, so no
+    prediction, and no attack on it, depends on its batch-mates. They apply to adaptive
+    blocks differentiated by tfnode's own loop; fixed-step blocks have no step-size
+    control to share, and TFP's solver (``gradient="adjoint"``) has one step per batch.
+    """
+    from tfnode import models
+
+    blocks = info.get("ode_blocks")
+    if info.get("format") != "keras":
+        reason = ("not applied: a SavedModel's solver cannot be changed; give the export "
+                  "folder with its model.keras")
+    elif not blocks:
+        reason = "not applicable: no ODE blocks"
+    elif not any(b["solver"] in solvers.ADAPTIVE for b in blocks):
+        reason = "not applicable: fixed-step ODE blocks (no step-size control to share)"
+    elif any(b["solver"] in solvers.ADAPTIVE and b["gradient"] != "backprop" for b in blocks):
+        reason = ("not applied: TFP's DormandPrince (gradient='adjoint') has one step size "
+                  "per batch")
+    else:
+        info = {**info, "per_sample_steps": "applied",
+                "ode_blocks": [{**b, "per_sample_steps": True} for b in blocks]}
+        return models.with_solver_options(model, per_sample_steps=True), info
+    return model, {**info, "per_sample_steps": reason}
+
+
+def model_label(info):
+    """A short name for a loaded model: its trained model name, else its file/export name."""
+    trained = info.get("trained") or {}
+    if trained.get("model"):
+        return f"{trained['model']}"
+    base = os.path.basename(os.path.normpath(info["path"]))
+    return info.get("name") or os.path.splitext(base)[0]
+
+
+def check_input_shape(info, shape, dataset, path):
+    """Raises a one-line `TfnodeError` unless the model takes images of ``shape``."""
+    if tuple(info["input_shape"]) != tuple(shape):
+        raise TfnodeError(f"model {path!r} takes inputs of shape {tuple(info['input_shape'])}, "
+                          f"but {dataset} images are {tuple(shape)}")
