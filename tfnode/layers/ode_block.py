@@ -112,7 +112,8 @@ class ODEBlock(keras.layers.Layer):
         self.gradient = gradient
         self.per_sample_steps = bool(per_sample_steps)
         # Keras' jit_compile="auto" would XLA-compile fit on a GPU: TFP's adjoint solve
-        # under XLA measured 17x slower (issue 4), so this layer opts out.
+        # is much slower under XLA (issue 4; see benchmarks/README.md), so this layer
+        # opts out.
         self.supports_jit = False
         self.nfe_metric = NFEMetric(
             name="nfe" if self.name == "ode_block" else f"{self.name}_nfe")

@@ -58,10 +58,9 @@ def group_normalize(x, gamma, beta, *, groups, epsilon):
 
 
 # XLA fuses the normalization's dozen elementwise and reduction passes (and those of its
-# gradient, which XLA compiles too) into a few loops: measured here at width 32 inside
-# the dopri5 loop, 13-18 ms instead of 17-20 ms per function evaluation forward and
-# backward, and 3x faster forward on the stem's 28x28 maps. One function for all layers:
-# it compiles once per (shape, groups, epsilon).
+# gradient, which XLA compiles too) into a few loops: faster per function evaluation
+# inside the dopri5 loop and on the stem's 28x28 maps (see benchmarks/README.md). One
+# function for all layers: it compiles once per (shape, groups, epsilon).
 _group_normalize_xla = tf.function(group_normalize, jit_compile=True)
 
 
@@ -82,7 +81,8 @@ class GroupNorm(keras.layers.Layer):
     Computes the same function as ``keras.layers.GroupNormalization`` (tested), but from
     per-channel spatial means that are then pooled over each group, instead of reshaping
     the activations to ``[N, H, W, G, C/G]`` and reducing over three axes: on CPU that
-    reduction is 3x slower, and an ODE function calls its norms at every evaluation.
+    reduction is slower (see benchmarks/README.md), and an ODE function calls its norms
+    at every evaluation.
     The variance is centered (two passes), not ``E[x^2] - E[x]^2``, to stay accurate in
     float32 when a channel's mean is large relative to its spread. The math runs as one
     XLA-compiled function (see `group_normalize`), except inside `no_xla`.

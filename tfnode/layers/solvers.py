@@ -268,11 +268,11 @@ def _step_function(fn, *, rtol, atol, per_sample, jit_step):
 
     Why XLA per step and not per loop: XLA compiles a whole step (six evaluations of
     ``fn`` and the stage sums) and its gradient well on CPU, fusing the stage sums and
-    each GroupNorm's passes; a ``tf.while_loop``'s gradient it compiles badly (19.5 s
-    per training step, issue 4). So the loop stays TF's and each iteration runs one
-    compiled step forward and one compiled step backward. Measured here (width-32 MNIST
-    ODE-Net, batch 128, NFE 50, interleaved A/B in one process): input gradient 0.84x,
-    train step 0.72x, forward 0.62x the time of the same loop without it.
+    each GroupNorm's passes; a ``tf.while_loop``'s gradient it compiles badly (issue 4).
+    So the loop stays TF's and each iteration runs one compiled step forward and one
+    compiled step backward, which is faster than the same loop without it for the
+    forward pass, the training step and the input gradient (timings:
+    benchmarks/README.md).
 
     The compiled function is cached per ``fn`` and reused by every graph that solves
     with it: ``fn``'s trace-time Python state is frozen in it (`ODEBlock` gives each
@@ -342,9 +342,8 @@ def _dopri5_backprop(fn, y0, *, t0, t1, rtol, atol, first_step_size, max_num_ste
     cond = lambda t, y, f, h, nfe, steps: (t < t_end) & (steps < max_steps)  # noqa: E731
     state = (t0, y0, f0, h, nfe, tf.constant(0, tf.int32))
     # A plain while_loop. Unrolling the first 10 steps as tf.cond-guarded steps was
-    # measured slower (0.91 s vs 0.83 s per width-32 MNIST training step) and traced
-    # 7x longer (120 s vs 18 s). maximum_iterations bounds the loop, which XLA needs to
-    # differentiate it.
+    # measured slower to train and much slower to trace (see benchmarks/README.md).
+    # maximum_iterations bounds the loop, which XLA needs to differentiate it.
     t, y, _, _, nfe, steps = tf.while_loop(
         cond, body, state, maximum_iterations=max_num_steps)
     tf.debugging.assert_greater_equal(t, t_end, message=(
