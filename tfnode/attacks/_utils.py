@@ -96,9 +96,9 @@ def logits_fn(model, *, per_shape=False):
       per_shape: trace once per input shape instead of relaxing to an unknown batch
         size after the second shape. For gradient attacks, which see one or two batch
         shapes: an ODE-Net's XLA-compiled dopri5 steps ran slower in a graph traced for
-        an unknown batch size (0.76 vs 0.65 s per input gradient, width-32 MNIST
-        ODE-Net, batch 128, interleaved). Attacks that query shrinking subsets (Square,
-        Boundary) keep the default, or they would trace at almost every query.
+        an unknown batch size (measured: benchmarks/README.md). Attacks that query
+        shrinking subsets (Square, Boundary) keep the default, or they would trace at
+        almost every query.
 
     Returns:
       A ``tf.function`` (or ``model`` itself if it already is one).
@@ -128,11 +128,9 @@ _FORWARD_FNS = weakref.WeakKeyDictionary()
 def forward_fn(model):
     """``x -> logits`` for queries that need no gradient; XLA-compiled for Keras models.
 
-    XLA compiles an ODE block's solver loop forward well on CPU (measured here, width-64
-    MNIST ODE-Net, batch 128: 0.30 s instead of 0.40 s, benchmarks/ode_block.py; 0.31
-    instead of 0.33 s since the block compiles each dopri5 step anyway); the loop's
-    gradient it compiles badly (19.5 s per training step, issue 4), so attacks that
-    differentiate use `logits_fn`, where each step is compiled but the loop is not. XLA
+    XLA compiles an ODE block's solver loop forward well on CPU; the loop's gradient it
+    compiles badly (both measured: benchmarks/README.md), so attacks that differentiate
+    use `logits_fn`, where each step is compiled but the loop is not. XLA
     compiles once per input shape, so this is for callers with a fixed batch size
     (`predict`); attacks that query shrinking subsets (Square, Boundary) use the relaxed
     `logits_fn`, whose unknown batch size also keeps the block from compiling its step.

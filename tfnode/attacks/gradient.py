@@ -150,8 +150,8 @@ def input_diversity(x, *, resize_rate, diversity_prob, seed):
 
 
 # Traced once per input shape (a full and a last batch), not relaxed to an unknown batch
-# size: an ODE-Net's gradient graph traced for an unknown batch size ran about 20%
-# slower here (0.92 vs 0.76 s per width-32 MNIST input gradient).
+# size: an ODE-Net's gradient graph traced for an unknown batch size ran slower
+# (benchmarks/README.md).
 @tf.function
 def _diverse_gradient(fn, x, y, seed, resize_rate, diversity_prob):
     with tf.GradientTape() as tape:
