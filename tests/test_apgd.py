@@ -225,7 +225,7 @@ def test_apgd_is_the_reference_loop_on_a_linear_model(loss, num_classes, model_s
 # also has a first window without improvement and checks at exactly rho * k rises.
 @pytest.mark.parametrize("loss,num_classes,model_seed,eps", [
     ("ce", 4, 0, 0.05),
-    ("dlr", 3, 1, 0.1),
+    ("dlr", 3, 0, 0.08),
 ])
 def test_apgd_is_the_reference_loop_where_it_halves_for_no_improvement(
         loss, num_classes, model_seed, eps):
@@ -290,10 +290,12 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd():
 
 
 def test_apgd_is_seeded():
-    fn, _ = linear_model()
+    # A non-concave model and short runs, where the start matters (on a linear model any
+    # start ends in the same corner of the box).
+    fn, _ = linear_model(3, 3, hidden=8)
     x = images(n=8)
     y = predictions(fn, x)
-    runs = [apgd(fn, x, y, eps=0.05, num_steps=5, loss=loss, seed=seed).numpy()
+    runs = [apgd(fn, x, y, eps=0.05, num_steps=2, loss=loss, seed=seed).numpy()
             for loss in ("ce", "dlr") for seed in (1, 1, 2)]
     for same, again, other in (runs[:3], runs[3:]):
         np.testing.assert_array_equal(same, again)

@@ -18,11 +18,14 @@ def mask(indices):
 
 
 def attack(kind="white-box", *, cells, crafted_on="model", iterations=40, **meta):
-    """An attack entry; ``cells`` maps eps keys to robust masks or to accuracies."""
+    """An attack entry; ``cells`` maps eps keys to robust masks or to accuracies (then
+    ``robust_accuracy`` is exactly that number, so the checks' thresholds are met exactly,
+    and the mask holds the nearest count of robust examples)."""
     out = {}
     for k, v in cells.items():
         robust = v if isinstance(v, np.ndarray) else mask(range(round(v * N)))
-        out[k] = {"robust": outcomes.encode(robust), "robust_accuracy": float(robust.mean())}
+        acc = float(robust.mean()) if isinstance(v, np.ndarray) else float(v)
+        out[k] = {"robust": outcomes.encode(robust), "robust_accuracy": acc}
     return {"meta": {"kind": kind, "crafted_on": crafted_on, "iterations": iterations, **meta},
             "cells": out}
 
@@ -36,6 +39,16 @@ def failed(findings, check_prefix):
     hits = [f for f in findings if f["check"].startswith(check_prefix)]
     assert hits, f"no finding {check_prefix!r} in {[f['check'] for f in findings]}"
     return [f for f in hits if not f["passed"]]
+
+
+def test_the_threshold_cases_really_sit_at_the_threshold(monkeypatch):
+    """Without the tolerance, the exactly-at-threshold cases above must fail: they test
+    the threshold, not equal numbers."""
+    monkeypatch.setattr(checks, "TOLERANCE", 0.0)
+    res = result({"pgd": attack(cells={"0.1": 0.28}),
+                  "pgd_strong": attack(cells={"0.1": 0.3}, role="stronger",
+                                       compares_with="pgd")})
+    assert failed(checks.stronger_attack_converged(res, eps_keys=["0.1"]), "more steps")
 
 
 def test_masks_round_trip_compactly():
@@ -189,3 +202,31 @@ def test_cell_definitions_on_crafted_masks():
     np.testing.assert_array_equal(outcomes.decode(cell["robust"]), mask(range(4)))
     none = evaluate._cell(sweep, correct, x_adv, eps=0.1)
     assert none["num_fooled"] == 0 and none["l2_median"] is None
+
+
+def blocks(**block):
+    return {"format": "keras", "ode_blocks": [{
+        "name": "ode_block", "solver": "dopri5", "rtol": 1e-3, "atol": 1e-3, "t1": 1.0,
+        "step_size": None, "gradient": "backprop", "first_step_size": None,
+        "max_num_steps": 1000, "per_sample_steps": True, **block}]}
+
+
+@pytest.mark.parametrize("info,offered", [
+    (blocks(), {"pgd_adjoint", "pgd_tight", "pgd_rk4"}),
+    (blocks(gradient="adjoint", per_sample_steps=False), {"pgd_tight", "pgd_rk4"}),
+    (blocks(rtol=1e-6, atol=1e-5), {"pgd_adjoint", "pgd_rk4"}),    # tight already
+    (blocks(solver="euler", step_size=0.5, gradient=None), {"pgd_rk4"}),
+    (blocks(solver="rk4", step_size=0.5, gradient=None), {"pgd_rk4"}),
+    (blocks(solver="rk4", step_size=0.1, gradient=None), set()),   # is the surrogate
+    ({"format": "saved_model"}, set()),
+    ({"format": "keras", "ode_blocks": []}, set()),
+])
+def test_audit_offers_only_surrogates_that_differ_and_apply(info, offered):
+    variants, registered, skipped = audit.plan(info, has_source=False)
+    surrogates = {v.name for v in variants if v.role == "surrogate"}
+    assert surrogates == offered
+    assert set(skipped) == {"pgd_adjoint", "pgd_tight", "pgd_rk4", "transfer"} - offered
+    assert all(isinstance(why, str) and why for why in skipped.values())
+    # What the variants are compared with always runs, and the registered audit attacks.
+    assert {"pgd_strong", "pgd_unbounded"} <= {v.name for v in variants}
+    assert registered[0] == "pgd" and {"apgd_ce", "square", "boundary"} <= set(registered)

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import attacks, evaluate, export, layers, loading, models, outcomes
+from tfnode import attacks, audit, evaluate, export, layers, loading, models, outcomes
 from tfnode.evaluate import EvalConfig
+
+from tests.test_registry import tiny_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ["--attack_option=pgd.num_steps=2", "--attack_option=di2_fgsm.num_steps=2",
          "--attack_option=apgd_ce.num_steps=2", "--attack_option=boundary.max_queries=30",
          "--attack_option=square.max_queries=20", "--num_examples=12", "--batch_size=6"]
-# The audit's own attacks, cut to a step or a few queries each.
-TINY_AUDIT = {"pgd": {"num_steps": 1}, "pgd_strong": {"num_steps": 2, "restarts": 1},
-              "pgd_unbounded": {"num_steps": 1}, "apgd_ce": {"num_steps": 2},
-              "apgd_dlr": {"num_steps": 2}, "square": {"max_queries": 5},
-              "boundary": {"max_queries": 12}}
+# Every registered attack and audit variant, cut to a few steps or queries each.
+TINY_AUDIT = {**{name: tiny_options(attacks.get(name)) for name in attacks.available()},
+              **{v.name: {"num_steps": 2, "restarts": 1} for v in audit.VARIANTS}}
 
 
 def run_app(argv):
@@ -123,6 +123,8 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     (["--attack_option=cw.steps=3"], "attack options for unknown attack 'cw'"),
     (["--attack_option=pgd_strong.restarts=0", "--audit"],
      "attack option pgd_strong.restarts must be"),
+    (["--attack_option=pgd_strong.restarts=0"], "attack option pgd_strong.restarts must be"),
+    (["--seed=-1"], "seed must be an integer >= 0"),
     (["--attack_option=transfer.attack=boundary"], "transfer.attack must be one of"),
     (["--attack_option=pgd.restarts=2", "--attack_option=pgd.rand_init=false"],
      "restarts > 1 needs rand_init"),
@@ -174,7 +176,7 @@ def test_audit_runs_on_every_kind_of_ode_model(mnist_dir, saved, pair):
     second = tiny_node(saved["tmp"] / "b.keras", **pair[1])
     report = evaluate.evaluate(EvalConfig(
         model_path=first, compare_model_path=second, source_model_path=saved["cnn"],
-        data_dir=mnist_dir, attacks=("fgsm", "pgd"), eps=(0.1,), num_examples=6,
+        data_dir=mnist_dir, attacks=("fgsm",), eps=(0.1,), num_examples=6,
         batch_size=6, attack_options=TINY_AUDIT, audit=True,
         output_dir=str(saved["tmp"] / "audit")), log=lambda *_: None, verbose=0)
     expected = {  # model options -> the solver surrogates it gets
@@ -190,6 +192,13 @@ def test_audit_runs_on_every_kind_of_ode_model(mnist_dir, saved, pair):
         assert set(res["audit_skipped"]) == {"pgd_adjoint", "pgd_tight", "pgd_rk4"} - surrogates
         for name in ("pgd_strong", "apgd_ce", "apgd_dlr", "square", "boundary", "transfer"):
             assert "0.1" in res["attacks"][name]["cells"], name
+        # PGD was not asked for, yet runs: the stronger PGD and the surrogates are checked
+        # against it.
+        assert "pgd" in res["attacks"]
+        assert any(f["check"] == "more steps/restarts do not help the defense"
+                   for f in res["checks"])
+        assert sum(f["check"].startswith("the model's own gradient")
+                   for f in res["checks"]) == len(surrogates)
         assert res["attacks"]["pgd_unbounded"]["meta"]["role"] == "sanity"
         # The verdict's robust accuracy is the per-example worst case of the cells.
         wc = res["verdict"]["worst_case"]["0.1"]

@@ -14,20 +14,25 @@ from tfnode.errors import TfnodeError
 from tests.test_attacks import images, mlp_model, own_labels
 
 NAMES = attacks.available()
-# Small budgets for any attack: whatever counts steps or queries is cut.
-FAST = {"num_steps": 3, "max_queries": 30, "restarts": 2}
 # A value each rule rejects.
 BAD = {registry.COUNT: 0, registry.UNIT: 0.0, registry.FRACTION: 1.0,
        registry.PROBABILITY: 1.5, registry.NONNEGATIVE: -1.0, registry.ABOVE_ONE: 1.0,
        registry.BOOL: "yes"}
 
 
-def fast_options(spec, **extra):
-    opts = spec.options(dataset="mnist")
-    overrides = {k: v for k, v in FAST.items() if k in opts}
-    if spec.needs_source:  # transfer: the inner attack's options
-        overrides = {"attack": "pgd", "num_steps": 3}
-    return spec.options({**overrides, **extra}, dataset="mnist")
+def tiny_options(spec, cap=3, dataset="mnist"):
+    """The attack's options with every count (steps, queries, restarts: any option whose
+    rule is COUNT) cut to ``cap``: a smoke-sized run of any registered attack."""
+    if spec.needs_source:  # transfer: a transferable attack and its options
+        inner = attacks.get("pgd")
+        return {"attack": "pgd", **tiny_options(inner, cap, dataset)}
+    opts = spec.options(dataset=dataset)
+    return spec.options({k: min(v, cap) for k, v in opts.items()
+                         if spec.rules.get(k) is registry.COUNT}, dataset=dataset)
+
+
+def fast_options(spec):
+    return tiny_options(spec, cap=30)
 
 
 def run(name, model, x, y, *, eps=0.1, seed=0):

@@ -19,6 +19,8 @@ from tfnode.errors import TfnodeError
 from tfnode.layers import solvers
 
 UNBOUNDED_EPS = 1.0
+# The tolerance of the tight surrogate (100x the default 1e-3).
+TIGHT = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +64,12 @@ def _adjoint_applies(blocks):
 
 
 def _tight_applies(blocks):
-    return None if any(_adaptive(b) for b in blocks) else (
-        "fixed-step blocks have no tolerance to tighten")
+    adaptive = [b for b in blocks if _adaptive(b)]
+    if not adaptive:
+        return "fixed-step blocks have no tolerance to tighten"
+    if all(max(b["rtol"], b["atol"]) <= TIGHT for b in adaptive):
+        return f"the model is solved at rtol, atol <= {TIGHT:g} already"
+    return None
 
 
 def _rk4_applies(blocks):
@@ -78,8 +84,8 @@ VARIANTS = (
             solver_options={"gradient": "adjoint", "per_sample_steps": False},
             applies=_adjoint_applies),
     # The same dynamics solved much more accurately.
-    Variant("pgd_tight", "pgd", "surrogate", "PGD through rtol = atol = 1e-5",
-            solver_options={"rtol": 1e-5, "atol": 1e-5}, applies=_tight_applies),
+    Variant("pgd_tight", "pgd", "surrogate", f"PGD through rtol = atol = {TIGHT:g}",
+            solver_options={"rtol": TIGHT, "atol": TIGHT}, applies=_tight_applies),
     # A fixed-step solver: no step-size control at all in the gradient path.
     Variant("pgd_rk4", "pgd", "surrogate", "PGD through rk4 with step 0.1",
             solver_options={"solver": "rk4", "step_size": 0.1, "gradient": None,
@@ -131,11 +137,13 @@ def plan(info, *, has_source):
 
     Returns:
       ``(variants, registered, skipped)``: the applicable `Variant` s, the names of the
-      registered ``in_audit`` attacks, and ``{name: why it does not apply}``.
+      registered attacks to run (those the variants are compared with, and the
+      ``in_audit`` ones), and ``{name: why it does not apply}``.
     """
     skipped = {v.name: _why_not(v, info) for v in VARIANTS}
     chosen = [v for v in VARIANTS if skipped[v.name] is None]
-    registered = []
+    # The attacks the variants are compared with run too, or their checks could not.
+    registered = list(dict.fromkeys(v.compares_with for v in chosen))
     for name in attacks.available(in_audit=True):
         if attacks.get(name).needs_source and not has_source:
             skipped[name] = "needs --source_model_path"

@@ -154,8 +154,8 @@ def white_box_beats_black_box(result, *, eps_keys, **_):
     out = []
     for k in eps_keys:
         white = _own_white_box(result, k)
-        black = {n: a for kind in ("score-based", "decision-based", "transfer")
-                 for n, a in _cells(result, k, kind=kind).items()}
+        black = {n: a for n, a in _cells(result, k).items()
+                 if result["attacks"][n]["meta"]["kind"] != "white-box"}
         if not white or not black:
             continue
         w, b = min(white, key=white.get), min(black, key=black.get)

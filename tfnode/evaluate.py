@@ -91,8 +91,11 @@ def resolve_options(config):
     if any(not t > 0 for t in config.tolerance_grid):
         raise TfnodeError(f"tolerance_grid takes tolerances > 0, got "
                           f"{list(config.tolerance_grid)}")
+    if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
+        raise TfnodeError(f"seed must be an integer >= 0, got {config.seed!r}")
     names = list(config.attacks)
     if config.audit:
+        names += [v.compares_with for v in audit_lib.VARIANTS]
         names += attacks.available(in_audit=True)
     given = dict(config.attack_options)
     for name in given:
@@ -108,8 +111,8 @@ def resolve_options(config):
             config.source_model_path):
         raise TfnodeError("transfer needs a source model (--source_model_path: the model "
                           "the adversarials are crafted on)")
-    if config.audit:
-        for v in audit_lib.VARIANTS:
+    for v in audit_lib.VARIANTS:
+        if config.audit or v.name in given:
             resolved[v.name] = attacks.get(v.attack).options(
                 {**given.get(v.attack, {}), **v.overrides, **given.get(v.name, {})},
                 dataset=config.dataset, label=v.name)
@@ -148,6 +151,19 @@ class _Sweep:
         return attacks.predict(model, x_adv, batch_size=self.batch_size, xla=xla)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What every model of one evaluation shares."""
+    config: EvalConfig
+    options: dict
+    x: np.ndarray
+    y: np.ndarray
+    eps: list
+    source: object
+    log: object
+    verbose: int
+
+
 def evaluate(config, *, record=None, log=print, verbose=1):
     """Runs the attack sweep of ``config`` and writes the report; returns the report dict.
 
@@ -173,7 +189,8 @@ def evaluate(config, *, record=None, log=print, verbose=1):
                 model, info = loading.with_per_sample_steps(model, info)
             loaded.append((model, info))
     source = source_info = None
-    if config.source_model_path and (config.audit or "transfer" in config.attacks):
+    if config.source_model_path and (config.audit or any(
+            attacks.get(n).needs_source for n in config.attacks)):
         source, source_info = loading.load_model(config.source_model_path,
                                                  flag="--source_model_path")
         loading.check_input_shape(source_info, ds_info.shape, ds_info.name,
@@ -184,14 +201,15 @@ def evaluate(config, *, record=None, log=print, verbose=1):
 
     images, labels = data.load_arrays(config.dataset, config.split, data_dir=config.data_dir)
     n = min(config.num_examples, len(labels))
-    x, y = images[:n].astype(np.float32) / 255.0, labels[:n].astype(np.int64)
-    eps = [float(e) for e in config.eps]
+    run = _Run(config, options, images[:n].astype(np.float32) / 255.0,
+               labels[:n].astype(np.int64), [float(e) for e in config.eps], source, log,
+               verbose)
     log(f"tfnode: evaluating {len(loaded)} model(s) on the first {n} {config.dataset} "
         f"{config.split} images, batch {config.batch_size}, attacks "
-        f"{', '.join(config.attacks)}, eps {', '.join(f'{e:g}' for e in eps)}")
+        f"{', '.join(config.attacks)}, eps {', '.join(f'{e:g}' for e in run.eps)}")
     report = {"config": dataclasses.asdict(config), "dataset": config.dataset,
               "split": config.split, "num_examples": n, "batch_size": config.batch_size,
-              "eps": eps, "eps_scale": config.eps_scale, "seed": config.seed,
+              "eps": run.eps, "eps_scale": config.eps_scale, "seed": config.seed,
               "attack_options": options, "audit": config.audit, "models": {},
               "source_model": source_info, "record": record or {},
               "versions": files.versions()}
@@ -199,8 +217,7 @@ def evaluate(config, *, record=None, log=print, verbose=1):
         label = loading.model_label(info)
         while label in report["models"]:
             label += "'"
-        report["models"][label] = _evaluate_model(
-            config, options, model, info, x, y, eps, source, label, log, verbose)
+        report["models"][label] = _evaluate_model(run, model, info, label)
     report["warnings"] = [w for label, res in report["models"].items()
                           for w in checks.warnings(label, res["checks"])]
     report["wall_seconds"] = time.time() - start
@@ -211,55 +228,66 @@ def evaluate(config, *, record=None, log=print, verbose=1):
     return report
 
 
-def _evaluate_model(config, options, model, info, x, y, eps, source, label, log, verbose):
+def _evaluate_model(run, model, info, label):
     """One model's result: clean accuracy, probes, every job's cells, checks, verdict."""
+    config, x, y = run.config, run.x, run.y
     t0 = time.time()
     correct = attacks.predict(model, x, batch_size=config.batch_size) == y
-    sweep = _Sweep(model, x, y, correct, config.batch_size, config.seed, log, verbose, label)
+    sweep = _Sweep(model, x, y, correct, config.batch_size, config.seed, run.log, run.verbose,
+                   label)
     out = {"info": info, "clean_accuracy": float(correct.mean()),
            "clean_correct": outcomes.encode(correct), "clean_seconds": time.time() - t0,
-           "probes": _probes(model, x, y, config.batch_size), "attacks": {}}
-    log(f"tfnode: {label}: clean accuracy {out['clean_accuracy']:.4f} ({len(y)} images)")
-    jobs, skipped = _jobs(config, options, model, info, source, eps)
+           "probes": loading.probe(model, x, y, config.batch_size), "attacks": {}}
+    run.log(f"tfnode: {label}: clean accuracy {out['clean_accuracy']:.4f} ({len(y)} images)")
+    jobs, skipped = _jobs(run, model, info)
     if config.audit:
         out["audit_skipped"] = skipped
     for job in jobs:
         out["attacks"][job.name] = _run_job(sweep, job)
-    eps_keys = [outcomes.eps_key(e) for e in eps]
+    eps_keys = [outcomes.eps_key(e) for e in run.eps]
     out["worst_case"] = outcomes.worst_case(out, eps_keys)
     out["checks"] = checks.run_all(out, eps_keys=eps_keys, batch_size=config.batch_size)
     if config.audit:
         out["verdict"] = audit_lib.verdict(out, out["checks"], eps_keys)
-    # The grid and the trajectories use the run's PGD settings.
-    pgd_options = options.get("pgd") or attacks.get("pgd").options(dataset=config.dataset)
+    out.update(_measurements(run, sweep, info))
+    return out
+
+
+def _measurements(run, sweep, info):
+    """The tolerance grid and the trajectories, where asked for; both are defined with
+    PGD (Carrara et al. 2019; the paper's bound), at the run's PGD settings."""
+    config, out = run.config, {}
+    pgd_options = run.options.get("pgd") or attacks.get("pgd").options(dataset=config.dataset)
+
     def craft(on, e, title):
-        spec = attacks.get("pgd")
-        return _craft(sweep, _Job(title, spec, pgd_options, on, {}, [e]), e)[0]
+        return _craft(sweep, _Job(title, attacks.get("pgd"), pgd_options, on, {}, [e]), e)[0]
 
     if config.tolerance_grid:
         out["tolerance_grid"] = audit_lib.tolerance_grid(
-            model, info, x, y, eps, config.tolerance_grid, craft=craft,
+            sweep.model, info, run.x, run.y, run.eps, config.tolerance_grid, craft=craft,
             predict=sweep.predict, pgd_options=pgd_options)
     if config.trajectories:
         from tfnode import trajectories
 
         out["trajectories"] = trajectories.report_entry(
-            model, info, x, eps, craft=craft, batch_size=config.batch_size, seed=config.seed)
+            sweep.model, info, run.x, run.eps, craft=craft, batch_size=config.batch_size,
+            seed=config.seed)
     return out
 
 
-def _jobs(config, options, model, info, source, eps):
+def _jobs(run, model, info):
     """The jobs of one model, and ``{audit attack: why it was skipped}``."""
-    names, variants, skipped = list(config.attacks), [], {}
-    if config.audit:
-        variants, registered, skipped = audit_lib.plan(info, has_source=source is not None)
+    names, variants, skipped = list(run.config.attacks), [], {}
+    if run.config.audit:
+        variants, registered, skipped = audit_lib.plan(info, has_source=run.source is not None)
         names += [n for n in registered if n not in names]
     jobs = []
     for name in names:
         spec = attacks.get(name)
         role = "source" if spec.needs_source else "model"
-        jobs.append(_Job(name, spec, options[name], source if spec.needs_source else model,
-                         _meta(name, spec, options[name], crafted_on=role), eps))
+        jobs.append(_Job(name, spec, run.options[name],
+                         run.source if spec.needs_source else model,
+                         _meta(name, spec, run.options[name], crafted_on=role), run.eps))
     for v in variants:
         spec = attacks.get(v.attack)
         crafted_on = model
@@ -267,26 +295,20 @@ def _jobs(config, options, model, info, source, eps):
             from tfnode import models
 
             crafted_on = models.with_solver_options(model, **v.solver_options)
-        meta = _meta(v.attack, spec, options[v.name],
+        meta = _meta(v.attack, spec, run.options[v.name],
                      crafted_on="surrogate" if v.solver_options is not None else "model",
                      role=v.role, compares_with=v.compares_with, why=v.why,
                      surrogate_solver_options=v.solver_options)
-        jobs.append(_Job(v.name, spec, options[v.name], crafted_on, meta,
-                         [audit_lib.UNBOUNDED_EPS] if v.role == "sanity" else eps))
+        jobs.append(_Job(v.name, spec, run.options[v.name], crafted_on, meta,
+                         [audit_lib.UNBOUNDED_EPS] if v.role == "sanity" else run.eps))
     return jobs, skipped
 
 
 def _meta(attack, spec, options, *, crafted_on, **extra):
-    kind = spec.kind
-    iterations = spec.iterations(options) if spec.iterations else None
-    return {"attack": attack, "kind": kind, "crafted_on": crafted_on, "options": options,
-            "iterations": iterations, **{k: v for k, v in extra.items() if v is not None}}
-
-
-def _progress(sweep, title):
-    sweep.log(f"tfnode: {sweep.label}: {title}")
-    return keras.utils.Progbar(len(sweep.batches()), verbose=1 if sweep.verbose else 0,
-                               unit_name="batch")
+    """An attack's ``meta`` in the report: what the checks read (`tfnode.checks`)."""
+    return {"attack": attack, "kind": spec.kind, "crafted_on": crafted_on, "options": options,
+            "iterations": spec.iterations(options) if spec.iterations else None,
+            **{k: v for k, v in extra.items() if v is not None}}
 
 
 def _craft(sweep, job, eps):
@@ -295,7 +317,9 @@ def _craft(sweep, job, eps):
     Returns:
       ``(x_adv, queries or None, is_adv or None)`` over all examples.
     """
-    bar = _progress(sweep, f"{job.name}" + ("" if eps is None else f" eps {eps:g}"))
+    sweep.log(f"tfnode: {sweep.label}: {job.name}" + ("" if eps is None else f" eps {eps:g}"))
+    bar = keras.utils.Progbar(len(sweep.batches()), verbose=1 if sweep.verbose else 0,
+                              unit_name="batch")
     parts = []
     for k, (i, j) in enumerate(sweep.batches()):
         parts.append(job.spec.run(job.crafted_on, sweep.x[i:j], sweep.y[i:j], eps=eps,
@@ -336,18 +360,11 @@ def _cell(sweep, robust, x_adv, *, eps, queries=None):
             "robust_accuracy": float(robust.mean()),
             "attack_success_rate": float(fooled.sum() / num_correct) if num_correct else None,
             "num_clean_correct": num_correct, "num_fooled": int(fooled.sum()),
-            "max_linf_all": float(linf.max(initial=0.0)), **_norm_stats(l2[fooled],
-                                                                       linf[fooled])}
+            "max_linf_all": float(linf.max(initial=0.0)),
+            **outcomes.norm_stats(l2[fooled], linf[fooled])}
     if queries is not None:
         cell.update(queries_mean=float(queries.mean()), queries_max=int(queries.max()))
     return cell
-
-
-def _norm_stats(l2, linf):
-    if len(l2) == 0:
-        return {"l2_mean": None, "l2_median": None, "linf_mean": None, "linf_median": None}
-    return {"l2_mean": float(np.mean(l2)), "l2_median": float(np.median(l2)),
-            "linf_mean": float(np.mean(linf)), "linf_median": float(np.median(linf))}
 
 
 def _distance_job(sweep, job):
@@ -376,24 +393,5 @@ def _distance_job(sweep, job):
                "num_found_not_confirmed_in_evaluation_batches": int(np.sum(
                    sweep.correct & is_adv & ~confirmed)),
                "queries_mean": float(queries.mean()), "queries_max": int(queries.max()),
-               **_norm_stats(l2[found], linf[found]), "seconds": seconds}
+               **outcomes.norm_stats(l2[found], linf[found]), "seconds": seconds}
     return {"meta": job.meta, "cells": cells, "summary": summary}
-
-
-def _probes(model, x, y, batch_size):
-    """Cheap measurements of the model itself: determinism, batch dependence, gradients."""
-    fn = attacks.logits_fn(model)
-    xb, yb = tf.constant(x[:batch_size]), y[:batch_size]
-    a, b = fn(xb).numpy(), fn(xb).numpy()
-    out = {"logits_max_diff_repeat": float(np.max(np.abs(a - b)))}
-    if len(yb) > 1:
-        alone = fn(xb[:1]).numpy()
-        out["logits_max_diff_alone_vs_batch"] = float(np.max(np.abs(alone[0] - a[0])))
-    with tf.GradientTape() as tape:
-        tape.watch(xb)
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=fn(xb))
-    grad = tape.gradient(loss, xb)
-    g = (np.zeros((len(yb), 1)) if grad is None else grad.numpy().reshape(len(yb), -1))
-    out["zero_gradient_fraction"] = float(np.mean(np.all(g == 0, axis=1)))
-    out["nonfinite_gradient_fraction"] = float(np.mean(~np.all(np.isfinite(g), axis=1)))
-    return out

@@ -4,8 +4,10 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from tfnode import attacks
 from tfnode.errors import TfnodeError
 from tfnode.layers import ODEBlock, solvers
 
@@ -145,3 +147,24 @@ def check_input_shape(info, shape, dataset, path):
     if tuple(info["input_shape"]) != tuple(shape):
         raise TfnodeError(f"model {path!r} takes inputs of shape {tuple(info['input_shape'])}, "
                           f"but {dataset} images are {tuple(shape)}")
+
+
+def probe(model, x, y, batch_size):
+    """Cheap measurements of a model on the first batch: whether two identical calls give
+    the same logits, whether a sample's logits change alone vs in the batch, and the
+    fraction of zero or non-finite input gradients (`tfnode.checks` judges them)."""
+    fn = attacks.logits_fn(model)
+    xb, yb = tf.constant(x[:batch_size]), y[:batch_size]
+    a, b = fn(xb).numpy(), fn(xb).numpy()
+    out = {"logits_max_diff_repeat": float(np.max(np.abs(a - b)))}
+    if len(yb) > 1:
+        alone = fn(xb[:1]).numpy()
+        out["logits_max_diff_alone_vs_batch"] = float(np.max(np.abs(alone[0] - a[0])))
+    with tf.GradientTape() as tape:
+        tape.watch(xb)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=fn(xb))
+    grad = tape.gradient(loss, xb)
+    g = (np.zeros((len(yb), 1)) if grad is None else grad.numpy().reshape(len(yb), -1))
+    out["zero_gradient_fraction"] = float(np.mean(np.all(g == 0, axis=1)))
+    out["nonfinite_gradient_fraction"] = float(np.mean(~np.all(np.isfinite(g), axis=1)))
+    return out

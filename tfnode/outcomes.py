@@ -75,3 +75,11 @@ def worst_case(result, eps_keys):
                   "strongest_single": {"attack": strongest,
                                        "robust_accuracy": float(robust[strongest].mean())}}
     return out
+
+
+def norm_stats(l2, linf):
+    """Mean and median L2 and Linf distances (None where there are none)."""
+    if len(l2) == 0:
+        return {"l2_mean": None, "l2_median": None, "linf_mean": None, "linf_median": None}
+    return {"l2_mean": float(np.mean(l2)), "l2_median": float(np.median(l2)),
+            "linf_mean": float(np.mean(linf)), "linf_median": float(np.median(linf))}

@@ -22,6 +22,12 @@ def _headers(report):
     return [f"{e:g}" if scale == 1 else f"{e * scale:g}/{scale:g}" for e in report["eps"]]
 
 
+def _eps_label(report, key):
+    """An eps key as the user gave it (``8/255`` with ``--eps_scale=255``)."""
+    labels = dict(zip((outcomes.eps_key(e) for e in report["eps"]), _headers(report)))
+    return labels.get(key, key)
+
+
 def markdown(report):
     """``report.md``: per model the worst case and verdict, then robust accuracy (%) per
     attack and eps, warnings, the Boundary Attack's distances, settings and versions."""
@@ -45,7 +51,7 @@ def markdown(report):
             for k in keys) + " |")
     lines.append("")
     for label, res in report["models"].items():
-        lines += _verdict_markdown(label, res, keys)
+        lines += _verdict_markdown(report, label, res, keys)
     if report["warnings"]:
         lines += ["**Warnings**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     lines += ["| model | attack | kind | clean | " + " | ".join(f"eps {h}" for h in head)
@@ -68,17 +74,21 @@ def markdown(report):
     return "\n".join(lines)
 
 
-def _verdict_markdown(label, res, keys):
+def _verdict_markdown(report, label, res, keys):
     v = res.get("verdict")
     if not v:
         return []
+
+    def eps(key):
+        return _eps_label(report, key)
+
     lines = [f"## Verdict: {label}", ""]
     for k in keys:
         wc = v["worst_case"].get(k)
         if wc:
             best = wc["strongest_single"]
             decisive = ", ".join(f"{n} {c}" for n, c in wc["decisive"].items() if c)
-            lines.append(f"- eps {k}: worst case **{_pct(wc['robust_accuracy'])}%** "
+            lines.append(f"- eps {eps(k)}: worst case **{_pct(wc['robust_accuracy'])}%** "
                          f"({wc['num_robust']}/{wc['num_examples']}) over "
                          f"{len(wc['attacks'])} attacks; strongest single attack "
                          f"{best['attack']} {_pct(best['robust_accuracy'])}%"
@@ -86,12 +96,13 @@ def _verdict_markdown(label, res, keys):
     lines += ["", "**Gradient masking suspected**: a masking check failed."
               if v["masking_suspected"] else "No check flags gradient masking."]
     if v["not_converged"]:
-        lines.append(f"**Standard attack not converged** at eps {', '.join(v['not_converged'])}"
+        lines.append("**Standard attack not converged** at eps "
+                     f"{', '.join(eps(k) for k in v['not_converged'])}"
                      ": a stronger run of it found many more adversarials, so its own "
                      "numbers overstate robustness.")
     lines.append("")
     lines += [f"- {'PASS' if f['passed'] else 'FAIL'}: {f['check']}"
-              + (f" (eps {f['eps']})" if f["eps"] else "") + f": {f['detail']}"
+              + (f" (eps {eps(f['eps'])})" if f["eps"] else "") + f": {f['detail']}"
               for f in res["checks"]]
     lines += [f"- not run: {name}: {why}" for name, why in res.get("audit_skipped", {}).items()]
     return lines + [""]

@@ -4,10 +4,6 @@ import contextlib
 import os
 import sys
 
-# TensorFlow's C++ INFO/WARNING lines after start-up (CPU feature notes) stay off the
-# user's terminal; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 @contextlib.contextmanager
 def _native_stderr_silenced():
@@ -41,6 +37,10 @@ def run_main(fn):
     from absl import flags, logging
 
     verbose = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    if not verbose:
+        # TensorFlow's C++ INFO/WARNING lines after start-up (CPU feature notes) stay off
+        # the user's terminal; errors still show.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with contextlib.nullcontext() if verbose else _native_stderr_silenced():
         import tensorflow as tf
 

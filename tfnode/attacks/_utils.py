@@ -93,12 +93,15 @@ def logits_fn(model, *, per_shape=False):
 
     Args:
       model: a Keras model or any logits callable.
-      per_shape: trace once per input shape instead of relaxing to an unknown batch
-        size after the second shape. For gradient attacks, which see one or two batch
-        shapes: an ODE-Net's XLA-compiled dopri5 steps ran slower in a graph traced for
-        an unknown batch size (measured: benchmarks/README.md). Attacks that query
-        shrinking subsets (Square, Boundary) keep the default, or they would trace at
-        almost every query.
+      per_shape: trace once per input shape. For gradient attacks, which see one or two
+        batch shapes: an ODE-Net's XLA-compiled dopri5 steps ran slower in a graph
+        traced for an unknown batch size (measured: benchmarks/README.md). The default,
+        for attacks that query shrinking subsets (Square, Boundary) and for confirming
+        their decisions: a Keras model is traced ONCE, for an unknown batch size, so
+        that every query and its confirmation run the same graph (one traced for a
+        known size would compile an ODE block's steps, and an adaptive solver turns
+        that rounding into other steps at the decision boundary); any other callable
+        is relaxed to an unknown batch size after its second shape.
 
     Returns:
       A ``tf.function`` (or ``model`` itself if it already is one).
@@ -112,7 +115,12 @@ def logits_fn(model, *, per_shape=False):
         pass
     if hasattr(model, "compute_output_spec"):  # a Keras layer or model
         ref = weakref.ref(model)  # the cache must not keep the model alive
-        fn = tf.function(lambda x: ref()(x, training=False), reduce_retracing=not per_shape)
+        signature = None
+        if not per_shape and getattr(model, "inputs", None):
+            shape = (None,) + tuple(model.inputs[0].shape[1:])
+            signature = [tf.TensorSpec(shape, tf.float32)]
+        fn = tf.function(lambda x: ref()(x, training=False), input_signature=signature,
+                         reduce_retracing=not per_shape)
     else:
         fn = tf.function(model, reduce_retracing=not per_shape)
     try:

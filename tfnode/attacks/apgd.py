@@ -110,7 +110,9 @@ def apgd_start(x, *, eps, seed, clip_min=0.0, clip_max=1.0):
     Returns:
       The start (float32 tensor of ``x``'s shape), within ``eps`` and the clip range.
     """
-    seed = tf.constant([int(seed), 0], tf.int64) if np.ndim(seed) == 0 else seed
+    # Stream 1 of the seed: not the uniform draw of `random_start` (stream 0), so that
+    # APGD and PGD in one evaluation start from unrelated points.
+    seed = tf.constant([int(seed), 1], tf.int64) if np.ndim(seed) == 0 else seed
     x = tf.convert_to_tensor(x, tf.float32)
     t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
     axes = list(range(1, len(x.shape)))

@@ -101,6 +101,9 @@ class AttackSpec:
         unknown = set(self.rules) - set(self.defaults)
         if unknown:
             raise ValueError(f"attack {self.name!r}: rules for unknown options {unknown}")
+        if (self.kind == "white-box" or self.transferable) and self.iterations is None:
+            # The checks compare iterative with single-step attacks by this count.
+            raise ValueError(f"attack {self.name!r}: a white-box attack needs iterations")
         # Frozen views: a caller cannot change the registered defaults by accident.
         object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
 
