@@ -164,7 +164,8 @@ def verdict(result, findings, eps_keys):
       ``{"worst_case", "masking_suspected", "not_converged", "tolerance"}``: the
       per-example worst case per eps (`tfnode.outcomes.worst_case`), whether a check
       that flags masking failed, and the eps keys at which a standard attack had not
-      converged (a stronger variant of it found many more adversarials).
+      converged (a stronger variant of it found more adversarials than the tolerance
+      allows).
     """
     return {"worst_case": outcomes.worst_case(result, eps_keys),
             "masking_suspected": any(not f["passed"] and f["flag"] == "masking"

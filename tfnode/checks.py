@@ -144,8 +144,9 @@ def stronger_attack_converged(result, *, eps_keys, **_):
                             _at_most(strong, weak), detail, "masking",
                             "a larger search found fewer adversarials", eps=k))
         out.append(_finding(f"standard attack converged ({base})", _at_most(weak, strong),
-                            detail, "not_converged", f"{name} finds many more adversarials: "
-                            f"{base} had not converged and its numbers overstate robustness",
+                            detail, "not_converged", f"{name} finds more adversarials (beyond the "
+                            f"{TOLERANCE:.0%} tolerance): {base} had not converged and its "
+                            "numbers overstate robustness",
                             eps=k))
     return out
 

@@ -98,8 +98,8 @@ def _verdict_markdown(report, label, res, keys):
     if v["not_converged"]:
         lines.append("**Standard attack not converged** at eps "
                      f"{', '.join(eps(k) for k in v['not_converged'])}"
-                     ": a stronger run of it found many more adversarials, so its own "
-                     "numbers overstate robustness.")
+                     ": a stronger run of it found more adversarials than the checks' "
+                     "tolerance allows, so its own numbers overstate robustness.")
     lines.append("")
     lines += [f"- {'PASS' if f['passed'] else 'FAIL'}: {f['check']}"
               + (f" (eps {eps(f['eps'])})" if f["eps"] else "") + f": {f['detail']}"
