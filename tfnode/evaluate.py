@@ -107,10 +107,10 @@ def resolve_options(config):
     names += [name for name in given if name in attacks.available()]
     resolved = {name: attacks.get(name).options(given.get(name), dataset=config.dataset)
                 for name in dict.fromkeys(names)}
-    if any(attacks.get(n).needs_source for n in config.attacks) and not (
-            config.source_model_path):
-        raise TfnodeError("transfer needs a source model (--source_model_path: the model "
-                          "the adversarials are crafted on)")
+    for name in config.attacks:
+        if attacks.get(name).needs_source and not config.source_model_path:
+            raise TfnodeError(f"{name} needs a source model (--source_model_path: the model "
+                              "the adversarials are crafted on)")
     for v in audit_lib.VARIANTS:
         if config.audit or v.name in given:
             resolved[v.name] = attacks.get(v.attack).options(
