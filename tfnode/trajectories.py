@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnode import outcomes
 from tfnode.layers import ODEBlock, ResidualBlock, solvers
 from tfnode.layers.odefunc import xla_enabled
 
@@ -179,6 +180,7 @@ def report_entry(model, info, x, eps, *, craft, batch_size, seed):
     for e in eps:
         random_x = np.clip(x + e * rng.choice([-1.0, 1.0], size=x.shape), 0, 1).astype(x.dtype)
         adv_x = craft(model, e, "trajectories, pgd")
-        out[f"{float(e):g}"] = {kind: summarize(measure(model, x, pert, batch_size=batch_size))
-                                for kind, pert in (("random", random_x), ("pgd", adv_x))}
+        out[outcomes.eps_key(e)] = {
+            kind: summarize(measure(model, x, pert, batch_size=batch_size))
+            for kind, pert in (("random", random_x), ("pgd", adv_x))}
     return out
