@@ -52,13 +52,13 @@ class Variant:
 
 
 def _adaptive(block):
-    return block["solver"] in solvers.ADAPTIVE
+    return solvers.adaptive(block["solver"])
 
 
 def _adjoint_applies(blocks):
-    if not all(_adaptive(b) for b in blocks):
-        return "needs adaptive blocks only (TFP's adjoint solves dopri5)"
-    if all(b["gradient"] == "adjoint" for b in blocks):
+    if not all(b["solver"] in solvers.ADJOINT_SOLVERS for b in blocks):
+        return f"needs {' or '.join(solvers.ADJOINT_SOLVERS)} blocks only (TFP's adjoint)"
+    if all(solvers.uses_tfp(b["solver"], b["gradient"]) for b in blocks):
         return "the model is differentiated by the adjoint already"
     return None
 
@@ -80,7 +80,8 @@ def _rk4_applies(blocks):
 
 VARIANTS = (
     # What a torchdiffeq/TFP user attacks through: the adjoint gradient.
-    Variant("pgd_adjoint", "pgd", "surrogate", "PGD through TFP's adjoint gradient",
+    Variant("pgd_adjoint", "pgd", "surrogate", "PGD through TFP's DormandPrince and its adjoint gradient "
+            "(TFP's error control: the forward solve changes too)",
             solver_options={"gradient": "adjoint", "per_sample_steps": False},
             applies=_adjoint_applies),
     # The same dynamics solved much more accurately.

@@ -121,9 +121,9 @@ def with_per_sample_steps(model, info):
                   "folder with its model.keras")
     elif not blocks:
         reason = "not applicable: no ODE blocks"
-    elif not any(b["solver"] in solvers.ADAPTIVE for b in blocks):
+    elif not any(solvers.adaptive(b["solver"]) for b in blocks):
         reason = "not applicable: fixed-step ODE blocks (no step-size control to share)"
-    elif any(b["solver"] in solvers.ADAPTIVE and b["gradient"] != "backprop" for b in blocks):
+    elif any(solvers.uses_tfp(b["solver"], b["gradient"]) for b in blocks):
         reason = ("not applied: TFP's DormandPrince (gradient='adjoint') has one step size "
                   "per batch")
     else:

@@ -97,7 +97,7 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
     pre = keras.Model(model.inputs, block.input)
     func = block.odefunc
     times = np.linspace(0.0, block.t1, num_times)
-    if block.solver in solvers.FIXED_STEP:
+    if not solvers.adaptive(block.solver):
         # Record on the model's own step grid (whole numbers of its steps per segment):
         # segments of another length would cut its steps, i.e. measure another network.
         h = block.step_size
@@ -109,7 +109,7 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
                 per_sample_steps=block.per_sample_steps, jit_step=xla_enabled())
 
     def segment(t0, t1):
-        # func itself, the same object at every call: its compiled dopri5 step is reused.
+        # func itself, the same object at every call: its compiled solver step is reused.
         return tf.function(lambda y: solvers.solve(func, y, t0=t0, t1=t1, **opts)[0])
 
     def rate(t):

@@ -1,10 +1,10 @@
 """Keras layers: the ODE block, its solvers, and the ODE / residual functions."""
 
-from tfnode.layers.ode_block import NFEMetric, ODEBlock
+from tfnode.layers.ode_block import ODEBlock, SolveMetric
 from tfnode.layers.odefunc import ConcatConv2D, GroupNorm, ODEFunc, group_norm, no_xla
 from tfnode.layers.residual import ResidualBlock, ShortcutA
 from tfnode.layers.solvers import SOLVERS
 
-__all__ = ["ConcatConv2D", "GroupNorm", "NFEMetric", "ODEBlock", "ODEFunc", "ResidualBlock",
-           "SOLVERS", "ShortcutA",
+__all__ = ["ConcatConv2D", "GroupNorm", "ODEBlock", "ODEFunc", "ResidualBlock", "SOLVERS",
+           "ShortcutA", "SolveMetric",
            "group_norm", "no_xla"]

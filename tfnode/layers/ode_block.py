@@ -23,8 +23,10 @@ def build_time_function(fn, input_shape):
 
 
 @keras.saving.register_keras_serializable(package="tfnode")
-class NFEMetric(keras.metrics.Metric):
-    """Mean number of function evaluations per solve, plus the last value seen."""
+class SolveMetric(keras.metrics.Metric):
+    """Mean of one solve statistic (NFE, accepted or rejected steps) per solve, plus the
+    last value seen. A statistic given per sample (per-sample steps) counts as its mean
+    over the batch."""
 
     def __init__(self, name="nfe", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -32,11 +34,11 @@ class NFEMetric(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
         self.last = self.add_variable(shape=(), initializer="zeros", name="last")
 
-    def update_state(self, nfe):
-        nfe = tf.cast(nfe, self.dtype)
-        self.total.assign_add(nfe)
+    def update_state(self, value):
+        value = tf.reduce_mean(tf.cast(value, self.dtype))
+        self.total.assign_add(value)
         self.count.assign_add(1.0)
-        self.last.assign(nfe)
+        self.last.assign(value)
 
     def result(self):
         return tf.math.divide_no_nan(self.total, self.count)
@@ -60,36 +62,41 @@ class ODEBlock(keras.layers.Layer):
     is ``t1 / h`` weight-tied residual updates ``y + h f(t, y)``; a ResNet block is one
     of them with ``h = 1`` (Chu et al. 2020, Sec. 3).
 
-    The mean number of function evaluations (NFE) per call is reported as a Keras metric
-    during ``fit``/``evaluate`` (named ``nfe``, or ``<layer name>_nfe`` for a block not
-    named ``ode_block``); `nfe` gives the last call's value.
+    Each call's solve statistics are Keras metrics during ``fit``/``evaluate``: ``nfe``
+    (function evaluations) and, where tfnode's adaptive loop solves, ``accepted_steps``
+    and ``rejected_steps`` (means per solve; per sample with per-sample steps). A block
+    not named ``ode_block`` prefixes them with its name. `nfe` and `stats` give the last
+    call's values.
 
     Args:
       odefunc: a Keras layer whose ``call(t, y)`` returns ``dy/dt`` with ``y``'s shape.
-      solver: a name in ``tfnode.layers.solvers.SOLVERS``: ``"dopri5"`` (TFP's adaptive
-        Dormand-Prince, adjoint gradient), ``"rk4"`` or ``"euler"`` (fixed step).
+      solver: a name in ``tfnode.layers.solvers.SOLVERS``: adaptive ``"dopri5"``,
+        ``"tsit5"``, ``"bosh3"``, or fixed-step ``"rk4"``, ``"heun"``, ``"midpoint"``,
+        ``"euler"``.
       rtol: relative tolerance of an adaptive solver.
       atol: absolute tolerance of an adaptive solver. TFP's default of 1e-6 costs many
         evaluations for no accuracy the classifier needs; 1e-3 is Chen et al.'s setting.
       t1: integration end time.
       first_step_size: first trial step of an adaptive solver; None (default) picks it
-        with Hairer's rule (2 extra evaluations) instead of TFP's fixed 1e-3.
-      max_num_steps: step budget of an adaptive solver; None is unbounded.
+        with Hairer's rule (1 extra evaluation) instead of TFP's fixed 1e-3.
+      max_num_steps: trial-step budget of an adaptive solver; None is unbounded.
       step_size: step ``h`` of a fixed-step solver.
-      gradient: how dopri5 is differentiated. None or ``"adjoint"``: TFP's DormandPrince
-        with its adjoint method (a backward ODE solve, as exact as the tolerances).
-        ``"backprop"``: tfnode's own dopri5 loop (same method and error control),
-        differentiated through the steps it took: the exact gradient of the computed
-        function, and on CPU the faster one to train with. Each of its steps runs as one
-        XLA-compiled function, forward and backward, when the batch size is known (not
-        inside `tfnode.layers.no_xla`, where it runs on TF's kernels: the same math).
-        Fixed-step solvers always backpropagate.
-      per_sample_steps: with dopri5 and ``gradient="backprop"``: every sample keeps its
-        own time, step size and error norm, so its output does not depend on its
-        batch-mates (TFP's solver, torchdiffeq's and the default share one step size
-        and one RMS error norm over the batch). ``odefunc`` is then called with one time
-        per sample, ``t`` of shape ``[N]``. Costs evaluations: the batch loops until its
-        slowest sample is done.
+      gradient: how an adaptive solver is differentiated. ``"backprop"``: tfnode's own
+        loop, differentiated through the steps it took: the exact gradient of the
+        computed function, and on CPU the faster one to train with. Each of its steps
+        runs as one XLA-compiled function, forward and backward, when the batch size is
+        known (not inside `tfnode.layers.no_xla`, where it runs on TF's kernels: the same
+        math). ``"adjoint"`` (dopri5 only): TFP's DormandPrince with its adjoint method
+        (a backward ODE solve, as exact as the tolerances); its error control is not
+        tfnode's (see `tfnode.layers.solvers.loops`), so it also computes a slightly
+        different forward solution. None: ``"adjoint"`` for dopri5, ``"backprop"`` for
+        the others. Fixed-step solvers always backpropagate.
+      per_sample_steps: with tfnode's adaptive loop: every sample keeps its own time,
+        step size and error norm, so its output does not depend on its batch-mates
+        (TFP's solver, torchdiffeq's and the default share one step size and one RMS
+        error norm over the batch). ``odefunc`` is then called with one time per sample,
+        ``t`` of shape ``[N]``. Costs evaluations: the batch loops until its slowest
+        sample is done.
       **kwargs: standard layer arguments.
     """
 
@@ -115,8 +122,14 @@ class ODEBlock(keras.layers.Layer):
         # is much slower under XLA (issue 4; see benchmarks/README.md), so this layer
         # opts out.
         self.supports_jit = False
-        self.nfe_metric = NFEMetric(
-            name="nfe" if self.name == "ode_block" else f"{self.name}_nfe")
+        prefix = "" if self.name == "ode_block" else f"{self.name}_"
+        self.nfe_metric = SolveMetric(name=f"{prefix}nfe")
+        # Accepted and rejected steps: only tfnode's adaptive loop counts them (a fixed
+        # step solver rejects nothing; TFP does not report them).
+        self.step_metrics = None
+        if solvers.adaptive(solver) and not solvers.uses_tfp(solver, gradient):
+            self.step_metrics = (SolveMetric(name=f"{prefix}accepted_steps"),
+                                 SolveMetric(name=f"{prefix}rejected_steps"))
         # Not a tracked attribute: Keras need not see it (it holds no new weights).
         object.__setattr__(self, "_odefunc_callers", {})
 
@@ -124,7 +137,7 @@ class ODEBlock(keras.layers.Layer):
         build_time_function(self.odefunc, input_shape)
 
     def call(self, inputs, training=None):
-        # The XLA-compiled dopri5 step is traced once per ODE function and shape, then
+        # The XLA-compiled step of an adaptive solver is traced once per ODE function and shape, then
         # reused by every graph that solves with it, so whatever the function reads at
         # trace time must be part of that function's identity: Keras' training mode
         # (which nested layers such as Dropout inherit) gets one caller per value.
@@ -132,19 +145,31 @@ class ODEBlock(keras.layers.Layer):
         fn = self.odefunc
         if jit_step:
             fn = self._odefunc_callers.setdefault(training, _Caller(self.odefunc))
-        y1, nfe = solvers.solve(
+        y1, stats = solvers.solve(
             fn, inputs, solver=self.solver, t1=self.t1, rtol=self.rtol,
             atol=self.atol, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,
             gradient=self.gradient, per_sample_steps=self.per_sample_steps,
             jit_step=jit_step)
-        self.nfe_metric.update_state(nfe)
+        self.nfe_metric.update_state(stats.nfe)
+        if self.step_metrics:
+            self.step_metrics[0].update_state(stats.accepted)
+            self.step_metrics[1].update_state(stats.rejected)
         return y1
 
     @property
     def nfe(self):
         """Function evaluations of the last call (an int)."""
         return int(self.nfe_metric.last.numpy())
+
+    @property
+    def stats(self):
+        """The last call's statistics: ``nfe`` and, where counted, ``accepted_steps`` and
+        ``rejected_steps`` (means over the batch with per-sample steps)."""
+        stats = {"nfe": float(self.nfe_metric.last.numpy())}
+        for metric, key in zip(self.step_metrics or (), ("accepted_steps", "rejected_steps")):
+            stats[key] = float(metric.last.numpy())
+        return stats
 
     def compute_output_shape(self, input_shape):
         return input_shape
