@@ -223,16 +223,16 @@ def _dopri5_tfp(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size, max_num
         first_step_size = initial_step_size(fn, t0, y0, rtol=rtol, atol=atol,
                                             order=tableau.error_order + 1)
         extra_nfe = 2
-    # validate_args=None, not False: with False TFP still builds its argument checks, one
-    # of which evaluates fn at t0 and drops the result (an evaluation its diagnostics do
-    # not count, run whenever fn is eager or stateful); None skips the checks.
     ode = tfp.math.ode.DormandPrince(rtol=rtol, atol=atol, first_step_size=first_step_size,
-                                     max_num_steps=max_num_steps, validate_args=None)
+                                     max_num_steps=max_num_steps)
     results = ode.solve(fn, t0, y0, solution_times=[t1])
-    tfp_nfe = tf.cast(results.diagnostics.num_ode_fn_evaluations, tf.int32)
-    # TFP counts f(t0) and then 6 evaluations a trial step (accepted or rejected).
-    steps = (tfp_nfe - 1) // tableau.evaluations_per_step
-    return results.states[-1], SolveStats(tfp_nfe + extra_nfe, steps, None, None)
+    # TFP's count misses its first evaluation, f(t0): it tests `solver_internal_state is
+    # None` after assigning it (TFP 0.25, dormand_prince.py), so it counts only the six
+    # evaluations of each trial step (accepted or rejected).
+    steps = tf.cast(results.diagnostics.num_ode_fn_evaluations, tf.int32) // (
+        tableau.evaluations_per_step)
+    nfe = 1 + steps * tableau.evaluations_per_step + extra_nfe
+    return results.states[-1], SolveStats(nfe, steps, None, None)
 
 
 def _fixed_step(fn, y0, tableau, *, t0, t1, step_size):
@@ -278,7 +278,9 @@ def _step_factor(ratio, exponent):
     (benchmarks/ode_block.py checks exactly that).
     """
     factor = _SAFETY * tf.math.pow(tf.maximum(ratio, 1e-10), -exponent)
-    return tf.clip_by_value(factor, tf.where(ratio < 1.0, 1.0, _MIN_FACTOR), _MAX_FACTOR)
+    lowest = tf.where(ratio < 1.0, tf.ones_like(ratio), tf.fill(tf.shape(ratio),
+                                                                 tf.cast(_MIN_FACTOR, ratio.dtype)))
+    return tf.clip_by_value(factor, lowest, _MAX_FACTOR)
 
 
 def _rk_step(tableau, fn, t, y, f, h, *, rtol, atol, per_sample):
