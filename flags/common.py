@@ -41,8 +41,8 @@ def define_common_flags():
     flags.DEFINE_integer("seed", 0, "Seed: weight init and data shuffling (train); random "
                          "starts, transforms and proposals (evaluate; batch k uses seed + k).")
     flags.DEFINE_bool("per_sample_steps", None, "ODE models: each sample keeps its own "
-                      "dopri5 step size, so its logits do not depend on its batch (needs "
-                      "--gradient=backprop). Unset: the model's own setting when training; on "
+                      "adaptive step size, so its logits do not depend on its batch (not with "
+                      "--gradient=adjoint). Unset: the model's own setting when training; on "
                       "when evaluating (the report says where it cannot apply).")
 
 
@@ -50,8 +50,9 @@ def define_common_flags():
 def define_model_flags():
     """Flags that build a model (tools.train)."""
     flags.DEFINE_string("model", "node", "Registered model name (tfnode.models.available()).")
-    flags.DEFINE_string("solver", None, "ODE solver of an ODE model: dopri5, rk4, euler "
-                        "(model default: dopri5).")
+    flags.DEFINE_string("solver", None, "ODE solver of an ODE model "
+                        "(tfnode.layers.SOLVERS): adaptive dopri5, tsit5, bosh3; fixed-step "
+                        "rk4, heun, midpoint, euler (model default: dopri5).")
     flags.DEFINE_float("rtol", None, "Relative tolerance of an adaptive solver "
                        "(model default: 1e-3).")
     flags.DEFINE_float("atol", None, "Absolute tolerance of an adaptive solver "
@@ -60,8 +61,9 @@ def define_model_flags():
                        "(model default: automatic, Hairer's rule).")
     flags.DEFINE_float("step_size", None, "Step h of a fixed-step solver, or the residual "
                        "scale h of a ResNet (y + h f(y)).")
-    flags.DEFINE_string("gradient", None, "How an ODE model's dopri5 is differentiated: "
-                        "backprop (tfnode's loop; the node model's default) or adjoint (TFP).")
+    flags.DEFINE_string("gradient", None, "How an ODE model's adaptive solver is "
+                        "differentiated: backprop (tfnode's loop; the node model's default) "
+                        "or adjoint (TFP's DormandPrince; dopri5 only).")
     flags.DEFINE_integer("width", 32, "Channels of the ODE-Net / MNIST ResNet. 32 makes the "
                          "default main job fit 20 minutes on 2 CPU cores; the paper's models "
                          "(Chen et al.'s, flags/mnist_*.cfg) use 64. Ignored by models "

@@ -75,7 +75,13 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     assert node["info"]["per_sample_steps"] == "applied"
     assert node["info"]["ode_blocks"][0]["per_sample_steps"] is True
     assert node["probes"]["logits_max_diff_alone_vs_batch"] < 1e-4
+    stats = node["probes"]["solve_stats"]["ode_block"]  # the first batch's solve
+    per_step = 6  # dopri5; the automatic first step costs 2 evaluations
+    assert stats["nfe"] >= 2 + per_step * max(  # the slowest sample's steps, at least
+        stats["accepted_steps"] + stats["rejected_steps"], 1)
+    assert "- node: ode_block on the first batch: " in (out_dir / "report.md").read_text()
     assert report["models"]["tiny"]["info"]["per_sample_steps"].startswith("not applicable")
+    assert "solve_stats" not in report["models"]["tiny"]["probes"]
     clean = outcomes.decode(node["clean_correct"])
     assert clean.mean() == node["clean_accuracy"]
     for name, entry in node["attacks"].items():

@@ -38,6 +38,10 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     assert f"SavedModel  {version_dir}" in out
     metrics = json.loads((version_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["clean_accuracy"] <= 1.0 and metrics["mean_nfe_test"] >= 8
+    # tfnode's dopri5 loop: NFE = 2 + 6 (accepted + rejected) per solve, so per mean too.
+    steps = metrics["mean_accepted_steps_test"] + metrics["mean_rejected_steps_test"]
+    assert metrics["mean_nfe_test"] == pytest.approx(2 + 6 * steps)
+    assert "accepted, " in out and " rejected steps)" in out
     assert metrics["record"]["width"] == 8 and metrics["eval_batch_size"] == 16
     assert "tensorflow" in metrics["versions"]
     assert (tmp_path / "run" / "checkpoints" / "epoch_001.weights.h5").exists()

@@ -98,11 +98,22 @@ def _export_name(path):
     return "/".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
 
 
+def _ode_block_layers(model):
+    if not isinstance(model, keras.Model):  # a SavedModel's signature: no layers to see
+        return []
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, ODEBlock)]
+
+
+def solve_stats(model):
+    """``{block name: ODEBlock.stats}``: each ODE block's last solve (NFE and, where
+    counted, accepted and rejected steps); empty for a model without blocks."""
+    return {layer.name: layer.stats for layer in _ode_block_layers(model)}
+
+
 def ode_blocks(model):
     """Each `ODEBlock` (subclasses included) of ``model``: a dict of `BLOCK_FIELDS`."""
-    return [{k: getattr(layer, k) for k in BLOCK_FIELDS}
-            for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, ODEBlock)]
+    return [{k: getattr(layer, k) for k in BLOCK_FIELDS} for layer in _ode_block_layers(model)]
 
 
 def with_per_sample_steps(model, info):
@@ -152,11 +163,16 @@ def check_input_shape(info, shape, dataset, path):
 def probe(model, x, y, batch_size):
     """Cheap measurements of a model on the first batch: whether two identical calls give
     the same logits, whether a sample's logits change alone vs in the batch, and the
-    fraction of zero or non-finite input gradients (`tfnode.checks` judges them)."""
+    fraction of zero or non-finite input gradients (`tfnode.checks` judges them); and
+    each ODE block's solve statistics on that batch."""
     fn = attacks.logits_fn(model)
     xb, yb = tf.constant(x[:batch_size]), y[:batch_size]
-    a, b = fn(xb).numpy(), fn(xb).numpy()
+    a = fn(xb).numpy()
+    stats = solve_stats(model)
+    b = fn(xb).numpy()
     out = {"logits_max_diff_repeat": float(np.max(np.abs(a - b)))}
+    if stats:
+        out["solve_stats"] = stats
     if len(yb) > 1:
         alone = fn(xb[:1]).numpy()
         out["logits_max_diff_alone_vs_batch"] = float(np.max(np.abs(alone[0] - a[0])))

@@ -124,6 +124,9 @@ def _model_notes(report):
         lines.append(f"- {label}: {info['path']} ({info['format']}), per-sample steps "
                      f"{info.get('per_sample_steps', 'off')}"
                      + (f", ODE blocks {info['ode_blocks']}" if info.get("ode_blocks") else ""))
+        for block, stats in res.get("probes", {}).get("solve_stats", {}).items():
+            lines.append(f"- {label}: {block} on the first batch: " + ", ".join(
+                f"{v:.1f} {k.replace('_', ' ')}" for k, v in stats.items()))
     src = report.get("source_model")
     if src:
         lines.append(f"- transfer: adversarials crafted on {loading.model_label(src)} "

@@ -163,6 +163,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "model": model, "dataset": dataset, "model_options": model_options,
         "clean_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
         "mean_nfe_test": float(test["nfe"]) if "nfe" in test else None,
+        # Mean accepted / rejected trial steps per solve (tfnode's adaptive loop only).
+        **{f"mean_{k}_test": float(test[k]) for k in ("accepted_steps", "rejected_steps")
+           if k in test},
         "train_history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "train_seconds": fit_seconds, "eval_seconds": eval_seconds,
         "eval_batch_size": eval_batch_size, "resumed": resumed or None,
@@ -179,6 +182,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     os.remove(os.path.join(model_dir, _SETTINGS))
     log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"
         + (f", mean NFE {metrics['mean_nfe_test']:.1f}" if metrics["mean_nfe_test"] else "")
+        + (f" ({metrics['mean_accepted_steps_test']:.1f} accepted, "
+           f"{metrics['mean_rejected_steps_test']:.1f} rejected steps)"
+           if "mean_accepted_steps_test" in metrics else "")
         + f", wall time {metrics['wall_seconds'] / 60:.1f} min")
     log(f"tfnode: SavedModel  {path}  (saved_model_cli show --dir {path} --all)")
     log(f"tfnode: Keras model {os.path.join(path, 'model.keras')}")
