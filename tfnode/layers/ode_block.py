@@ -78,7 +78,8 @@ class ODEBlock(keras.layers.Layer):
         evaluations for no accuracy the classifier needs; 1e-3 is Chen et al.'s setting.
       t1: integration end time.
       first_step_size: first trial step of an adaptive solver; None (default) picks it
-        with Hairer's rule (1 extra evaluation) instead of TFP's fixed 1e-3.
+        with Hairer's rule (1 extra evaluation; 2 with TFP's solver, which evaluates
+        ``f(t0)`` again) instead of TFP's fixed 1e-3.
       max_num_steps: trial-step budget of an adaptive solver; None is unbounded.
       step_size: step ``h`` of a fixed-step solver.
       gradient: how an adaptive solver is differentiated. ``"backprop"``: tfnode's own
