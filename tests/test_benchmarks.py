@@ -114,3 +114,44 @@ def test_time_pgd_alternates_batches_and_sums_per_implementation(tiny_odenet, mo
     assert out["a"] == (4.5, 3, pytest.approx((10 + 50 + 90) / 3))
     seconds, fooled, nfe = out["tfnode"]
     assert seconds > 0 and 0 <= fooled <= 10 and nfe >= 2  # dopri5: at least 2 evaluations
+
+
+def test_matched_tolerance_finds_the_loosest_that_meets_the_target():
+    from benchmarks import solvers as bench
+
+    calls = []
+
+    def error_at(tol):  # errors shrink with the tolerance
+        calls.append(tol)
+        return 3.0 * tol
+
+    # Too inaccurate at the start: walk tighter until 3 tol <= 1.6e-3, i.e. tol 5e-4.
+    assert bench.matched_tolerance(error_at, 1.6e-3, 1e-3) == (5e-4, pytest.approx(1.5e-3))
+    assert calls == [1e-3, 5e-4]
+    # Accurate enough at the start: walk looser while it still meets the target.
+    assert bench.matched_tolerance(error_at, 7e-3, 1e-3) == (2e-3, pytest.approx(6e-3))
+    # Nothing on the grid meets it.
+    assert bench.matched_tolerance(error_at, 1e-9, 1e-3) == (None, None)
+
+
+def test_solver_benchmark_rows_are_consistent():
+    import keras
+
+    from benchmarks import solvers as bench
+    from tfnode import models
+
+    keras.utils.set_random_seed(0)
+    model = models.get_model("node", dataset="mnist", width=4)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    y = np.arange(4) % 10
+    rows, target = bench.measure(model, x, y, rtol=1e-3, reference_tol=1e-6, repeats=1,
+                                 solvers_=["bosh3", "dopri5"])
+    by_name = {r["variant"]: r for r in rows}
+    assert rows[0]["variant"] == "dopri5 (tfnode) @ 0.001"  # the base of every ratio
+    assert rows[0]["error"] == pytest.approx(target, rel=1e-3)
+    assert "accepted_steps" in rows[0] and "accepted_steps" not in by_name[
+        "dopri5 (TFP) @ 0.001"]
+    for r in rows:
+        assert r["forward_s"] > 0 and r["train_s"] > 0 and r["nfe"] >= 2
+        if "(matched)" in r["variant"]:
+            assert r["error"] <= target * 1.01  # (XLA vs TF kernels: float rounding)

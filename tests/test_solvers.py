@@ -412,5 +412,5 @@ def test_tableau_shapes_are_checked():
     with pytest.raises(ValueError, match="fsal"):
         Tableau("bad", c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), order=2,
                 error=(0.5, -0.5), error_order=1, fsal=True)
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered twice"):
         tableaux.register(TABLEAUX["rk4"])

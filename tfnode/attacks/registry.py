@@ -18,6 +18,7 @@ import numpy as np
 
 from tfnode.attacks._utils import AttackResult
 from tfnode.errors import TfnodeError
+from tfnode.registry import Registry
 
 KINDS = ("white-box", "score-based", "decision-based", "transfer")
 
@@ -167,22 +168,17 @@ def _transfer_options(spec, overrides, dataset, label):
     return {"attack": base, **_REGISTRY[base].options(overrides, dataset=dataset, label=label)}
 
 
-_REGISTRY = {}
+_REGISTRY = Registry("attack")
 
 
 def register(spec):
     """Adds ``spec`` to the registry (each name once); returns it."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"attack {spec.name!r} is registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec)
 
 
 def get(name):
     """The `AttackSpec` of ``name``; a one-line `TfnodeError` for an unknown name."""
-    if name not in _REGISTRY:
-        raise TfnodeError(f"unknown attack {name!r}; expected one of {available()}")
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def available(**capabilities):

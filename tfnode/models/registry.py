@@ -4,18 +4,16 @@ import inspect
 
 from tfnode import data
 from tfnode.errors import TfnodeError
+from tfnode.registry import Registry
 
-_MODELS = {}
+_MODELS = Registry("model")
 
 
 def register(name):
     """Decorator: registers ``builder(*, input_shape, num_classes, **options)`` as ``name``."""
 
     def wrap(builder):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = builder
-        return builder
+        return _MODELS.add(name, builder)
 
     return wrap
 
@@ -26,9 +24,7 @@ def available():
 
 
 def _builder(name):
-    if name not in _MODELS:
-        raise TfnodeError(f"unknown model {name!r}; expected one of {available()}")
-    return _MODELS[name]
+    return _MODELS.lookup(name, available())
 
 
 def model_options(name):

@@ -8,7 +8,7 @@ exact NFE) all read `TABLEAUX`.
 
 import dataclasses
 
-from tfnode.errors import TfnodeError
+from tfnode.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,22 +82,17 @@ class Tableau:
         return 1.0 / (self.error_order + 1)
 
 
-TABLEAUX = {}
+TABLEAUX = Registry("solver")
 
 
 def register(tableau):
-    """Adds ``tableau`` to `TABLEAUX` under its name (once)."""
-    if tableau.name in TABLEAUX:
-        raise ValueError(f"solver {tableau.name!r} is already registered")
-    TABLEAUX[tableau.name] = tableau
-    return tableau
+    """Adds ``tableau`` to `TABLEAUX` under its name (once); returns it."""
+    return TABLEAUX.add(tableau.name, tableau)
 
 
 def get(name):
     """The tableau called ``name``; a one-line `TfnodeError` if there is none."""
-    if name not in TABLEAUX:
-        raise TfnodeError(f"unknown solver {name!r}; expected one of {list(TABLEAUX)}")
-    return TABLEAUX[name]
+    return TABLEAUX.lookup(name)
 
 
 register(Tableau("euler", c=(0.0,), a=(), b=(1.0,), order=1,
