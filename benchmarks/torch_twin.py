@@ -25,8 +25,9 @@ from torchdiffeq._impl.rk_common import _ButcherTableau
 class Dopri5StandardError(Dopri5Solver):
     """torchdiffeq's dopri5 with the standard embedded 4th-order error weights.
 
-    Dormand & Prince's own weights (5179/57600, ...; Hairer's DOPRI5, SciPy's RK45, TFP
-    and tfnode) instead of the alternative set torchdiffeq ships (1951/21600, ...). The
+    Dormand & Prince's own weights (5179/57600, ...; Hairer's DOPRI5, SciPy's RK45 and
+    tfnode) instead of the alternative set torchdiffeq and TFP ship (1951/21600, ...;
+    Shampine 1986). The
     two estimate the local error differently, so at the same tolerance they can accept
     different steps: on the main-job ODE-Net's first test batch, 8 steps (tfnode) vs 7
     (torchdiffeq). With the same weights (and torchdiffeq's step controller, which tfnode

@@ -414,3 +414,39 @@ def test_tableau_shapes_are_checked():
                 error=(0.5, -0.5), error_order=1, fsal=True)
     with pytest.raises(ValueError, match="registered twice"):
         tableaux.register(TABLEAUX["rk4"])
+
+
+# --- the step controller ---------------------------------------------------------------
+
+@pytest.mark.parametrize("ratio,exponent,factor", [
+    (0.5, 0.2, 0.9 * 0.5 ** -0.2),  # accepted: grow by the optimal factor
+    (0.99, 0.2, 1.0),  # accepted: 0.9 * 0.99^-0.2 < 1, but never shrink after an accept
+    (1.0, 0.2, 0.9),  # the boundary counts as accepted by the loop, yet may shrink
+    (8.0, 1 / 3, 0.45),  # rejected, bosh3's exponent: 0.9 / 2
+    (1e6, 0.2, 0.2),  # rejected badly: shrink at most 5x
+    (0.0, 0.2, 10.0),  # no error at all: grow at most 10x
+])
+def test_step_factor_is_torchdiffeqs(ratio, exponent, factor):
+    from tfnode.layers.solvers import loops
+
+    for dtype in (tf.float32, tf.float64):
+        got = loops._step_factor(tf.constant(ratio, dtype), exponent)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(float(got), factor, rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["batched", "per_sample"])
+def test_a_non_finite_state_ends_the_solve_at_once(per_sample):
+    # NaN from t = 0.5 on: no smaller step can be trusted, so the loop stops at the first
+    # non-finite error instead of spending its budget of 1000 trial steps.
+    counter = tf.Variable(0, dtype=tf.int32)
+
+    def fn(t, y):
+        counter.assign_add(1)
+        bad = tf.reshape(t, [-1, 1]) > 0.5
+        return tf.where(bad, tf.constant(np.nan, y.dtype), -y)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="did not reach t1"):
+        solvers.solve(fn, tf.ones((2, 3)), solver="tsit5", max_num_steps=1000,
+                      per_sample_steps=per_sample)
+    assert int(counter.numpy()) < 100, int(counter.numpy())

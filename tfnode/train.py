@@ -120,8 +120,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     # Full batches only (the last partial one, 96 of MNIST's 60,000 images, different
     # ones each epoch as the data is reshuffled, is dropped): Keras then traces the train
     # step for a known batch size. With an unknown one the ODE block's XLA-compiled
-    # GroupNorm and its dopri5 loop took longer (benchmarks/README.md); and the block
-    # compiles its dopri5 step with XLA only for a known batch size.
+    # GroupNorm and its adaptive loop took longer (benchmarks/README.md); and the block
+    # compiles its solver step with XLA only for a known batch size.
     train_ds = data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
                          repeat=steps_per_epoch is not None, drop_remainder=True)
     test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)

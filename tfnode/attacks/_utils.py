@@ -94,7 +94,7 @@ def logits_fn(model, *, per_shape=False):
     Args:
       model: a Keras model or any logits callable.
       per_shape: trace once per input shape. For gradient attacks, which see one or two
-        batch shapes: an ODE-Net's XLA-compiled dopri5 steps ran slower in a graph
+        batch shapes: an ODE-Net's XLA-compiled solver steps ran slower in a graph
         traced for an unknown batch size (measured: benchmarks/README.md). The default,
         for attacks that query shrinking subsets (Square, Boundary) and for confirming
         their decisions: a Keras model is traced ONCE, for an unknown batch size, so

@@ -25,8 +25,8 @@ def xla_enabled():
 def no_xla():
     """Within it, tfnode's layers trace without their XLA-compiled parts.
 
-    Those are GroupNorm's normalization and the dopri5 step of an `ODEBlock` that
-    backpropagates through its solver (``gradient="backprop"``).
+    Those are GroupNorm's normalization and the adaptive solver's step of an `ODEBlock`
+    that backpropagates through its solver (``gradient="backprop"``).
 
     For graphs that must run without XLA's CPU JIT, such as a SavedModel for TF Serving,
     whose XLA:CPU JIT is off by default (``--xla_cpu_compilation_enabled``). The math is
@@ -59,7 +59,7 @@ def group_normalize(x, gamma, beta, *, groups, epsilon):
 
 # XLA fuses the normalization's dozen elementwise and reduction passes (and those of its
 # gradient, which XLA compiles too) into a few loops: faster per function evaluation
-# inside the dopri5 loop and on the stem's 28x28 maps (see benchmarks/README.md). One
+# inside the adaptive loop and on the stem's 28x28 maps (see benchmarks/README.md). One
 # function for all layers: it compiles once per (shape, groups, epsilon).
 _group_normalize_xla = tf.function(group_normalize, jit_compile=True)
 

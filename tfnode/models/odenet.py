@@ -37,10 +37,10 @@ def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, at
       width: channels of the ODE state.
       solver, rtol, atol, t1, first_step_size, max_num_steps, step_size: `ODEBlock` options.
       gradient: `ODEBlock`'s gradient option. The model defaults to ``"backprop"``
-        (tfnode's dopri5 loop, exact gradient of the computed logits): it trains faster
+        (tfnode's adaptive loop, exact gradient of the computed logits): it trains faster
         than TFP's adjoint on CPU (timings: benchmarks/README.md), and attacks get the
         true gradient of what the model computes.
-        Pass ``"adjoint"`` (or None) for TFP's DormandPrince.
+        Pass ``"adjoint"`` (or None) with dopri5 for TFP's DormandPrince.
       per_sample_steps: `ODEBlock`'s option: each sample's logits independent of its batch.
       zero_init: `ODEFunc`'s option: ``f = 0`` at initialization (the block starts as
         the identity).

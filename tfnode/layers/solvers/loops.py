@@ -4,7 +4,7 @@
   steps, differentiated by backpropagating through them (the exact gradient of what is
   computed). A ResNet block ``y + h f(y)`` is one Euler step with step ``h``.
 * Adaptive methods (``bosh3``, ``dopri5``, ``tsit5``, ...): tfnode's own loop, one
-  ``tf.while_loop`` of trial steps with torchdiffeq's error control (below), differentiated
+  ``tf.while_loop`` of trial steps with torchdiffeq's step controller (below), differentiated
   through the steps it took (accepted and rejected): the exact gradient of the computed
   function whatever the tolerance, and no second ODE solve. With ``per_sample_steps``
   every sample keeps its own time, step and error norm. Each step can run as one
@@ -18,9 +18,11 @@ Error control. tfnode's loop: error ratio = RMS over the state of
 tableau; accept if ratio <= 1; next step ``h * clip(0.9 ratio^(-1/(q+1)), lo, 10)`` for an
 embedded order ``q``, with ``lo = 0.2`` after a rejected step and ``lo = 1`` after an
 accepted one (an accepted step is never followed by a smaller one); the last step is
-shortened to land on ``t1``. That is torchdiffeq's controller (``_optimal_step_size``,
-``_rms_norm``). TFP's DormandPrince differs in five ways (read in TFP 0.25's
-``dormand_prince.py``, ``runge_kutta_util.py`` and ``util.py``):
+shortened to land on ``t1``. The norm, exponent and clamps are torchdiffeq's
+(``_optimal_step_size``, ``_rms_norm``); the error weights are the tableau's (for
+dopri5, Dormand and Prince's). TFP's DormandPrince differs in five ways (read in TFP
+0.25's ``dormand_prince.py``, ``runge_kutta_util.py`` and ``util.py``; torchdiffeq 0.2.5
+as shipped shares 4 and 5 with TFP):
 
 1. norm: TFP squares the scaled errors before its RMS, so its ratio is
    ``sqrt(mean((err / tol)^4))``, the square of a 4-norm, not the RMS;
@@ -137,7 +139,8 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
       rtol: relative tolerance (adaptive solvers).
       atol: absolute tolerance (adaptive solvers).
       first_step_size: first trial step of an adaptive solver; None picks it with
-        Hairer's rule from one extra evaluation of ``fn`` (counted in the NFE).
+        Hairer's rule from one extra evaluation of ``fn`` (two on TFP's path, which
+        evaluates ``fn(t0)`` again; counted in the NFE).
       max_num_steps: trial-step budget of an adaptive solver (None: unbounded).
       step_size: step of a fixed-step solver.
       gradient: for dopri5, ``"adjoint"`` (TFP's DormandPrince; the default) or
@@ -366,7 +369,7 @@ def _adaptive(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size, max_num_s
     """An adaptive Runge-Kutta method as a differentiable ``tf.while_loop``.
 
     One error norm and one step size for the whole state (a batch shares them, as in
-    TFP's and torchdiffeq's solvers); the error control is torchdiffeq's (module
+    TFP's and torchdiffeq's solvers); the step controller is torchdiffeq's (module
     docstring). TF backpropagates through the steps actually taken (accepted and
     rejected), so the gradient is exact for the function computed, whatever the
     tolerance, and costs no second ODE solve. The step-size controller is a
