@@ -94,8 +94,8 @@ class ODEBlock(keras.layers.Layer):
         the others. Fixed-step solvers always backpropagate.
       per_sample_steps: with tfnode's adaptive loop: every sample keeps its own time,
         step size and error norm, so its output does not depend on its batch-mates
-        (TFP's solver, torchdiffeq's and the default share one step size and one RMS
-        error norm over the batch). ``odefunc`` is then called with one time per sample,
+        (TFP's solver, torchdiffeq's and the default share one step size and one error
+        norm over the batch). ``odefunc`` is then called with one time per sample,
         ``t`` of shape ``[N]``. Costs evaluations: the batch loops until its slowest
         sample is done.
       **kwargs: standard layer arguments.
@@ -138,8 +138,8 @@ class ODEBlock(keras.layers.Layer):
         build_time_function(self.odefunc, input_shape)
 
     def call(self, inputs, training=None):
-        # The XLA-compiled step of an adaptive solver is traced once per ODE function and shape, then
-        # reused by every graph that solves with it, so whatever the function reads at
+        # The XLA-compiled step of an adaptive solver is traced once per ODE function and
+        # shape, then reused by every graph that solves with it, so whatever the function reads at
         # trace time must be part of that function's identity: Keras' training mode
         # (which nested layers such as Dropout inherit) gets one caller per value.
         jit_step = xla_enabled() and isinstance(training, (bool, type(None)))

@@ -52,8 +52,9 @@ class Tableau:
                 self.error is not None and len(self.error) != s):
             raise ValueError(f"tableau {self.name!r}: error weights need one per stage "
                              "and an error_order")
-        if self.fsal and not (self.error is not None and s > 1 and self.c[-1] == 1 and tuple(self.a[-1]) == self.b[:-1]
-                              and self.b[-1] == 0):
+        last_is_new_solution = (s > 1 and self.c[-1] == 1 and self.b[-1] == 0
+                                and tuple(self.a[-1]) == self.b[:-1])
+        if self.fsal and not (self.error is not None and last_is_new_solution):
             raise ValueError(f"tableau {self.name!r}: fsal needs an adaptive method whose "
                              "last stage is at c = 1 with b as its row of a")
 
