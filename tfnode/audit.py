@@ -80,7 +80,8 @@ def _rk4_applies(blocks):
 
 VARIANTS = (
     # What a torchdiffeq/TFP user attacks through: the adjoint gradient.
-    Variant("pgd_adjoint", "pgd", "surrogate", "PGD through TFP's DormandPrince and its adjoint gradient "
+    Variant("pgd_adjoint", "pgd", "surrogate",
+            "PGD through TFP's DormandPrince and its adjoint gradient "
             "(TFP's error control: the forward solve changes too)",
             solver_options={"gradient": "adjoint", "per_sample_steps": False},
             applies=_adjoint_applies),
