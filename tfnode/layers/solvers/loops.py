@@ -96,7 +96,7 @@ def validate(*, solver, rtol, atol, t1, step_size, first_step_size, max_num_step
     if gradient == "adjoint" and solver not in ADJOINT_SOLVERS:
         raise TfnodeError(f"gradient='adjoint' needs solver {' or '.join(ADJOINT_SOLVERS)} "
                           f"(TFP's DormandPrince); {solver!r} backpropagates through its steps")
-    if per_sample_steps and tableau.adaptive and uses_tfp(solver, gradient):
+    if per_sample_steps and uses_tfp(solver, gradient):
         raise TfnodeError("per_sample_steps=True needs gradient='backprop' (tfnode's own "
                           "loop): TFP's DormandPrince has one step size for the whole batch")
     if not float(t1) > 0:
