@@ -225,7 +225,7 @@ def test_apgd_is_the_reference_loop_on_a_linear_model(loss, num_classes, model_s
 # also has a first window without improvement and checks at exactly rho * k rises.
 @pytest.mark.parametrize("loss,num_classes,model_seed,eps", [
     ("ce", 4, 0, 0.05),
-    ("dlr", 3, 0, 0.08),
+    ("dlr", 3, 0, 0.09),
 ])
 def test_apgd_is_the_reference_loop_where_it_halves_for_no_improvement(
         loss, num_classes, model_seed, eps):
@@ -308,8 +308,8 @@ def test_restarts_keep_the_first_success_and_the_highest_loss():
     x = images(n=32)
     y = predictions(model, x)
     eps = 0.03
-    once = apgd_ce(model, x, y, eps=eps, num_steps=4, seed=5).numpy()
-    thrice = apgd_ce(model, x, y, eps=eps, num_steps=4, restarts=3, seed=5).numpy()
+    once = apgd_ce(model, x, y, eps=eps, num_steps=4, seed=1).numpy()
+    thrice = apgd_ce(model, x, y, eps=eps, num_steps=4, restarts=3, seed=1).numpy()
     fooled_once = predictions(model, once) != y
     fooled_thrice = predictions(model, thrice) != y
     assert 0 < fooled_once.sum() < fooled_thrice.sum() < len(x)  # the restarts do work

@@ -73,6 +73,64 @@ def project(x_adv, x, *, eps, norm=np.inf, clip_min=0.0, clip_max=1.0):
     return tf.clip_by_value(x + delta, clip_min, clip_max)
 
 
+def sample_ids(ids, n):
+    """Per-sample random keys: ``ids`` as int64 (default ``0..n-1``), checked."""
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    if len(ids) != n or (n and ids.min() < 0):
+        raise TfnodeError(f"ids must be {n} integers >= 0 (one per sample), got {len(ids)}")
+    return ids
+
+
+def per_sample_rngs(seed, ids, stream):
+    """One numpy generator per sample, keyed by ``(seed, stream, id)``.
+
+    A sample's random draws (a PGD start, an APGD start) then depend on its id and the
+    seed alone, never on which other samples share its batch: an evaluation that drops
+    finished samples, re-batches the survivors or runs a shard of the examples draws the
+    same numbers for every sample as one run over everything.
+    """
+    return [np.random.default_rng((int(seed), int(stream), int(i))) for i in ids]
+
+
+def per_sample_uniform(shape, *, seed, ids, stream, low=-1.0, high=1.0):
+    """``[len(ids), *shape]`` float32, row k uniform in ``[low, high)`` from sample
+    ``ids[k]``'s own generator (`per_sample_rngs`)."""
+    rows = [g.uniform(low, high, shape) for g in per_sample_rngs(seed, ids, stream)]
+    return np.asarray(rows, np.float32).reshape((len(rows),) + tuple(shape))
+
+
+# Compiled shapes of the shrinking active set: the batch, then halvings down to this.
+MIN_BUCKET = 8
+
+
+def bucket(count, batch):
+    """The call size for ``count`` active samples of a batch of ``batch``: the smallest of
+    ``batch, ceil(batch / 2), ceil(batch / 4), ...`` (not below `MIN_BUCKET`) that
+    holds them, so a shrinking batch traces a few shapes, not one per size."""
+    size = batch
+    while size > MIN_BUCKET and (size + 1) // 2 >= count:
+        size = (size + 1) // 2
+    return size
+
+
+def call_active(fn, idx, batch, *arrays):
+    """``fn(*rows)`` on the rows ``idx`` of ``arrays``, padded to `bucket` size.
+
+    The padding repeats the first active row and its outputs are dropped: with a model
+    that treats samples independently (an ODE-Net with per-sample steps) it changes no
+    active sample's result.
+
+    Returns:
+      ``fn``'s outputs (a tuple), each cut to ``len(idx)`` rows, as numpy arrays.
+    """
+    size = bucket(len(idx), batch)
+    take = np.concatenate([idx, np.full(size - len(idx), idx[0], idx.dtype)])
+    outs = fn(*[tf.constant(np.asarray(a)[take]) for a in arrays])
+    return tuple(np.asarray(o)[:len(idx)] for o in outs)
+
+
 def distances(x_adv, x):
     """Per-sample ``(l2, linf)`` distances as numpy arrays."""
     d = np.reshape(np.asarray(x_adv, np.float64) - np.asarray(x, np.float64), (len(x), -1))

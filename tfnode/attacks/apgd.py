@@ -47,11 +47,14 @@ Deliberate differences:
   required (the reference falls back to the model's predictions).
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
 from tfnode.attacks import registry
-from tfnode.attacks._utils import check_eps, check_positive_int, logits_fn, project
+from tfnode.attacks._utils import (AttackResult, call_active, check_eps, check_positive_int,
+                                   logits_fn, per_sample_uniform, project, sample_ids)
 from tfnode.errors import TfnodeError
 
 LOSSES = ("ce", "dlr")
@@ -94,60 +97,75 @@ def _gradient_fn(loss_fn):
 _GRADIENTS = {"ce": _gradient_fn(_ce), "dlr": _gradient_fn(_dlr)}
 
 
-def apgd_start(x, *, eps, seed, clip_min=0.0, clip_max=1.0):
+def apgd_start(x, *, eps, seed, ids=None, clip_min=0.0, clip_max=1.0):
     """AutoAttack's Linf start: ``x + eps * t / max|t|``, ``t`` uniform in ``[-1, 1]``.
 
     Per sample, the largest coordinate of the perturbation is exactly ``eps`` (before the
-    clip), unlike `random_start`'s uniform point of the ball. Seeded (stateless).
+    clip), unlike `random_start`'s uniform point of the ball. Seeded per sample: row k
+    from the key ``(seed, ids[k])`` (`tfnode.attacks._utils.per_sample_rngs`), so a
+    sample's start does not depend on its batch.
 
     Args:
       x: inputs ``[N, ...]`` in ``[clip_min, clip_max]``.
       eps: Linf budget.
-      seed: an integer, or a ``[2]`` int64 stateless seed.
+      seed: an integer >= 0.
+      ids: per-sample keys (default ``0..N-1``).
       clip_min: lower end of the input range.
       clip_max: upper end of the input range.
 
     Returns:
       The start (float32 tensor of ``x``'s shape), within ``eps`` and the clip range.
     """
-    # Stream 1 of the seed: not the uniform draw of `random_start` (stream 0), so that
-    # APGD and PGD in one evaluation start from unrelated points.
-    seed = tf.constant([int(seed), 1], tf.int64) if np.ndim(seed) == 0 else seed
-    x = tf.convert_to_tensor(x, tf.float32)
-    t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
-    axes = list(range(1, len(x.shape)))
-    t = t / (tf.reduce_max(tf.abs(t), axes, keepdims=True) + 1e-12)
+    x = np.asarray(x, np.float32)
+    # Stream 1: not the uniform draw of `random_start` (stream 0), so that APGD and PGD
+    # in one evaluation start from unrelated points.
+    t = per_sample_uniform(x.shape[1:], seed=seed, ids=sample_ids(ids, len(x)), stream=1)
+    t = t / (np.max(np.abs(t), axis=tuple(range(1, x.ndim)), keepdims=True) + 1e-12)
     return project(x + eps * t, x, eps=eps, clip_min=clip_min, clip_max=clip_max)
 
 
-def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, seed):
-    """One APGD run on the whole batch: ``attack_single_run`` of the reference.
+def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, seed, ids,
+                todo, early_exit, gradients):
+    """One APGD run on the samples ``todo``: ``attack_single_run`` of the reference.
+
+    Every sample's bookkeeping is its own (step size, checkpoints, best point), so the
+    gradient is computed on the samples still attacked only (`call_active`); with
+    ``early_exit`` a sample leaves at its first misclassified iterate.
 
     Returns:
       ``(x_best, loss_best, x_best_adv, fooled)``: per sample the highest-loss point and
-      its loss, the last iterate the model misclassified (the start where none was) and
-      whether there was one.
+      its loss, the last iterate the model misclassified (the first with
+      ``early_exit``; the start where none was) and whether there was one.
     """
-    n = int(x.shape[0])
-    labels = y.numpy()
-    per_sample = (-1,) + (1,) * (len(x.shape) - 1)
+    n = len(x)
+    per_sample = (-1,) + (1,) * (x.ndim - 1)
+    active = todo.copy()
 
-    def where(mask, a, b):
-        return tf.where(np.reshape(mask, per_sample), a, b)
+    def proj(z, rows):
+        return project(z, x[rows], eps=eps, clip_min=clip_min, clip_max=clip_max).numpy()
 
-    def proj(z):
-        return project(z, x, eps=eps, clip_min=clip_min, clip_max=clip_max)
+    def evaluate(points):
+        """Loss, misclassified and gradient at the active rows (zeros elsewhere)."""
+        idx = np.flatnonzero(active)
+        loss, grad, wrong = np.zeros(n, np.float32), np.zeros_like(x), np.zeros(n, bool)
+        if len(idx):
+            l, logits, g = call_active(functools.partial(gradient, fn), idx, n, points, y)
+            loss[idx], grad[idx] = l, g
+            wrong[idx] = np.argmax(logits, axis=-1) != y[idx]
+            gradients[idx] += 1
+        return loss, wrong, grad
 
     # Checkpoints: the first after 22% of the steps, then each 3% sooner, down to 6%.
     k = max(int(0.22 * num_steps), 1)
     k_min = max(int(0.06 * num_steps), 1)
     k_decrease = max(int(0.03 * num_steps), 1)
 
-    x_adv = apgd_start(x, eps=eps, seed=seed, clip_min=clip_min, clip_max=clip_max)
-    loss, logits, grad = gradient(fn, x_adv, y)
-    loss = loss.numpy()
-    fooled = np.argmax(logits.numpy(), axis=-1) != labels
-    x_best, x_best_adv, grad_best, loss_best = x_adv, x_adv, grad, loss.copy()
+    x_adv = apgd_start(x, eps=eps, seed=seed, ids=ids, clip_min=clip_min,
+                       clip_max=clip_max).numpy()
+    loss, fooled, grad = evaluate(x_adv)
+    x_best, x_best_adv, grad_best, loss_best = x_adv.copy(), x_adv.copy(), grad, loss.copy()
+    if early_exit:
+        active &= ~fooled
     step = np.full((n,) + per_sample[1:], 2.0 * eps, np.float32)
     x_prev = x_adv
     loss_steps = np.zeros((num_steps, n), np.float32)
@@ -157,23 +175,29 @@ def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, 
     loss_best_last_check = loss_best.copy()
     since_check = 0
     for i in range(num_steps):
+        if not active.any():
+            break
+        rows = np.flatnonzero(active)
         # After a restart from x_best the momentum is x_best - x_prev: x_prev is not
         # reset, as in the reference. The first step has no previous step: a = 1.
         momentum = x_adv - x_prev
-        x_prev = x_adv
+        x_prev = x_adv.copy()
         a = 0.75 if i > 0 else 1.0
-        z = proj(x_adv + step * tf.sign(grad))
-        x_adv = proj(x_adv + (z - x_adv) * a + momentum * (1 - a))
+        z = proj(x_adv[rows] + step[rows] * np.sign(grad[rows]), rows)
+        x_adv = x_adv.copy()
+        x_adv[rows] = proj(x_adv[rows] + (z - x_adv[rows]) * a + momentum[rows] * (1 - a),
+                           rows)
 
-        loss, logits, grad = gradient(fn, x_adv, y)
-        loss = loss.numpy()
-        wrong = np.argmax(logits.numpy(), axis=-1) != labels
+        loss, wrong, grad = evaluate(x_adv)
+        wrong &= active
         fooled |= wrong
-        x_best_adv = where(wrong, x_adv, x_best_adv)
+        x_best_adv = np.where(np.reshape(wrong, per_sample), x_adv, x_best_adv)
+        if early_exit:
+            active &= ~wrong
         loss_steps[i] = loss
         better = loss > loss_best
-        x_best = where(better, x_adv, x_best)
-        grad_best = where(better, grad, grad_best)
+        x_best = np.where(np.reshape(better, per_sample), x_adv, x_best)
+        grad_best = np.where(np.reshape(better, per_sample), grad, grad_best)
         loss_best = np.where(better, loss, loss_best)
 
         since_check += 1
@@ -187,15 +211,15 @@ def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, 
             loss_best_last_check = loss_best.copy()
             if halve.any():
                 step[halve] /= 2.0
-                x_adv = where(halve, x_best, x_adv)
-                grad = where(halve, grad_best, grad)
+                x_adv = np.where(np.reshape(halve, per_sample), x_best, x_adv)
+                grad = np.where(np.reshape(halve, per_sample), grad_best, grad)
             k = max(k - k_decrease, k_min)
             since_check = 0
     return x_best, loss_best, x_best_adv, fooled
 
 
 def apgd(model, x, y, *, eps, num_steps=100, loss="ce", restarts=1, rho=0.75, clip_min=0.0,
-         clip_max=1.0, seed=0):
+         clip_max=1.0, seed=0, ids=None, early_exit=False, return_result=False):
     """Auto-PGD, Croce & Hein 2020, Linf, untargeted (AutoAttack's ``APGDAttack``).
 
     The defaults are AutoAttack's standard version of APGD-CE: 100 steps, 1 run,
@@ -223,9 +247,15 @@ def apgd(model, x, y, *, eps, num_steps=100, loss="ce", restarts=1, rho=0.75, cl
       clip_min: lower end of the input range.
       clip_max: upper end of the input range.
       seed: seed of the random starts.
+      ids: per-sample keys of the random starts (default ``0..N-1``; `apgd_start`).
+      early_exit: per sample, stop at the first iterate the model misclassifies and
+        return it (the reference keeps attacking to the end of the run and returns the
+        last misclassified iterate); later restarts run only on the samples not fooled.
+      return_result: return an `AttackResult` with ``is_adv`` (fooled at an iterate the
+        attack checked), ``details["gradients"]`` and ``details["exited"]``.
 
     Returns:
-      ``x_adv`` (float32 tensor of ``x``'s shape): per sample, where a run saw the model
+      ``x_adv`` (float32 tensor of ``x``'s shape) or an `AttackResult`: per sample, where a run saw the model
       misclassify an iterate, that run's last such iterate; otherwise the highest-loss
       point of all runs. (AutoAttack returns ``x`` itself for a sample it did not fool;
       the highest-loss point changes no robust accuracy and is more useful for transfer.)
@@ -237,24 +267,40 @@ def apgd(model, x, y, *, eps, num_steps=100, loss="ce", restarts=1, rho=0.75, cl
         raise TfnodeError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     if not (isinstance(rho, (int, float, np.integer, np.floating)) and 0.0 < rho < 1.0):
         raise TfnodeError(f"rho must lie in (0, 1), got {rho!r}")
-    x, y = tf.cast(x, tf.float32), tf.cast(y, tf.int64)
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int64)
+    ids = sample_ids(ids, len(x))
     fn = logits_fn(model, per_shape=True)
-    per_sample = (-1,) + (1,) * (len(x.shape) - 1)
-    adv, found, point, point_loss = None, None, None, None
+    per_sample = (-1,) + (1,) * (x.ndim - 1)
+    n = len(x)
+    gradients = np.zeros(n, np.int64)
+    adv, found, point, point_loss = None, np.zeros(n, bool), None, None
     for r in range(restarts):
+        # With early exit a restart runs only on the samples no earlier run fooled (the
+        # reference's outer loop); otherwise on all of them.
+        todo = ~found if early_exit else np.ones(n, bool)
+        if not todo.any():
+            break
         x_best, loss_best, x_best_adv, fooled = _single_run(
             fn, _GRADIENTS[loss], x, y, eps=eps, num_steps=num_steps, rho=float(rho),
-            clip_min=clip_min, clip_max=clip_max, seed=seed * 1000 + r)
+            clip_min=clip_min, clip_max=clip_max, seed=seed * 1000 + r, ids=ids,
+            todo=todo, early_exit=early_exit, gradients=gradients)
+        fooled &= todo
         if r == 0:
             adv, found, point, point_loss = x_best_adv, fooled, x_best, loss_best
             continue
         new = fooled & ~found  # keep each sample's first success
-        adv = tf.where(np.reshape(new, per_sample), x_best_adv, adv)
+        adv = np.where(np.reshape(new, per_sample), x_best_adv, adv)
         found = found | fooled
-        higher = loss_best > point_loss
-        point = tf.where(np.reshape(higher, per_sample), x_best, point)
+        higher = (loss_best > point_loss) & todo
+        point = np.where(np.reshape(higher, per_sample), x_best, point)
         point_loss = np.where(higher, loss_best, point_loss)
-    return tf.where(np.reshape(found, per_sample), adv, point)
+    best = np.where(np.reshape(found, per_sample), adv, point)
+    if not return_result:
+        return tf.constant(best)
+    return AttackResult(x_adv=best, is_adv=found,
+                        details={"gradients": gradients,
+                                 "exited": found if early_exit else np.zeros(n, bool)})
 
 
 def apgd_ce(model, x, y, *, eps, **kwargs):
@@ -277,7 +323,7 @@ def _apgd_spec(name, fn, loss_name):
         defaults={"num_steps": 100, "restarts": 1, "rho": 0.75},
         rules={"num_steps": registry.COUNT, "restarts": registry.COUNT,
                "rho": registry.FRACTION},
-        transferable=True, in_audit=True,
+        transferable=True, in_audit=True, early_exit=True,
         # One gradient at the start of each run, then one per step.
         iterations=lambda o: (o["num_steps"] + 1) * o["restarts"],
         summary=f"APGD on the {loss_name}: step 2 eps halved at checkpoints, momentum "

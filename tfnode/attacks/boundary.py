@@ -247,7 +247,7 @@ registry.register(registry.AttackSpec(
               "step_adaptation": 1.5},
     rules={"max_queries": registry.COUNT, "spherical_step": registry.FRACTION,
            "source_step": registry.FRACTION, "step_adaptation": registry.ABOVE_ONE},
-    takes_batch_size=True, minimizes_distance=True, in_audit=True,
+    takes_batch_size=True, survivors_only=True, minimizes_distance=True, in_audit=True,
     summary="decision-based Boundary Attack, batched, exact per-sample query count, "
             "blended-noise start; an eps cell counts the adversarials found within eps "
             "(Linf)",

@@ -77,6 +77,13 @@ class AttackSpec:
       needs_source: crafted on ``--source_model_path``, evaluated on the model.
       iterations: ``iterations(options)``: gradient evaluations per example (white-box
         attacks); 1 marks a single-step attack for the checks.
+      early_exit: ``fn`` takes ``ids`` (per-sample random keys), ``early_exit`` (stop
+        at each sample's first adversarial) and ``return_result``; its result per
+        sample does not depend on the rest of the batch (given a model that treats
+        samples independently), so an evaluation may drop and re-batch samples.
+      survivors_only: in the evaluation's fast schedule the attack runs only on the
+        examples every attack before it left robust (AutoAttack's cascade): its queries
+        dominate, and its cells then answer "is there any adversarial within eps".
     """
     name: str
     fn: Callable
@@ -95,6 +102,8 @@ class AttackSpec:
     in_audit: bool = False
     needs_source: bool = False
     iterations: Callable[[dict], int] | None = None
+    early_exit: bool = False
+    survivors_only: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -139,14 +148,17 @@ class AttackSpec:
             raise TfnodeError(f"attack options of {label}: {problem}")
         return opts
 
-    def run(self, model, x, y, *, eps, seed=0, batch_size=None, **options):
+    def run(self, model, x, y, *, eps, seed=0, batch_size=None, ids=None, early_exit=False,
+            **options):
         """Runs the attack on ``model`` (any logits callable); returns an `AttackResult`.
 
-        ``seed`` and ``batch_size`` are passed only to attacks that take them, so the
-        caller treats every attack alike. ``eps`` is ignored by attacks that minimize a
-        distance (they are unbounded).
+        ``seed``, ``batch_size``, ``ids`` and ``early_exit`` are passed only to attacks
+        that take them, so the caller treats every attack alike. ``eps`` is ignored by
+        attacks that minimize a distance (they are unbounded).
         """
         kwargs = dict(options)
+        if self.early_exit:
+            kwargs.update(ids=ids, early_exit=early_exit, return_result=True)
         if self.seeded:
             kwargs["seed"] = seed
         if self.takes_batch_size:

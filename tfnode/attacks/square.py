@@ -139,7 +139,7 @@ registry.register(registry.AttackSpec(
                       for name in ("mnist", "fashion_mnist", "cifar10")},
     rules={"max_queries": registry.COUNT, "p_init": registry.UNIT,
            "rescale_schedule": registry.BOOL},
-    takes_batch_size=True, in_audit=True,
+    takes_batch_size=True, survivors_only=True, in_audit=True,
     summary="Square Attack, Linf, margin loss, exact per-sample query count; "
             "gradient-free (Huang et al. 2020's check for masking)",
     reference="Andriushchenko, Croce, Flammarion & Hein 2020"))
