@@ -145,8 +145,7 @@ def define_evaluate_flags():
     flags.DEFINE_float("eps_scale", 1.0, "Divide --eps by this (255: budgets in 0-255 "
                        "pixel units, e.g. --eps=8 for 8/255).")
     flags.DEFINE_integer("num_examples", 1000, "Evaluate the first N examples of the split.")
-    flags.DEFINE_string("output_dir", None,
-                        "Report folder (default reports/<model>_<dataset>).")
+    define_report_flags()
     flags.DEFINE_multi_string("attack_option", [], "ATTACK.OPTION=VALUE, repeatable: an "
                               "option of a registered attack or an audit variant, e.g. "
                               "pgd.num_steps=100, square.max_queries=300, "
@@ -164,6 +163,28 @@ def define_evaluate_flags():
                       "random and PGD perturbations along the ODE trajectory or residual "
                       "blocks, and the empirical Lipschitz constant of the ODE/residual "
                       "function.")
+    flags.DEFINE_string("schedule", "fast", "fast: attack only what is still robust (early "
+                        "exit per example, eps in increasing order on the survivors, Square "
+                        "and Boundary on the other attacks' survivors); exhaustive: every "
+                        "attack on every example at every eps (docs/evaluation.md).")
+    define_shard_flags()
+
+
+@_group
+def define_report_flags():
+    """Where reports go (``tools.evaluate`` and ``tools.merge_shards``)."""
+    flags.DEFINE_string("output_dir", None,
+                        "Report folder (default reports/<model>_<dataset>); a shard of a "
+                        "sharded run writes to <output_dir>/shards/<i>-of-<N>.")
+
+
+@_group
+def define_shard_flags():
+    """Flags of sharded evaluations (``tools.evaluate`` and ``tools.merge_shards``)."""
+    flags.DEFINE_integer("num_shards", 1, "Split the examples into N contiguous shards; "
+                         "evaluate one per job (--shard_index), then merge them with "
+                         "python -m tools.merge_shards --output_dir=<the same folder>.")
+    flags.DEFINE_integer("shard_index", 0, "Which shard this job evaluates (0-based).")
 
 
 def _value(text):
@@ -229,4 +250,5 @@ def evaluate_config(flag_values):
         attack_options=attack_options(fv.attack_option), seed=fv.seed, audit=fv.audit,
         per_sample_steps=True if fv.per_sample_steps is None else fv.per_sample_steps,
         tolerance_grid=_floats("tolerance_grid", fv.tolerance_grid),
-        trajectories=fv.trajectories)
+        trajectories=fv.trajectories, schedule=fv.schedule, num_shards=fv.num_shards,
+        shard_index=fv.shard_index)

@@ -186,13 +186,16 @@ def test_cell_definitions_on_crafted_masks():
     distances over the fooled ones only."""
     from tfnode import evaluate
 
-    x = np.zeros((N, 2, 2, 1), np.float32)
-    x_adv = x.copy()
-    x_adv[:, 0, 0, 0] = np.arange(N) / 100  # L2 = Linf = i / 100 for example i
+    # L2 = Linf = i / 100 for example i
     correct = mask(range(8))                # 8 of 10 right on the clean images
     adv_correct = mask([0, 1, 2, 3, 8, 9])  # the attack fools 4, 5, 6, 7
-    sweep = evaluate._Sweep(None, x, np.zeros(N, int), correct, N, 0, None, 0)
-    cell = evaluate._cell(sweep, correct & adv_correct, x_adv, eps=0.1)
+    l2, linf = np.arange(N) / 100, np.arange(N) / 100
+    robust = correct & adv_correct
+
+    def per_example(own):
+        return {"own": own, "attacked": correct, "l2": l2, "linf": linf}
+
+    cell = evaluate.cell(0.1, correct, robust, per_example(correct & ~robust))
     assert cell["robust_accuracy"] == 0.4                 # 4 of all 10
     assert cell["attack_success_rate"] == 0.5             # 4 of the 8 clean-correct
     assert cell["num_clean_correct"] == 8 and cell["num_fooled"] == 4
@@ -200,7 +203,7 @@ def test_cell_definitions_on_crafted_masks():
         0.055)                                            # over examples 4..7 only
     assert cell["max_linf_all"] == pytest.approx(0.09)
     np.testing.assert_array_equal(outcomes.decode(cell["robust"]), mask(range(4)))
-    none = evaluate._cell(sweep, correct, x_adv, eps=0.1)
+    none = evaluate.cell(0.1, correct, correct, per_example(np.zeros(N, bool)))
     assert none["num_fooled"] == 0 and none["l2_median"] is None
 
 

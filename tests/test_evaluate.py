@@ -19,7 +19,10 @@ from tests.test_registry import tiny_options
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ["--attack_option=pgd.num_steps=2", "--attack_option=di2_fgsm.num_steps=2",
          "--attack_option=apgd_ce.num_steps=2", "--attack_option=boundary.max_queries=30",
-         "--attack_option=square.max_queries=20", "--num_examples=12", "--batch_size=6"]
+         "--attack_option=square.max_queries=20", "--num_examples=12", "--batch_size=6",
+         # The tiny models classify the generated images at chance: the fast schedule
+         # would attack almost nothing (tests/test_schedule.py tests it).
+         "--schedule=exhaustive"]
 # Every registered attack and audit variant, cut to a few steps or queries each.
 TINY_AUDIT = {**{name: tiny_options(attacks.get(name)) for name in attacks.available()},
               **{v.name: {"num_steps": 2, "restarts": 1} for v in audit.VARIANTS}}
@@ -261,11 +264,12 @@ def test_boundary_adversarials_are_confirmed_by_the_attacks_own_computation(
     shift = keras.ops.one_hot(y, 10) * 100.0
     monkeypatch.setattr(attacks._utils, "forward_fn",
                         lambda m: (lambda v: clean(v) + shift[:len(v)]))
-    sweep = evaluate._Sweep(model, x, y, np.ones(6, bool), 6, 0, lambda *_: None, 0)
+    sweep = evaluate._Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
+                            lambda *_: None, 0)
     spec = attacks.get("boundary")
     job = evaluate._Job("boundary", spec, spec.options({"max_queries": 60}), model,
                         {"kind": spec.kind}, [1.0])
-    out = evaluate._run_job(sweep, job)
+    out = evaluate._run_job(sweep, job, {})
     found = spec.run(model, x, y, eps=None, seed=0, batch_size=6, max_queries=60).is_adv
     assert found.sum() >= 3
     assert out["summary"]["num_adversarial_found"] == found.sum()

@@ -11,6 +11,25 @@ is computed from the cells and can be recomputed from ``report.json`` alone.
 Conventions (RobustBench / AutoAttack): an example is robust under an attack if the model
 classifies it correctly both clean and attacked; robust accuracy is over ALL evaluated
 examples; the attack success rate is over the clean-correct ones.
+
+Two schedules (`SCHEDULES`; the report records which ran and its conventions):
+
+* ``fast`` (the default) attacks only what is still robust, AutoAttack's answer to the
+  cost of a sweep. A gradient attack keeps each sample's first adversarial and stops
+  attacking it (``early_exit``); an attack's eps run in increasing order, each only on
+  the examples it left robust at the eps below (a perturbation within the smaller ball is
+  within the larger one: it is carried forward as the evidence); an attack whose queries
+  dominate (``survivors_only``: Square, Boundary) runs only on the examples every attack
+  before it left robust, and its cells then answer "is there any adversarial within eps".
+  No example is attacked that could not change a number.
+* ``exhaustive``: every attack on every example at every eps, the last iterate of a
+  gradient attack kept (what tfnode did before, for comparison: `benchmarks/eval_sweep`).
+
+Every random draw is keyed by the example's index in the split (``ids``) and the seed, so
+given a model that treats samples independently (per-sample ODE steps) an example's
+result depends on neither its batch nor the schedule's dropping and re-batching nor the
+shard it is in; sharded runs (``num_shards``) merge to the unsharded report
+(`tfnode.shards`).
 """
 
 import dataclasses
@@ -23,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnode import attacks, audit as audit_lib, checks, data, files, loading, outcomes, render
+from tfnode.attacks._utils import bucket, padded
 from tfnode.errors import TfnodeError
 
 
@@ -50,6 +70,10 @@ class EvalConfig:
         (`tfnode.loading.with_per_sample_steps`), so no result depends on the batch.
       tolerance_grid: rtol = atol values of the attack-time x inference-time grid.
       trajectories: measure the paper's bound (`tfnode.trajectories`).
+      schedule: ``"fast"`` or ``"exhaustive"`` (see the module docstring).
+      num_shards: split the examples into this many contiguous shards ...
+      shard_index: ... and evaluate this one (0-based); `tfnode.shards.merge` joins the
+        shards' reports.
     """
     model_path: str
     dataset: str = "mnist"
@@ -69,6 +93,25 @@ class EvalConfig:
     per_sample_steps: bool = True
     tolerance_grid: tuple = ()
     trajectories: bool = False
+    schedule: str = "fast"
+    num_shards: int = 1
+    shard_index: int = 0
+
+
+SCHEDULES = {
+    "fast": "fast: gradient attacks keep each example's first adversarial and stop "
+            "(early exit); eps in increasing order, each attack only on the examples it "
+            "left robust at the eps below, its adversarials carried forward; "
+            "{survivors} only on the examples every attack before it left robust (their "
+            "cells: robust after those attacks and this one)",
+    "exhaustive": "exhaustive: every attack on every example at every eps; a gradient "
+                  "attack's last iterate (per restart) is kept",
+}
+
+
+def _is_count(value, least):
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            and value >= least)
 
 
 def resolve_options(config):
@@ -78,9 +121,18 @@ def resolve_options(config):
       TfnodeError: one line naming the bad attack, option or value.
     """
     for name, value in (("num_examples", config.num_examples),
-                        ("batch_size", config.batch_size)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                        ("batch_size", config.batch_size), ("num_shards", config.num_shards)):
+        if not _is_count(value, 1):
             raise TfnodeError(f"{name} must be an integer >= 1, got {value!r}")
+    if config.schedule not in SCHEDULES:
+        raise TfnodeError(f"schedule must be one of {list(SCHEDULES)}, got "
+                          f"{config.schedule!r}")
+    if not _is_count(config.shard_index, 0) or config.shard_index >= config.num_shards:
+        raise TfnodeError(f"shard_index must be an integer in [0, {config.num_shards - 1}] "
+                          f"(num_shards {config.num_shards}), got {config.shard_index!r}")
+    if config.num_shards > 1 and (config.tolerance_grid or config.trajectories):
+        raise TfnodeError("num_shards > 1 does not combine with tolerance_grid or "
+                          "trajectories (their summaries do not merge); run them unsharded")
     if not config.attacks:
         raise TfnodeError(f"no attacks given; expected some of {attacks.available()}")
     if not config.eps:
@@ -136,16 +188,16 @@ class _Sweep:
     model: object
     x: np.ndarray
     y: np.ndarray
+    ids: np.ndarray
     correct: np.ndarray
     batch_size: int
     seed: int
+    fast: bool
     log: object
     verbose: int
     label: str = ""
-
-    def batches(self):
-        return [(i, min(i + self.batch_size, len(self.y)))
-                for i in range(0, len(self.y), self.batch_size)]
+    # Per-example arrays of every cell, for merging shards (`tfnode.shards`).
+    arrays: dict = dataclasses.field(default_factory=dict)
 
     def predict(self, model, x_adv, *, xla=True):
         return attacks.predict(model, x_adv, batch_size=self.batch_size, xla=xla)
@@ -158,10 +210,17 @@ class _Run:
     options: dict
     x: np.ndarray
     y: np.ndarray
+    ids: np.ndarray
     eps: list
     source: object
     log: object
     verbose: int
+
+
+def shard_range(n, num_shards, shard_index):
+    """``(start, stop)``: the contiguous slice of ``n`` examples that shard
+    ``shard_index`` of ``num_shards`` evaluates (sizes differ by at most one)."""
+    return n * shard_index // num_shards, n * (shard_index + 1) // num_shards
 
 
 def evaluate(config, *, record=None, log=print, verbose=1):
@@ -197,22 +256,37 @@ def evaluate(config, *, record=None, log=print, verbose=1):
                                   config.source_model_path)
     output_dir = config.output_dir or os.path.join(
         "reports", f"{loading.model_label(loaded[0][1])}_{config.dataset}")
+    if config.num_shards > 1:
+        output_dir = os.path.join(output_dir, "shards",
+                                  f"{config.shard_index}-of-{config.num_shards}")
     files.check_writable(output_dir, flag="--output_dir")
 
     images, labels = data.load_arrays(config.dataset, config.split, data_dir=config.data_dir)
-    n = min(config.num_examples, len(labels))
-    run = _Run(config, options, images[:n].astype(np.float32) / 255.0,
-               labels[:n].astype(np.int64), [float(e) for e in config.eps], source, log,
-               verbose)
-    log(f"tfnode: evaluating {len(loaded)} model(s) on the first {n} {config.dataset} "
-        f"{config.split} images, batch {config.batch_size}, attacks "
-        f"{', '.join(config.attacks)}, eps {', '.join(f'{e:g}' for e in run.eps)}")
+    total = min(config.num_examples, len(labels))
+    lo, hi = shard_range(total, config.num_shards, config.shard_index)
+    if hi <= lo:
+        raise TfnodeError(f"shard_index {config.shard_index} of num_shards "
+                          f"{config.num_shards} holds no example ({total} examples)")
+    run = _Run(config, options, images[lo:hi].astype(np.float32) / 255.0,
+               labels[lo:hi].astype(np.int64), np.arange(lo, hi, dtype=np.int64),
+               [float(e) for e in config.eps], source, log, verbose)
+    n = hi - lo
+    where = (f"the first {n}" if config.num_shards == 1 else
+             f"shard {config.shard_index} of {config.num_shards} (examples {lo}..{hi - 1}) "
+             f"of the first {total}")
+    log(f"tfnode: evaluating {len(loaded)} model(s) on {where} {config.dataset} "
+        f"{config.split} images, batch {config.batch_size}, {config.schedule} schedule, "
+        f"attacks {', '.join(config.attacks)}, eps {', '.join(f'{e:g}' for e in run.eps)}")
     report = {"config": dataclasses.asdict(config), "dataset": config.dataset,
               "split": config.split, "num_examples": n, "batch_size": config.batch_size,
               "eps": run.eps, "eps_scale": config.eps_scale, "seed": config.seed,
+              "schedule": config.schedule, "conventions": conventions(config.schedule),
               "attack_options": options, "audit": config.audit, "models": {},
               "source_model": source_info, "record": record or {},
               "versions": files.versions()}
+    if config.num_shards > 1:
+        report["shard"] = {"index": config.shard_index, "count": config.num_shards,
+                           "start": lo, "stop": hi, "total": total}
     for model, info in loaded:
         label = loading.model_label(info)
         while label in report["models"]:
@@ -221,6 +295,11 @@ def evaluate(config, *, record=None, log=print, verbose=1):
     report["warnings"] = [w for label, res in report["models"].items()
                           for w in checks.warnings(label, res["checks"])]
     report["wall_seconds"] = time.time() - start
+    arrays = {label: res.pop("_arrays") for label, res in report["models"].items()}
+    if config.num_shards > 1:
+        from tfnode import shards  # it builds on this module
+
+        shards.save_arrays(os.path.join(output_dir, shards.ARRAYS), arrays)
     report["paths"] = render.write_report(report, output_dir)
     for w in report["warnings"]:
         log(f"tfnode: WARNING {w}")
@@ -228,13 +307,19 @@ def evaluate(config, *, record=None, log=print, verbose=1):
     return report
 
 
+def conventions(schedule):
+    """The report's sentence on how cells were computed under ``schedule``."""
+    names = " and ".join(attacks.available(survivors_only=True)) or "no attack"
+    return SCHEDULES[schedule].format(survivors=names)
+
+
 def _evaluate_model(run, model, info, label):
     """One model's result: clean accuracy, probes, every job's cells, checks, verdict."""
     config, x, y = run.config, run.x, run.y
     t0 = time.time()
     correct = attacks.predict(model, x, batch_size=config.batch_size) == y
-    sweep = _Sweep(model, x, y, correct, config.batch_size, config.seed, run.log, run.verbose,
-                   label)
+    sweep = _Sweep(model, x, y, run.ids, correct, config.batch_size, config.seed,
+                   config.schedule == "fast", run.log, run.verbose, label)
     out = {"info": info, "clean_accuracy": float(correct.mean()),
            "clean_correct": outcomes.encode(correct), "clean_seconds": time.time() - t0,
            "probes": loading.probe(model, x, y, config.batch_size), "attacks": {}}
@@ -242,15 +327,24 @@ def _evaluate_model(run, model, info, label):
     jobs, skipped = _jobs(run, model, info)
     if config.audit:
         out["audit_skipped"] = skipped
+    if sweep.fast:  # the attacks that run on survivors come after all the others
+        jobs.sort(key=lambda job: job.spec.survivors_only)
     for job in jobs:
-        out["attacks"][job.name] = _run_job(sweep, job)
-    eps_keys = [outcomes.eps_key(e) for e in run.eps]
-    out["worst_case"] = outcomes.worst_case(out, eps_keys)
-    out["checks"] = checks.run_all(out, eps_keys=eps_keys, batch_size=config.batch_size)
-    if config.audit:
-        out["verdict"] = audit_lib.verdict(out, out["checks"], eps_keys)
+        out["attacks"][job.name] = _run_job(sweep, job, out["attacks"])
+    finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
+           batch_size=config.batch_size)
     out.update(_measurements(run, sweep, info))
+    out["_arrays"] = sweep.arrays
     return out
+
+
+def finish(out, eps_keys, *, audit, batch_size):
+    """Fills a model result's worst case, checks and (with ``audit``) verdict from its
+    cells: shared by the evaluation and the merge of shards."""
+    out["worst_case"] = outcomes.worst_case(out, eps_keys)
+    out["checks"] = checks.run_all(out, eps_keys=eps_keys, batch_size=batch_size)
+    if audit:
+        out["verdict"] = audit_lib.verdict(out, out["checks"], eps_keys)
 
 
 def _measurements(run, sweep, info):
@@ -260,7 +354,8 @@ def _measurements(run, sweep, info):
     pgd_options = run.options.get("pgd") or attacks.get("pgd").options(dataset=config.dataset)
 
     def craft(on, e, title):
-        return _craft(sweep, _Job(title, attacks.get("pgd"), pgd_options, on, {}, [e]), e)[0]
+        job = _Job(title, attacks.get("pgd"), pgd_options, on, {}, [e])
+        return _craft(sweep, job, e, np.arange(len(sweep.y)))["x_adv"]
 
     if config.tolerance_grid:
         out["tolerance_grid"] = audit_lib.tolerance_grid(
@@ -311,64 +406,188 @@ def _meta(attack, spec, options, *, crafted_on, **extra):
             **{k: v for k, v in extra.items() if v is not None}}
 
 
-def _craft(sweep, job, eps):
-    """Runs ``job`` at ``eps`` batch by batch (batch k seeded ``seed + k``).
+def _craft(sweep, job, eps, idx):
+    """Runs ``job`` at ``eps`` on the examples ``idx``, in batches of ``batch_size``.
+
+    Attacks with per-sample keys (``early_exit`` in the registry) get the examples' ids
+    and the run's seed, so their draws do not depend on the batches; the others are
+    seeded ``seed + k`` for their k-th batch of this call. An attack that calls the model
+    on its whole input (all but those that batch their own queries) gets a short batch
+    padded to a `tfnode.attacks._utils.bucket` size by repeating an example (its copies'
+    results are dropped): a graph is traced, and an ODE block's step compiled, per input
+    shape, and the subsets of the fast schedule come in every size.
 
     Returns:
-      ``(x_adv, queries or None, is_adv or None)`` over all examples.
+      ``{"x_adv", "queries", "is_adv", "gradients"}`` over ``idx`` (None where the attack
+      does not report it).
     """
-    sweep.log(f"tfnode: {sweep.label}: {job.name}" + ("" if eps is None else f" eps {eps:g}"))
-    bar = keras.utils.Progbar(len(sweep.batches()), verbose=1 if sweep.verbose else 0,
+    sweep.log(f"tfnode: {sweep.label}: {job.name}" + ("" if eps is None else f" eps {eps:g}")
+              + (f", {len(idx)} of {len(sweep.y)} examples" if len(idx) < len(sweep.y)
+                 else ""))
+    chunks = [idx[i:i + sweep.batch_size] for i in range(0, len(idx), sweep.batch_size)]
+    bar = keras.utils.Progbar(len(chunks), verbose=1 if sweep.verbose else 0,
                               unit_name="batch")
     parts = []
-    for k, (i, j) in enumerate(sweep.batches()):
-        parts.append(job.spec.run(job.crafted_on, sweep.x[i:j], sweep.y[i:j], eps=eps,
-                                  seed=sweep.seed + k, batch_size=sweep.batch_size,
-                                  **job.options))
+    for k, rows in enumerate(chunks):
+        keyed = job.spec.early_exit
+        take = rows if job.spec.takes_batch_size else padded(
+            rows, bucket(len(rows), sweep.batch_size))
+        part = job.spec.run(job.crafted_on, sweep.x[take], sweep.y[take], eps=eps,
+                            seed=sweep.seed if keyed else sweep.seed + k,
+                            batch_size=sweep.batch_size, ids=sweep.ids[take],
+                            early_exit=sweep.fast, **job.options)
+        parts.append(part if job.spec.takes_batch_size else _cut(part, len(rows)))
         bar.update(k + 1)
 
-    def joined(field):
-        values = [getattr(p, field) for p in parts]
+    def joined(values):
         return None if any(v is None for v in values) else np.concatenate(values)
 
-    return joined("x_adv"), joined("queries"), joined("is_adv")
+    return {"x_adv": joined([p.x_adv for p in parts]),
+            "queries": joined([p.queries for p in parts]),
+            "is_adv": joined([p.is_adv for p in parts]),
+            "gradients": joined([p.details.get("gradients") for p in parts])}
 
 
-def _run_job(sweep, job):
-    """``{"meta", "cells"}`` (and ``"summary"`` for a distance-minimizing attack)."""
+def _cut(result, n):
+    """The first ``n`` rows of an `AttackResult`'s per-sample fields."""
+    def first(v):
+        return None if v is None else np.asarray(v)[:n]
+    return dataclasses.replace(result, x_adv=first(result.x_adv), is_adv=first(result.is_adv),
+                               queries=first(result.queries),
+                               details={k: first(v) if np.ndim(v) else v
+                                        for k, v in result.details.items()})
+
+
+def _prior(done, exclude=()):
+    """``prior(eps_key)``: the examples every budget attack in ``done`` left robust at
+    that eps (None where none ran at it), and the names of those attacks."""
+    names = [n for n in outcomes.budget_attacks({"attacks": done}) if n not in exclude]
+
+    def robust(key):
+        masks = [outcomes.decode(done[n]["cells"][key]["robust"]) for n in names
+                 if key in done[n]["cells"]]
+        return np.logical_and.reduce(masks) if masks else None
+    return robust, names
+
+
+def _run_job(sweep, job, done):
+    """``{"meta", "cells", "throughput"}`` (and ``"summary"`` for a distance-minimizing
+    attack). ``done``: the attacks already run on this model (for ``survivors_only``)."""
+    prior, names = _prior(done) if sweep.fast and job.spec.survivors_only else (None, [])
+    if prior is not None and names:
+        job.meta["survivors_of"] = names
+    start = time.time()
     if job.spec.minimizes_distance:
-        return _distance_job(sweep, job)
+        out = _distance_job(sweep, job, prior)
+    else:
+        out = {"meta": job.meta, "cells": _budget_cells(sweep, job, prior)}
+    attacked = sum(c["attacked"] for c in out["cells"].values()) if not \
+        job.spec.minimizes_distance else out["summary"]["attacked"]
+    out["throughput"] = throughput(time.time() - start, len(sweep.y) * len(out["cells"]),
+                                   attacked)
+    sweep.log(f"tfnode: {sweep.label}: {job.name}: {out['throughput']['seconds']:.1f} s, "
+              f"{out['throughput']['images_per_second'] or 0:.1f} images x eps per second "
+              f"({attacked} attacked)")
+    return out
+
+
+def throughput(seconds, examples_x_eps, attacked):
+    """An attack's time and rates: cells answered (examples x eps) and examples attacked
+    per second."""
+    return {"seconds": seconds, "examples_x_eps": examples_x_eps, "attacked": attacked,
+            "images_per_second": examples_x_eps / seconds if seconds else None,
+            "attacked_per_second": attacked / seconds if seconds else None}
+
+
+def _budget_cells(sweep, job, prior):
+    """An attack within each eps (in increasing order; see `SCHEDULES`)."""
+    n = len(sweep.y)
     cells = {}
-    for e in job.eps:
+    robust_below = sweep.correct.copy()
+    x_carry = sweep.x.copy()  # this attack's adversarials so far (x itself elsewhere)
+    own = np.zeros(n, bool)  # examples this attack's own adversarial fooled so far
+    for e in sorted(job.eps):
         start = time.time()
-        x_adv, queries, _ = _craft(sweep, job, e)
-        cell = _cell(sweep, sweep.correct & (sweep.predict(sweep.model, x_adv) == sweep.y),
-                     x_adv, eps=e, queries=queries)
+        key = outcomes.eps_key(e)
+        todo = np.ones(n, bool)
+        if sweep.fast:
+            todo = robust_below.copy()
+            if prior is not None and prior(key) is not None:
+                todo &= prior(key)
+        idx = np.flatnonzero(todo)
+        x_adv, robust = x_carry.copy(), np.zeros(n, bool)
+        crafted = {"queries": None, "gradients": None}
+        if len(idx):
+            crafted = _craft(sweep, job, e, idx)
+            x_adv[idx] = crafted["x_adv"]
+            robust[idx] = sweep.correct[idx] & (
+                sweep.predict(sweep.model, crafted["x_adv"]) == sweep.y[idx])
+        fooled_here = todo & sweep.correct & ~robust
+        carried = own.copy() if sweep.fast else np.zeros(n, bool)
+        own = (own | fooled_here) if sweep.fast else fooled_here
+        if sweep.fast:
+            x_carry[fooled_here] = x_adv[fooled_here]
+            robust_below = robust
+        per_example = {"own": own, "attacked": todo, "l2": None, "linf": None}
+        per_example["l2"], per_example["linf"] = attacks.distances(x_adv, sweep.x)
+        if crafted["queries"] is not None:
+            per_example["queries"] = _spread(crafted["queries"], idx, n)
+        if crafted["gradients"] is not None:
+            per_example["gradients"] = _spread(crafted["gradients"], idx, n)
         if job.crafted_on is not sweep.model:  # how the crafting model itself fared
-            cell["source_accuracy"] = float(np.mean(
-                sweep.predict(job.crafted_on, x_adv) == sweep.y))
-        cells[outcomes.eps_key(e)] = {**cell, "seconds": time.time() - start}
-    return {"meta": job.meta, "cells": cells}
+            per_example["source_correct"] = sweep.predict(job.crafted_on, x_adv) == sweep.y
+        sweep.arrays[(job.name, key)] = per_example
+        cells[key] = {**cell(e, sweep.correct, robust, per_example),
+                      "carried": int(carried.sum()), "seconds": time.time() - start}
+    return cells
 
 
-def _cell(sweep, robust, x_adv, *, eps, queries=None):
-    """A cell's numbers from its per-example ``robust`` mask and adversarials."""
-    fooled = sweep.correct & ~robust
-    l2, linf = attacks.distances(x_adv, sweep.x)
-    num_correct = int(sweep.correct.sum())
-    cell = {"eps": eps, "robust": outcomes.encode(robust),
-            "robust_accuracy": float(robust.mean()),
-            "attack_success_rate": float(fooled.sum() / num_correct) if num_correct else None,
-            "num_clean_correct": num_correct, "num_fooled": int(fooled.sum()),
-            "max_linf_all": float(linf.max(initial=0.0)),
-            **outcomes.norm_stats(l2[fooled], linf[fooled])}
-    if queries is not None:
-        cell.update(queries_mean=float(queries.mean()), queries_max=int(queries.max()))
-    return cell
+def _spread(values, idx, n):
+    out = np.zeros(n, np.asarray(values).dtype)
+    out[idx] = values
+    return out
 
 
-def _distance_job(sweep, job):
+def cell(eps, correct, robust, per_example):
+    """A cell's numbers from per-example arrays (a pure function: the merge of shards
+    recomputes every cell with it from the shards' arrays).
+
+    Args:
+      eps: the budget.
+      correct: clean-correct examples.
+      robust: examples robust in this cell.
+      per_example: ``own`` (examples this attack's own adversarial fooled: the distances
+        are over them), ``attacked``, ``l2``, ``linf`` and optionally ``queries``,
+        ``gradients`` (per example; 0 where not attacked) and ``source_correct``.
+    """
+    num_correct = int(correct.sum())
+    fooled = correct & ~robust
+    own, attacked = per_example["own"], per_example["attacked"]
+    out = {"eps": eps, "robust": outcomes.encode(robust),
+           "robust_accuracy": float(robust.mean()),
+           "attack_success_rate": float(fooled.sum() / num_correct) if num_correct else None,
+           "num_clean_correct": num_correct, "num_fooled": int(fooled.sum()),
+           "attacked": int(attacked.sum()),
+           "max_linf_all": float(per_example["linf"].max(initial=0.0)),
+           **outcomes.norm_stats(per_example["l2"][own], per_example["linf"][own])}
+    queries = per_example.get("queries")
+    if queries is not None and attacked.any():
+        out.update(queries_mean=float(queries[attacked].mean()),
+                   queries_max=int(queries[attacked].max()))
+    if per_example.get("gradients") is not None:
+        out["gradients"] = int(per_example["gradients"].sum())
+    if per_example.get("source_correct") is not None:
+        out["source_accuracy"] = float(per_example["source_correct"].mean())
+    return out
+
+
+def _distance_job(sweep, job, prior):
     """One unbounded run; an eps cell counts the adversarials found within eps (Linf).
+
+    The fast schedule runs it only on the examples every attack before it left robust at
+    the smallest eps (at a larger eps fewer are left), and a cell is then robust after
+    those attacks and this one; the summary (median L2) is over the examples it ran on,
+    and says so.
 
     The attack's adversarials are confirmed on the whole evaluation batches through the
     same computation its oracle used (`tfnode.attacks.predict` with ``xla=False``): at
@@ -377,21 +596,56 @@ def _distance_job(sweep, job):
     With batch-shared solver steps a decision can still change with the batch; those
     are counted in ``num_found_not_confirmed_in_evaluation_batches``.
     """
+    n = len(sweep.y)
+    keys = [outcomes.eps_key(e) for e in job.eps]
+    smallest = min(job.eps)
+    candidates = np.ones(n, bool)
+    survivors = prior(outcomes.eps_key(smallest)) if prior is not None else None
+    if sweep.fast:
+        candidates = sweep.correct & (survivors if survivors is not None else True)
+    idx = np.flatnonzero(candidates)
     start = time.time()
-    x_adv, queries, is_adv = _craft(sweep, job, None)
-    confirmed = sweep.predict(sweep.model, x_adv, xla=False) != sweep.y
+    x_adv = sweep.x.copy()
+    queries, is_adv, confirmed = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
+    if len(idx):
+        crafted = _craft(sweep, job, None, idx)
+        x_adv[idx] = crafted["x_adv"]
+        queries[idx], is_adv[idx] = crafted["queries"], crafted["is_adv"]
+        confirmed[idx] = sweep.predict(sweep.model, crafted["x_adv"], xla=False) != \
+            sweep.y[idx]
     found = sweep.correct & is_adv & confirmed
     l2, linf = attacks.distances(x_adv, sweep.x)
     seconds = time.time() - start
     cells = {}
-    for e in job.eps:
-        robust = sweep.correct & ~(found & (linf <= e + 1e-6))
-        cells[outcomes.eps_key(e)] = {**_cell(sweep, robust, x_adv, eps=e, queries=queries),
-                                      "seconds": seconds}
-    summary = {"num_clean_correct": int(sweep.correct.sum()),
-               "num_adversarial_found": int(found.sum()),
-               "num_found_not_confirmed_in_evaluation_batches": int(np.sum(
-                   sweep.correct & is_adv & ~confirmed)),
-               "queries_mean": float(queries.mean()), "queries_max": int(queries.max()),
-               **outcomes.norm_stats(l2[found], linf[found]), "seconds": seconds}
-    return {"meta": job.meta, "cells": cells, "summary": summary}
+    for e, key in zip(job.eps, keys):
+        within = found & (linf <= e + 1e-6)
+        base = sweep.correct
+        if survivors is not None and sweep.fast:
+            base = prior(key) if prior(key) is not None else sweep.correct
+        per_example = {"own": within, "attacked": candidates, "l2": l2, "linf": linf,
+                       "queries": queries}
+        sweep.arrays[(job.name, key)] = per_example
+        cells[key] = {**cell(e, sweep.correct, base & ~within, per_example),
+                      "seconds": seconds}
+    summary_arrays = {"found": found, "candidates": candidates, "l2": l2, "linf": linf,
+                      "queries": queries, "not_confirmed": sweep.correct & is_adv & ~confirmed}
+    sweep.arrays[(job.name, "summary")] = summary_arrays
+    over = ("the clean-correct examples" if not sweep.fast else
+            "the clean-correct examples" + (f" that {', '.join(job.meta['survivors_of'])} "
+                                            f"left robust at eps {smallest:g}"
+                                            if survivors is not None else ""))
+    return {"meta": job.meta, "cells": cells,
+            "summary": {**summary(summary_arrays, sweep.correct), "over": over,
+                        "seconds": seconds}}
+
+
+def summary(arrays, correct):
+    """A distance-minimizing attack's summary from its per-example arrays (pure, like
+    `cell`)."""
+    found, candidates, queries = arrays["found"], arrays["candidates"], arrays["queries"]
+    return {"num_clean_correct": int(correct.sum()), "attacked": int(candidates.sum()),
+            "num_adversarial_found": int(found.sum()),
+            "num_found_not_confirmed_in_evaluation_batches": int(arrays["not_confirmed"].sum()),
+            "queries_mean": float(queries[candidates].mean()) if candidates.any() else 0.0,
+            "queries_max": int(queries.max(initial=0)),
+            **outcomes.norm_stats(arrays["l2"][found], arrays["linf"][found])}

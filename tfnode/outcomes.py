@@ -54,7 +54,8 @@ def worst_case(result, eps_keys):
       "decisive", "strongest_single"}}``, where ``attacks`` lists the attacks that ran
       at that eps, ``decisive`` maps each attack to the clean-correct examples only it
       broke (the attacks an evaluation cannot drop), and ``strongest_single`` is the
-      attack with the lowest robust accuracy of its own (the old, optimistic minimum). Eps with no attack are left out.
+      attack with the lowest robust accuracy of its own (the old, optimistic minimum;
+      attacks run only on the others' survivors have none and are left out). Eps with no attack are left out.
     """
     out = {}
     for k in eps_keys:
@@ -68,7 +69,10 @@ def worst_case(result, eps_keys):
         broken_by = (~stacked & clean).sum(axis=0)
         decisive = {name: int(np.sum(~mask & clean & (broken_by == 1)))
                     for name, mask in robust.items()}
-        strongest = min(robust, key=lambda name: robust[name].mean())
+        # An attack run on the others' survivors (fast schedule) has no number of its own.
+        single = [n for n in robust
+                  if not result["attacks"][n]["meta"].get("survivors_of")] or list(robust)
+        strongest = min(single, key=lambda name: robust[name].mean())
         out[k] = {"robust_accuracy": float(survive.mean()), "num_robust": int(survive.sum()),
                   "num_examples": int(survive.size), "attacks": list(robust),
                   "decisive": decisive,

@@ -125,10 +125,15 @@ def call_active(fn, idx, batch, *arrays):
     Returns:
       ``fn``'s outputs (a tuple), each cut to ``len(idx)`` rows, as numpy arrays.
     """
-    size = bucket(len(idx), batch)
-    take = np.concatenate([idx, np.full(size - len(idx), idx[0], idx.dtype)])
+    take = padded(idx, bucket(len(idx), batch))
     outs = fn(*[tf.constant(np.asarray(a)[take]) for a in arrays])
     return tuple(np.asarray(o)[:len(idx)] for o in outs)
+
+
+def padded(idx, size):
+    """``idx`` followed by copies of its first entry, ``size`` entries in all."""
+    idx = np.asarray(idx)
+    return np.concatenate([idx, np.full(size - len(idx), idx[0], idx.dtype)])
 
 
 def distances(x_adv, x):
@@ -221,6 +226,9 @@ def forward_fn(model):
 def predict(model, x, *, batch_size=None, xla=True):
     """Top-1 predictions of ``model`` on ``x`` (numpy), in batches of ``batch_size``.
 
+    With ``xla`` a short last batch is padded to a `bucket` size by repeating a row, so
+    that predicting subsets of every size compiles a few shapes, not one per size.
+
     Args:
       model: logits callable.
       x: inputs.
@@ -235,7 +243,10 @@ def predict(model, x, *, batch_size=None, xla=True):
     batch_size = batch_size or max(len(x), 1)
     out = []
     for i in range(0, len(x), batch_size):
-        logits = fn(tf.constant(x[i:i + batch_size])).numpy()
+        rows = np.arange(i, min(i + batch_size, len(x)))
+        if xla:  # XLA compiles per shape: a short batch is padded to a `bucket` size
+            rows = padded(rows, bucket(len(rows), batch_size))
+        logits = fn(tf.constant(x[rows])).numpy()[:min(batch_size, len(x) - i)]
         if not np.isfinite(logits).all():  # argmax of NaN would be a silent class 0
             raise TfnodeError(f"the model returned non-finite logits for inputs {i}.."
                               f"{i + len(logits) - 1} (an ODE solve that did not reach t1?)")

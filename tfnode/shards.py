@@ -1,0 +1,160 @@
+"""Sharded evaluations: each shard's per-example arrays, and the merge into one report.
+
+``tools.evaluate --num_shards=N --shard_index=i`` evaluates the contiguous slice i of the
+examples (`tfnode.evaluate.shard_range`) and writes its report to
+``<output_dir>/shards/<i>-of-<N>/`` together with `ARRAYS` (every cell's per-example
+distances, queries and masks). `merge` joins N such shards: it concatenates the
+per-example arrays in shard order and recomputes every cell, summary, worst case, check
+and verdict with the functions the evaluation itself uses, so the merged report holds
+the numbers of one unsharded run (every random draw is keyed by the example's index:
+given a model that treats samples independently, an example's result does not depend on
+the shard it was in). Times add up across shards; ``wall_seconds`` is the longest
+shard's.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from tfnode import checks, evaluate, files, outcomes, render
+from tfnode.errors import TfnodeError
+
+ARRAYS = "per_example.npz"
+_SEP = "|"
+
+
+def shard_dir(output_dir, index, count):
+    """Where shard ``index`` of ``count`` writes its report."""
+    return os.path.join(output_dir, "shards", f"{index}-of-{count}")
+
+
+def save_arrays(path, arrays):
+    """Writes ``{label: {(attack, key): {field: array}}}`` to ``path`` atomically."""
+    flat = {_SEP.join((label, attack, key, field)): np.asarray(value)
+            for label, cells in arrays.items() for (attack, key), fields in cells.items()
+            for field, value in fields.items() if value is not None}
+    with files.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **flat)
+
+
+def load_arrays(path):
+    """The dict `save_arrays` wrote."""
+    out = {}
+    with np.load(path) as data:
+        for name in data.files:
+            label, attack, key, field = name.split(_SEP)
+            out.setdefault(label, {}).setdefault((attack, key), {})[field] = data[name]
+    return out
+
+
+def _load(folder):
+    try:
+        with open(os.path.join(folder, "report.json")) as f:
+            report = json.load(f)
+        arrays = load_arrays(os.path.join(folder, ARRAYS))
+    except (OSError, ValueError, KeyError) as err:
+        raise TfnodeError(f"shard {folder!r}: cannot read its report.json and {ARRAYS} "
+                          f"({type(err).__name__}: {err})") from None
+    if "shard" not in report:
+        raise TfnodeError(f"{folder!r} is not a shard's report (it has no 'shard' entry)")
+    return report, arrays
+
+
+def _same_run(config):
+    return {k: v for k, v in config.items() if k not in ("shard_index", "output_dir")}
+
+
+def find(output_dir):
+    """The shard folders under ``output_dir`` (see `shard_dir`), in shard order."""
+    found = sorted(glob.glob(os.path.join(output_dir, "shards", "*-of-*")),
+                   key=lambda p: int(os.path.basename(p).split("-")[0]))
+    if not found:
+        raise TfnodeError(f"--output_dir {output_dir!r} has no shards "
+                          f"(expected {shard_dir(output_dir, 0, 'N')} and the others)")
+    return found
+
+
+def merge(folders, output_dir):
+    """Merges the shard reports in ``folders`` into one report in ``output_dir``.
+
+    Raises:
+      TfnodeError: a folder that is not a shard, shards of different runs, or a shard
+        missing or given twice.
+
+    Returns:
+      The merged report dict (also written as ``report.json``, ``report.md``, plots).
+    """
+    shards = [_load(folder) for folder in folders]
+    reports = [r for r, _ in shards]
+    count = reports[0]["shard"]["count"]
+    indices = sorted(r["shard"]["index"] for r in reports)
+    if indices != list(range(count)):
+        raise TfnodeError(f"shards {indices} given; a run with num_shards {count} needs "
+                          f"each of 0..{count - 1} exactly once")
+    shards.sort(key=lambda s: s[0]["shard"]["index"])
+    reports = [r for r, _ in shards]
+    for r in reports[1:]:
+        if _same_run(r["config"]) != _same_run(reports[0]["config"]):
+            raise TfnodeError("the shards come from different runs: their configs differ "
+                              "in more than shard_index and output_dir")
+    first = reports[0]
+    merged = {k: v for k, v in first.items() if k not in ("shard", "paths", "models",
+                                                          "warnings", "wall_seconds")}
+    merged["num_examples"] = sum(r["num_examples"] for r in reports)
+    merged["shards"] = [{**r["shard"], "wall_seconds": r["wall_seconds"]} for r in reports]
+    merged["wall_seconds"] = max(r["wall_seconds"] for r in reports)
+    merged["models"] = {label: _merge_model([r["models"][label] for r in reports],
+                                            [a[label] for _, a in shards], first)
+                        for label in first["models"]}
+    merged["warnings"] = [w for label, res in merged["models"].items()
+                          for w in checks.warnings(label, res["checks"])]
+    files.check_writable(output_dir, flag="--output_dir")
+    merged["paths"] = render.write_report(merged, output_dir)
+    return merged
+
+
+def _joined(arrays, name, field):
+    values = [a[name][field] for a in arrays if field in a[name]]
+    if len(values) not in (0, len(arrays)):
+        raise TfnodeError(f"shards disagree on which arrays {name} has")
+    return np.concatenate(values) if values else None
+
+
+def _merge_model(results, arrays, report):
+    """One model's merged result from its shard results and per-example arrays."""
+    out = {k: v for k, v in results[0].items()
+           if k not in ("attacks", "worst_case", "checks", "verdict")}
+    correct = np.concatenate([outcomes.decode(r["clean_correct"]) for r in results])
+    out.update(clean_correct=outcomes.encode(correct), clean_accuracy=float(correct.mean()),
+               clean_seconds=sum(r["clean_seconds"] for r in results), attacks={})
+    for name, attack in results[0]["attacks"].items():
+        cells = {}
+        for key, first_cell in attack["cells"].items():
+            per = {f: _joined(arrays, (name, key), f) for f in arrays[0][(name, key)]}
+            robust = np.concatenate([outcomes.decode(r["attacks"][name]["cells"][key]["robust"])
+                                     for r in results])
+            new = evaluate.cell(first_cell["eps"], correct, robust, per)
+            for additive in ("carried", "seconds"):
+                if additive in first_cell:
+                    new[additive] = sum(r["attacks"][name]["cells"][key][additive]
+                                        for r in results)
+            cells[key] = new
+        merged = {"meta": attack["meta"], "cells": cells}
+        if "summary" in attack:
+            per = {f: _joined(arrays, (name, "summary"), f)
+                   for f in arrays[0][(name, "summary")]}
+            merged["summary"] = {**evaluate.summary(per, correct),
+                                 "over": attack["summary"]["over"],
+                                 "seconds": sum(r["attacks"][name]["summary"]["seconds"]
+                                                for r in results)}
+        if "throughput" in attack:
+            merged["throughput"] = evaluate.throughput(
+                *(sum(r["attacks"][name]["throughput"][k] for r in results)
+                  for k in ("seconds", "examples_x_eps", "attacked")))
+        out["attacks"][name] = merged
+    evaluate.finish(out, [outcomes.eps_key(e) for e in report["eps"]], audit=report["audit"],
+                    batch_size=report["batch_size"])
+    return out

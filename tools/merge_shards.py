@@ -1,0 +1,39 @@
+"""Merges the shards of a sharded evaluation into one report.
+
+    python -m tools.evaluate --flagfile=flags/eval_mnist.cfg --model_path=... \
+        --num_shards=4 --shard_index=0      # ... and 1, 2, 3: one job each
+    python -m tools.merge_shards --output_dir=reports/mnist_paper
+
+The shards are read from ``<output_dir>/shards/<i>-of-<N>/``; the merged report is written
+to ``<output_dir>`` (the numbers of one unsharded run: `tfnode.shards`).
+"""
+
+from absl import app
+from absl import flags as absl_flags
+
+from flags import common
+from tools import _run
+
+common.define_report_flags()
+FLAGS = absl_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+    def run():
+        from tfnode import shards
+        from tfnode.errors import TfnodeError
+
+        if not FLAGS.output_dir:
+            raise TfnodeError("--output_dir is required: the folder the shards were run with")
+        report = shards.merge(shards.find(FLAGS.output_dir), FLAGS.output_dir)
+        print(f"tfnode: merged {len(report['shards'])} shards ({report['num_examples']} "
+              f"examples) into {report['paths']['md']}")
+
+    _run.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main)
