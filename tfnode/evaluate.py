@@ -64,7 +64,8 @@ class EvalConfig:
       source_model_path: model on which ``transfer`` crafts its adversarials.
       output_dir: report folder (default ``reports/<model>_<dataset>``).
       attack_options: ``{attack or audit variant: {option: value}}`` over the defaults.
-      seed: seed of random starts, transforms and proposals (batch k uses seed + k).
+      seed: seed of random starts, transforms and proposals (keyed per example by its
+        index where the attack allows, else ``seed + k`` for batch k of a call).
       audit: add the gradient-masking audit (`tfnode.audit`) and its verdict.
       per_sample_steps: evaluate ODE models with per-sample steps where they apply
         (`tfnode.loading.with_per_sample_steps`), so no result depends on the batch.
@@ -331,6 +332,8 @@ def _evaluate_model(run, model, info, label):
         jobs.sort(key=lambda job: job.spec.survivors_only)
     for job in jobs:
         out["attacks"][job.name] = _run_job(sweep, job, out["attacks"])
+    # report.json sorts its keys: the order the attacks ran in is kept here.
+    out["attack_order"] = list(out["attacks"])
     finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
            batch_size=config.batch_size)
     out.update(_measurements(run, sweep, info))
@@ -574,10 +577,11 @@ def cell(eps, correct, robust, per_example):
     if queries is not None and attacked.any():
         out.update(queries_mean=float(queries[attacked].mean()),
                    queries_max=int(queries[attacked].max()))
-    if per_example.get("gradients") is not None:
-        out["gradients"] = int(per_example["gradients"].sum())
-    if per_example.get("source_correct") is not None:
-        out["source_accuracy"] = float(per_example["source_correct"].mean())
+    gradients = per_example.get("gradients")
+    out["gradients"] = 0 if gradients is None else int(gradients.sum())
+    source = per_example.get("source_correct")
+    if source is not None and attacked.any():  # over the examples attacked at this eps
+        out["source_accuracy"] = float(source[attacked].mean())
     return out
 
 

@@ -40,6 +40,8 @@ def markdown(report):
              "on the clean image and under the attack; Linf budgets eps on the [0, 1] scale"
              + (f" (given as x/{scale:g})" if scale != 1 else "") + ". Worst case: an "
              "example counts as robust only if it survives every attack at that eps.", ""]
+    if report.get("conventions"):  # reports before the schedules have none
+        lines += [f"Schedule {report['conventions']}.", ""]
     lines += ["| model | clean | " + " | ".join(f"worst case, eps {h}" for h in head) + " |",
               "|---|---|" + "---|" * len(head)]
     for label, res in report["models"].items():
@@ -63,6 +65,8 @@ def markdown(report):
             lines.append(f"| {label} | {name} | {attack['meta']['kind']}"
                          + (f" ({attack['meta']['crafted_on']})"
                             if attack["meta"]["crafted_on"] != "model" else "")
+                         + (" (on the survivors of the attacks above)"
+                            if attack["meta"].get("survivors_of") else "")
                          + f" | {_pct(res['clean_accuracy'])} | " + " | ".join(
                              _pct(attack["cells"][k]["robust_accuracy"])
                              if k in attack["cells"] else "-" for k in keys) + " |")
@@ -115,11 +119,17 @@ def _model_notes(report):
             s = attack.get("summary")
             if s:
                 med = "n/a" if s["l2_median"] is None else f"{s['l2_median']:.3f}"
-                lines.append(f"- {label}: {name}: median L2 {med} over "
-                             f"{s['num_adversarial_found']}/{s['num_clean_correct']} "
-                             f"clean-correct examples made adversarial, "
+                lines.append(f"- {label}: {name}: median L2 {med} over the "
+                             f"{s['num_adversarial_found']} adversarials found among "
+                             f"{s.get('over', 'the clean-correct examples')} "
+                             f"({s.get('attacked', s['num_clean_correct'])} run), "
                              f"{s['queries_mean']:.0f} queries on average (max "
                              f"{s['queries_max']})")
+        rates = [f"{name} {t['images_per_second']:.1f}" for name, t in
+                 ((n, a.get("throughput")) for n, a in res["attacks"].items())
+                 if t and t["images_per_second"]]
+        if rates:
+            lines.append(f"- {label}: examples x eps per second: {', '.join(rates)}")
         info = res["info"]
         lines.append(f"- {label}: {info['path']} ({info['format']}), per-sample steps "
                      f"{info.get('per_sample_steps', 'off')}"

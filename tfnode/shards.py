@@ -117,10 +117,12 @@ def merge(folders, output_dir):
 
 
 def _joined(arrays, name, field):
-    values = [a[name][field] for a in arrays if field in a[name]]
-    if len(values) not in (0, len(arrays)):
-        raise TfnodeError(f"shards disagree on which arrays {name} has")
-    return np.concatenate(values) if values else None
+    """A field's per-example array over all shards; a shard that attacked no example
+    there has none (no queries or gradients were counted): zeros."""
+    values = [a[name].get(field) for a in arrays]
+    like = next(v for v in values if v is not None)
+    return np.concatenate([np.zeros(len(a[name]["l2"]), like.dtype) if v is None else v
+                           for a, v in zip(arrays, values)])
 
 
 def _merge_model(results, arrays, report):
@@ -130,10 +132,12 @@ def _merge_model(results, arrays, report):
     correct = np.concatenate([outcomes.decode(r["clean_correct"]) for r in results])
     out.update(clean_correct=outcomes.encode(correct), clean_accuracy=float(correct.mean()),
                clean_seconds=sum(r["clean_seconds"] for r in results), attacks={})
-    for name, attack in results[0]["attacks"].items():
+    for name in results[0].get("attack_order") or results[0]["attacks"]:
+        attack = results[0]["attacks"][name]
         cells = {}
         for key, first_cell in attack["cells"].items():
-            per = {f: _joined(arrays, (name, key), f) for f in arrays[0][(name, key)]}
+            fields = {f for a in arrays for f in a[(name, key)]}
+            per = {f: _joined(arrays, (name, key), f) for f in fields}
             robust = np.concatenate([outcomes.decode(r["attacks"][name]["cells"][key]["robust"])
                                      for r in results])
             new = evaluate.cell(first_cell["eps"], correct, robust, per)
@@ -145,7 +149,7 @@ def _merge_model(results, arrays, report):
         merged = {"meta": attack["meta"], "cells": cells}
         if "summary" in attack:
             per = {f: _joined(arrays, (name, "summary"), f)
-                   for f in arrays[0][(name, "summary")]}
+                   for f in {f for a in arrays for f in a[(name, "summary")]}}
             merged["summary"] = {**evaluate.summary(per, correct),
                                  "over": attack["summary"]["over"],
                                  "seconds": sum(r["attacks"][name]["summary"]["seconds"]

@@ -27,20 +27,21 @@ sample, the last iterate of a run that the model misclassified.
 
 Deliberate differences:
 
-* Every run attacks the whole batch. The reference runs only on the points still
-  classified correctly (at ``x``, then after each restart) and returns ``x`` itself for
-  a point misclassified at ``x``; here the batch shape stays fixed, because an
-  ODE-Net's compiled solver step is traced per shape. Each sample's run depends only on
-  that sample (per-sample step sizes, checkpoints and bookkeeping; the gradient of the
-  summed loss is the per-sample gradient), so the result per sample is the same as on
-  the subset, given a model that treats samples independently (for an ODE-Net:
-  per-sample solver steps; a step size shared by the batch couples them). Only the
-  random draws differ, the start being seeded per batch.
+* The gradient is computed on the samples still attacked only, in calls of the batch
+  size or its halvings (a few traced shapes). Without ``early_exit`` every run
+  attacks every sample (the reference restarts only on the points still classified
+  correctly, which ``early_exit`` does); with it a sample also leaves a run at its
+  first misclassified iterate (the reference runs to the end and keeps the last).
+  Each sample's run depends only on that sample (per-sample step sizes, checkpoints
+  and bookkeeping; the gradient of the summed loss is the per-sample gradient; its
+  start keyed by its id), so given a model that treats samples independently (for an
+  ODE-Net: per-sample solver steps) dropping samples changes no sample's run.
 * A sample that no run fooled gets the highest-loss point found (over all runs: the
   reference's ``best_loss`` mode) instead of ``x`` itself. This changes no robust
   accuracy and is a better transfer candidate than the clean input.
-* The start is drawn by a seeded stateless TF generator (uniform in ``[-1, 1]``, as
-  ``2 * rand - 1``), restart ``r`` from seed ``seed * 1000 + r`` as in tfnode's `pgd`.
+* The start is drawn per sample from numpy's generator keyed by ``(seed, id)``
+  (uniform in ``[-1, 1]``, as ``2 * rand - 1``), restart ``r`` from seed
+  ``seed * 1000 + r`` as in tfnode's `pgd`.
 * Any clip range ``[clip_min, clip_max]`` (the reference clamps to ``[0, 1]``), through
   the shared `project`: the same point as the reference's max/min/clamp up to rounding.
 * Linf only, one gradient per step (no EOT), no zero-gradient warning; ``y`` is
