@@ -233,3 +233,28 @@ def test_audit_offers_only_surrogates_that_differ_and_apply(info, offered):
     # What the variants are compared with always runs, and the registered audit attacks.
     assert {"pgd_strong", "pgd_unbounded"} <= {v.name for v in variants}
     assert registered[0] == "pgd" and {"apgd_ce", "square", "boundary"} <= set(registered)
+
+
+def test_attacks_on_the_survivors_of_others_are_judged_by_what_they_added():
+    """Fast schedule: Boundary ran on what FGSM and PGD left robust; its mask holds theirs."""
+    fgsm, pgd = mask(range(6)), mask([0, 1, 2, 3, 4, 8])  # PGD alone broke 5; FGSM alone 8
+    left = fgsm & pgd                                       # 0..4 robust after both
+    boundary = left & ~mask([4])                            # it broke 4 on top
+    res = result({"fgsm": attack(cells={"0.1": fgsm}, iterations=1),
+                  "pgd": attack(cells={"0.1": pgd}),
+                  "boundary": attack("decision-based", cells={"0.1": boundary},
+                                     survivors_of=["fgsm", "pgd"])})
+    wc = outcomes.worst_case(res, ["0.1"])["0.1"]
+    assert wc["decisive"] == {"fgsm": 1, "pgd": 1, "boundary": 1}
+    # Boundary has no number of its own (its 40% is after FGSM and PGD).
+    assert wc["strongest_single"]["attack"] != "boundary"
+
+    def verdict(boundary_mask):
+        res["attacks"]["boundary"] = attack("decision-based", cells={"0.1": boundary_mask},
+                                            survivors_of=["fgsm", "pgd"])
+        (f,) = [f for f in checks.white_box_beats_black_box(res, eps_keys=["0.1"])
+                if f["check"].startswith("boundary finds little")]
+        return f["passed"]
+
+    assert not verdict(boundary)  # 1 in 10 that both gradient attacks missed: masking
+    assert verdict(left)          # nothing beyond them

@@ -173,7 +173,7 @@ def test_fast_schedule_is_monotone_and_never_more_robust_than_exhaustive(tiny_ru
         for k in keys:
             assert (attack["cells"][k]["robust_accuracy"]
                     <= full["attacks"][name]["cells"][k]["robust_accuracy"])
-        assert attack["throughput"]["images_per_second"] > 0
+        assert attack["throughput"]["examples_x_eps_per_second"] > 0
         assert attack["throughput"]["attacked"] <= full["attacks"][name]["throughput"][
             "attacked"]
     for k in keys:
@@ -258,3 +258,48 @@ def test_bad_shard_input_is_one_line(tiny_run):
         shards.merge(shards.find(str(out)), str(out))
     with pytest.raises(TfnodeError, match="has no shards"):
         shards.find(str(tiny_run["tmp"] / "nothing"))
+
+def _sweep(model, x, y, fast):
+    return evaluate._Sweep(model, x, y, np.arange(len(y)), np.ones(len(y), bool), len(y), 0,
+                           fast, lambda *_: None, 0)
+
+
+def test_an_exit_the_evaluation_does_not_confirm_gets_the_whole_attack(monkeypatch):
+    """The first adversarial lies just past the boundary; when the evaluation's forward
+    pass decides otherwise, the example is attacked again without early exit."""
+    rec = Recorder()
+    x = rec.images()
+    y = np.argmax(rec.model(x).numpy(), axis=-1)
+    spec = attacks.get("pgd")
+    options = spec.options({"num_steps": 10, "step_size": 0.01})
+    clean = attacks.forward_fn(rec.model)
+    # An evaluation forward pass that undoes small perturbations (decisively, unlike real
+    # rounding): it confirms no adversarial within eps 0.04 of any image.
+    x0 = tf.constant(x)
+
+    def forward(m):
+        def undo(v):  # per row, found by the id in its pixel 0
+            ids = tf.cast(tf.round((v[:, 0, 0, 0] - SPACING / 2) / SPACING), tf.int32)
+            orig = tf.gather(x0, ids)
+            near = tf.reduce_max(tf.abs(v - orig), axis=[1, 2, 3]) <= 0.0401
+            return clean(tf.where(near[:, None, None, None], orig, v))
+        return undo
+    monkeypatch.setattr(attacks._utils, "forward_fn", forward)
+    cells = {}
+    for fast in (True, False):
+        job = evaluate._Job("pgd", spec, options, rec.model, {"kind": spec.kind}, [0.04])
+        cells[fast] = evaluate._run_job(_sweep(rec.model, x, y, fast), job, {})["cells"]["0.04"]
+    assert cells[True]["exit_not_confirmed"] > 0
+    assert cells[True]["robust"] == cells[False]["robust"]
+    assert cells[True]["robust_accuracy"] == 1.0
+
+
+def test_early_exit_only_on_the_evaluated_model():
+    model, other = tiny_cnn(), tiny_cnn(seed=1)
+    sweep = _sweep(model, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, int), True)
+    spec = attacks.get("pgd")
+    assert evaluate._early_exit(sweep, evaluate._Job("pgd", spec, {}, model, {}, [0.1]))
+    # A solver surrogate or a transfer source: another model than the one evaluated.
+    assert not evaluate._early_exit(sweep, evaluate._Job("x", spec, {}, other, {}, [0.1]))
+    assert not evaluate._early_exit(_sweep(model, sweep.x, sweep.y, False),
+                                    evaluate._Job("pgd", spec, {}, model, {}, [0.1]))

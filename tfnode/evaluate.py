@@ -25,11 +25,14 @@ Two schedules (`SCHEDULES`; the report records which ran and its conventions):
 * ``exhaustive``: every attack on every example at every eps, the last iterate of a
   gradient attack kept (what tfnode did before, for comparison: `benchmarks/eval_sweep`).
 
-Every random draw is keyed by the example's index in the split (``ids``) and the seed, so
-given a model that treats samples independently (per-sample ODE steps) an example's
-result depends on neither its batch nor the schedule's dropping and re-batching nor the
-shard it is in; sharded runs (``num_shards``) merge to the unsharded report
-(`tfnode.shards`).
+The gradient attacks' random draws are keyed by the example's index in the split
+(``ids``) and the seed, so given a model that treats samples independently (per-sample
+ODE steps) their result for an example depends on neither its batch nor the schedule's
+dropping and re-batching nor the shard it is in; sharded runs (``num_shards``) merge to
+the unsharded report (`tfnode.shards`). Square's and Boundary's random search and
+transfer's attack on its source draw per batch. With a batch-shared solver step (no
+per-sample steps) every number depends on the batch, and the fast schedule's batches
+are other batches than the exhaustive one's.
 """
 
 import dataclasses
@@ -358,7 +361,8 @@ def _measurements(run, sweep, info):
 
     def craft(on, e, title):
         job = _Job(title, attacks.get("pgd"), pgd_options, on, {}, [e])
-        return _craft(sweep, job, e, np.arange(len(sweep.y)))["x_adv"]
+        # The grid and the trajectories are defined with PGD's end point: no early exit.
+        return _craft(sweep, job, e, np.arange(len(sweep.y)), early_exit=False)["x_adv"]
 
     if config.tolerance_grid:
         out["tolerance_grid"] = audit_lib.tolerance_grid(
@@ -409,7 +413,7 @@ def _meta(attack, spec, options, *, crafted_on, **extra):
             **{k: v for k, v in extra.items() if v is not None}}
 
 
-def _craft(sweep, job, eps, idx):
+def _craft(sweep, job, eps, idx, *, early_exit):
     """Runs ``job`` at ``eps`` on the examples ``idx``, in batches of ``batch_size``.
 
     Attacks with per-sample keys (``early_exit`` in the registry) get the examples' ids
@@ -421,8 +425,8 @@ def _craft(sweep, job, eps, idx):
     shape, and the subsets of the fast schedule come in every size.
 
     Returns:
-      ``{"x_adv", "queries", "is_adv", "gradients"}`` over ``idx`` (None where the attack
-      does not report it).
+      ``{"x_adv", "queries", "is_adv", "gradients", "exited"}`` over ``idx`` (None where
+      the attack does not report it).
     """
     sweep.log(f"tfnode: {sweep.label}: {job.name}" + ("" if eps is None else f" eps {eps:g}")
               + (f", {len(idx)} of {len(sweep.y)} examples" if len(idx) < len(sweep.y)
@@ -438,7 +442,7 @@ def _craft(sweep, job, eps, idx):
         part = job.spec.run(job.crafted_on, sweep.x[take], sweep.y[take], eps=eps,
                             seed=sweep.seed if keyed else sweep.seed + k,
                             batch_size=sweep.batch_size, ids=sweep.ids[take],
-                            early_exit=sweep.fast, **job.options)
+                            early_exit=early_exit, **job.options)
         parts.append(part if job.spec.takes_batch_size else _cut(part, len(rows)))
         bar.update(k + 1)
 
@@ -448,7 +452,8 @@ def _craft(sweep, job, eps, idx):
     return {"x_adv": joined([p.x_adv for p in parts]),
             "queries": joined([p.queries for p in parts]),
             "is_adv": joined([p.is_adv for p in parts]),
-            "gradients": joined([p.details.get("gradients") for p in parts])}
+            "gradients": joined([p.details.get("gradients") for p in parts]),
+            "exited": joined([p.details.get("exited") for p in parts])}
 
 
 def _cut(result, n):
@@ -459,6 +464,12 @@ def _cut(result, n):
                                queries=first(result.queries),
                                details={k: first(v) if np.ndim(v) else v
                                         for k, v in result.details.items()})
+
+
+def _early_exit(sweep, job):
+    """Early exit applies to attacks on the evaluated model itself: a surrogate's or a
+    source model's first adversarial is where IT is first fooled, not the model."""
+    return sweep.fast and job.crafted_on is sweep.model
 
 
 def _prior(done, exclude=()):
@@ -479,6 +490,9 @@ def _run_job(sweep, job, done):
     prior, names = _prior(done) if sweep.fast and job.spec.survivors_only else (None, [])
     if prior is not None and names:
         job.meta["survivors_of"] = names
+    if sweep.fast:  # robust accuracy cannot rise with eps: nothing for that check to see
+        job.meta["eps_on_survivors"] = True
+        job.meta["early_exit"] = bool(job.spec.early_exit and _early_exit(sweep, job))
     start = time.time()
     if job.spec.minimizes_distance:
         out = _distance_job(sweep, job, prior)
@@ -489,8 +503,8 @@ def _run_job(sweep, job, done):
     out["throughput"] = throughput(time.time() - start, len(sweep.y) * len(out["cells"]),
                                    attacked)
     sweep.log(f"tfnode: {sweep.label}: {job.name}: {out['throughput']['seconds']:.1f} s, "
-              f"{out['throughput']['images_per_second'] or 0:.1f} images x eps per second "
-              f"({attacked} attacked)")
+              f"{out['throughput']['examples_x_eps_per_second'] or 0:.1f} examples x eps "
+              f"per second ({attacked} attacked)")
     return out
 
 
@@ -498,7 +512,7 @@ def throughput(seconds, examples_x_eps, attacked):
     """An attack's time and rates: cells answered (examples x eps) and examples attacked
     per second."""
     return {"seconds": seconds, "examples_x_eps": examples_x_eps, "attacked": attacked,
-            "images_per_second": examples_x_eps / seconds if seconds else None,
+            "examples_x_eps_per_second": examples_x_eps / seconds if seconds else None,
             "attacked_per_second": attacked / seconds if seconds else None}
 
 
@@ -520,11 +534,25 @@ def _budget_cells(sweep, job, prior):
         idx = np.flatnonzero(todo)
         x_adv, robust = x_carry.copy(), np.zeros(n, bool)
         crafted = {"queries": None, "gradients": None}
+        rerun = np.zeros(0, np.int64)
         if len(idx):
-            crafted = _craft(sweep, job, e, idx)
+            crafted = _craft(sweep, job, e, idx, early_exit=_early_exit(sweep, job))
             x_adv[idx] = crafted["x_adv"]
             robust[idx] = sweep.correct[idx] & (
                 sweep.predict(sweep.model, crafted["x_adv"]) == sweep.y[idx])
+            if crafted["exited"] is not None:
+                # The attack's first adversarial lies just past the decision boundary, seen
+                # through the gradient's graph; the evaluation's compiled forward pass may
+                # round it back. Those examples get the whole attack (the exhaustive
+                # schedule's run, the same draws), so early exit never makes one robust.
+                rerun = idx[crafted["exited"] & robust[idx]]
+        if len(rerun):
+            again = _craft(sweep, job, e, rerun, early_exit=False)
+            x_adv[rerun] = again["x_adv"]
+            robust[rerun] = sweep.correct[rerun] & (
+                sweep.predict(sweep.model, again["x_adv"]) == sweep.y[rerun])
+            if crafted["gradients"] is not None:
+                crafted["gradients"][np.searchsorted(idx, rerun)] += again["gradients"]
         fooled_here = todo & sweep.correct & ~robust
         carried = own.copy() if sweep.fast else np.zeros(n, bool)
         own = (own | fooled_here) if sweep.fast else fooled_here
@@ -541,7 +569,8 @@ def _budget_cells(sweep, job, prior):
             per_example["source_correct"] = sweep.predict(job.crafted_on, x_adv) == sweep.y
         sweep.arrays[(job.name, key)] = per_example
         cells[key] = {**cell(e, sweep.correct, robust, per_example),
-                      "carried": int(carried.sum()), "seconds": time.time() - start}
+                      "carried": int(carried.sum()), "exit_not_confirmed": int(len(rerun)),
+                      "seconds": time.time() - start}
     return cells
 
 
@@ -612,7 +641,7 @@ def _distance_job(sweep, job, prior):
     x_adv = sweep.x.copy()
     queries, is_adv, confirmed = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
     if len(idx):
-        crafted = _craft(sweep, job, None, idx)
+        crafted = _craft(sweep, job, None, idx, early_exit=False)
         x_adv[idx] = crafted["x_adv"]
         queries[idx], is_adv[idx] = crafted["queries"], crafted["is_adv"]
         confirmed[idx] = sweep.predict(sweep.model, crafted["x_adv"], xla=False) != \

@@ -64,11 +64,12 @@ def worst_case(result, eps_keys):
         if not robust:
             continue
         clean = decode(result["clean_correct"])
-        stacked = np.stack(list(robust.values()))
-        survive = stacked.all(axis=0)
-        broken_by = (~stacked & clean).sum(axis=0)
-        decisive = {name: int(np.sum(~mask & clean & (broken_by == 1)))
-                    for name, mask in robust.items()}
+        survive = np.stack(list(robust.values())).all(axis=0)
+        broken = {name: _broken(result, name, mask, robust, clean)
+                  for name, mask in robust.items()}
+        broken_by = np.sum(list(broken.values()), axis=0)
+        decisive = {name: int(np.sum(mask & (broken_by == 1)))
+                    for name, mask in broken.items()}
         # An attack run on the others' survivors (fast schedule) has no number of its own.
         single = [n for n in robust
                   if not result["attacks"][n]["meta"].get("survivors_of")] or list(robust)
@@ -79,6 +80,17 @@ def worst_case(result, eps_keys):
                   "strongest_single": {"attack": strongest,
                                        "robust_accuracy": float(robust[strongest].mean())}}
     return out
+
+
+def _broken(result, name, mask, robust, clean):
+    """The examples attack ``name`` broke itself. An attack run on the survivors of others
+    (fast schedule) has a mask that already holds theirs: it broke only what they all
+    left robust."""
+    before = [robust[n] for n in result["attacks"][name]["meta"].get("survivors_of", ())
+              if n in robust]
+    if before:
+        return np.logical_and.reduce(before) & ~mask
+    return clean & ~mask
 
 
 def norm_stats(l2, linf):

@@ -125,9 +125,9 @@ def _model_notes(report):
                              f"({s.get('attacked', s['num_clean_correct'])} run), "
                              f"{s['queries_mean']:.0f} queries on average (max "
                              f"{s['queries_max']})")
-        rates = [f"{name} {t['images_per_second']:.1f}" for name, t in
+        rates = [f"{name} {t['examples_x_eps_per_second']:.1f}" for name, t in
                  ((n, a.get("throughput")) for n, a in res["attacks"].items())
-                 if t and t["images_per_second"]]
+                 if t and t.get("examples_x_eps_per_second")]
         if rates:
             lines.append(f"- {label}: examples x eps per second: {', '.join(rates)}")
         info = res["info"]

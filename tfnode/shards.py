@@ -8,8 +8,10 @@ per-example arrays in shard order and recomputes every cell, summary, worst case
 and verdict with the functions the evaluation itself uses, so the merged report holds
 the numbers of one unsharded run (every random draw is keyed by the example's index:
 given a model that treats samples independently, an example's result does not depend on
-the shard it was in). Times add up across shards; ``wall_seconds`` is the longest
-shard's.
+the shard it was in; Square's and Boundary's random search, and transfer's attack on
+its source, draw per batch: their cells agree up to those draws). Times add up across
+shards; ``wall_seconds`` is the longest shard's. The model probes are shard 0's (its
+first batch is the unsharded run's when it holds at least one batch).
 """
 
 import glob
@@ -74,6 +76,10 @@ def find(output_dir):
     if not found:
         raise TfnodeError(f"--output_dir {output_dir!r} has no shards "
                           f"(expected {shard_dir(output_dir, 0, 'N')} and the others)")
+    counts = sorted({os.path.basename(p).split("-of-")[1] for p in found})
+    if len(counts) > 1:
+        raise TfnodeError(f"--output_dir {output_dir!r} holds shards of runs with "
+                          f"num_shards {' and '.join(counts)}; keep one run's shards there")
     return found
 
 
@@ -141,7 +147,7 @@ def _merge_model(results, arrays, report):
             robust = np.concatenate([outcomes.decode(r["attacks"][name]["cells"][key]["robust"])
                                      for r in results])
             new = evaluate.cell(first_cell["eps"], correct, robust, per)
-            for additive in ("carried", "seconds"):
+            for additive in ("carried", "exit_not_confirmed", "seconds"):
                 if additive in first_cell:
                     new[additive] = sum(r["attacks"][name]["cells"][key][additive]
                                         for r in results)

@@ -235,13 +235,10 @@ def apgd(model, x, y, *, eps, num_steps=100, loss="ce", restarts=1, rho=0.75, cl
       num_steps: steps (gradient evaluations after the start's) per run.
       loss: ``"ce"`` (cross-entropy) or ``"dlr"`` (Difference of Logits Ratio; needs at
         least 3 classes).
-      restarts: runs, each on the whole batch from a new start (seed ``seed * 1000 + r``).
-        Per sample the first run that fooled the model is kept (a sample none fooled gets
-        the highest-loss point of all runs). AutoAttack restarts only on the points
-        still robust; given a model that treats samples independently (for an ODE-Net,
-        per-sample solver steps) the result per sample is the same but for the random
-        draws, and the batch shape stays fixed (an ODE-Net's compiled solver step is
-        traced per shape).
+      restarts: runs, each from a new start (seed ``seed * 1000 + r``): on every sample,
+        or with ``early_exit`` only on the samples no earlier run fooled (AutoAttack's
+        outer loop). Per sample the first run that fooled the model is kept (a sample
+        none fooled gets the highest-loss point of all runs).
       rho: the oscillation threshold (the reference's ``thr_decr``): the step is halved
         at a checkpoint where the loss rose in at most ``rho`` of the steps since the
         last one.
@@ -256,8 +253,9 @@ def apgd(model, x, y, *, eps, num_steps=100, loss="ce", restarts=1, rho=0.75, cl
         attack checked), ``details["gradients"]`` and ``details["exited"]``.
 
     Returns:
-      ``x_adv`` (float32 tensor of ``x``'s shape) or an `AttackResult`: per sample, where a run saw the model
-      misclassify an iterate, that run's last such iterate; otherwise the highest-loss
+      ``x_adv`` (float32 tensor of ``x``'s shape) or an `AttackResult`: per sample,
+      where a run saw the model misclassify an iterate, that run's last such iterate
+      (its first with ``early_exit``); otherwise the highest-loss
       point of all runs. (AutoAttack returns ``x`` itself for a sample it did not fool;
       the highest-loss point changes no robust accuracy and is more useful for transfer.)
     """

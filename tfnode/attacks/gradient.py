@@ -122,8 +122,9 @@ def pgd(model, x, y, *, eps, step_size=0.01, num_steps=40, rand_init=True, resta
       num_steps: number of steps.
       rand_init: start from a uniform random point of the ball (else from ``x``).
       restarts: independent runs from different random starts; per sample, the first
-        run that fools the model is kept (else the first run's point). Only meaningful
-        with ``rand_init``.
+        run that fools the model is kept (else the first run's point; with
+        ``early_exit``, the last run's last iterate, which the caller checks). Only
+        meaningful with ``rand_init``.
       norm: ``np.inf`` or ``2``.
       clip_min: lower end of the input range.
       clip_max: upper end of the input range.
