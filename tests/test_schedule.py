@@ -14,7 +14,15 @@ from tfnode import attacks, evaluate, layers, outcomes, shards
 from tfnode.errors import TfnodeError
 from tfnode.evaluate import EvalConfig
 
-from tests.test_evaluate import tiny_cnn
+
+
+def tiny_cnn(seed=0):
+    # Not imported from tests.test_evaluate: a second import of that module would
+    # register its Keras test layer class again, under another module name.
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((28, 28, 1)),
+                             keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                             keras.layers.Flatten(), keras.layers.Dense(10)], name="tiny")
 
 N, CLASSES, SPACING = 8, 3, 0.1
 
