@@ -39,8 +39,8 @@ def define_common_flags():
                          "--steps_per_epoch, the last partial batch of each epoch is dropped); "
                          "evaluation calls the model with this batch size.")
     flags.DEFINE_integer("seed", 0, "Seed: weight init and data shuffling (train); random "
-                         "starts, transforms and proposals (evaluate; keyed per example by its index, Square and "
-                         "Boundary by batch).")
+                         "starts, transforms and proposals (evaluate; keyed per example by "
+                         "its index, Square and Boundary by batch).")
     flags.DEFINE_bool("per_sample_steps", None, "ODE models: each sample keeps its own "
                       "adaptive step size, so its logits do not depend on its batch (not with "
                       "--gradient=adjoint). Unset: the model's own setting when training; on "

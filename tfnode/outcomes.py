@@ -55,7 +55,8 @@ def worst_case(result, eps_keys):
       at that eps, ``decisive`` maps each attack to the clean-correct examples only it
       broke (the attacks an evaluation cannot drop), and ``strongest_single`` is the
       attack with the lowest robust accuracy of its own (the old, optimistic minimum;
-      attacks run only on the others' survivors have none and are left out). Eps with no attack are left out.
+      attacks run only on the others' survivors have none and are left out). Eps with
+      no attack are left out.
     """
     out = {}
     for k in eps_keys:
