@@ -42,7 +42,6 @@ from typing import Mapping
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfnode import attacks, audit as audit_lib, checks, data, files, loading, outcomes, render
 from tfnode.attacks._utils import bucket, padded
