@@ -87,8 +87,8 @@ def main(argv):
         for m, path in enumerate(paths):
             order = ("exhaustive", "fast") if m % 2 == 0 else ("fast", "exhaustive")
             results, seconds = {}, {}
+            label = os.path.basename(os.path.dirname(path.rstrip("/"))) or f"model{m}"
             for schedule in order:
-                label = os.path.basename(os.path.dirname(path.rstrip("/"))) or f"model{m}"
                 config = dataclasses.replace(
                     base, model_path=path, compare_model_path=None, schedule=schedule,
                     output_dir=os.path.join(out_dir, f"{label}_{schedule}"))

@@ -471,10 +471,10 @@ def _early_exit(sweep, job):
     return sweep.fast and job.crafted_on is sweep.model
 
 
-def _prior(done, exclude=()):
+def _prior(done):
     """``prior(eps_key)``: the examples every budget attack in ``done`` left robust at
     that eps (None where none ran at it), and the names of those attacks."""
-    names = [n for n in outcomes.budget_attacks({"attacks": done}) if n not in exclude]
+    names = outcomes.budget_attacks({"attacks": done})
 
     def robust(key):
         masks = [outcomes.decode(done[n]["cells"][key]["robust"]) for n in names
@@ -534,11 +534,16 @@ def _budget_cells(sweep, job, prior):
         x_adv, robust = x_carry.copy(), np.zeros(n, bool)
         crafted = {"queries": None, "gradients": None}
         rerun = np.zeros(0, np.int64)
+
+        def attack(rows, early_exit):
+            out = _craft(sweep, job, e, rows, early_exit=early_exit)
+            x_adv[rows] = out["x_adv"]
+            robust[rows] = sweep.correct[rows] & (
+                sweep.predict(sweep.model, out["x_adv"]) == sweep.y[rows])
+            return out
+
         if len(idx):
-            crafted = _craft(sweep, job, e, idx, early_exit=_early_exit(sweep, job))
-            x_adv[idx] = crafted["x_adv"]
-            robust[idx] = sweep.correct[idx] & (
-                sweep.predict(sweep.model, crafted["x_adv"]) == sweep.y[idx])
+            crafted = attack(idx, _early_exit(sweep, job))
             if crafted["exited"] is not None:
                 # The attack's first adversarial lies just past the decision boundary, seen
                 # through the gradient's graph; the evaluation's compiled forward pass may
@@ -546,10 +551,7 @@ def _budget_cells(sweep, job, prior):
                 # schedule's run, the same draws), so early exit never makes one robust.
                 rerun = idx[crafted["exited"] & robust[idx]]
         if len(rerun):
-            again = _craft(sweep, job, e, rerun, early_exit=False)
-            x_adv[rerun] = again["x_adv"]
-            robust[rerun] = sweep.correct[rerun] & (
-                sweep.predict(sweep.model, again["x_adv"]) == sweep.y[rerun])
+            again = attack(rerun, False)
             if crafted["gradients"] is not None:
                 crafted["gradients"][np.searchsorted(idx, rerun)] += again["gradients"]
         fooled_here = todo & sweep.correct & ~robust
