@@ -230,8 +230,10 @@ def test_boundary_attack_counts_queries_and_shrinks_the_distance():
     x = images(n=12)
     y = attacks.predict(fn, x)
     y[0] = (y[0] + 1) % 3  # sample 0 is already misclassified: distance 0
+    # The relaxed oracle asks the model about exactly the queried rows (the XLA one
+    # pads every call to batch_size: the next test).
     res = attacks.boundary_attack(model, x, y, max_queries=300, seed=1,
-                                  batch_size=5)
+                                  batch_size=5, xla=False)
     l2 = attacks.distances(res.x_adv, x)[0]
     assert res.queries.max() <= 300 and res.queries.sum() == int(rows.numpy())
     assert res.is_adv[0] and l2[0] == 0 and res.queries[0] == 1
@@ -243,6 +245,49 @@ def test_boundary_attack_counts_queries_and_shrinks_the_distance():
     # ... and the walk along the boundary shrinks the distance found by the init.
     assert np.median(l2[found]) < 0.8 * np.median(res.details["initial_l2"][found])
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+
+
+def tiny_ode_net(seed=0):
+    """A Keras ODE-Net with per-sample adaptive steps, small enough for a test."""
+    import keras
+
+    from tfnode import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(SHAPE)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    h = layers.ODEBlock(layers.ODEFunc(4), gradient="backprop", per_sample_steps=True)(h)
+    logits = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+    return keras.Model(inputs, logits)
+
+
+def test_xla_rows_do_not_depend_on_the_other_rows_at_a_fixed_shape():
+    """What the Boundary Attack's XLA oracle relies on: at one compiled shape, a row's
+    logits are the same bits whatever the other rows hold or where it sits."""
+    model = tiny_ode_net()
+    fn = attacks.forward_fn(model)
+    x = images(8, seed=3)
+    base = fn(tf.constant(x)).numpy()
+    other = x.copy()
+    other[4:] = images(4, seed=4)
+    np.testing.assert_array_equal(fn(tf.constant(other)).numpy()[:4], base[:4])
+    perm = np.random.default_rng(0).permutation(8)
+    np.testing.assert_array_equal(fn(tf.constant(x[perm])).numpy(), base[perm])
+
+
+@pytest.mark.parametrize("xla", [True, False])
+def test_boundary_oracle_is_the_computation_predict_confirms_with(xla):
+    model = tiny_ode_net()
+    x = images(6, seed=5)
+    y = attacks.predict(model, x, batch_size=8, xla=xla, pad_to_batch=xla)
+    res = attacks.boundary_attack(model, x, y, max_queries=40, seed=0, batch_size=8,
+                                  xla=xla)
+    assert res.is_adv.sum() >= 3
+    np.testing.assert_array_equal(
+        res.is_adv, attacks.predict(model, res.x_adv, batch_size=8, xla=xla,
+                                    pad_to_batch=xla) != y)
+    if xla:  # every query, whatever the number of samples left, ran at one shape
+        assert attacks.forward_fn(model).experimental_get_tracing_count() == 1
 
 
 def test_boundary_attack_reports_samples_it_cannot_break():

@@ -251,26 +251,30 @@ def test_tolerance_grid_and_trajectories_in_the_report(mnist_dir, saved):
     assert (saved["tmp"] / "grid" / "trajectories.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("xla", [True, False])
 def test_boundary_adversarials_are_confirmed_by_the_attacks_own_computation(
-        mnist_dir, saved, monkeypatch):
+        mnist_dir, saved, monkeypatch, xla):
     """At the decision boundary another compilation of the model may decide otherwise;
-    the evaluation must confirm with the computation the attack queried."""
+    the evaluation must confirm with the computation the attack queried (its ``xla``
+    option)."""
     model, info = loading.load_model(saved["cnn"])
     x = np.random.default_rng(0).random((6, 28, 28, 1)).astype(np.float32)
     y = attacks.predict(model, x)
-    clean = attacks.forward_fn(model)
-    # A forward path that differs from the attack's (like XLA rounding, but decisively
-    # larger): it favours every example's clean class, undoing every adversarial.
+    # The path the attack does not query is replaced by one that differs (like another
+    # compilation's rounding, but decisively larger): it favours every example's clean
+    # class, undoing every adversarial.
+    other = "logits_fn" if xla else "forward_fn"
+    clean = getattr(attacks, other)(model)
     shift = keras.ops.one_hot(y, 10) * 100.0
-    monkeypatch.setattr(attacks._utils, "forward_fn",
-                        lambda m: (lambda v: clean(v) + shift[:len(v)]))
+    monkeypatch.setattr(attacks._utils, other,
+                        lambda m, **_: (lambda v: clean(v) + shift[:len(v)]))
     sweep = evaluate._Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
                             lambda *_: None, 0)
     spec = attacks.get("boundary")
-    job = evaluate._Job("boundary", spec, spec.options({"max_queries": 60}), model,
-                        {"kind": spec.kind}, [1.0])
+    options = spec.options({"max_queries": 60, "xla": xla})
+    job = evaluate._Job("boundary", spec, options, model, {"kind": spec.kind}, [1.0])
     out = evaluate._run_job(sweep, job, {})
-    found = spec.run(model, x, y, eps=None, seed=0, batch_size=6, max_queries=60).is_adv
+    found = spec.run(model, x, y, eps=None, seed=0, batch_size=6, **options).is_adv
     assert found.sum() >= 3
     assert out["summary"]["num_adversarial_found"] == found.sum()
     assert out["summary"]["num_found_not_confirmed_in_evaluation_batches"] == 0

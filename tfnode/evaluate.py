@@ -202,8 +202,9 @@ class _Sweep:
     # Per-example arrays of every cell, for merging shards (`tfnode.shards`).
     arrays: dict = dataclasses.field(default_factory=dict)
 
-    def predict(self, model, x_adv, *, xla=True):
-        return attacks.predict(model, x_adv, batch_size=self.batch_size, xla=xla)
+    def predict(self, model, x_adv, *, xla=True, pad_to_batch=False):
+        return attacks.predict(model, x_adv, batch_size=self.batch_size, xla=xla,
+                               pad_to_batch=pad_to_batch)
 
 
 @dataclasses.dataclass
@@ -624,9 +625,10 @@ def _distance_job(sweep, job, prior):
     and says so.
 
     The attack's adversarials are confirmed on the whole evaluation batches through the
-    same computation its oracle used (`tfnode.attacks.predict` with ``xla=False``): at
-    the decision boundary an adaptive solver turns a rounding difference into other
-    steps, so another compilation of the model could throw real adversarials away.
+    same computation its oracle used (`tfnode.attacks.predict` with the attack's ``xla``
+    option, padded to the batch size where it is on): at the decision boundary an
+    adaptive solver turns a rounding difference into other steps, so another
+    compilation of the model could throw real adversarials away.
     With batch-shared solver steps a decision can still change with the batch; those
     are counted in ``num_found_not_confirmed_in_evaluation_batches``.
     """
@@ -645,8 +647,9 @@ def _distance_job(sweep, job, prior):
         crafted = _craft(sweep, job, None, idx, early_exit=False)
         x_adv[idx] = crafted["x_adv"]
         queries[idx], is_adv[idx] = crafted["queries"], crafted["is_adv"]
-        confirmed[idx] = sweep.predict(sweep.model, crafted["x_adv"], xla=False) != \
-            sweep.y[idx]
+        xla = bool(job.options.get("xla", False))
+        confirmed[idx] = sweep.predict(sweep.model, crafted["x_adv"], xla=xla,
+                                       pad_to_batch=xla) != sweep.y[idx]
     found = sweep.correct & is_adv & confirmed
     l2, linf = attacks.distances(x_adv, sweep.x)
     seconds = time.time() - start

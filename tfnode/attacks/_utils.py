@@ -159,8 +159,8 @@ def logits_fn(model, *, per_shape=False):
       per_shape: trace once per input shape. For gradient attacks, which see one or two
         batch shapes: an ODE-Net's XLA-compiled solver steps ran slower in a graph
         traced for an unknown batch size (measured: benchmarks/README.md). The default,
-        for attacks that query shrinking subsets (Square, Boundary) and for confirming
-        their decisions: a Keras model is traced ONCE, for an unknown batch size, so
+        for attacks that query shrinking subsets (Square; Boundary with ``xla=False``)
+        and for confirming their decisions: a Keras model is traced ONCE, for an unknown batch size, so
         that every query and its confirmation run the same graph (one traced for a
         known size would compile an ODE block's steps, and an adaptive solver turns
         that rounding into other steps at the decision boundary); any other callable
@@ -203,8 +203,9 @@ def forward_fn(model):
     compiles badly (both measured: benchmarks/README.md), so attacks that differentiate
     use `logits_fn`, where each step is compiled but the loop is not. XLA
     compiles once per input shape, so this is for callers with a fixed batch size
-    (`predict`); attacks that query shrinking subsets (Square, Boundary) use the relaxed
-    `logits_fn`, whose unknown batch size also keeps the block from compiling its step.
+    (`predict`, and the Boundary Attack's oracle, which pads every query to one shape);
+    the Square Attack, which queries shrinking subsets, uses the relaxed `logits_fn`,
+    whose unknown batch size also keeps the block from compiling its step.
     Any other callable gets `logits_fn`'s wrapper.
     """
     if not hasattr(model, "compute_output_spec"):
@@ -223,7 +224,7 @@ def forward_fn(model):
     return fn
 
 
-def predict(model, x, *, batch_size=None, xla=True):
+def predict(model, x, *, batch_size=None, xla=True, pad_to_batch=False):
     """Top-1 predictions of ``model`` on ``x`` (numpy), in batches of ``batch_size``.
 
     With ``xla`` a short last batch is padded to a `bucket` size by repeating a row, so
@@ -237,7 +238,15 @@ def predict(model, x, *, batch_size=None, xla=True):
         through the relaxed `logits_fn`, the computation the query-based attacks use,
         so that a decision they found at the decision boundary is confirmed by the same
         arithmetic (an adaptive solver turns a rounding difference into other steps).
+      pad_to_batch: with ``xla``, pad every batch to ``batch_size`` itself: one
+        compiled shape for every call. At a fixed shape the XLA-compiled model gives
+        each row the same bits whatever the other rows hold (per-sample steps;
+        checked in tests/test_attacks.py), so a query-based attack that queries this
+        way (the Boundary Attack's ``xla`` oracle) and its confirmation agree exactly.
     """
+    if pad_to_batch and not xla:
+        raise TfnodeError("predict: pad_to_batch needs xla=True (the relaxed graph "
+                          "takes any batch size)")
     fn = forward_fn(model) if xla else logits_fn(model)
     x = np.asarray(x, np.float32)
     batch_size = batch_size or max(len(x), 1)
@@ -245,7 +254,7 @@ def predict(model, x, *, batch_size=None, xla=True):
     for i in range(0, len(x), batch_size):
         rows = np.arange(i, min(i + batch_size, len(x)))
         if xla:  # XLA compiles per shape: a short batch is padded to a `bucket` size
-            rows = padded(rows, bucket(len(rows), batch_size))
+            rows = padded(rows, batch_size if pad_to_batch else bucket(len(rows), batch_size))
         logits = fn(tf.constant(x[rows])).numpy()[:min(batch_size, len(x) - i)]
         if not np.isfinite(logits).all():  # argmax of NaN would be a silent class 0
             raise TfnodeError(f"the model returned non-finite logits for inputs {i}.."

@@ -15,7 +15,7 @@ step first adapts after 300 steps and the spherical window (1000 steps) never fi
 import numpy as np
 
 from tfnode.attacks import registry
-from tfnode.attacks._utils import AttackResult, check_positive_int, logits_fn
+from tfnode.attacks._utils import AttackResult, check_positive_int, predict
 from tfnode.errors import TfnodeError
 
 INITS = ("blended_noise",)
@@ -24,13 +24,20 @@ _SPHERICAL_WINDOW, _SOURCE_WINDOW = 100, 30
 
 
 class _Oracle:
-    """Top-1 decisions of the model, counting one query per sample per decision."""
+    """Top-1 decisions of the model, counting one query per sample per decision.
 
-    def __init__(self, model, y, max_queries, batch_size):
-        self.fn = logits_fn(model)
+    Queries go through `tfnode.attacks.predict`: with ``xla`` every call is padded to
+    ``batch_size`` (one XLA-compiled shape, whose rows do not depend on each other);
+    otherwise through the relaxed graph of any batch size. The evaluation confirms the
+    adversarials with the same call.
+    """
+
+    def __init__(self, model, y, max_queries, batch_size, xla):
+        self.model = model
         self.y = y
         self.max_queries = max_queries
         self.batch_size = batch_size
+        self.xla = xla
         self.queries = np.zeros(len(y), np.int64)
 
     def remaining(self):
@@ -43,11 +50,9 @@ class _Oracle:
         if np.any(self.queries[idx] >= self.max_queries):
             raise RuntimeError("boundary attack bug: a sample's query budget was exceeded")
         self.queries[idx] += 1
-        preds = []
-        for i in range(0, len(idx), self.batch_size):
-            logits = self.fn(np.asarray(candidates[i:i + self.batch_size], np.float32))
-            preds.append(np.argmax(np.asarray(logits), axis=-1))
-        return np.concatenate(preds) != self.y[idx]
+        preds = predict(self.model, candidates, batch_size=self.batch_size, xla=self.xla,
+                        pad_to_batch=self.xla)
+        return preds != self.y[idx]
 
 
 def _flat_norm(v):
@@ -136,7 +141,7 @@ def _proposals(x, x_adv, rng, spherical_step, source_step, clip_min, clip_max):
 
 def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source_step=0.1,
                     step_adaptation=1.5, init="blended_noise", init_attempts=50,
-                    clip_min=0.0, clip_max=1.0, seed=0, batch_size=None):
+                    clip_min=0.0, clip_max=1.0, seed=0, batch_size=None, xla=True):
     """Minimizes the L2 distance of a misclassified point to ``x`` from decisions alone.
 
     Args:
@@ -157,14 +162,18 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
       seed: seed of the noise and the proposals.
       batch_size: model batch size for the queries (default: all samples at once). An
         adaptive ODE solver's decisions can depend on the batch, so it is an input.
+      xla: query the XLA-compiled model, every call padded to ``batch_size`` (an
+        ODE-Net's forward solve runs faster compiled whole; the padding costs where
+        fewer samples are left). False: the relaxed graph, no padding.
 
     Returns:
       An `AttackResult`: per sample the closest adversarial found (``x`` itself where
       none was), ``is_adv`` (True also where ``x`` already was misclassified), the
       queries spent (<= ``max_queries``) and ``details["initial_l2"]``, the L2
       distance right after the initialization (0 where none was found). The oracle
-      queries through `tfnode.attacks.logits_fn` (relaxed batch size); confirm its
-      decisions with `tfnode.attacks.predict(..., xla=False)`, the same computation.
+      queries through `tfnode.attacks.predict`; confirm its decisions with the same
+      call (``xla=xla, pad_to_batch=xla`` and the same ``batch_size``): at the decision
+      boundary an adaptive solver turns another compilation's rounding into other steps.
     """
     check_positive_int(max_queries, "max_queries")
     check_positive_int(init_attempts, "init_attempts")
@@ -179,7 +188,7 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
     y = np.asarray(y, np.int64)
     n = len(x)
     rng = np.random.default_rng(seed)
-    oracle = _Oracle(model, y, max_queries, batch_size or max(n, 1))
+    oracle = _Oracle(model, y, max_queries, batch_size or max(n, 1), bool(xla))
     best, is_adv = _initialize(oracle, x, rng, clip_min, clip_max, init_attempts,
                                search_steps=10)
     best = best.astype(np.float64)
@@ -244,9 +253,10 @@ def _adapt(idx, sph_stats, src_stats, sph_steps, src_steps, factor):
 registry.register(registry.AttackSpec(
     name="boundary", fn=boundary_attack, kind="decision-based",
     defaults={"max_queries": 1000, "spherical_step": 0.1, "source_step": 0.1,
-              "step_adaptation": 1.5},
+              "step_adaptation": 1.5, "xla": True},
     rules={"max_queries": registry.COUNT, "spherical_step": registry.FRACTION,
-           "source_step": registry.FRACTION, "step_adaptation": registry.ABOVE_ONE},
+           "source_step": registry.FRACTION, "step_adaptation": registry.ABOVE_ONE,
+           "xla": registry.BOOL},
     takes_batch_size=True, survivors_only=True, minimizes_distance=True, in_audit=True,
     summary="decision-based Boundary Attack, batched, exact per-sample query count, "
             "blended-noise start; an eps cell counts the adversarials found within eps "
