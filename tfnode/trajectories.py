@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnode import outcomes
-from tfnode.layers import ODEBlock, ResidualBlock, solvers
+from tfnode.layers import ODEBlock, SchemeBlock, solvers
 from tfnode.layers.odefunc import xla_enabled
 
 
@@ -38,7 +38,7 @@ def stages(model):
     odes = [layer for layer in found if isinstance(layer, ODEBlock)]
     if len(odes) == 1:
         return "ode", odes[0]
-    residual = [layer for layer in found if isinstance(layer, ResidualBlock)]
+    residual = [layer for layer in found if isinstance(layer, SchemeBlock)]
     if residual and not odes:
         return "residual", residual
     return None
@@ -56,7 +56,8 @@ def measure(model, x, x_pert, *, num_times=11, batch_size=100):
     """Per-sample growth of ``x_pert - x`` along the model's ODE block or residual blocks.
 
     Args:
-      model: a Keras model with exactly one `ODEBlock`, or with `ResidualBlock` layers.
+      model: a Keras model with exactly one `ODEBlock`, or with `SchemeBlock` layers
+        (ResNet, PolyNet, Heun, FractalNet, RevNet blocks).
       x: clean inputs (numpy float32).
       x_pert: perturbed inputs of the same shape.
       num_times: recorded times of an ODE block (evenly spaced on ``[0, t1]``).
@@ -66,14 +67,15 @@ def measure(model, x, x_pert, *, num_times=11, batch_size=100):
       A dict with ``kind`` (``"ode"`` or ``"residual"``), ``positions`` (times, or block
       indices 0..B with 0 the first block's input), and per-sample arrays ``growth``,
       ``per_input`` ``[N, len(positions)]`` and ``lipschitz`` ``[N, len(positions)]``
-      (for a ResNet, of block k's residual function at its input, the last column NaN).
+      (of block k's update direction `SchemeBlock.increment` at its input, for a ResNet
+      its residual function; the last column NaN).
 
     Raises:
       ValueError: the model has neither one ODE block nor residual blocks.
     """
     kind = stages(model)
     if kind is None:
-        raise ValueError("trajectories need a model with one ODEBlock or with ResidualBlocks")
+        raise ValueError("trajectories need a model with one ODEBlock or with scheme blocks")
     kind, found = kind
     delta = _norms(np.asarray(x_pert, np.float32) - np.asarray(x, np.float32))
     if kind == "ode":
@@ -135,7 +137,7 @@ def _residual_states(blocks, model, x, x_pert, batch_size):
     states = list(zip(outs[0], outs[1]))
     lipschitz = []
     for b, (y, z) in zip(blocks, states):
-        f = tf.function(lambda v, b=b: b.residual_fn(t=0.0, y=v))
+        f = tf.function(lambda v, b=b: b.increment(v))
         fy, fz = _batched(f, y, batch_size=batch_size), _batched(f, z, batch_size=batch_size)
         lipschitz.append(_ratio(_norms(fz - fy), _norms(z - y)))
     lipschitz.append(np.full(len(x), np.nan))
@@ -174,7 +176,7 @@ def report_entry(model, info, x, eps, *, craft, batch_size, seed):
     if info.get("format") != "keras":
         return {"skipped": "needs a Keras model (a bare SavedModel has no hidden states)"}
     if stages(model) is None:
-        return {"skipped": "needs a Keras model with one ODEBlock or with ResidualBlocks"}
+        return {"skipped": "needs a Keras model with one ODEBlock or with scheme blocks"}
     rng = np.random.default_rng(seed)
     out = {}
     for e in eps:

@@ -1,6 +1,6 @@
 """Model zoo: ``get_model(name, *, dataset, **options)`` builds a registered model."""
 
-from tfnode.models import odenet, resnet  # noqa: F401  (registers the models)
+from tfnode.models import odenet, resnet, skip  # noqa: F401  (registers the models)
 from tfnode.models.registry import available, get_model, model_options, register
 from tfnode.models.solver_options import SOLVER_OPTIONS, with_solver_options
 

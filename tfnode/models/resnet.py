@@ -15,7 +15,7 @@ import keras
 
 from tfnode import layers
 from tfnode.errors import TfnodeError
-from tfnode.models.odenet import head, stem
+from tfnode.models import skip
 from tfnode.models.registry import register
 
 _BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch's BatchNorm defaults, as in the papers
@@ -44,12 +44,9 @@ def mnist_resnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=
     ``f`` is `tfnode.layers.ODEFunc` without time, i.e. Chen et al.'s ResBlock branch, so
     this model differs from ``node`` only in how the dynamics are discretized.
     """
-    inputs = keras.Input(input_shape, name="images")
-    x = stem(inputs, width)
-    for i in range(num_blocks):
-        fn = layers.ODEFunc(width, time_dependent=False, name=f"block{i + 1}_fn")
-        x = layers.ResidualBlock(fn, step_size=step_size, name=f"block{i + 1}")(x)
-    return keras.Model(inputs, head(x, width, num_classes), name="resnet")
+    return skip.scheme_net("resnet", skip.one_function(layers.ResidualBlock),
+                           input_shape=input_shape, num_classes=num_classes, width=width,
+                           num_blocks=num_blocks, step_size=step_size)
 
 
 def _basic_block(x, filters, strides, step_size, name):

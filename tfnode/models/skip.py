@@ -1,0 +1,90 @@
+"""Skip-connection families as numerical schemes (Chu et al. 2020, Sec. 3.3).
+
+Each is the MNIST ``resnet`` (Chen et al. 2018's stem and head, ``num_blocks`` blocks of
+``width`` channels) with its residual blocks replaced by another scheme's step of size
+``h`` (`tfnode.layers.residual`), so the families differ only in how they discretize:
+
+* ``polynet``: ``y + h F(y) + h^2 F(F(y))`` (`tfnode.layers.PolyBlock`).
+* ``heun``: Heun's method (`tfnode.layers.HeunBlock`).
+* ``fractalnet``: FractalNet's expansion rule, two functions per block
+  (`tfnode.layers.FractalBlock`).
+* ``revnet``: RevNet's additive coupling, two functions on half the channels each
+  (`tfnode.layers.RevBlock`).
+
+A block's functions are `tfnode.layers.ODEFunc` without time, the ResNet's residual
+branch. Parameters therefore differ with the scheme at the same width and depth
+(FractalNet's blocks hold two functions, RevNet's two of half the width); the reports
+record them.
+"""
+
+import keras
+
+from tfnode import layers
+from tfnode.errors import TfnodeError
+from tfnode.models.odenet import head, stem
+from tfnode.models.registry import register
+
+
+def _function(width, name):
+    return layers.ODEFunc(width, time_dependent=False, name=name)
+
+
+def one_function(block_cls):
+    """A block maker for schemes with one function (ResNet, PolyNet, Heun)."""
+    def make(width, step_size, name):
+        return block_cls(_function(width, f"{name}_fn"), step_size=step_size, name=name)
+    return make
+
+
+def two_functions(block_cls, split):
+    """A block maker for schemes with two functions, of half the width if ``split``."""
+    def make(width, step_size, name):
+        inner = width // 2 if split else width
+        return block_cls(_function(inner, f"{name}_fn1"), _function(inner, f"{name}_fn2"),
+                         step_size=step_size, name=name)
+    return make
+
+
+def scheme_net(name, make_block, *, input_shape, num_classes, width, num_blocks, step_size):
+    """Stem, ``num_blocks`` blocks from ``make_block(width, h, name)``, head."""
+    inputs = keras.Input(input_shape, name="images")
+    x = stem(inputs, width)
+    for i in range(num_blocks):
+        x = make_block(width, step_size, f"block{i + 1}")(x)
+    return keras.Model(inputs, head(x, width, num_classes), name=name)
+
+
+@register("polynet")
+def polynet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
+    """PolyNet poly-2 blocks with step ``h`` (Zhang et al. 2017)."""
+    return scheme_net("polynet", one_function(layers.PolyBlock), input_shape=input_shape,
+                       num_classes=num_classes, width=width, num_blocks=num_blocks,
+                       step_size=step_size)
+
+
+@register("heun")
+def heun(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
+    """Heun (explicit RK2) blocks with step ``h``."""
+    return scheme_net("heun", one_function(layers.HeunBlock), input_shape=input_shape,
+                       num_classes=num_classes, width=width, num_blocks=num_blocks,
+                       step_size=step_size)
+
+
+@register("fractalnet")
+def fractalnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
+    """FractalNet expansion-rule blocks with step ``h`` (Larsson et al. 2017)."""
+    return scheme_net("fractalnet", two_functions(layers.FractalBlock, split=False),
+                       input_shape=input_shape, num_classes=num_classes, width=width,
+                       num_blocks=num_blocks, step_size=step_size)
+
+
+@register("revnet")
+def revnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
+    """RevNet additive-coupling blocks with step ``h`` (Gomez et al. 2017); ``width``
+    must be even (the coupling splits the channels)."""
+    if width % 2:
+        raise TfnodeError(f"model 'revnet': width must be even (the coupling splits the "
+                          f"channels in two), got {width}")
+    return scheme_net("revnet", two_functions(layers.RevBlock, split=True), input_shape=input_shape,
+                       num_classes=num_classes, width=width, num_blocks=num_blocks,
+                       step_size=step_size)
