@@ -81,6 +81,8 @@ def define_train_flags():
     flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
     flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
                         "(x0.1 at 50% and 75% of training).")
+    flags.DEFINE_float("weight_decay", 0.0, "Weight decay of the optimizer (decoupled, "
+                       "Keras'; 0: none).")
     flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs "
                         "(default runs/<model>_<dataset>).")
     flags.DEFINE_string("export_dir", "savedmodels", "SavedModel base folder "
@@ -90,6 +92,13 @@ def define_train_flags():
                          "(for smoke runs).")
     flags.DEFINE_integer("checkpoint_steps", None, "Also save the resume state every N steps.")
     flags.DEFINE_integer("eval_batch_size", None, "Test batch size (default: --batch_size).")
+    flags.DEFINE_string("defense", None, "Adversarial training (tfnode.defenses.available()): "
+                        "pgd_at (Madry et al. 2018), trades (Zhang et al. 2019), yopo "
+                        "(Zhang et al. 2019), with their published settings per dataset. "
+                        "Unset: standard training.")
+    flags.DEFINE_multi_string("defense_option", [], "DEFENSE.OPTION=VALUE, repeatable: an "
+                              "option of --defense, e.g. pgd_at.num_steps=10 or "
+                              "trades.beta=6.")
 
 
 def model_options(flag_values):
@@ -122,10 +131,11 @@ def train_kwargs(flag_values):
     return dict(
         model=fv.model, dataset=fv.dataset, model_options=model_options(fv), epochs=fv.epochs,
         batch_size=fv.batch_size, learning_rate=fv.learning_rate, optimizer=fv.optimizer,
-        lr_schedule=fv.lr_schedule, seed=fv.seed, data_dir=fv.data_dir, model_dir=fv.model_dir,
+        lr_schedule=fv.lr_schedule, weight_decay=fv.weight_decay, seed=fv.seed, data_dir=fv.data_dir, model_dir=fv.model_dir,
         export_dir=fv.export_dir, export_name=fv.export_name,
         steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
-        eval_batch_size=fv.eval_batch_size, record=record(fv))
+        eval_batch_size=fv.eval_batch_size, defense=fv.defense,
+        defense_options=defense_options(fv.defense, fv.defense_option), record=record(fv))
 
 
 @_group
@@ -201,19 +211,36 @@ def _value(text):
     return text.strip()
 
 
-def attack_options(values):
+def _named_options(flag, values, example):
     """``["pgd.num_steps=100", ...]`` -> ``{"pgd": {"num_steps": 100}}``."""
     from tfnode.errors import TfnodeError
 
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
-        attack, dot, option = key.strip().partition(".")
-        if not (sep and dot and attack and option and value.strip()):
-            raise TfnodeError(f"--attack_option {item!r}: expected ATTACK.OPTION=VALUE, e.g. "
-                              "pgd.num_steps=100")
-        out.setdefault(attack, {})[option.strip()] = _value(value)
+        name, dot, option = key.strip().partition(".")
+        if not (sep and dot and name and option and value.strip()):
+            raise TfnodeError(f"--{flag} {item!r}: expected {flag.split('_')[0].upper()}."
+                              f"OPTION=VALUE, e.g. {example}")
+        out.setdefault(name, {})[option.strip()] = _value(value)
     return out
+
+
+def attack_options(values):
+    """``["pgd.num_steps=100", ...]`` -> ``{"pgd": {"num_steps": 100}}``."""
+    return _named_options("attack_option", values, "pgd.num_steps=100")
+
+
+def defense_options(defense, values):
+    """``--defense_option`` values -> the options of ``defense`` (``{}`` if none given)."""
+    from tfnode.errors import TfnodeError
+
+    named = _named_options("defense_option", values, "pgd_at.num_steps=10")
+    other = sorted(set(named) - {defense})
+    if other:
+        raise TfnodeError(f"--defense_option {other[0]}.*: options of {other[0]!r}, but "
+                          + (f"--defense={defense}" if defense else "no --defense is given"))
+    return named.get(defense, {})
 
 
 def _floats(flag, values):

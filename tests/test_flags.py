@@ -33,8 +33,44 @@ def test_flagfile_parses(cfg):
 
         evaluate.resolve_options(config)  # every attack option in it is valid
     else:
+        from flags import common
+        from tfnode import train
+
         assert fv.export_name and fv.epochs >= 1
+        kwargs = common.train_kwargs(fv)
+        # Every option in it is valid (model, optimizer, defense and its options).
+        train.validate(**{k: kwargs[k] for k in (
+            "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
+            "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options",
+            "eval_batch_size", "defense", "defense_options", "weight_decay")})
     fv.unparse_flags()
+
+
+CIFAR_TRAINING = [c for c in CFGS if os.path.basename(c).startswith("cifar10_")]
+
+
+@pytest.mark.parametrize("cfg", CIFAR_TRAINING, ids=os.path.basename)
+def test_cifar_training_flagfiles_run_unchanged_on_cifar_format_files(cfg, tmp_path,
+                                                                      monkeypatch):
+    """CIFAR-10 cannot be fetched here: each training flagfile runs on generated files in
+    the exact python-batch format, a step of each epoch, its settings otherwise as
+    given."""
+    import json
+
+    from tests.conftest import make_cifar_dataset, trust_md5
+    from tests.test_train import run_app
+
+    md5, _ = make_cifar_dataset(str(tmp_path / "cifar"), per_batch=4)
+    trust_md5(monkeypatch, "cifar10", md5)
+    monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
+    run_app([f"--flagfile={cfg}", f"--data_dir={tmp_path / 'cifar'}", "--epochs=1",
+             "--steps_per_epoch=1", "--batch_size=2", "--eval_batch_size=4",
+             f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'sm'}"])
+    absl_flags.FLAGS.unparse_flags()
+    (metrics_file,) = glob.glob(str(tmp_path / "sm" / "*" / "1" / "metrics.json"))
+    metrics = json.loads(open(metrics_file).read())
+    assert metrics["dataset"] == "cifar10" and metrics["defense"]
+    assert metrics["defense_options"]["eps"] == pytest.approx(8 / 255, abs=1e-3)
 
 
 def test_each_flag_is_defined_once_whatever_the_app_order():

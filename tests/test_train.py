@@ -103,6 +103,22 @@ def test_rerun_resumes_after_an_interruption(interrupted_run, tmp_path):
     assert not (tmp_path / "run" / "backup").exists()  # a finished run leaves no resume state
 
 
+def test_a_defended_run_resumes_with_its_weights_and_refuses_another_defense(
+        interrupted_run, tmp_path):
+    defended = {**interrupted_run, "model_dir": str(tmp_path / "defended"),
+                "defense": "pgd_at", "defense_options": {"num_steps": 2, "eps": 0.1}}
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(**defended, callbacks=[_Interrupt()])
+    saved = tmp_path / "defended" / "checkpoints" / "epoch_001.weights.h5"
+    assert saved.exists()
+    with pytest.raises(TfnodeError, match="other settings .*defense_options"):
+        train_lib.train(**{**defended, "defense_options": {"num_steps": 3, "eps": 0.1}})
+    lines = []
+    metrics = train_lib.train(**defended, log=lines.append)
+    assert any("1 epoch(s) done" in line for line in lines), lines
+    assert len(metrics["train_history"]["loss"]) == 1 and metrics["defense"] == "pgd_at"
+
+
 def test_resume_refuses_other_settings(interrupted_run):
     with pytest.raises(TfnodeError, match="other settings .*learning_rate"):
         train_lib.train(**{**interrupted_run, "learning_rate": 0.5})
@@ -121,6 +137,14 @@ def test_resume_refuses_other_settings(interrupted_run):
     (["--width=0"], "width must be a positive integer"),
     (["--eval_batch_size=-1"], "--eval_batch_size must be an integer >= 1"),
     (["--model=resnet", "--step_size=0"], "step_size must be > 0"),
+    (["--weight_decay=-0.1"], "--weight_decay must be >= 0"),
+    (["--defense=madry"], "unknown defense 'madry'"),
+    (["--defense=trades", "--defense_option=trades.beta=-1"],
+     "defense option trades.beta must be a number >= 0"),
+    (["--defense=pgd_at", "--defense_option=trades.beta=1"],
+     "options of 'trades', but --defense=pgd_at"),
+    (["--defense_option=pgd_at.eps=0.1"], "no --defense is given"),
+    (["--defense=pgd_at", "--defense_option=pgd_at.eps"], "expected DEFENSE.OPTION=VALUE"),
 ])
 def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeypatch):
     # Every case must fail before any download: make one impossible, and the cache empty.
@@ -139,6 +163,31 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "\n" not in err, err
     assert not (tmp_path / "e").exists() or not os.listdir(tmp_path / "e")
+
+
+@pytest.mark.parametrize("model,defense", [("node", "pgd_at"), ("resnet", "trades"),
+                                           ("resnet", "yopo")])
+def test_a_defense_trains_through_fit_and_is_recorded(mnist_dir, tmp_path, model, defense):
+    metrics = train_lib.train(
+        model=model, model_options={"width": 8, **({"num_blocks": 1} if model == "resnet"
+                                                   else {})},
+        defense=defense, defense_options={"eps": 0.1, **(
+            {"outer_steps": 2, "inner_steps": 2} if defense == "yopo" else {"num_steps": 2})},
+        epochs=1, batch_size=8, steps_per_epoch=2, eval_batch_size=16, data_dir=mnist_dir,
+        verbose=0, model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
+        log=lambda *_: None)
+    assert metrics["defense"] == defense and metrics["defense_options"]["eps"] == 0.1
+    # The published settings fill in what was not given (MNIST's).
+    published = {"pgd_at": ("step_size", 0.01), "trades": ("beta", 1.0),
+                 "yopo": ("step_size", 0.01)}[defense]
+    assert metrics["defense_options"][published[0]] == published[1]
+    assert metrics["export_path"].endswith(os.path.join(f"{model}_mnist_{defense}", "1"))
+    assert np.isfinite(metrics["train_history"]["loss"]).all()
+    if model == "node":
+        assert metrics["mean_nfe_test"] >= 8
+    # The export is the model itself, not the training wrapper.
+    loaded = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
+    assert loaded.name == model
 
 
 def test_cli_exits_nonzero_without_traceback(tmp_path):

@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 
-from tfnode import data, export, files, models
+from tfnode import data, defenses, export, files, models
 from tfnode.errors import TfnodeError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -26,15 +26,26 @@ def _learning_rate(schedule, learning_rate, total_steps):
         bounds, [learning_rate, learning_rate * 0.1, learning_rate * 0.01])
 
 
-def _optimizer(name, learning_rate):
+def _optimizer(name, learning_rate, weight_decay):
+    # Keras decays the weights apart from the gradient (w -= lr * wd * w each step);
+    # PyTorch's SGD adds wd * w to the gradient before the momentum. The two differ
+    # by how momentum carries the decay; the published wd values are used as given.
+    decay = weight_decay or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9)  # Chen et al.'s setting
+        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9,  # Chen et al.'s setting
+                                weight_decay=decay)
 
 
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
-             steps_per_epoch, checkpoint_steps, model_options, eval_batch_size=None):
-    """Raises `TfnodeError` (one line) for options that cannot work, before any work."""
+             steps_per_epoch, checkpoint_steps, model_options, eval_batch_size=None,
+             defense=None, defense_options=None, weight_decay=0.0):
+    """Raises `TfnodeError` (one line) for options that cannot work, before any work.
+
+    Returns:
+      The defense's options (its published defaults for ``dataset``, then
+      ``defense_options``), or None without a defense.
+    """
     data.info(dataset)
     accepted = models.model_options(model)
     for key in model_options:
@@ -50,18 +61,26 @@ def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr
             raise TfnodeError(f"--{name} must be an integer >= {low}, got {value!r}")
     if not learning_rate > 0:
         raise TfnodeError(f"--learning_rate must be > 0, got {learning_rate!r}")
+    if not weight_decay >= 0:
+        raise TfnodeError(f"--weight_decay must be >= 0, got {weight_decay!r}")
     if optimizer not in OPTIMIZERS:
         raise TfnodeError(f"unknown --optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
     if lr_schedule not in LR_SCHEDULES:
         raise TfnodeError(f"unknown --lr_schedule {lr_schedule!r}; expected one of "
                           f"{LR_SCHEDULES}")
+    if defense is None:
+        if defense_options:
+            raise TfnodeError("defense options were given without a defense (--defense)")
+        return None
+    return defenses.get(defense).options(defense_options, dataset=dataset)
 
 
 def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_size=128,
-          learning_rate=1e-3, optimizer="adam", lr_schedule="cosine", seed=0, data_dir=None,
+          learning_rate=1e-3, optimizer="adam", lr_schedule="cosine", weight_decay=0.0,
+          seed=0, data_dir=None,
           model_dir=None, export_dir="savedmodels", export_name=None, steps_per_epoch=None,
-          checkpoint_steps=None, eval_batch_size=None, verbose=1, record=None, log=print,
-          callbacks=()):
+          checkpoint_steps=None, eval_batch_size=None, defense=None, defense_options=None,
+          verbose=1, record=None, log=print, callbacks=()):
     """Trains a registered model, evaluates it on the test split and exports it.
 
     Args:
@@ -74,16 +93,21 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
       lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50% and
         75% of the steps).
+      weight_decay: decoupled weight decay of the optimizer (0: none).
       seed: seed of weight init and shuffling.
       data_dir: see `tfnode.data.load`.
       model_dir: checkpoints (``backup/`` for resume, ``checkpoints/`` per epoch) and
         TensorBoard logs (``logs/``); default ``runs/<model>_<dataset>``.
       export_dir: SavedModel base folder; the model goes to ``<export_dir>/<name>/<v>/``.
-      export_name: name of the export; default ``<model>_<dataset>``.
+      export_name: name of the export; default ``<model>_<dataset>``, plus
+        ``_<defense>`` with a defense.
       steps_per_epoch: cut epochs short (the training data repeats).
       checkpoint_steps: also save the resume state every this many steps.
       eval_batch_size: test batch size (default: ``batch_size``). It is recorded, because an
         adaptive ODE solver's steps, and so a sample's logits, depend on its batch.
+      defense: a registered defense (`tfnode.defenses.available`): ``fit`` trains with its
+        train step (`tfnode.defenses.DefendedModel`). None: standard training.
+      defense_options: options of ``defense`` over its published defaults for ``dataset``.
       verbose: Keras progress-bar verbosity.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
@@ -94,11 +118,13 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     """
     start = time.time()
     model_options = dict(model_options or {})
-    validate(model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
-             learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
-             steps_per_epoch=steps_per_epoch, checkpoint_steps=checkpoint_steps,
-             model_options=model_options, eval_batch_size=eval_batch_size)
-    export_name = export_name or f"{model}_{dataset}"
+    defense_options = validate(
+        model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
+        steps_per_epoch=steps_per_epoch, checkpoint_steps=checkpoint_steps,
+        model_options=model_options, eval_batch_size=eval_batch_size, defense=defense,
+        defense_options=defense_options, weight_decay=weight_decay)
+    export_name = export_name or "_".join([model, dataset] + ([defense] if defense else []))
     model_dir = model_dir or os.path.join("runs", f"{model}_{dataset}")
     eval_batch_size = eval_batch_size or batch_size
 
@@ -109,8 +135,11 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     export.check_writable(export_dir)
     settings = {"model": model, "dataset": dataset, "model_options": model_options,
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
-                "steps_per_epoch": steps_per_epoch,
+                "optimizer": optimizer, "lr_schedule": lr_schedule,
+                # None for 0, as in runs started before the option existed (resume).
+                "weight_decay": weight_decay or None, "seed": seed,
+                "steps_per_epoch": steps_per_epoch, "defense": defense,
+                "defense_options": defense_options,
                 # Recorded so that a run started when the last partial batch was still
                 # trained on (469 steps per epoch, not 468) is not resumed on another
                 # learning-rate schedule.
@@ -126,8 +155,13 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                          repeat=steps_per_epoch is not None, drop_remainder=True)
     test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)
     steps = steps_per_epoch or int(train_ds.cardinality())
-    net.compile(optimizer=_optimizer(optimizer, _learning_rate(lr_schedule, learning_rate,
-                                                                epochs * steps)),
+    # A defense trains through a wrapper whose train step is the defense's; it shares the
+    # weights, so checkpoints, evaluation and the export are those of the model itself.
+    trainer = net if defense is None else defenses.DefendedModel(net, defense,
+                                                                 defense_options, seed=seed)
+    trainer.compile(optimizer=_optimizer(optimizer, _learning_rate(lr_schedule, learning_rate,
+                                                                    epochs * steps),
+                                         weight_decay),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
@@ -147,20 +181,22 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         *callbacks,
     ]
     log(f"tfnode: training {model} on {dataset} for {epochs} epoch(s) of {steps} steps, "
-        f"batch {batch_size}, {optimizer} lr {learning_rate} ({lr_schedule})")
+        f"batch {batch_size}, {optimizer} lr {learning_rate} ({lr_schedule})"
+        + (f", defense {defense} {defense_options}" if defense else ""))
     fit_start = time.time()
     # shuffle=False: the dataset shuffles itself (seeded); Keras would only warn.
-    history = net.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
+    history = trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                       callbacks=callbacks, verbose=verbose)
     fit_seconds = time.time() - fit_start
 
     log(f"tfnode: evaluating on the {dataset} test split (batch {eval_batch_size})")
     eval_start = time.time()
-    test = net.evaluate(test_ds, verbose=verbose, return_dict=True)
+    test = trainer.evaluate(test_ds, verbose=verbose, return_dict=True)
     eval_seconds = time.time() - eval_start
 
     metrics = {
         "model": model, "dataset": dataset, "model_options": model_options,
+        "defense": defense, "defense_options": defense_options,
         "clean_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
         "mean_nfe_test": float(test["nfe"]) if "nfe" in test else None,
         # Mean accepted / rejected trial steps per solve (tfnode's adaptive loop only).

@@ -18,38 +18,10 @@ import numpy as np
 
 from tfnode.attacks._utils import AttackResult
 from tfnode.errors import TfnodeError
-from tfnode.registry import Registry
+from tfnode.registry import (ABOVE_ONE, BOOL, COUNT, FRACTION, NONNEGATIVE,  # noqa: F401
+                             PROBABILITY, UNIT, Registry, Rule, one_of, resolve_options)
 
 KINDS = ("white-box", "score-based", "decision-based", "transfer")
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """An option's constraint: ``ok(value)``, and what was ``expected`` for the error."""
-    ok: Callable[[Any], bool]
-    expected: str
-
-
-def _number(v):
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _integer(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-COUNT = Rule(lambda v: _integer(v) and v >= 1, "an integer >= 1")
-UNIT = Rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]")
-FRACTION = Rule(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)")
-PROBABILITY = Rule(lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
-NONNEGATIVE = Rule(lambda v: _number(v) and v >= 0, "a number >= 0")
-ABOVE_ONE = Rule(lambda v: _number(v) and v > 1, "a number > 1")
-BOOL = Rule(lambda v: isinstance(v, (bool, np.bool_)), "true or false")
-
-
-def one_of(*values):
-    """A rule accepting exactly ``values``."""
-    return Rule(lambda v: v in values, f"one of {list(values)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,19 +106,9 @@ class AttackSpec:
         overrides = dict(overrides or {})
         if self.needs_source:
             return _transfer_options(self, overrides, dataset, label)
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise TfnodeError(f"attack option {label}.{unknown[0]}: {self.name} has no option "
-                              f"{unknown[0]!r}; it takes {sorted(self.defaults)}")
-        opts = {**self.defaults, **self.dataset_defaults.get(dataset, {}), **overrides}
-        for key, rule in self.rules.items():
-            if not rule.ok(opts[key]):
-                raise TfnodeError(f"attack option {label}.{key} must be {rule.expected}, "
-                                  f"got {opts[key]!r}")
-        problem = self.check(opts) if self.check else None
-        if problem:
-            raise TfnodeError(f"attack options of {label}: {problem}")
-        return opts
+        return resolve_options("attack", self.name, defaults=self.defaults, rules=self.rules,
+                               overrides=overrides, dataset_defaults=self.dataset_defaults,
+                               dataset=dataset, label=label, check=self.check)
 
     def run(self, model, x, y, *, eps, seed=0, batch_size=None, ids=None, early_exit=False,
             **options):

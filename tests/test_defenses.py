@@ -1,0 +1,175 @@
+"""Defenses against their definitions: TRADES at beta = 0 is cross-entropy, PGD-AT's
+adversarials lie in the ball and raise the loss, YOPO's loop counts, and each trains
+inside Keras' fit."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnode import defenses
+from tfnode.defenses._inner import cross_entropy
+from tfnode.errors import TfnodeError
+
+SHAPE = (6, 6, 1)
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(SHAPE)
+    h = keras.layers.Conv2D(4, 3, activation="tanh", name="first")(inputs)
+    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Flatten()(h))
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
+def batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.uniform(0.2, 0.8, (n,) + SHAPE), tf.float32),
+            tf.constant(rng.integers(0, 3, n), tf.int64))
+
+
+def step(name, model, x, y, **overrides):
+    options = defenses.get(name).options(overrides)
+    return defenses.get(name).step(model, x, y, seed=keras.random.SeedGenerator(0), **options)
+
+
+def test_registry_has_the_papers_defenses_with_published_settings():
+    assert defenses.available() == ["pgd_at", "trades", "yopo"]
+    assert defenses.get("pgd_at").options(dataset="cifar10")["eps"] == pytest.approx(8 / 255)
+    assert defenses.get("trades").options(dataset="cifar10")["beta"] == 6.0
+    assert defenses.get("yopo").options()["inner_steps"] == 10
+    with pytest.raises(TfnodeError, match="defense option trades.beta must be a number >= 0"):
+        defenses.get("trades").options({"beta": -1})
+    with pytest.raises(TfnodeError, match="pgd_at has no option 'beta'"):
+        defenses.get("pgd_at").options({"beta": 1.0})
+    with pytest.raises(TfnodeError, match="unknown defense 'madry'"):
+        defenses.get("madry")
+
+
+def test_trades_with_beta_zero_is_cross_entropy():
+    model = tiny_model()
+    x, y = batch()
+    loss, logits, grads = step("trades", model, x, y, beta=0.0, num_steps=3)
+    with tf.GradientTape() as tape:
+        ce = cross_entropy(y, model(x, training=True))
+    expected = tape.gradient(ce, model.trainable_weights)
+    assert float(loss) == pytest.approx(float(ce), rel=1e-6)
+    np.testing.assert_allclose(logits, model(x), rtol=1e-6)
+    for g, e in zip(grads, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+    # With beta > 0 the KL term is there and non-negative.
+    robust, _, _ = step("trades", model, x, y, beta=1.0, num_steps=3, eps=0.3, step_size=0.1)
+    assert float(robust) > float(ce)
+
+
+def test_kl_divergence_is_zero_on_equal_logits_and_positive_otherwise():
+    a = tf.constant([[1.0, 2.0, 0.5]])
+    assert float(defenses.kl_divergence(a, a)[0]) == pytest.approx(0.0, abs=1e-7)
+    p, q = tf.nn.softmax(a)[0].numpy(), np.array([0.2, 0.5, 0.3])
+    assert float(defenses.kl_divergence(a, tf.math.log([q.astype(np.float32)]))[0]) == pytest.approx(
+        np.sum(p * np.log(p / q)), rel=1e-5)
+
+
+def test_pgd_at_adversarials_lie_in_the_ball_and_raise_the_loss():
+    model = tiny_model()
+    x, y = batch()
+    seen = []
+    spec = defenses.get("pgd_at")
+    original = defenses._inner.ascend
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out)
+        return out
+
+    defenses.pgd_at.ascend = recording
+    try:
+        loss, logits, grads = step("pgd_at", model, x, y, eps=0.1, step_size=0.02,
+                                   num_steps=10)
+    finally:
+        defenses.pgd_at.ascend = original
+    x_adv = seen[0].numpy()
+    assert np.abs(x_adv - x.numpy()).max() <= 0.1 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    clean = float(cross_entropy(y, model(x, training=True)))
+    assert float(loss) > clean
+    np.testing.assert_allclose(logits, model(x_adv, training=True), rtol=1e-5)
+    assert len(grads) == len(model.trainable_weights) and spec.metrics_on
+
+
+class Counted(keras.layers.Layer):
+    """Counts its calls in a variable (each call, also inside a traced function)."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     dtype="int64", name="calls")
+
+    def call(self, x):
+        self.calls.assign_add(1)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("m,n", [(2, 3), (3, 1)])
+def test_yopo_runs_m_full_passes_and_m_times_n_first_layer_steps(m, n):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    first = Counted(keras.layers.Conv2D(4, 3, activation="tanh"), name="first")
+    rest = Counted(keras.layers.Dense(3), name="rest")
+    h = first(inputs)
+    model = keras.Model(inputs, rest(keras.layers.Flatten()(h)))
+    first.calls.assign(0)
+    rest.calls.assign(0)
+    x, y = batch()
+    loss, logits, grads = step("yopo", model, x, y, outer_steps=m, inner_steps=n, eps=0.1)
+    # m full passes (first and rest), m * n Hamiltonian steps through the first layer
+    # only, and m Hamiltonians for the first layer's weight gradient.
+    assert int(rest.calls.numpy()) == m
+    assert int(first.calls.numpy()) == m + m * n + m
+    assert all(g is not None for g in grads) and logits.shape == (8, 3)
+
+
+def test_yopo_with_no_inner_steps_sums_the_cross_entropy_gradients():
+    model = tiny_model()
+    x, y = batch()
+    loss, _, grads = step("yopo", model, x, y, outer_steps=2, inner_steps=0, eps=0.0)
+    # eps = 0: both passes see x itself, and the rest of the model gets twice the CE
+    # gradient. The first layer gets that plus, per pass, the gradient of
+    # -H = sum(first(x) * dL/dz), which by the chain rule is its CE gradient again (the
+    # authors' CIFAR-10 code gives layer one both).
+    with tf.GradientTape() as tape:
+        ce = cross_entropy(y, model(x, training=True))
+    expected = tape.gradient(ce, model.trainable_weights)
+    first = {id(w) for w in model.get_layer("first").trainable_weights}
+    for w, g, e in zip(model.trainable_weights, grads, expected):
+        np.testing.assert_allclose(g, 4 * e if id(w) in first else 2 * e, rtol=1e-4,
+                                   atol=1e-6)
+    assert float(loss) == pytest.approx(float(ce), rel=1e-6)
+
+
+def test_yopo_refuses_a_model_without_a_layer_one():
+    inputs = keras.Input(SHAPE)
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(flat))
+    with pytest.raises(TfnodeError, match="yopo needs a functional model"):
+        defenses.split_first_layer(model)
+
+
+@pytest.mark.parametrize("name", ["pgd_at", "trades", "yopo"])
+def test_every_defense_trains_inside_fit(name):
+    model = tiny_model()
+    small = {"pgd_at": {"num_steps": 2}, "trades": {"num_steps": 2},
+             "yopo": {"outer_steps": 2, "inner_steps": 2}}[name]
+    options = defenses.get(name).options({**small, "eps": 0.1})
+    trainer = defenses.DefendedModel(model, name, options, seed=0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    x, y = batch(32, seed=1)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = trainer.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "accuracy"}
+    assert all(np.isfinite(v) for v in history.history["loss"])
+    assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    np.testing.assert_allclose(trainer.predict(x, verbose=0), model.predict(x, verbose=0))
