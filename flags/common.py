@@ -152,10 +152,7 @@ def define_evaluate_flags():
     flags.DEFINE_string("split", "test", "Dataset split.")
     flags.DEFINE_list("attacks", ["fgsm", "pgd"], "Registered attacks, by name "
                       "(tfnode.attacks.available(); docs/evaluation.md lists them).")
-    flags.DEFINE_list("eps", ["0.1", "0.2", "0.3"], "Linf budgets, divided by --eps_scale.")
-    flags.DEFINE_float("eps_scale", 1.0, "Divide --eps by this (255: budgets in 0-255 "
-                       "pixel units, e.g. --eps=8 for 8/255).")
-    flags.DEFINE_integer("num_examples", 1000, "Evaluate the first N examples of the split.")
+    define_budget_flags()
     define_report_flags()
     flags.DEFINE_multi_string("attack_option", [], "ATTACK.OPTION=VALUE, repeatable: an "
                               "option of a registered attack or an audit variant, e.g. "
@@ -179,6 +176,33 @@ def define_evaluate_flags():
                         "and Boundary on the other attacks' survivors); exhaustive: every "
                         "attack on every example at every eps (docs/evaluation.md).")
     define_shard_flags()
+
+
+@_group
+def define_budget_flags():
+    """The eps list and the examples attacked (``tools.evaluate``, ``tools.sweep``)."""
+    flags.DEFINE_list("eps", ["0.1", "0.2", "0.3"], "Linf budgets, divided by --eps_scale.")
+    flags.DEFINE_float("eps_scale", 1.0, "Divide --eps by this (255: budgets in 0-255 "
+                       "pixel units, e.g. --eps=8 for 8/255).")
+    flags.DEFINE_integer("num_examples", 1000, "Evaluate the first N examples of the split.")
+
+
+@_group
+def define_sweep_flags():
+    """Flags of ``tools.sweep``: the family is built and trained by the train flags."""
+    define_train_flags()
+    define_budget_flags()
+    define_report_flags()
+    flags.DEFINE_list("step_sizes", ["1", "0.1", "0.01", "0.001", "1e-6"],
+                      "The step sizes h of the family, one trained member each.")
+    flags.DEFINE_string("source_model", "resnet", "Registered model on which the "
+                        "transferred attack is crafted (Chu et al.: a small network with "
+                        "three residual blocks).")
+    flags.DEFINE_multi_string("source_option", ["num_blocks=3"], "OPTION=VALUE, "
+                              "repeatable: a model option of --source_model (resnet: "
+                              "num_blocks=3; resnet56: depth=8).")
+    flags.DEFINE_string("transfer_attack", "fgsm", "The attack crafted on the source and "
+                        "transferred (a transferable registered attack).")
 
 
 @_group
@@ -243,6 +267,52 @@ def defense_options(defense, values):
     return named.get(defense, {})
 
 
+def _budgets(fv):
+    """``--eps`` divided by ``--eps_scale``, each checked to lie in [0, 1]."""
+    from tfnode.errors import TfnodeError
+
+    if not fv.eps_scale > 0:
+        raise TfnodeError(f"--eps_scale must be > 0, got {fv.eps_scale!r}")
+    eps = tuple(e / fv.eps_scale for e in _floats("eps", fv.eps))
+    for given, e in zip(fv.eps, eps):
+        if not 0.0 <= e <= 1.0:
+            raise TfnodeError(f"--eps {given} (divided by --eps_scale {fv.eps_scale:g}) is "
+                              "outside [0, 1], the pixel range of the inputs")
+    return eps
+
+
+def sweep_config(flag_values):
+    """The `tfnode.sweep.SweepConfig` of the sweep flags."""
+    from tfnode.errors import TfnodeError
+    from tfnode.sweep import SweepConfig
+
+    fv = flag_values
+    if fv.defense or fv.defense_option:
+        raise TfnodeError("--defense does not apply to tools.sweep (its members train "
+                          "without a defense)")
+    if fv["step_size"].present:
+        raise TfnodeError("--step_size: a sweep varies it; give --step_sizes")
+    options = {k: v for k, v in model_options(fv).items() if k != "step_size"}
+    source = {}
+    for item in fv.source_option:
+        key, sep, value = item.partition("=")
+        if not (sep and key.strip() and value.strip()):
+            raise TfnodeError(f"--source_option {item!r}: expected OPTION=VALUE, e.g. "
+                              "num_blocks=3")
+        source[key.strip()] = _value(value)
+    train = {k: fv[k].value for k in ("epochs", "batch_size", "learning_rate", "optimizer",
+                                       "lr_schedule", "weight_decay", "seed",
+                                       "steps_per_epoch", "checkpoint_steps",
+                                       "eval_batch_size")}
+    return SweepConfig(
+        model=fv.model, dataset=fv.dataset, step_sizes=_floats("step_sizes", fv.step_sizes),
+        model_options=options, train_options=train, source_model=fv.source_model,
+        source_options=source, transfer_attack=fv.transfer_attack, eps=_budgets(fv),
+        num_examples=fv.num_examples, batch_size=fv.eval_batch_size or fv.batch_size,
+        data_dir=fv.data_dir,
+        output_dir=fv.output_dir or f"reports/{fv.model}_{fv.dataset}_step_sizes")
+
+
 def _floats(flag, values):
     from tfnode.errors import TfnodeError
 
@@ -262,13 +332,7 @@ def evaluate_config(flag_values):
     if not fv.model_path:
         raise TfnodeError("--model_path is required: an export folder "
                           "(savedmodels/<name>/<version>) or a .keras file")
-    if not fv.eps_scale > 0:
-        raise TfnodeError(f"--eps_scale must be > 0, got {fv.eps_scale!r}")
-    eps = tuple(e / fv.eps_scale for e in _floats("eps", fv.eps))
-    for given, e in zip(fv.eps, eps):
-        if not 0.0 <= e <= 1.0:
-            raise TfnodeError(f"--eps {given} (divided by --eps_scale {fv.eps_scale:g}) is "
-                              "outside [0, 1], the pixel range of the inputs")
+    eps = _budgets(fv)
     return EvalConfig(
         model_path=fv.model_path, dataset=fv.dataset, split=fv.split,
         attacks=tuple(dict.fromkeys(a.strip() for a in fv.attacks if a.strip())), eps=eps,

@@ -17,13 +17,20 @@ def test_there_are_flagfiles_for_training_and_evaluation():
 
 @pytest.mark.parametrize("cfg", CFGS, ids=os.path.basename)
 def test_flagfile_parses(cfg):
-    from tools import evaluate, train  # noqa: F401  (define both apps' flags)
+    from tools import evaluate, sweep, train  # noqa: F401  (define the apps' flags)
 
     fv = absl_flags.FLAGS
     fv.unparse_flags()
     fv(["app", f"--flagfile={cfg}", "--model_path=savedmodels/m/1"])
     assert fv.dataset in ("mnist", "fashion_mnist", "cifar10")
-    if os.path.basename(cfg).startswith("eval_"):
+    if os.path.basename(cfg).endswith("_step_sizes.cfg"):
+        from flags import common
+        from tfnode import sweep as sweep_lib
+
+        config = common.sweep_config(fv)
+        sweep_lib._validate(config)  # every model, source and training option is valid
+        assert len(config.step_sizes) >= 5 and config.eps == (0.1, 0.3, 0.5)
+    elif os.path.basename(cfg).startswith("eval_"):
         from flags import common
 
         config = common.evaluate_config(fv)
@@ -75,7 +82,7 @@ def test_cifar_training_flagfiles_run_unchanged_on_cifar_format_files(cfg, tmp_p
 
 def test_each_flag_is_defined_once_whatever_the_app_order():
     from flags import common
-    from tools import evaluate, train  # noqa: F401
+    from tools import evaluate, sweep, train  # noqa: F401
 
     fv = absl_flags.FLAGS
     # One definition serves both apps: its help speaks of training and evaluation.

@@ -270,3 +270,69 @@ def write_report(report, output_dir):
     files.write_text(paths["md"], markdown(report))
     files.write_json(paths["json"], {**report, "paths": paths})
     return paths
+
+
+def sweep_markdown(sweep):
+    """``sweep.md``: one row per step size h, each number with the run it comes from."""
+    config = sweep["config"]
+    keys = [outcomes.eps_key(e) for e in config["eps"]]
+    source = sweep["source"]
+    lines = [f"# Step-size sweep: {config['model']} on {config['dataset']}", "",
+             f"Each member `y + h f(y)` trained with the same recipe "
+             f"({_train_recipe(config)}), evaluated on the first {config['num_examples']} "
+             f"{config['dataset']} test images: clean accuracy, and robust accuracy under "
+             f"{config['transfer_attack'].upper()} crafted on the source model "
+             f"`{source['model']}` {source['options']} (test accuracy "
+             f"{_pct(source['test_accuracy'])}%, `{source['export']}`) and transferred "
+             "(Chu et al. 2020, Sec. 4.1, Fig. 1).", "",
+             "| h | clean (%) | " + " | ".join(f"eps {k} (%)" for k in keys)
+             + " | params | epochs | train s | report |",
+             "| --- " * (len(keys) + 6) + "|"]
+    for row in sweep["members"]:
+        epochs = f"{row['epochs']}" + (f" x {row['steps_per_epoch']} steps"
+                                       if row["steps_per_epoch"] else "")
+        lines.append(f"| {row['step_size']:g} | {_pct(row['clean_accuracy'])} | "
+                     + " | ".join(_pct(row["robust_accuracy"][k]) for k in keys)
+                     + f" | {row['num_params']:,} | {epochs} | {row['train_seconds']:.0f} | "
+                     f"`{row['report']}` |")
+    lines += ["", "Accuracy of the source on the transferred adversarials (%), per member: "
+              + "; ".join(f"h {row['step_size']:g}: "
+                          + ", ".join(_pct(row["source_accuracy"][k]) for k in keys)
+                          for row in sweep["members"]) + ".", "",
+              "![accuracy vs h](sweep.png)", ""]
+    return "\n".join(lines)
+
+
+def _train_recipe(config):
+    options = config["train_options"]
+    return ", ".join(f"{k} {v}" for k, v in sorted(options.items()) if v is not None) or \
+        "tfnode.train's defaults"
+
+
+def plot_sweep(sweep, path):
+    """``sweep.png``: clean and transferred-attack accuracy vs h (log scale)."""
+    config = sweep["config"]
+    rows = sorted(sweep["members"], key=lambda r: r["step_size"])
+    h = [r["step_size"] for r in rows]
+    with _figure(path, xlabel="step size h (log scale)", ylabel="accuracy (%)",
+                 title=f"{config['model']} on {config['dataset']}: accuracy vs h") as ax:
+        ax.plot(h, [100 * r["clean_accuracy"] for r in rows], "-", marker="o",
+                color="black", label="clean")
+        for k, e in enumerate(config["eps"]):
+            key = outcomes.eps_key(e)
+            ax.plot(h, [100 * r["robust_accuracy"][key] for r in rows], "--", marker="o",
+                    color=f"C{k}",
+                    label=f"{config['transfer_attack'].upper()} (transferred) eps {key}")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+
+
+def write_sweep(sweep, output_dir):
+    """Writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` atomically; returns their paths."""
+    paths = {"json": os.path.join(output_dir, "sweep.json"),
+             "md": os.path.join(output_dir, "sweep.md"),
+             "png": os.path.join(output_dir, "sweep.png")}
+    plot_sweep(sweep, paths["png"])
+    files.write_text(paths["md"], sweep_markdown(sweep))
+    files.write_json(paths["json"], {**sweep, "paths": paths})
+    return paths

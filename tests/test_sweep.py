@@ -1,0 +1,133 @@
+"""The step-size sweep: trains and evaluates each member once, resumes where it stopped,
+re-renders only when everything is done, refuses another sweep's folder."""
+
+import json
+import os
+
+import pytest
+
+from tfnode import sweep, train
+from tfnode.errors import TfnodeError
+from tfnode.sweep import SweepConfig
+
+
+def tiny(mnist_dir, tmp_path, **overrides):
+    return SweepConfig(**{**dict(
+        model="resnet", dataset="mnist", step_sizes=(1.0, 0.1),
+        model_options={"width": 4, "num_blocks": 1},
+        train_options={"epochs": 1, "batch_size": 8, "steps_per_epoch": 2},
+        source_options={"width": 4, "num_blocks": 3}, eps=(0.1, 0.3), num_examples=16,
+        batch_size=8, data_dir=mnist_dir, output_dir=str(tmp_path / "sweep")), **overrides})
+
+
+@pytest.fixture
+def counted_training(monkeypatch):
+    """Records which member each train() call trains; can fail the n-th call."""
+    calls, real = [], train.train
+    fail = {"at": None}
+
+    def counting(**kwargs):
+        calls.append(kwargs["export_name"])
+        if fail["at"] == len(calls):
+            raise KeyboardInterrupt  # as if the job were killed during this training
+        return real(**kwargs)
+
+    monkeypatch.setattr(train, "train", counting)
+    return calls, fail
+
+
+def test_a_sweep_trains_evaluates_and_tabulates_each_member(mnist_dir, tmp_path,
+                                                             counted_training):
+    calls, _ = counted_training
+    config = tiny(mnist_dir, tmp_path)
+    out = sweep.run_sweep(config, log=lambda *_: None, verbose=0)
+    assert calls == ["source", "h_1", "h_0.1"]
+    assert out["done_now"] == ["source", "h_1", "h_0.1"]
+    assert [r["step_size"] for r in out["members"]] == [1.0, 0.1]
+    for row in out["members"]:
+        report = json.loads(open(row["report"]).read())
+        (model,) = report["models"].values()
+        # Every number in the table is the member's own report's.
+        assert row["clean_accuracy"] == model["clean_accuracy"]
+        assert row["robust_accuracy"]["0.3"] == \
+            model["attacks"]["transfer"]["cells"]["0.3"]["robust_accuracy"]
+        assert report["config"]["source_model_path"] == out["source"]["export"]
+        assert report["attack_options"]["transfer"]["attack"] == "fgsm"
+        metrics = json.loads(open(os.path.join(row["export"], "metrics.json")).read())
+        assert metrics["model_options"]["step_size"] == row["step_size"]
+    md = open(out["paths"]["md"]).read()
+    assert "| 0.1 |" in md and "FGSM crafted on the source model `resnet`" in md
+    assert os.path.getsize(out["paths"]["png"]) > 0
+
+
+def test_a_killed_sweep_resumes_and_a_finished_one_only_rerenders(mnist_dir, tmp_path,
+                                                                  counted_training):
+    calls, fail = counted_training
+    config = tiny(mnist_dir, tmp_path)
+    fail["at"] = 3  # killed while training the second member
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(config, log=lambda *_: None, verbose=0)
+    assert calls == ["source", "h_1", "h_0.1"]
+    fail["at"] = None
+    calls.clear()
+    out = sweep.run_sweep(config, log=lambda *_: None, verbose=0)
+    assert calls == ["h_0.1"]  # the finished members are skipped
+    assert out["done_now"] == ["h_0.1"]
+    first = open(out["paths"]["json"]).read()
+    lines = []
+    again = sweep.run_sweep(config, log=lines.append, verbose=0)
+    assert calls == ["h_0.1"] and again["done_now"] == []
+    assert any("re-rendered only" in line for line in lines)
+    assert json.loads(first)["members"] == again["members"]
+    # A member whose report is lost is evaluated again, and only it.
+    os.remove(again["members"][0]["report"])
+    third = sweep.run_sweep(config, log=lambda *_: None, verbose=0)
+    assert third["done_now"] == ["h_1"] and calls == ["h_0.1"]
+
+
+def test_another_sweep_in_the_same_folder_is_refused(mnist_dir, tmp_path, counted_training):
+    sweep.run_sweep(tiny(mnist_dir, tmp_path, step_sizes=(1.0,)), log=lambda *_: None,
+                    verbose=0)
+    with pytest.raises(TfnodeError, match="holds a sweep with other settings .*step_sizes"):
+        sweep.run_sweep(tiny(mnist_dir, tmp_path), log=lambda *_: None, verbose=0)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"step_sizes": (1.0, 1.0)}, "step_sizes has duplicates"),
+    ({"step_sizes": (1.0, -0.1)}, "step_sizes must be numbers > 0"),
+    ({"step_sizes": ()}, "at least one step size"),
+    ({"model_options": {"step_size": 0.5}}, "step_size is what the sweep varies"),
+    ({"transfer_attack": "boundary"}, "cannot be transferred"),
+    ({"source_options": {"depth": 8}}, "'depth' does not apply to source model 'resnet'"),
+    ({"train_options": {"epoch": 1}}, "unknown option 'epoch'"),
+    ({"eps": (0.1, 1.5)}, "outside [0, 1]"),
+])
+def test_bad_sweeps_fail_before_any_work(mnist_dir, tmp_path, counted_training, overrides,
+                                         match):
+    calls, _ = counted_training
+    with pytest.raises(TfnodeError, match=match.replace("[", r"\[").replace("]", r"\]")):
+        sweep.run_sweep(tiny(mnist_dir, tmp_path, **overrides), log=lambda *_: None)
+    assert calls == [] and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--step_size=0.1"], "a sweep varies it; give --step_sizes"),
+    (["--defense=pgd_at"], "--defense does not apply to tools.sweep"),
+    (["--source_option=depth"], "expected OPTION=VALUE"),
+    (["--step_sizes=1,x"], "--step_sizes must be a comma-separated list of numbers"),
+    (["--eps=0.1,2"], "outside [0, 1]"),
+])
+def test_sweep_flags_are_checked_in_one_line(argv, match):
+    from absl import flags as absl_flags
+
+    from flags import common
+    from tools import sweep as app  # noqa: F401  (defines the flags)
+
+    fv = absl_flags.FLAGS
+    fv.unparse_flags()
+    fv(["sweep"] + argv)
+    try:
+        with pytest.raises(TfnodeError, match=match.replace("[", r"\[").replace("]", r"\]")):
+            common.sweep_config(fv)
+    finally:
+        fv.unparse_flags()

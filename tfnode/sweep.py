@@ -1,0 +1,261 @@
+"""The step-size sweep (Chu et al. 2020, Sec. 4.1, Fig. 1): one model family, one h each.
+
+Chu et al. train ResNet-56 with ``y + h f(y)`` for h = 1, 1e-1, ..., 1e-10 on CIFAR-10 and
+evaluate each on clean images and under FGSM at eps 0.1, 0.3 and 0.5 crafted on "a small
+network with three residual blocks" and transferred. `run_sweep` trains that source
+and every member of the family with `tfnode.train.train`, evaluates each member with
+`tfnode.evaluate.evaluate` (the registered ``transfer`` attack, crafted on the source),
+and writes one table and one plot (accuracy vs h, log scale).
+
+A sweep resumes. Each member lives in ``<output_dir>/members/<name>/`` (its training run,
+export and evaluation report); a member whose export exists is not trained again, one
+whose report matches the sweep's evaluation is not evaluated again, a member killed in
+training resumes from its last checkpoint (`tfnode.train`), and a finished sweep re-run
+only re-renders its report. The sweep's settings are recorded in ``sweep_config.json``;
+a re-run with other settings is refused rather than mixing two sweeps in one table.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+from tfnode import attacks, files, models, outcomes, render
+from tfnode.errors import TfnodeError
+
+# tfnode.train.train's options that a sweep passes through to every member's training.
+TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule",
+                 "weight_decay", "seed", "steps_per_epoch", "checkpoint_steps",
+                 "eval_batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A step-size sweep; recorded verbatim in ``sweep.json``.
+
+    Attributes:
+      model: the family's registered model; it must take ``step_size``.
+      dataset: dataset name.
+      step_sizes: the values of h, one member each.
+      model_options: the family's other model options (``width``, ``depth``, ...).
+      train_options: `tfnode.train.train` options for every member and the source
+        (`TRAIN_OPTIONS`).
+      source_model: the registered model the transfer attack is crafted on.
+      source_options: its model options (three residual blocks: ``num_blocks=3`` for the
+        MNIST ``resnet``, ``depth=8`` for ``resnet56``).
+      transfer_attack: the attack crafted on the source (Chu et al.: FGSM).
+      eps: Linf budgets on the [0, 1] scale.
+      num_examples: test examples each member is evaluated on.
+      batch_size: evaluation batch size.
+      data_dir: see `tfnode.data.load`.
+      output_dir: the sweep's folder.
+    """
+    model: str = "resnet"
+    dataset: str = "mnist"
+    step_sizes: tuple = (1.0, 0.1, 0.01, 0.001, 1e-6)
+    model_options: Mapping = dataclasses.field(default_factory=dict)
+    train_options: Mapping = dataclasses.field(default_factory=dict)
+    source_model: str = "resnet"
+    source_options: Mapping = dataclasses.field(default_factory=lambda: {"num_blocks": 3})
+    transfer_attack: str = "fgsm"
+    eps: tuple = (0.1, 0.3, 0.5)
+    num_examples: int = 1000
+    batch_size: int = 100
+    data_dir: str | None = None
+    output_dir: str = "reports/step_sizes"
+
+
+def member_name(h):
+    """The folder name of the member with step size ``h`` (``h_1``, ``h_0.1``, ``h_1e-06``)."""
+    return f"h_{float(h):g}"
+
+
+def _validate(config):
+    from tfnode import train
+
+    if not config.step_sizes:
+        raise TfnodeError("step_sizes: give at least one step size")
+    for h in config.step_sizes:
+        if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+            raise TfnodeError(f"step_sizes must be numbers > 0, got {h!r}")
+    names = [member_name(h) for h in config.step_sizes]
+    if len(set(names)) != len(names):
+        raise TfnodeError(f"step_sizes has duplicates: {list(config.step_sizes)}")
+    if "step_size" not in models.model_options(config.model):
+        raise TfnodeError(f"model {config.model!r} takes no step_size; a step-size sweep "
+                          "needs one of "
+                          f"{[m for m in models.available() if 'step_size' in models.model_options(m)]}")
+    if "step_size" in config.model_options:
+        raise TfnodeError("model_options: step_size is what the sweep varies; give "
+                          "step_sizes instead")
+    unknown = sorted(set(config.train_options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise TfnodeError(f"train_options: unknown option {unknown[0]!r}; a sweep passes "
+                          f"{list(TRAIN_OPTIONS)}")
+    spec = attacks.get(config.transfer_attack)
+    if not spec.transferable:
+        raise TfnodeError(f"transfer_attack {config.transfer_attack!r} cannot be "
+                          f"transferred; expected one of {attacks.available(transferable=True)}")
+    for e in config.eps:
+        if not 0 <= e <= 1:
+            raise TfnodeError(f"eps {e!r} is outside [0, 1], the pixel range of the inputs")
+    accepted = models.model_options(config.source_model)
+    for key in config.source_options:
+        if key not in accepted:
+            raise TfnodeError(f"source_options: {key!r} does not apply to source model "
+                              f"{config.source_model!r}; it takes {sorted(accepted)}")
+    common = {k: config.train_options.get(k) for k in TRAIN_OPTIONS}
+    defaults = {"epochs": 1, "batch_size": 128, "learning_rate": 1e-3, "optimizer": "adam",
+                "lr_schedule": "cosine"}
+    for name, options in ((config.model, {**config.model_options, "step_size": 1.0}),
+                          (config.source_model, dict(config.source_options))):
+        train.validate(model=name, dataset=config.dataset, model_options=options,
+                       **{k: common[k] if common[k] is not None else defaults[k]
+                          for k in defaults},
+                       steps_per_epoch=common["steps_per_epoch"],
+                       checkpoint_steps=common["checkpoint_steps"],
+                       eval_batch_size=common["eval_batch_size"])
+        models.get_model(name, dataset=config.dataset, **options)  # its option values
+
+
+def _settings(config):
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def _check_same_sweep(config):
+    """Records the sweep's settings; refuses a folder that holds another sweep."""
+    path = os.path.join(config.output_dir, "sweep_config.json")
+    settings = {k: v for k, v in _settings(config).items() if k != "output_dir"}
+    if os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        differ = sorted(k for k in settings if saved.get(k) != settings[k])
+        if differ:
+            raise TfnodeError(f"--output_dir {config.output_dir!r} holds a sweep with other "
+                              f"settings ({', '.join(differ)}); re-run it with the same "
+                              "flags, or pass another --output_dir")
+        return
+    files.write_json(path, settings)
+
+
+def _member_dir(config, name):
+    return os.path.join(config.output_dir, "members", name)
+
+
+def _export_path(config, name):
+    return os.path.join(_member_dir(config, name), "export", name, "1")
+
+
+def _train_member(config, name, model, model_options, log, verbose):
+    """Trains one member unless its export exists; returns ``(export path, trained now)``."""
+    from tfnode import train
+
+    path = _export_path(config, name)
+    if os.path.isfile(os.path.join(path, "metrics.json")):
+        return path, False
+    log(f"tfnode: sweep member {name}: training {model} {dict(model_options)}")
+    member = _member_dir(config, name)
+    options = {k: v for k, v in config.train_options.items() if v is not None}
+    metrics = train.train(model=model, dataset=config.dataset,
+                          model_options=dict(model_options), data_dir=config.data_dir,
+                          model_dir=os.path.join(member, "run"),
+                          export_dir=os.path.join(member, "export"), export_name=name,
+                          verbose=verbose, log=log,
+                          record={"sweep": config.output_dir, "member": name}, **options)
+    if os.path.normpath(metrics["export_path"]) != os.path.normpath(path):
+        raise TfnodeError(f"sweep member {name}: exported to {metrics['export_path']!r}, "
+                          f"expected {path!r}; remove {os.path.join(member, 'export')!r}")
+    return path, True
+
+
+def _eval_config(config, name, source_path):
+    from tfnode.evaluate import EvalConfig
+
+    return EvalConfig(model_path=_export_path(config, name), dataset=config.dataset,
+                      attacks=("transfer",), eps=tuple(float(e) for e in config.eps),
+                      num_examples=config.num_examples, batch_size=config.batch_size,
+                      data_dir=config.data_dir, source_model_path=source_path,
+                      output_dir=os.path.join(_member_dir(config, name), "eval"),
+                      attack_options={"transfer": {"attack": config.transfer_attack}})
+
+
+def _evaluate_member(config, name, source_path, log, verbose):
+    """Evaluates one member unless its report matches; returns ``(report, evaluated now)``."""
+    from tfnode import evaluate
+
+    eval_config = _eval_config(config, name, source_path)
+    path = os.path.join(eval_config.output_dir, "report.json")
+    expected = json.loads(json.dumps(dataclasses.asdict(eval_config), default=list))
+    if os.path.isfile(path):
+        with open(path) as f:
+            report = json.load(f)
+        if report.get("config") == expected:
+            return report, False
+    log(f"tfnode: sweep member {name}: evaluating")
+    return evaluate.evaluate(eval_config, record={"sweep": config.output_dir, "member": name},
+                             log=log, verbose=verbose), True
+
+
+def _row(config, name, h, report):
+    with open(os.path.join(_export_path(config, name), "metrics.json")) as f:
+        metrics = json.load(f)
+    (result,) = report["models"].values()
+    cells = result["attacks"]["transfer"]["cells"]
+    keys = [outcomes.eps_key(e) for e in config.eps]
+    return {"name": name, "step_size": h, "clean_accuracy": result["clean_accuracy"],
+            "robust_accuracy": {k: cells[k]["robust_accuracy"] for k in keys},
+            "source_accuracy": {k: cells[k].get("source_accuracy") for k in keys},
+            "test_accuracy": metrics["clean_accuracy"], "num_params": metrics["num_params"],
+            "train_seconds": metrics["train_seconds"],
+            "epochs": metrics["settings"]["epochs"],
+            "steps_per_epoch": metrics["settings"]["steps_per_epoch"],
+            "export": _export_path(config, name),
+            "report": os.path.join(_member_dir(config, name), "eval", "report.json")}
+
+
+def run_sweep(config, *, log=print, verbose=1):
+    """Trains and evaluates every member not done yet; writes the sweep's report.
+
+    Args:
+      config: a `SweepConfig`.
+      log: where progress lines go.
+      verbose: Keras progress bars.
+
+    Returns:
+      The sweep report (also ``sweep.json``), with ``paths`` of the files written and
+      ``done_now``: the members trained or evaluated by this call.
+    """
+    start = time.time()
+    _validate(config)
+    files.check_writable(config.output_dir, flag="--output_dir")
+    _check_same_sweep(config)
+    done_now = []
+    source_path, trained = _train_member(config, "source", config.source_model,
+                                         config.source_options, log, verbose)
+    if trained:
+        done_now.append("source")
+    rows = []
+    for h in config.step_sizes:
+        name = member_name(h)
+        _, trained = _train_member(config, name, config.model,
+                                   {**config.model_options, "step_size": float(h)}, log,
+                                   verbose)
+        report, evaluated = _evaluate_member(config, name, source_path, log, verbose)
+        if trained or evaluated:
+            done_now.append(name)
+        rows.append(_row(config, name, float(h), report))
+    with open(os.path.join(source_path, "metrics.json")) as f:
+        source_metrics = json.load(f)
+    sweep = {"config": _settings(config), "members": rows,
+             "source": {"model": config.source_model, "options": dict(config.source_options),
+                        "export": source_path,
+                        "test_accuracy": source_metrics["clean_accuracy"],
+                        "num_params": source_metrics["num_params"]},
+             "done_now": done_now, "seconds": time.time() - start,
+             "versions": files.versions()}
+    sweep["paths"] = render.write_sweep(sweep, config.output_dir)
+    log(f"tfnode: sweep report {sweep['paths']['md']}"
+        + ("" if done_now else " (every member was done: re-rendered only)"))
+    return sweep
