@@ -206,6 +206,14 @@ def define_sweep_flags():
 
 
 @_group
+def define_results_flags():
+    """Flags of ``tools.report``."""
+    flags.DEFINE_list("runs", [], "Run folders, files or globs: training exports "
+                      "(metrics.json), evaluations (report.json), sweeps (sweep.json).")
+    flags.DEFINE_string("output", "docs/paper.md", "The results page to write.")
+
+
+@_group
 def define_report_flags():
     """Where reports go (``tools.evaluate`` and ``tools.merge_shards``)."""
     flags.DEFINE_string("output_dir", None,

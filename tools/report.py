@@ -1,0 +1,39 @@
+"""Gathers many runs into one results page beside the paper's numbers.
+
+    python -m tools.report --runs='savedmodels/*/*,reports/*' --output=docs/paper.md
+"""
+
+import sys
+
+from absl import app
+from absl import flags as absl_flags
+
+from flags import common
+from tools import _run
+
+common.define_results_flags()
+FLAGS = absl_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+    def run():
+        from tfnode import results
+        from tfnode.errors import TfnodeError
+
+        if not FLAGS.runs:
+            raise TfnodeError("--runs is required: run folders, files or globs")
+        path, gathered = results.write(
+            FLAGS.runs, FLAGS.output, command="python -m tools.report " + " ".join(
+                a for a in sys.argv[1:]))
+        print(f"tfnode: {path}: {len(gathered['training'])} trained model(s), "
+              f"{len(gathered['evaluations'])} evaluation(s), {len(gathered['sweeps'])} "
+              "sweep(s)")
+
+    _run.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main)
