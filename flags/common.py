@@ -81,8 +81,9 @@ def define_train_flags():
     flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
     flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
                         "(x0.1 at 50% and 75% of training).")
-    flags.DEFINE_float("weight_decay", 0.0, "Weight decay of the optimizer (decoupled, "
-                       "Keras'; 0: none).")
+    flags.DEFINE_float("weight_decay", 0.0, "Weight decay as PyTorch's optimizers apply it "
+                       "(wd * w added to the gradient, before SGD's momentum), as the "
+                       "published recipes give it; 0: none.")
     flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs "
                         "(default runs/<model>_<dataset>).")
     flags.DEFINE_string("export_dir", "savedmodels", "SavedModel base folder "

@@ -62,6 +62,32 @@ def test_trades_with_beta_zero_is_cross_entropy():
     assert float(robust) > float(ce)
 
 
+def recording_ascend(monkeypatch, module):
+    """Records the adversarials the defense's inner maximization returns."""
+    seen, original = [], module.ascend
+
+    def recording(*args, **kwargs):
+        seen.append(original(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(module, "ascend", recording)
+    return seen
+
+
+def test_trades_inner_loop_increases_the_kl_beyond_random_points_of_the_ball(monkeypatch):
+    model = tiny_model()
+    x, y = batch()
+    seen = recording_ascend(monkeypatch, defenses.trades)
+    step("trades", model, x, y, eps=0.2, step_size=0.05, num_steps=10)
+    natural = model(x, training=False)
+    found = defenses.kl_divergence(natural, model(seen[0], training=False)).numpy()
+    rng = np.random.default_rng(0)
+    noise = np.clip(x.numpy() + rng.uniform(-0.2, 0.2, x.shape), 0, 1).astype(np.float32)
+    random = defenses.kl_divergence(natural, model(noise, training=False)).numpy()
+    assert np.abs(seen[0].numpy() - x.numpy()).max() <= 0.2 + 1e-6
+    assert found.mean() > 3 * random.mean()  # an ascent, not a descent of the KL
+
+
 def test_kl_divergence_is_zero_on_equal_logits_and_positive_otherwise():
     a = tf.constant([[1.0, 2.0, 0.5]])
     assert float(defenses.kl_divergence(a, a)[0]) == pytest.approx(0.0, abs=1e-7)
@@ -70,24 +96,12 @@ def test_kl_divergence_is_zero_on_equal_logits_and_positive_otherwise():
         np.sum(p * np.log(p / q)), rel=1e-5)
 
 
-def test_pgd_at_adversarials_lie_in_the_ball_and_raise_the_loss():
+def test_pgd_at_adversarials_lie_in_the_ball_and_raise_the_loss(monkeypatch):
     model = tiny_model()
     x, y = batch()
-    seen = []
+    seen = recording_ascend(monkeypatch, defenses.pgd_at)
     spec = defenses.get("pgd_at")
-    original = defenses._inner.ascend
-
-    def recording(*args, **kwargs):
-        out = original(*args, **kwargs)
-        seen.append(out)
-        return out
-
-    defenses.pgd_at.ascend = recording
-    try:
-        loss, logits, grads = step("pgd_at", model, x, y, eps=0.1, step_size=0.02,
-                                   num_steps=10)
-    finally:
-        defenses.pgd_at.ascend = original
+    loss, logits, grads = step("pgd_at", model, x, y, eps=0.1, step_size=0.02, num_steps=10)
     x_adv = seen[0].numpy()
     assert np.abs(x_adv - x.numpy()).max() <= 0.1 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -128,6 +142,22 @@ def test_yopo_runs_m_full_passes_and_m_times_n_first_layer_steps(m, n):
     assert int(rest.calls.numpy()) == m
     assert int(first.calls.numpy()) == m + m * n + m
     assert all(g is not None for g in grads) and logits.shape == (8, 3)
+
+
+def test_yopo_inner_steps_raise_the_loss_of_the_next_pass(monkeypatch):
+    model = tiny_model()
+    x, y = batch()
+    losses, original = [], defenses.yopo.cross_entropy
+
+    def recording(labels, logits):
+        value = original(labels, logits)
+        losses.append(float(value))
+        return value
+
+    monkeypatch.setattr(defenses.yopo, "cross_entropy", recording)
+    step("yopo", model, x, y, outer_steps=3, inner_steps=5, eps=0.2, step_size=0.02)
+    # Each pass sees the eta the previous one's inner steps moved up the loss.
+    assert len(losses) == 3 and losses[0] < losses[1] < losses[2]
 
 
 def test_yopo_with_no_inner_steps_sums_the_cross_entropy_gradients():
@@ -172,4 +202,11 @@ def test_every_defense_trains_inside_fit(name):
     assert set(history.history) == {"loss", "accuracy"}
     assert all(np.isfinite(v) for v in history.history["loss"])
     assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
-    np.testing.assert_allclose(trainer.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_model_with_extra_losses_is_refused():
+    inputs = keras.Input(SHAPE)
+    h = keras.layers.Conv2D(2, 3, kernel_regularizer="l2")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    with pytest.raises(TfnodeError, match="has extra losses"):
+        defenses.DefendedModel(model, "pgd_at", defenses.get("pgd_at").options())

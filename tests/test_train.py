@@ -110,13 +110,38 @@ def test_a_defended_run_resumes_with_its_weights_and_refuses_another_defense(
     with pytest.raises(KeyboardInterrupt):
         train_lib.train(**defended, callbacks=[_Interrupt()])
     saved = tmp_path / "defended" / "checkpoints" / "epoch_001.weights.h5"
-    assert saved.exists()
+    # The epoch checkpoint holds the model's own weights, not the training wrapper's.
+    from tfnode import models
+
+    fresh = models.get_model("resnet", dataset="mnist", width=8, num_blocks=1)
+    fresh.load_weights(saved)
     with pytest.raises(TfnodeError, match="other settings .*defense_options"):
         train_lib.train(**{**defended, "defense_options": {"num_steps": 3, "eps": 0.1}})
     lines = []
     metrics = train_lib.train(**defended, log=lines.append)
     assert any("1 epoch(s) done" in line for line in lines), lines
     assert len(metrics["train_history"]["loss"]) == 1 and metrics["defense"] == "pgd_at"
+    final = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
+    fresh.load_weights(tmp_path / "defended" / "checkpoints" / "epoch_002.weights.h5")
+    for a, b in zip(fresh.get_weights(), final.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weight_decay_is_added_to_the_gradient_before_the_momentum():
+    """PyTorch's SGD: v = 0.9 v + (g + wd w); w -= lr v (the published recipes' decay)."""
+    w = keras.Variable(np.array([1.0, -2.0], np.float32))
+    opt = train_lib._optimizer("sgd", 0.1, 0.5)
+    grads = [np.array([0.3, 0.1], np.float32), np.array([-0.2, 0.4], np.float32)]
+    ref_w, v = np.array([1.0, -2.0]), np.zeros(2)
+    for g in grads:
+        opt.apply_gradients([(tf.constant(g), w)])
+        v = 0.9 * v + (g + 0.5 * ref_w)
+        ref_w = ref_w - 0.1 * v
+    np.testing.assert_allclose(w.numpy(), ref_w, rtol=1e-6)
+    plain = train_lib._optimizer("sgd", 0.1, 0.0)
+    u = keras.Variable(np.array([1.0], np.float32))
+    plain.apply_gradients([(tf.constant([0.5]), u)])
+    np.testing.assert_allclose(u.numpy(), [0.95], rtol=1e-6)
 
 
 def test_resume_refuses_other_settings(interrupted_run):

@@ -26,15 +26,42 @@ def _learning_rate(schedule, learning_rate, total_steps):
         bounds, [learning_rate, learning_rate * 0.1, learning_rate * 0.01])
 
 
+class _CoupledL2:
+    """Weight decay as PyTorch's optimizers apply it: ``wd * w`` added to each gradient
+    before the update (and so before SGD's momentum), not Keras' decoupled
+    ``w -= lr * wd * w``. With momentum 0.9 the two differ about tenfold in their
+    steady-state shrinkage, and the published recipes (He et al., Madry et al., TRADES,
+    YOPO) give PyTorch's (or TF1's L2 loss, the same gradient)."""
+
+    def __init__(self, *args, l2=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.l2 = float(l2)
+
+    def apply(self, grads, trainable_variables=None):
+        variables = (self._trainable_variables if trainable_variables is None
+                     else trainable_variables)
+        if self.l2:
+            grads = [g if g is None else g + self.l2 * v for g, v in zip(grads, variables)]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="tfnode")
+class SGDWithL2(_CoupledL2, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` with PyTorch's coupled weight decay ``l2``."""
+
+
+@keras.saving.register_keras_serializable(package="tfnode")
+class AdamWithL2(_CoupledL2, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` with PyTorch's coupled weight decay ``l2``."""
+
+
 def _optimizer(name, learning_rate, weight_decay):
-    # Keras decays the weights apart from the gradient (w -= lr * wd * w each step);
-    # PyTorch's SGD adds wd * w to the gradient before the momentum. The two differ
-    # by how momentum carries the decay; the published wd values are used as given.
-    decay = weight_decay or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9,  # Chen et al.'s setting
-                                weight_decay=decay)
+        return AdamWithL2(learning_rate, l2=weight_decay)
+    return SGDWithL2(learning_rate, momentum=0.9, l2=weight_decay)  # Chen et al.'s momentum
 
 
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
@@ -93,7 +120,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
       lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50% and
         75% of the steps).
-      weight_decay: decoupled weight decay of the optimizer (0: none).
+      weight_decay: L2 weight decay added to the gradients before the update, as
+        PyTorch's optimizers apply it (`SGDWithL2`, `AdamWithL2`; 0: none).
       seed: seed of weight init and shuffling.
       data_dir: see `tfnode.data.load`.
       model_dir: checkpoints (``backup/`` for resume, ``checkpoints/`` per epoch) and
@@ -125,7 +153,10 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         model_options=model_options, eval_batch_size=eval_batch_size, defense=defense,
         defense_options=defense_options, weight_decay=weight_decay)
     export_name = export_name or "_".join([model, dataset] + ([defense] if defense else []))
-    model_dir = model_dir or os.path.join("runs", f"{model}_{dataset}")
+    # A defended run gets its own folders: it must not overwrite a standard run's
+    # checkpoints and logs.
+    model_dir = model_dir or os.path.join(
+        "runs", "_".join([model, dataset] + ([defense] if defense else [])))
     eval_batch_size = eval_batch_size or batch_size
 
     keras.utils.set_random_seed(seed)
@@ -174,9 +205,10 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir, save_freq=checkpoint_steps or "epoch",
                                          double_checkpoint=True, delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(model_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
-            save_weights_only=True),
+        # The model's own weights, also under a defense (whose wrapper's checkpoint would
+        # name them differently): epoch_NNN.weights.h5 loads into the model itself.
+        _EpochWeights(net, os.path.join(model_dir, "checkpoints",
+                                        "epoch_{epoch:03d}.weights.h5")),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         *callbacks,
     ]
@@ -232,6 +264,23 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
 
 
 _SETTINGS = "run_settings.json"
+
+
+class _EpochWeights(keras.callbacks.Callback):
+    """Saves ``model``'s weights at each epoch end, written beside and renamed."""
+
+    def __init__(self, model, pattern):
+        super().__init__()
+        self.target = model
+        self.pattern = pattern
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.pattern.format(epoch=epoch + 1)
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".tmp-{name}")  # Keras wants the .weights.h5 suffix
+        self.target.save_weights(tmp, overwrite=True)
+        os.replace(tmp, path)
 
 
 def _check_resume_settings(model_dir, backup_dir, settings):

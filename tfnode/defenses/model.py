@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfnode.defenses import registry
+from tfnode.errors import TfnodeError
 
 
 class DefendedModel(keras.Model):
@@ -23,6 +24,11 @@ class DefendedModel(keras.Model):
     """
 
     def __init__(self, model, defense, options, *, seed=0, **kwargs):
+        if model.losses:
+            # The defenses' losses are theirs alone; a regularizer or add_loss term
+            # would be silently dropped.
+            raise TfnodeError(f"defense {defense}: model {model.name!r} has extra losses "
+                              "(regularizers or add_loss), which the defenses do not add")
         kwargs.setdefault("name", f"{model.name}_{defense}")
         super().__init__(**kwargs)
         self.wrapped = model

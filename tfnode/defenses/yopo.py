@@ -76,7 +76,7 @@ def yopo_step(model, x, y, *, seed, eps, step_size, outer_steps, inner_steps):
             logits = rest(z, training=True)
             loss = cross_entropy(y, logits)
         *grads, dz = tape.gradient(loss, weights + [z])
-        total = [t + g for t, g in zip(total, grads)]
+        total = [t if g is None else t + g for t, g in zip(total, grads)]
         losses.append(loss)
         p = -tf.stop_gradient(dz)
 
@@ -93,8 +93,9 @@ def yopo_step(model, x, y, *, seed, eps, step_size, outer_steps, inner_steps):
             descent = -hamiltonian(eta)
         for w, g in zip(first.trainable_weights,
                         tape.gradient(descent, first.trainable_weights)):
-            k = first_index[id(w)]
-            total[k] = total[k] + g
+            if g is not None:
+                k = first_index[id(w)]
+                total[k] = total[k] + g
     return tf.add_n(losses) / len(losses), logits, total
 
 
