@@ -81,6 +81,9 @@ def define_train_flags():
     flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
     flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
                         "(x0.1 at 50% and 75% of training).")
+    flags.DEFINE_integer("validation_size", 0, "Hold out the last N training examples and "
+                         "report their accuracy after each epoch (val_accuracy in "
+                         "metrics.json): choose settings on them, never on the test split.")
     flags.DEFINE_float("weight_decay", 0.0, "Weight decay as PyTorch's optimizers apply it "
                        "(wd * w added to the gradient, before SGD's momentum), as the "
                        "published recipes give it; 0: none.")
@@ -135,7 +138,8 @@ def train_kwargs(flag_values):
         lr_schedule=fv.lr_schedule, weight_decay=fv.weight_decay, seed=fv.seed, data_dir=fv.data_dir, model_dir=fv.model_dir,
         export_dir=fv.export_dir, export_name=fv.export_name,
         steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
-        eval_batch_size=fv.eval_batch_size, defense=fv.defense,
+        eval_batch_size=fv.eval_batch_size, validation_size=fv.validation_size,
+        defense=fv.defense,
         defense_options=defense_options(fv.defense, fv.defense_option), record=record(fv))
 
 
@@ -312,7 +316,7 @@ def sweep_config(flag_values):
     train = {k: fv[k].value for k in ("epochs", "batch_size", "learning_rate", "optimizer",
                                        "lr_schedule", "weight_decay", "seed",
                                        "steps_per_epoch", "checkpoint_steps",
-                                       "eval_batch_size")}
+                                       "eval_batch_size", "validation_size")}
     return SweepConfig(
         model=fv.model, dataset=fv.dataset, step_sizes=_floats("step_sizes", fv.step_sizes),
         model_options=options, train_options=train, source_model=fv.source_model,

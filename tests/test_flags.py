@@ -49,7 +49,8 @@ def test_flagfile_parses(cfg):
         train.validate(**{k: kwargs[k] for k in (
             "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
             "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options",
-            "eval_batch_size", "defense", "defense_options", "weight_decay")})
+            "eval_batch_size", "defense", "defense_options", "weight_decay",
+            "validation_size")})
     fv.unparse_flags()
 
 

@@ -127,6 +127,30 @@ def test_a_defended_run_resumes_with_its_weights_and_refuses_another_defense(
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_validation_split_is_held_out_of_the_training_split(mnist_dir, tmp_path):
+    from tfnode import data as data_lib
+
+    images, _ = data_lib.load_arrays("mnist", "train", data_dir=mnist_dir)
+    train_part = np.concatenate([x.numpy() for x, _ in data_lib.load(
+        "mnist", "train", batch_size=8, data_dir=mnist_dir, shuffle=False,
+        validation_size=16)])
+    held = np.concatenate([x.numpy() for x, _ in data_lib.load(
+        "mnist", "validation", batch_size=8, data_dir=mnist_dir, validation_size=16)])
+    assert len(train_part) == len(images) - 16 and len(held) == 16
+    np.testing.assert_allclose(held, images[-16:] / 255.0, atol=1e-7)  # the last 16
+    metrics = train_lib.train(
+        model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2, batch_size=8,
+        steps_per_epoch=2, validation_size=16, data_dir=mnist_dir, verbose=0,
+        model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
+        log=lambda *_: None)
+    assert len(metrics["train_history"]["val_accuracy"]) == 2
+    assert metrics["validation"]["size"] == 16
+    assert metrics["validation"]["accuracy"] == metrics["train_history"]["val_accuracy"][-1]
+    with pytest.raises(TfnodeError, match="validation_size must lie in"):
+        data_lib.load("mnist", "validation", batch_size=8, data_dir=mnist_dir,
+                      validation_size=len(images))
+
+
 def test_weight_decay_is_added_to_the_gradient_before_the_momentum():
     """PyTorch's SGD: v = 0.9 v + (g + wd w); w -= lr v (the published recipes' decay)."""
     w = keras.Variable(np.array([1.0, -2.0], np.float32))
@@ -163,6 +187,7 @@ def test_resume_refuses_other_settings(interrupted_run):
     (["--eval_batch_size=-1"], "--eval_batch_size must be an integer >= 1"),
     (["--model=resnet", "--step_size=0"], "step_size must be > 0"),
     (["--weight_decay=-0.1"], "--weight_decay must be >= 0"),
+    (["--validation_size=-5"], "--validation_size must be an integer >= 0"),
     (["--defense=madry"], "unknown defense 'madry'"),
     (["--defense=trades", "--defense_option=trades.beta=-1"],
      "defense option trades.beta must be a number >= 0"),

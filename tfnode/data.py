@@ -125,12 +125,15 @@ def cache_dir():
 
 
 def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
-         num_examples=None, repeat=False, download=None, drop_remainder=False):
+         num_examples=None, repeat=False, download=None, drop_remainder=False,
+         validation_size=0):
     """Loads a dataset split as a batched ``tf.data.Dataset``.
 
     Args:
       name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
-      split: ``"train"`` or ``"test"``.
+      split: ``"train"``, ``"test"``, or ``"validation"``: the last ``validation_size``
+        examples of the training split (model selection never looks at the test split);
+        ``"train"`` is then the examples before them.
       batch_size: examples per batch.
       data_dir: folder holding TFDS data or the raw files; when given and it lacks the
         data, this is an error rather than a download (unless ``download=True``).
@@ -141,6 +144,7 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
       download: allow a download; defaults to ``data_dir is None``.
       drop_remainder: drop a last partial batch, so that every batch has the same
         static shape (the graphs traced for it then know the batch size).
+      validation_size: examples held out of the training split for ``"validation"``.
 
     Returns:
       A dataset of ``(images float32 [B, H, W, C] in [0, 1], labels int64 [B])``, cached,
@@ -153,7 +157,9 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     if num_examples is not None and int(num_examples) < 1:
         raise DataError(f"num_examples must be positive, got {num_examples!r}")
-    images, labels = load_arrays(name, split, data_dir=data_dir, download=download)
+    images, labels = load_arrays(name, "train" if split == "validation" else split,
+                                 data_dir=data_dir, download=download)
+    images, labels = _hold_out(images, labels, split, validation_size, name)
     if num_examples is not None:
         images, labels = images[:num_examples], labels[:num_examples]
     if drop_remainder and not repeat and len(labels) < int(batch_size):
@@ -170,6 +176,21 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
     ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _hold_out(images, labels, split, validation_size, name):
+    """The training split's part for ``split`` when ``validation_size`` are held out."""
+    size = int(validation_size or 0)
+    if split == "validation" and size < 1:
+        raise DataError("the validation split needs validation_size >= 1 (examples held "
+                        "out of the training split)")
+    if split == "test" or size == 0:
+        return images, labels
+    if not 0 < size < len(labels):
+        raise DataError(f"validation_size must lie in [1, {len(labels) - 1}] for {name} "
+                        f"({len(labels)} training examples), got {validation_size!r}")
+    cut = len(labels) - size
+    return (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
 
 
 def _to_float(images, labels):

@@ -28,7 +28,7 @@ from tfnode.errors import TfnodeError
 # tfnode.train.train's options that a sweep passes through to every member's training.
 TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule",
                  "weight_decay", "seed", "steps_per_epoch", "checkpoint_steps",
-                 "eval_batch_size")
+                 "eval_batch_size", "validation_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,8 @@ def _validate(config):
                           for k in defaults},
                        steps_per_epoch=common["steps_per_epoch"],
                        checkpoint_steps=common["checkpoint_steps"],
-                       eval_batch_size=common["eval_batch_size"])
+                       eval_batch_size=common["eval_batch_size"],
+                       validation_size=common["validation_size"] or 0)
         models.get_model(name, dataset=config.dataset, **options)  # its option values
 
 

@@ -66,7 +66,7 @@ def _optimizer(name, learning_rate, weight_decay):
 
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
              steps_per_epoch, checkpoint_steps, model_options, eval_batch_size=None,
-             defense=None, defense_options=None, weight_decay=0.0):
+             defense=None, defense_options=None, weight_decay=0.0, validation_size=0):
     """Raises `TfnodeError` (one line) for options that cannot work, before any work.
 
     Returns:
@@ -90,6 +90,9 @@ def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr
         raise TfnodeError(f"--learning_rate must be > 0, got {learning_rate!r}")
     if not weight_decay >= 0:
         raise TfnodeError(f"--weight_decay must be >= 0, got {weight_decay!r}")
+    if not isinstance(validation_size, (int, np.integer)) or validation_size < 0:
+        raise TfnodeError(f"--validation_size must be an integer >= 0, got "
+                          f"{validation_size!r}")
     if optimizer not in OPTIMIZERS:
         raise TfnodeError(f"unknown --optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
     if lr_schedule not in LR_SCHEDULES:
@@ -107,7 +110,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
           seed=0, data_dir=None,
           model_dir=None, export_dir="savedmodels", export_name=None, steps_per_epoch=None,
           checkpoint_steps=None, eval_batch_size=None, defense=None, defense_options=None,
-          verbose=1, record=None, log=print, callbacks=()):
+          validation_size=0, verbose=1, record=None, log=print, callbacks=()):
     """Trains a registered model, evaluates it on the test split and exports it.
 
     Args:
@@ -136,6 +139,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       defense: a registered defense (`tfnode.defenses.available`): ``fit`` trains with its
         train step (`tfnode.defenses.DefendedModel`). None: standard training.
       defense_options: options of ``defense`` over its published defaults for ``dataset``.
+      validation_size: hold out the last this many training examples and report the
+        accuracy on them after every epoch (``val_accuracy``), for choosing settings
+        without the test split. 0: train on the whole training split.
       verbose: Keras progress-bar verbosity.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
@@ -151,7 +157,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         learning_rate=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
         steps_per_epoch=steps_per_epoch, checkpoint_steps=checkpoint_steps,
         model_options=model_options, eval_batch_size=eval_batch_size, defense=defense,
-        defense_options=defense_options, weight_decay=weight_decay)
+        defense_options=defense_options, weight_decay=weight_decay,
+        validation_size=validation_size)
     export_name = export_name or "_".join([model, dataset] + ([defense] if defense else []))
     # A defended run gets its own folders: it must not overwrite a standard run's
     # checkpoints and logs.
@@ -171,6 +178,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                 "weight_decay": weight_decay or None, "seed": seed,
                 "steps_per_epoch": steps_per_epoch, "defense": defense,
                 "defense_options": defense_options,
+                "validation_size": validation_size or None,
                 # Recorded so that a run started when the last partial batch was still
                 # trained on (469 steps per epoch, not 468) is not resumed on another
                 # learning-rate schedule.
@@ -183,7 +191,10 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     # GroupNorm and its adaptive loop took longer (benchmarks/README.md); and the block
     # compiles its solver step with XLA only for a known batch size.
     train_ds = data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
-                         repeat=steps_per_epoch is not None, drop_remainder=True)
+                         repeat=steps_per_epoch is not None, drop_remainder=True,
+                         validation_size=validation_size)
+    val_ds = data.load(dataset, "validation", batch_size=eval_batch_size, data_dir=data_dir,
+                       validation_size=validation_size) if validation_size else None
     test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)
     steps = steps_per_epoch or int(train_ds.cardinality())
     # A defense trains through a wrapper whose train step is the defense's; it shares the
@@ -218,7 +229,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     fit_start = time.time()
     # shuffle=False: the dataset shuffles itself (seeded); Keras would only warn.
     history = trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-                      callbacks=callbacks, verbose=verbose)
+                          validation_data=val_ds, callbacks=callbacks, verbose=verbose)
     fit_seconds = time.time() - fit_start
 
     log(f"tfnode: evaluating on the {dataset} test split (batch {eval_batch_size})")
@@ -229,6 +240,10 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     metrics = {
         "model": model, "dataset": dataset, "model_options": model_options,
         "defense": defense, "defense_options": defense_options,
+        "validation": None if not validation_size else {
+            "size": validation_size, "examples": f"the last {validation_size} of the "
+                                                 f"{dataset} training split",
+            "accuracy": float(history.history["val_accuracy"][-1])},
         "clean_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
         "mean_nfe_test": float(test["nfe"]) if "nfe" in test else None,
         # Mean accepted / rejected trial steps per solve (tfnode's adaptive loop only).
