@@ -104,3 +104,31 @@ def test_attack_options_parse_numbers_bools_and_names():
                                   "square.p_init=0.5", "transfer.attack=pgd"]) == {
         "pgd": {"num_steps": 100, "rand_init": False}, "square": {"p_init": 0.5},
         "transfer": {"attack": "pgd"}}
+
+
+def test_the_cifar_step_size_sweep_runs_unchanged_on_cifar_format_files(tmp_path,
+                                                                         monkeypatch):
+    """flags/resnet56_step_sizes.cfg with two of its step sizes, a step of each epoch
+    and four test images, on generated files in the CIFAR-10 python format."""
+    import json
+
+    from tests.conftest import make_cifar_dataset, trust_md5
+    from tools import sweep as app
+
+    md5, _ = make_cifar_dataset(str(tmp_path / "cifar"), per_batch=4)
+    trust_md5(monkeypatch, "cifar10", md5)
+    monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
+    fv = absl_flags.FLAGS
+    fv.unparse_flags()
+    fv(["sweep", f"--flagfile={os.path.join(REPO, 'flags', 'resnet56_step_sizes.cfg')}",
+        f"--data_dir={tmp_path / 'cifar'}", "--step_sizes=1,1e-10", "--epochs=1",
+        "--steps_per_epoch=1", "--batch_size=2", "--num_examples=4",
+        f"--output_dir={tmp_path / 'sweep'}"])
+    try:
+        app.main(["sweep"])
+    finally:
+        fv.unparse_flags()
+    sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [m["step_size"] for m in sweep["members"]] == [1.0, 1e-10]
+    assert sweep["source"]["model"] == "resnet56" and sweep["source"]["options"] == {"depth": 8}
+    assert sweep["config"]["train_options"]["weight_decay"] == 1e-4
