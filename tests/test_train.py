@@ -52,6 +52,13 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     out = served(images=tf.constant(x))
     assert set(out) == {"logits", "probabilities"}
     keras_model = keras.models.load_model(version_dir / "model.keras")
+    # A fresh process that never imported tfnode.train loads it too (the file holds its
+    # compiled optimizer, a tfnode class).
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from tfnode import loading; "
+         "print(loading.load_model(sys.argv[1])[1]['name'])", str(version_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "node", proc.stderr[-1000:]
     np.testing.assert_allclose(out["logits"], keras_model.predict(x, verbose=0), atol=1e-4)
     np.testing.assert_allclose(np.sum(out["probabilities"], -1), 1.0, atol=1e-5)
     # The Keras model XLA-compiles its GroupNorm and dopri5 step; the SavedModel must

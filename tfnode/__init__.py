@@ -6,8 +6,9 @@ Public surface: ``tfnode.layers`` (ODEBlock, ODEFunc, ...), ``tfnode.models.get_
 
 __version__ = "0.1.0"
 
-from tfnode import data, layers, models  # noqa: E402
+from tfnode import data, layers, models, optimizers  # noqa: E402
 from tfnode.errors import DataError, TfnodeError  # noqa: E402
 from tfnode.models import get_model  # noqa: E402
 
-__all__ = ["DataError", "TfnodeError", "data", "get_model", "layers", "models"]
+__all__ = ["DataError", "TfnodeError", "data", "get_model", "layers", "models",
+           "optimizers"]

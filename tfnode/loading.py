@@ -37,7 +37,10 @@ def load_model(path, *, flag="--model_path"):
       ``input_shape`` ``(H, W, C)`` and, when known, ``name``, ``ode_blocks`` (see
       `ode_blocks`) and ``trained`` (from the export's ``metrics.json``).
     """
-    import tfnode.layers  # noqa: F401  (registers tfnode's layers for deserialization)
+    # Registers tfnode's layers and optimizers (a model.keras holds its compiled
+    # optimizer) for deserialization.
+    import tfnode.layers  # noqa: F401
+    import tfnode.optimizers  # noqa: F401
 
     keras_file = path
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.keras")):

@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 
-from tfnode import data, defenses, export, files, models
+from tfnode import data, defenses, export, files, models, optimizers
 from tfnode.errors import TfnodeError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -26,42 +26,10 @@ def _learning_rate(schedule, learning_rate, total_steps):
         bounds, [learning_rate, learning_rate * 0.1, learning_rate * 0.01])
 
 
-class _CoupledL2:
-    """Weight decay as PyTorch's optimizers apply it: ``wd * w`` added to each gradient
-    before the update (and so before SGD's momentum), not Keras' decoupled
-    ``w -= lr * wd * w``. With momentum 0.9 the two differ about tenfold in their
-    steady-state shrinkage, and the published recipes (He et al., Madry et al., TRADES,
-    YOPO) give PyTorch's (or TF1's L2 loss, the same gradient)."""
-
-    def __init__(self, *args, l2=0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.l2 = float(l2)
-
-    def apply(self, grads, trainable_variables=None):
-        variables = (self._trainable_variables if trainable_variables is None
-                     else trainable_variables)
-        if self.l2:
-            grads = [g if g is None else g + self.l2 * v for g, v in zip(grads, variables)]
-        return super().apply(grads, trainable_variables)
-
-    def get_config(self):
-        return {**super().get_config(), "l2": self.l2}
-
-
-@keras.saving.register_keras_serializable(package="tfnode")
-class SGDWithL2(_CoupledL2, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` with PyTorch's coupled weight decay ``l2``."""
-
-
-@keras.saving.register_keras_serializable(package="tfnode")
-class AdamWithL2(_CoupledL2, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` with PyTorch's coupled weight decay ``l2``."""
-
-
 def _optimizer(name, learning_rate, weight_decay):
     if name == "adam":
-        return AdamWithL2(learning_rate, l2=weight_decay)
-    return SGDWithL2(learning_rate, momentum=0.9, l2=weight_decay)  # Chen et al.'s momentum
+        return optimizers.AdamWithL2(learning_rate, l2=weight_decay)
+    return optimizers.SGDWithL2(learning_rate, momentum=0.9, l2=weight_decay)  # Chen et al.'s momentum
 
 
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
@@ -124,7 +92,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50% and
         75% of the steps).
       weight_decay: L2 weight decay added to the gradients before the update, as
-        PyTorch's optimizers apply it (`SGDWithL2`, `AdamWithL2`; 0: none).
+        PyTorch's optimizers apply it (`tfnode.optimizers`; 0: none).
       seed: seed of weight init and shuffling.
       data_dir: see `tfnode.data.load`.
       model_dir: checkpoints (``backup/`` for resume, ``checkpoints/`` per epoch) and
