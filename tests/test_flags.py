@@ -41,12 +41,12 @@ def test_flagfile_parses(cfg):
         evaluate.resolve_options(config)  # every attack option in it is valid
     else:
         from flags import common
-        from tfnode import train
+        from tfnode import train as train_lib
 
         assert fv.export_name and fv.epochs >= 1
         kwargs = common.train_kwargs(fv)
         # Every option in it is valid (model, optimizer, defense and its options).
-        train.validate(**{k: kwargs[k] for k in (
+        train_lib.validate(**{k: kwargs[k] for k in (
             "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
             "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options",
             "eval_batch_size", "defense", "defense_options", "weight_decay",
