@@ -108,3 +108,32 @@ def test_report_app_writes_the_page(runs, capsys):
         fv.unparse_flags()
     assert "3 trained model(s), 1 evaluation(s), 1 sweep(s)" in capsys.readouterr().out
     assert out.read_text().startswith("# The paper's experiments, measured")
+
+
+def test_plots_are_copied_beside_the_page_and_linked(runs):
+    png = runs / "reports" / "pair" / "accuracy_vs_eps.png"
+    png.write_bytes(b"\x89PNG not really")
+    report = runs / "reports" / "pair" / "report.json"
+    data = json.loads(report.read_text())
+    data["paths"] = {"png": str(png)}
+    report.write_text(json.dumps(data))
+    out = runs / "docs" / "paper.md"
+    results.write([str(runs / "reports" / "pair")], str(out))
+    link = out.read_text().split("![accuracy vs eps](")[1].split(")")[0]
+    # The link resolves from the page to a copy inside docs/, not into reports/.
+    copied = (out.parent / link).resolve()
+    assert copied.parent == (runs / "docs" / "paper_figures").resolve()
+    assert copied.read_bytes() == png.read_bytes()
+    assert not list((runs / "docs" / "paper_figures").glob("*.tmp"))
+
+
+def test_low_clean_accuracy_is_warned_and_the_summary_lists_the_worst_case(runs):
+    write(runs / "sm" / "resnet_mnist_yopo" / "1" / "metrics.json",
+          metrics("resnet", 0.77, defense="yopo"))
+    gathered = results.gather([str(runs / "sm" / "*" / "1"), str(runs / "reports" / "pair")])
+    warnings = results.clean_warnings(gathered)
+    # 77% is more than 5 points below the best undefended 99.13%; 97% is not.
+    assert len(warnings) == 1 and "resnet_mnist_yopo" in warnings[0], warnings
+    md = results.document(gathered, output_path=str(runs / "paper.md"))
+    assert "## Warnings" in md
+    assert "| node | - | 99.00 | 12.00 | 0.00 | pgd | 100 |" in md
