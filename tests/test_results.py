@@ -137,3 +137,31 @@ def test_low_clean_accuracy_is_warned_and_the_summary_lists_the_worst_case(runs)
     md = results.document(gathered, output_path=str(runs / "paper.md"))
     assert "## Warnings" in md
     assert "| node | - | 99.00 | 12.00 | 0.00 | pgd | 100 |" in md
+
+
+def test_models_differing_only_in_h_are_judged_against_the_step_size_claim(runs):
+    def one(name, options, worst, **trained):
+        res = model_result(False, 0.99, {"0.1": worst}, worst={"0.1": worst})
+        res["info"]["trained"] = {"model": "resnet", "model_options": options, **trained}
+        write(runs / "family" / name / "report.json", {
+            "eps": [0.1], "num_examples": 500, "dataset": "mnist", "split": "test",
+            "batch_size": 100, "schedule": "fast", "models": {"resnet": res}})
+
+    # h = 1 is the resnet's default: a run that did not pass it still has it.
+    one("resnet_h1", {"width": 32}, 0.43)
+    one("resnet_h0.1", {"width": 32, "step_size": 0.1}, 0.35)
+    # Another width, or an adversarially trained model, is not the same family.
+    one("wide_h0.01", {"width": 64, "step_size": 0.01}, 0.90)
+    one("at_h0.01", {"width": 32, "step_size": 0.01}, 0.95, defense="pgd_at")
+    # A report written before reports carried the defense: read from the model's metrics.
+    model_dir = runs / "sm" / "trades_h0.01" / "1"
+    write(model_dir / "metrics.json", metrics("resnet", 0.95, defense="trades"))
+    one("old_trades", {"width": 32, "step_size": 0.01}, 0.95)
+    old = runs / "family" / "old_trades" / "report.json"
+    data = json.loads(old.read_text())
+    data["models"]["resnet"]["info"]["path"] = str(model_dir)
+    old.write_text(json.dumps(data))
+    lines = "\n".join(results.claims(results.gather([str(runs / "family" / "*")])))
+    assert ("resnet, h 0.1 (`" in lines and "against h 1 (`" in lines
+            and "**contradicted** (eps 0.1: 35.00 vs 43.00)" in lines), lines
+    assert "h 0.01" not in lines

@@ -66,8 +66,8 @@ def load_model(path, *, flag="--model_path"):
                 saved = json.load(f)
         except (OSError, ValueError):
             saved = {}  # metrics only label the report; a broken file is not fatal
-        info["trained"] = {k: saved.get(k) for k in ("model", "dataset", "model_options",
-                                                      "clean_accuracy", "mean_nfe_test")}
+        info["trained"] = {k: saved.get(k) for k in (
+            "model", "dataset", "model_options", "clean_accuracy", "mean_nfe_test", "defense")}
     return model, info
 
 

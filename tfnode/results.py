@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 
-from tfnode import files, outcomes
+from tfnode import files, models, outcomes
 from tfnode.errors import TfnodeError
 
 RUN_FILES = ("sweep.json", "report.json", "metrics.json")
@@ -234,6 +234,67 @@ def clean_warnings(gathered, *, margin=0.05):
     return out
 
 
+def _defaults(model):
+    """Model ``model``'s default options (a run records only the options it was given)."""
+    try:
+        return models.model_options(model) if model else {}
+    except TfnodeError:  # A model registered by a user's code this process lacks.
+        return {}
+
+
+def _trained(res):
+    """What a report says of its model's training; ``defense`` read from the model's
+    ``metrics.json`` for reports written before the report carried it."""
+    info = res.get("info") or {}
+    trained = dict(info.get("trained") or {})
+    metrics = os.path.join(info.get("path") or "", "metrics.json")
+    if "defense" not in trained and info.get("path") and os.path.isfile(metrics):
+        try:
+            with open(metrics) as f:
+                trained["defense"] = json.load(f).get("defense")
+        except (OSError, ValueError):
+            pass  # Unknown; the model stays in its family as before.
+    return trained
+
+
+def _step_size_families(evaluations):
+    """Evaluated models that differ only in their step size h, evaluated alike
+    (adversarially trained models excluded).
+
+    Returns:
+      ``{(model, other options, attacks, num_examples): [(h, [(worst case by eps key,
+      run folder), ...]), ...]}`` sorted by h, only groups with at least two step sizes.
+    """
+    groups = {}
+    for report in evaluations:
+        for label, res in report["models"].items():
+            trained = _trained(res)
+            options = {**_defaults(trained.get("model")), **(trained.get("model_options") or {})}
+            wc = res.get("worst_case") or {}
+            if options.get("step_size") is None or not wc or trained.get("defense"):
+                continue
+            h = options.pop("step_size")
+            key = (_name(res, label), _options(options), tuple(res["attacks"]),
+                   report["num_examples"])
+            groups.setdefault(key, {}).setdefault(h, []).append(
+                ({k: v["robust_accuracy"] for k, v in wc.items()},
+                 os.path.dirname(report["_path"])))
+    return {k: [(h, v[h]) for h in sorted(v)] for k, v in groups.items() if len(v) > 1}
+
+
+def _step_size_line(model, attacks, n, smaller, larger):
+    (hs, small, small_run), (hl, large, large_run) = smaller, larger
+    keys = [k for k in small if k in large]
+    up = [k for k in keys if small[k] > large[k]]
+    down = [k for k in keys if small[k] < large[k]]
+    verdict = ("supported" if up and not down else "contradicted" if down and not up
+               else "mixed" if up else "neither (equal everywhere)")
+    return (f"   - {model}, h {hs:g} (`{small_run}`) against h {hl:g} (`{large_run}`), "
+            f"worst case over {', '.join(attacks)} on {n} images: **{verdict}** ("
+            + "; ".join(f"eps {k}: {_pct(small[k])} vs {_pct(large[k])}" for k in keys)
+            + ").")
+
+
 def claims(gathered):
     """What the measured numbers say about the paper's two claims; a list of lines.
 
@@ -275,8 +336,15 @@ def claims(gathered):
     if not compared:
         lines.append("   - no run evaluates an ODE model beside a model without ODE blocks.")
     lines.append("2. *A smaller step size h makes a ResNet more robust* (Sec. 4.1).")
-    if not gathered["sweeps"]:
+    families = _step_size_families(gathered["evaluations"])
+    if not gathered["sweeps"] and not families:
         lines.append("   - no step-size sweep among the runs.")
+    for (model, _, attacks, n), members in families.items():
+        (hs, smalls), (hl, larges) = members[0], members[-1]
+        for (small, small_run), (large, large_run) in (
+                (a, b) for a in smalls for b in larges):
+            lines.append(_step_size_line(model, attacks, n, (hs, small, small_run),
+                                         (hl, large, large_run)))
     for sweep in gathered["sweeps"]:
         rows = sorted(sweep["members"], key=lambda r: r["step_size"])
         if len(rows) < 2:
