@@ -36,9 +36,9 @@ def test_flagfile_parses(cfg):
         config = common.evaluate_config(fv)
         assert all(0 <= e <= 1 for e in config.eps)
         assert all(t > 0 for t in config.tolerance_grid)
-        from tfnode import evaluate
+        from tfnode import evaluate as evaluate_lib
 
-        evaluate.resolve_options(config)  # every attack option in it is valid
+        evaluate_lib.resolve_options(config)  # every attack option in it is valid
     else:
         from flags import common
         from tfnode import train as train_lib
