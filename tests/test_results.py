@@ -124,7 +124,8 @@ def test_plots_are_copied_beside_the_page_and_linked(runs):
     copied = (out.parent / link).resolve()
     assert copied.parent == (runs / "docs" / "paper_figures").resolve()
     assert copied.read_bytes() == png.read_bytes()
-    assert not list((runs / "docs" / "paper_figures").glob("*.tmp"))
+    # Nothing else (no temporary) is left in the figures folder.
+    assert [p.name for p in (runs / "docs" / "paper_figures").iterdir()] == [copied.name]
 
 
 def test_low_clean_accuracy_is_warned_and_the_summary_lists_the_worst_case(runs):

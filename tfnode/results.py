@@ -118,11 +118,16 @@ def _figure_name(png):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.normpath(png).lstrip("./"))
 
 
+def _plot(run):
+    """The run's plot (report.json's or sweep.json's ``paths.png``), if it exists."""
+    png = (run.get("paths") or {}).get("png")
+    return png if png and os.path.isfile(png) else None
+
+
 def _figures(gathered):
     """Every plot the page shows, as paths (they are copied beside the page)."""
     return [png for run in gathered["evaluations"] + gathered["sweeps"]
-            for png in [(run.get("paths") or {}).get("png")]
-            if png and os.path.isfile(png)]
+            for png in [_plot(run)] if png]
 
 
 def _figures_dir(output_path):
@@ -167,8 +172,8 @@ def _evaluation_section(report, output_path):
                    f"{', '.join(verdict['not_converged'])}" if verdict["not_converged"]
                    else "") + ".")
             lines.append("")
-    png = (report.get("paths") or {}).get("png")
-    if png and os.path.isfile(png):
+    png = _plot(report)
+    if png:
         lines += [f"![accuracy vs eps]({_figure_link(png, output_path)})", ""]
     return lines
 
@@ -188,8 +193,8 @@ def _sweep_section(sweep, output_path):
         lines.append(f"| {row['step_size']:g} | {_pct(row['clean_accuracy'])} | "
                      + " | ".join(_pct(row["robust_accuracy"][k]) for k in keys)
                      + f" | `{os.path.dirname(row['report'])}` |")
-    png = (sweep.get("paths") or {}).get("png")
-    if png and os.path.isfile(png):
+    png = _plot(sweep)
+    if png:
         lines += ["", f"![accuracy vs h]({_figure_link(png, output_path)})"]
     return lines + [""]
 
@@ -282,13 +287,19 @@ def _step_size_families(evaluations):
     return {k: [(h, v[h]) for h in sorted(v)] for k, v in groups.items() if len(v) > 1}
 
 
+def _verdict(support, contradict):
+    """A claim's verdict from the cells that support it and those that contradict it."""
+    return ("contradicted" if contradict and not support else "supported"
+            if support and not contradict else "mixed" if support else
+            "neither (equal everywhere)")
+
+
 def _step_size_line(model, attacks, n, smaller, larger):
+    """One claim-2 line: ``smaller``/``larger`` are (h, worst case by eps key, run)."""
     (hs, small, small_run), (hl, large, large_run) = smaller, larger
     keys = [k for k in small if k in large]
-    up = [k for k in keys if small[k] > large[k]]
-    down = [k for k in keys if small[k] < large[k]]
-    verdict = ("supported" if up and not down else "contradicted" if down and not up
-               else "mixed" if up else "neither (equal everywhere)")
+    verdict = _verdict([k for k in keys if small[k] > large[k]],
+                       [k for k in keys if small[k] < large[k]])
     return (f"   - {model}, h {hs:g} (`{small_run}`) against h {hl:g} (`{large_run}`), "
             f"worst case over {', '.join(attacks)} on {n} images: **{verdict}** ("
             + "; ".join(f"eps {k}: {_pct(small[k])} vs {_pct(large[k])}" for k in keys)
@@ -324,9 +335,7 @@ def claims(gathered):
                     if a != b:
                         (support if a > b else contradict).append(
                             f"{name} eps {key}: {_pct(a)} vs {_pct(b)}")
-            verdict = ("contradicted" if contradict and not support else "supported"
-                       if support and not contradict else "mixed" if support else
-                       "neither (equal everywhere)")
+            verdict = _verdict(support, contradict)
             lines.append(f"   - `{os.path.dirname(report['_path'])}`, {_name(ode, ol)} vs "
                          f"{_name(res, rl)}: **{verdict}**; ODE-Net higher at "
                          f"{len(support)} cells, lower at {len(contradict)}"
@@ -341,10 +350,9 @@ def claims(gathered):
         lines.append("   - no step-size sweep among the runs.")
     for (model, _, attacks, n), members in families.items():
         (hs, smalls), (hl, larges) = members[0], members[-1]
-        for (small, small_run), (large, large_run) in (
-                (a, b) for a in smalls for b in larges):
-            lines.append(_step_size_line(model, attacks, n, (hs, small, small_run),
-                                         (hl, large, large_run)))
+        for small in smalls:
+            for large in larges:
+                lines.append(_step_size_line(model, attacks, n, (hs, *small), (hl, *large)))
     for sweep in gathered["sweeps"]:
         rows = sorted(sweep["members"], key=lambda r: r["step_size"])
         if len(rows) < 2:
@@ -407,10 +415,8 @@ def write(patterns, output_path, *, command=None):
         folder = _figures_dir(output_path)
         os.makedirs(folder, exist_ok=True)
         for png in figures:
-            target = os.path.join(folder, _figure_name(png))
-            # Copied beside and renamed, as every other output (never half a file).
-            shutil.copyfile(png, target + ".tmp")
-            os.replace(target + ".tmp", target)
+            with files.atomic_path(os.path.join(folder, _figure_name(png))) as tmp:
+                shutil.copyfile(png, tmp)
     files.write_text(output_path, document(gathered, output_path=output_path,
                                            command=command))
     return output_path, gathered
