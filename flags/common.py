@@ -76,7 +76,7 @@ def define_train_flags():
     """Flags of ``tools.train``."""
     define_common_flags()
     define_model_flags()
-    flags.DEFINE_integer("epochs", 3, "Training epochs.")
+    flags.DEFINE_integer("epochs", 4, "Training epochs.")
     flags.DEFINE_float("learning_rate", 3e-3, "Peak learning rate.")
     flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
     flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
