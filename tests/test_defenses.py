@@ -30,6 +30,7 @@ def batch(n=8, seed=0):
 
 def step(name, model, x, y, **overrides):
     options = defenses.get(name).options(overrides)
+    options.pop("eps_warmup")  # DefendedModel's, not the step's
     return defenses.get(name).step(model, x, y, seed=keras.random.SeedGenerator(0), **options)
 
 
@@ -210,3 +211,33 @@ def test_a_model_with_extra_losses_is_refused():
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
     with pytest.raises(TfnodeError, match="has extra losses"):
         defenses.DefendedModel(model, "pgd_at", defenses.get("pgd_at").options())
+
+
+def test_eps_warmup_ramps_the_radius_linearly_over_optimizer_steps():
+    import dataclasses
+    seen = []
+    spec = defenses.get("pgd_at")
+
+    def recording_step(model, x, y, *, seed, eps, **options):
+        seen.append(float(eps))
+        return spec.step(model, x, y, seed=seed, eps=eps, **options)
+
+    options = spec.options({"num_steps": 1, "eps": 0.1, "eps_warmup": 4})
+    trainer = defenses.DefendedModel(tiny_model(), "pgd_at", options, seed=0)
+    trainer.spec = dataclasses.replace(spec, step=recording_step)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    run_eagerly=True)
+    x, y = batch(48, seed=2)
+    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert seen == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    # Without a warmup the step gets the radius as given, a Python number.
+    assert "eps_warmup" not in defenses.DefendedModel(
+        tiny_model(), "pgd_at", spec.options({"eps": 0.1})).step_options()
+
+
+def test_eps_warmup_is_an_option_of_every_defense_and_checked():
+    for name in defenses.available():
+        assert defenses.get(name).options()["eps_warmup"] == 0
+    with pytest.raises(TfnodeError, match="eps_warmup.*an integer >= 0"):
+        defenses.get("trades").options({"eps_warmup": -1})

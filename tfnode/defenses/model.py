@@ -43,10 +43,20 @@ class DefendedModel(keras.Model):
     def call(self, inputs, training=False):
         return self.wrapped(inputs, training=training)
 
+    def step_options(self):
+        """The options the defense's step sees now: ``eps`` ramped by ``eps_warmup``."""
+        options = dict(self.defense_options)
+        warmup = options.pop(registry.EPS_WARMUP, 0)
+        if warmup:
+            # optimizer.iterations is checkpointed, so a resumed run continues the ramp.
+            done = tf.cast(self.optimizer.iterations + 1, tf.float32)
+            options["eps"] = options["eps"] * tf.minimum(1.0, done / float(warmup))
+        return options
+
     def train_step(self, data):
         x, y = data[0], data[1]
         loss, logits, grads = self.spec.step(self.wrapped, x, y, seed=self.seed_generator,
-                                             **self.defense_options)
+                                             **self.step_options())
         # Keras' own train step updates the same tracker (what fit logs as "loss").
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         self.optimizer.apply_gradients(zip(grads, self.wrapped.trainable_weights))

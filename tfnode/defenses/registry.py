@@ -12,7 +12,14 @@ import dataclasses
 import types
 from typing import Any, Callable, Mapping
 
-from tfnode.registry import Registry, resolve_options
+from tfnode.registry import NONNEGATIVE_COUNT, Registry, resolve_options
+
+# Every defense with an ``eps`` also takes ``eps_warmup``: the radius grows linearly from
+# 0 to ``eps`` over that many optimizer steps (0: the full radius from the first step).
+# From scratch at MNIST's eps 0.3, PGD-AT can sit at chance for thousands of steps (Madry
+# et al. train for 100k); a linear eps ramp is Gowal et al. 2018's (IBP) remedy, and a
+# short budget needs it. `DefendedModel` applies it, so no step function knows of it.
+EPS_WARMUP = "eps_warmup"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +30,10 @@ class DefenseSpec:
       name: the name ``--defense`` takes.
       step: ``step(model, x, y, *, seed, **options) -> (loss, logits, gradients)``, traced
         inside ``fit``'s train function; ``seed`` is a `keras.random.SeedGenerator`,
-        ``gradients`` align with ``model.trainable_weights``.
-      defaults: every option with its published default (MNIST's where they differ).
+        ``gradients`` align with ``model.trainable_weights``. It gets the options
+        without ``eps_warmup`` (`DefendedModel` ramps ``eps`` itself).
+      defaults: every option with its published default (MNIST's where they differ);
+        ``eps_warmup`` (0) is added to every defense with an ``eps``.
       rules: a `tfnode.registry.Rule` per option.
       summary: one line for docs and ``--help``.
       reference: the paper the defense is from.
@@ -43,7 +52,12 @@ class DefenseSpec:
     metrics_on: str = "the adversarial examples"
 
     def __post_init__(self):
-        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+        defaults, rules = dict(self.defaults), dict(self.rules)
+        if "eps" in defaults:
+            defaults.setdefault(EPS_WARMUP, 0)
+            rules.setdefault(EPS_WARMUP, NONNEGATIVE_COUNT)
+        object.__setattr__(self, "defaults", types.MappingProxyType(defaults))
+        object.__setattr__(self, "rules", types.MappingProxyType(rules))
 
     def options(self, overrides=None, *, dataset=None):
         """Defaults, then ``dataset``'s, then ``overrides``; checked (one-line errors)."""
