@@ -89,9 +89,7 @@ def define_train_flags():
                        "published recipes give it; 0: none.")
     flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs "
                         "(default runs/<model>_<dataset>).")
-    flags.DEFINE_string("export_dir", "savedmodels", "SavedModel base folder "
-                        "(<export_dir>/<name>/<version>/).")
-    flags.DEFINE_string("export_name", None, "Export name (default <model>_<dataset>).")
+    define_export_target_flags()
     flags.DEFINE_integer("steps_per_epoch", None, "Cut epochs to this many steps "
                          "(for smoke runs).")
     flags.DEFINE_integer("checkpoint_steps", None, "Also save the resume state every N steps.")
@@ -148,8 +146,7 @@ def define_evaluate_flags():
     """Flags of ``tools.evaluate`` (attack sweeps); the attacks' defaults are the paper's
     settings, kept in the attack registry, and changed with --attack_option."""
     define_common_flags()
-    flags.DEFINE_string("model_path", None, "Model to attack: savedmodels/<name>/<version> "
-                        "(uses its model.keras) or a .keras file.")
+    define_model_path_flag()
     flags.DEFINE_string("compare_model_path", None, "A second model evaluated the same way "
                         "(e.g. the ResNet next to the ODE-Net).")
     flags.DEFINE_string("source_model_path", None, "Model on which transfer crafts its "
@@ -208,6 +205,46 @@ def define_sweep_flags():
                               "num_blocks=3; resnet56: depth=8).")
     flags.DEFINE_string("transfer_attack", "fgsm", "The attack crafted on the source and "
                         "transferred (a transferable registered attack).")
+
+
+@_group
+def define_export_target_flags():
+    """Where a SavedModel goes (``tools.train`` and ``tools.export``)."""
+    flags.DEFINE_string("export_dir", "savedmodels", "SavedModel base folder "
+                        "(<export_dir>/<name>/<version>/, the layout TF Serving polls).")
+    flags.DEFINE_string("export_name", None, "Export name (tools.train's default: "
+                        "<model>_<dataset>).")
+
+
+@_group
+def define_model_path_flag():
+    """The trained model an app reads (``tools.evaluate`` and ``tools.export``)."""
+    flags.DEFINE_string("model_path", None, "A trained model: savedmodels/<name>/<version> "
+                        "(uses its model.keras) or a .keras file; tools.export also takes a "
+                        "run's epoch_NNN.weights.h5 or its checkpoints folder (with --model).")
+
+
+@_group
+def define_export_flags():
+    """Flags of ``tools.export``."""
+    define_common_flags()
+    define_model_flags()
+    define_model_path_flag()
+    define_export_target_flags()
+    flags.DEFINE_integer("version", None, "Version folder to write (default: the next "
+                         "integer); an existing version is never overwritten.")
+    flags.DEFINE_string("report", None, "A robustness report.json (tools.evaluate) to "
+                        "carry in the export's assets.extra/.")
+
+
+def export_kwargs(flag_values):
+    """Arguments of `tfnode.export.export_trained` from the export flags."""
+    fv = flag_values
+    return dict(source=fv.model_path, export_dir=fv.export_dir, name=fv.export_name,
+                version=fv.version, report=fv.report,
+                # The architecture only matters for a weights file; --model given or not.
+                model=fv.model if fv["model"].present else None, dataset=fv.dataset,
+                model_options=model_options(fv))
 
 
 @_group

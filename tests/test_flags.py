@@ -75,7 +75,7 @@ def test_cifar_training_flagfiles_run_unchanged_on_cifar_format_files(cfg, tmp_p
              "--steps_per_epoch=1", "--batch_size=2", "--eval_batch_size=4",
              f"--model_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'sm'}"])
     absl_flags.FLAGS.unparse_flags()
-    (metrics_file,) = glob.glob(str(tmp_path / "sm" / "*" / "1" / "metrics.json"))
+    (metrics_file,) = glob.glob(str(tmp_path / "sm" / "*" / "1" / "assets.extra" / "metrics.json"))
     metrics = json.loads(open(metrics_file).read())
     assert metrics["dataset"] == "cifar10" and metrics["defense"]
     assert metrics["defense_options"]["eps"] == pytest.approx(8 / 255, abs=1e-3)

@@ -53,7 +53,7 @@ def test_a_sweep_trains_evaluates_and_tabulates_each_member(mnist_dir, tmp_path,
             model["attacks"]["transfer"]["cells"]["0.3"]["robust_accuracy"]
         assert report["config"]["source_model_path"] == out["source"]["export"]
         assert report["attack_options"]["transfer"]["attack"] == "fgsm"
-        metrics = json.loads(open(os.path.join(row["export"], "metrics.json")).read())
+        metrics = json.loads(open(os.path.join(row["export"], "assets.extra", "metrics.json")).read())
         assert metrics["model_options"]["step_size"] == row["step_size"]
     md = open(out["paths"]["md"]).read()
     assert "| 0.1 |" in md and "FGSM crafted on the source model `resnet`" in md

@@ -36,7 +36,7 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     version_dir = export_dir / "node_mnist" / "1"
     assert f"SavedModel  {version_dir}" in out
-    metrics = json.loads((version_dir / "metrics.json").read_text())
+    metrics = json.loads((version_dir / "assets.extra" / "metrics.json").read_text())
     assert 0.0 <= metrics["clean_accuracy"] <= 1.0 and metrics["mean_nfe_test"] >= 8
     # tfnode's dopri5 loop: NFE = 2 + 6 (accepted + rejected) per solve, so per mean too.
     steps = metrics["mean_accepted_steps_test"] + metrics["mean_rejected_steps_test"]
@@ -50,7 +50,7 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     x = np.random.default_rng(0).random((5, 28, 28, 1)).astype("float32")
     served = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     out = served(images=tf.constant(x))
-    assert set(out) == {"logits", "probabilities"}
+    assert set(out) == {"logits", "probabilities", "classes"}
     keras_model = keras.models.load_model(version_dir / "model.keras")
     # A fresh process that never imported tfnode.train loads it too (the file holds its
     # compiled optimizer, a tfnode class).
@@ -263,5 +263,5 @@ def test_readme_main_job(tmp_path):
         [sys.executable, "-m", "tools.train", "--model=node", f"--export_dir={tmp_path}/sm",
          f"--model_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = json.loads((tmp_path / "sm" / "node_mnist" / "1" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "sm" / "node_mnist" / "1" / "assets.extra" / "metrics.json").read_text())
     assert metrics["clean_accuracy"] >= 0.985, metrics["clean_accuracy"]

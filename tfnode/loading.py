@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import attacks
+from tfnode import attacks, export
 from tfnode.errors import TfnodeError
 from tfnode.layers import ODEBlock, solvers
 
@@ -59,8 +59,8 @@ def load_model(path, *, flag="--model_path"):
     else:
         raise TfnodeError(f"{flag} {path!r} is not a model: expected a .keras file or a "
                           "SavedModel folder (savedmodels/<name>/<version>)")
-    metrics = os.path.join(path, "metrics.json") if os.path.isdir(path) else None
-    if metrics and os.path.isfile(metrics):
+    metrics = export.extra_file(path, "metrics.json") if os.path.isdir(path) else None
+    if metrics:
         try:
             with open(metrics) as f:
                 saved = json.load(f)

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 
-from tfnode import files, models, outcomes
+from tfnode import export, files, models, outcomes
 from tfnode.errors import TfnodeError
 
 RUN_FILES = ("sweep.json", "report.json", "metrics.json")
@@ -39,7 +39,11 @@ def _run_files(path):
     """The run files at ``path`` (a file itself, or those in a folder)."""
     if os.path.isfile(path):
         return [path] if os.path.basename(path) in RUN_FILES else []
-    return [os.path.join(path, f) for f in RUN_FILES if os.path.isfile(os.path.join(path, f))]
+    # An export's metrics.json is under assets.extra/ (beside saved_model.pb in older
+    # ones); the report.json an export carries there is not a run of its own.
+    found = [os.path.join(path, f) for f in RUN_FILES[:2] if os.path.isfile(os.path.join(path, f))]
+    metrics = export.extra_file(path, "metrics.json")
+    return found + ([metrics] if metrics else [])
 
 
 def gather(patterns):
@@ -252,8 +256,8 @@ def _trained(res):
     ``metrics.json`` for reports written before the report carried it."""
     info = res.get("info") or {}
     trained = dict(info.get("trained") or {})
-    metrics = os.path.join(info.get("path") or "", "metrics.json")
-    if "defense" not in trained and info.get("path") and os.path.isfile(metrics):
+    metrics = export.extra_file(info.get("path") or "", "metrics.json")
+    if "defense" not in trained and metrics:
         try:
             with open(metrics) as f:
                 trained["defense"] = json.load(f).get("defense")

@@ -22,7 +22,7 @@ import os
 import time
 from typing import Mapping
 
-from tfnode import attacks, files, models, outcomes, render
+from tfnode import attacks, export, files, models, outcomes, render
 from tfnode.errors import TfnodeError
 
 # tfnode.train.train's options that a sweep passes through to every member's training.
@@ -154,7 +154,7 @@ def _train_member(config, name, model, model_options, log, verbose):
     from tfnode import train
 
     path = _export_path(config, name)
-    if os.path.isfile(os.path.join(path, "metrics.json")):
+    if export.extra_file(path, "metrics.json"):
         return path, False
     log(f"tfnode: sweep member {name}: training {model} {dict(model_options)}")
     member = _member_dir(config, name)
@@ -200,7 +200,7 @@ def _evaluate_member(config, name, source_path, log, verbose):
 
 
 def _row(config, name, h, report):
-    with open(os.path.join(_export_path(config, name), "metrics.json")) as f:
+    with open(export.extra_file(_export_path(config, name), "metrics.json")) as f:
         metrics = json.load(f)
     (result,) = report["models"].values()
     cells = result["attacks"]["transfer"]["cells"]
@@ -247,7 +247,7 @@ def run_sweep(config, *, log=print, verbose=1):
         if trained or evaluated:
             done_now.append(name)
         rows.append(_row(config, name, float(h), report))
-    with open(os.path.join(source_path, "metrics.json")) as f:
+    with open(export.extra_file(source_path, "metrics.json")) as f:
         source_metrics = json.load(f)
     sweep = {"config": _settings(config), "members": rows,
              "source": {"model": config.source_model, "options": dict(config.source_options),

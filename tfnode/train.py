@@ -226,7 +226,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     }
     metrics["wall_seconds"] = time.time() - start
     path = export.export(net, export_dir, export_name, extra_files={
-        "metrics.json": lambda p: files.write_json(p, metrics),
+        export.METRICS: lambda p: files.write_json(p, metrics),
         "model.keras": net.save,
     })
     shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete and exported
@@ -239,7 +239,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         + f", wall time {metrics['wall_seconds'] / 60:.1f} min")
     log(f"tfnode: SavedModel  {path}  (saved_model_cli show --dir {path} --all)")
     log(f"tfnode: Keras model {os.path.join(path, 'model.keras')}")
-    log(f"tfnode: metrics     {os.path.join(path, 'metrics.json')}")
+    log(f"tfnode: metrics     {os.path.join(path, export.METRICS)}")
     log(f"tfnode: checkpoints {os.path.join(model_dir, 'checkpoints')}, TensorBoard logs "
         f"{os.path.join(model_dir, 'logs')}")
     metrics["export_path"] = path

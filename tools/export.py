@@ -1,0 +1,33 @@
+"""Exports a trained model to savedmodels/<name>/<version>/ for TF Serving.
+
+    python -m tools.export --model_path=savedmodels/node_mnist/1 --export_name=node_mnist \
+        --report=reports/mnist_audit/report.json
+    python -m tools.export --model_path=runs/node_mnist/checkpoints --model=node \
+        --export_name=node_mnist     # a run's latest epoch checkpoint
+"""
+
+from absl import app
+from absl import flags as absl_flags
+
+from flags import common
+from tools import _run
+
+common.define_export_flags()
+FLAGS = absl_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+    def run():
+        from tfnode import export
+
+        path = export.export_trained(**common.export_kwargs(FLAGS))
+        print(f"tfnode: SavedModel {path}  (saved_model_cli show --dir {path} --all)")
+
+    _run.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main)
