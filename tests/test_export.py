@@ -239,3 +239,83 @@ def test_a_deeper_models_weights_are_refused_not_silently_half_loaded(trained):
                               name="x", model="resnet",
                               model_options={"width": 4, "num_blocks": 3})
     assert not (root / "out").exists() or not os.listdir(root / "out")
+
+
+def _block(text, start, end):
+    """The lines of ``text`` strictly between the line ``start`` and the next ``end``."""
+    lines = text.splitlines()
+    i = lines.index(start)
+    return "\n".join(lines[i + 1:lines.index(end, i + 1)])
+
+
+def test_readme_rest_body_fed_to_the_signature_gives_an_answer_of_the_documented_form(
+        mnist_dir, tmp_path, monkeypatch, capsys):
+    import functools
+    import json
+
+    from tfnode import data, models
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    # The README's snippet, run as written (on generated MNIST-format files).
+    monkeypatch.setattr(data, "load_arrays", functools.partial(data.load_arrays,
+                                                               data_dir=mnist_dir))
+    exec(_block(readme, "python - <<'EOF' > body.json", "EOF"), {})
+    body = json.loads(capsys.readouterr().out)
+    assert body["signature_name"] == "serving_default" and len(body["instances"]) == 1
+    # TF Serving's row format: the instances' "images" stacked into the input tensor.
+    x = np.array([inst["images"] for inst in body["instances"]], np.float32)
+    assert x.shape == (1, 28, 28, 1) and 0 <= x.min() and x.max() <= 1
+    keras.utils.set_random_seed(0)
+    path = export.export(models.get_model("resnet", dataset="mnist", width=4),
+                         str(tmp_path / "sm"), "node_mnist")
+    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    served = {"predictions": [{k: v.numpy()[i].tolist() for k, v in out.items()}
+                              for i in range(len(x))]}
+    # The documented answer: the same keys and shapes, and self-consistent.
+    answer = json.loads(_block(readme, "```json", "```"))
+    for got, doc in zip(served["predictions"], answer["predictions"]):
+        assert set(got) == set(doc) == {"classes", "logits", "probabilities"}
+        assert len(got["logits"]) == len(doc["logits"]) == len(doc["probabilities"]) == 10
+        assert isinstance(got["classes"], int) and got["classes"] == np.argmax(got["logits"])
+    (doc,) = answer["predictions"]
+    assert doc["classes"] == np.argmax(doc["logits"])
+    np.testing.assert_allclose(doc["probabilities"], tf.nn.softmax(doc["logits"]), atol=2e-3)
+
+
+def test_docs_grpc_request_is_one_the_signature_answers(mnist_dir, tmp_path, monkeypatch):
+    import functools
+
+    from tfnode import data, models
+
+    docs = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs",
+                             "serving.md")).read()
+    code = _block(docs, "```python", "```")
+    # Up to the server call: the stub needs a running TF Serving.
+    code = code[:code.index("stub = ")]
+    monkeypatch.setattr(data, "load_arrays", functools.partial(data.load_arrays,
+                                                               data_dir=mnist_dir))
+    scope = {}
+    exec(code, scope)
+    request = scope["request"]
+    assert request.model_spec.signature_name == "serving_default"
+    x = tf.make_ndarray(request.inputs["images"])
+    assert x.dtype == np.float32 and x.shape == (1, 28, 28, 1)
+    keras.utils.set_random_seed(0)
+    path = export.export(models.get_model("resnet", dataset="mnist", width=4),
+                         str(tmp_path / "sm"), request.model_spec.name)
+    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))
+    assert out["classes"].shape == (1,)
+
+
+def test_saved_model_cli_runs_the_signature_on_an_npy_file(exported, tmp_path):
+    model, path = exported
+    x = images(2, seed=3)
+    np.save(tmp_path / "x.npy", x)
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                           "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}",
+                           "--outdir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "classes.npy"),
+                                  np.argmax(model(x), -1))
