@@ -248,6 +248,67 @@ def export_kwargs(flag_values):
 
 
 @_group
+def define_tune_flags():
+    """Flags of ``tools.tune`` (keras-tuner over solver tolerances); each trial trains
+    with the train flags (``--epochs``, ``--learning_rate``, ...)."""
+    define_train_flags()
+    flags.DEFINE_list("rtol_range", ["1e-5", "1e-1"], "LOW,HIGH: log-scale range of rtol.")
+    flags.DEFINE_list("atol_range", ["1e-5", "1e-1"], "LOW,HIGH: log-scale range of atol.")
+    flags.DEFINE_list("solvers", [], "Solvers to choose from (e.g. dopri5,tsit5,bosh3); "
+                      "empty: the model's own, not searched.")
+    flags.DEFINE_list("widths", [], "Widths to choose from; empty: --width, not searched.")
+    flags.DEFINE_string("tuner", "bayesian", "bayesian, hyperband or random.")
+    flags.DEFINE_integer("max_trials", 10, "Trials (bayesian, random).")
+    flags.DEFINE_integer("executions_per_trial", 1, "Trainings per trial, averaged.")
+    flags.DEFINE_string("objective", "robust", "clean: validation accuracy; robust: "
+                        "validation accuracy under PGD (--tune_eps, --pgd_steps); score: "
+                        "robust - nfe_weight * mean NFE / 100.")
+    flags.DEFINE_float("tune_eps", 0.1, "Linf eps of the robust objective's PGD.")
+    flags.DEFINE_integer("pgd_steps", 10, "Steps of the robust objective's PGD (step eps/4).")
+    flags.DEFINE_float("nfe_weight", 0.1, "score: accuracy charged per 100 NFE.")
+    flags.DEFINE_integer("robust_examples", 500, "Validation examples the PGD attacks.")
+    flags.DEFINE_string("tune_dir", "reports/tune", "The search's folder (keras-tuner's "
+                        "project, trials.md/json/png, best.cfg); a search there resumes.")
+
+
+def tune_config(flag_values):
+    """The `tfnode.tune.TuneConfig` of the tune flags."""
+    from tfnode.tune import TuneConfig
+
+    from tfnode.errors import TfnodeError
+
+    fv = flag_values
+    options = {k: v for k, v in model_options(fv).items() if k not in ("rtol", "atol")}
+    for name in ("rtol", "atol"):
+        if fv[name].present:
+            raise TfnodeError(f"--{name}: tools.tune searches it; give --{name}_range")
+    if fv.defense or fv.defense_option:
+        raise TfnodeError("--defense does not apply to tools.tune (trials train without one)")
+    return TuneConfig(
+        model=fv.model, dataset=fv.dataset, model_options=options,
+        rtol_range=_range("rtol_range", fv.rtol_range),
+        atol_range=_range("atol_range", fv.atol_range), solvers=tuple(fv.solvers),
+        widths=tuple(int(w) for w in _floats("widths", fv.widths)), tuner=fv.tuner,
+        max_trials=fv.max_trials, executions_per_trial=fv.executions_per_trial,
+        objective=fv.objective, eps=fv.tune_eps, pgd_steps=fv.pgd_steps,
+        nfe_weight=fv.nfe_weight,
+        validation_size=fv.validation_size if fv["validation_size"].present else 5000,
+        robust_examples=fv.robust_examples, epochs=fv.epochs,
+        steps_per_epoch=fv.steps_per_epoch, batch_size=fv.batch_size,
+        learning_rate=fv.learning_rate, optimizer=fv.optimizer, lr_schedule=fv.lr_schedule,
+        seed=fv.seed, data_dir=fv.data_dir, output_dir=fv.tune_dir)
+
+
+def _range(flag, values):
+    from tfnode.errors import TfnodeError
+
+    bounds = _floats(flag, values)
+    if len(bounds) != 2:
+        raise TfnodeError(f"--{flag} {','.join(values)}: expected LOW,HIGH")
+    return tuple(bounds)
+
+
+@_group
 def define_results_flags():
     """Flags of ``tools.report``."""
     flags.DEFINE_list("runs", [], "Run folders, files or globs: training exports "

@@ -1,0 +1,169 @@
+"""tools.tune: keras-tuner over solver tolerances on generated data; resume, summary,
+best.cfg that tools.train takes, bad input, and a chief + worker on loopback."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from absl import flags as absl_flags
+
+from tfnode import data, tune
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(model="node", model_options={"width": 4}, tuner="random", epochs=1,
+            steps_per_epoch=2, batch_size=8, validation_size=16, robust_examples=8,
+            pgd_steps=2, rtol_range=(1e-3, 1e-1), atol_range=(1e-3, 1e-1))
+
+
+def config(mnist_dir, out, **overrides):
+    return tune.TuneConfig(**{**TINY, "data_dir": mnist_dir, "output_dir": str(out),
+                              **overrides})
+
+
+def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
+        mnist_dir, tmp_path):
+    logs = []
+    result = tune.tune(config(mnist_dir, tmp_path / "t", max_trials=2), log=logs.append)
+    rows = result["trials"]
+    assert len(rows) == 2 and len({(r["rtol"], r["atol"]) for r in rows}) == 2
+    for r in rows:
+        assert 1e-3 <= r["rtol"] <= 1e-1 and 1e-3 <= r["atol"] <= 1e-1
+        assert 0 <= r["robust_accuracy"] <= 1 and 0 <= r["clean_accuracy"] <= 1
+        assert r["mean_nfe"] >= 8 and r["seconds"] > 0  # at least one dopri5 step
+        assert r["score"] == pytest.approx(r["robust_accuracy"] - 0.1 * r["mean_nfe"] / 100)
+    summary = json.loads((tmp_path / "t" / "trials.json").read_text())
+    assert summary["validation"] == "the last 16 of the mnist training split"
+    assert summary["best"]["trial"] == max(rows, key=lambda r: r["robust_accuracy"])["trial"]
+    assert (tmp_path / "t" / "trials.png").stat().st_size > 0
+    assert "| Pareto |" in (tmp_path / "t" / "trials.md").read_text()
+
+    # best.cfg is a flagfile tools.train accepts unchanged, with the best tolerances.
+    from flags import common
+    from tfnode import train as train_lib
+    from tools import train  # noqa: F401  (defines the train flags)
+
+    fv = absl_flags.FLAGS
+    fv.unparse_flags()
+    fv(["train", f"--flagfile={tmp_path / 't' / 'best.cfg'}"])
+    kwargs = common.train_kwargs(fv)
+    assert kwargs["model_options"]["rtol"] == pytest.approx(summary["best"]["rtol"])
+    assert kwargs["model_options"]["atol"] == pytest.approx(summary["best"]["atol"])
+    assert kwargs["model_options"]["width"] == 4 and kwargs["epochs"] == 1
+    train_lib.validate(**{k: kwargs[k] for k in (
+        "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
+        "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options")})
+    fv.unparse_flags()
+
+
+def test_an_interrupted_search_resumes_and_a_finished_one_only_re_renders(
+        mnist_dir, tmp_path, monkeypatch):
+    fits = []
+    real_fit = tune.HyperModel.fit
+    monkeypatch.setattr(tune.HyperModel, "fit",
+                        lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    out = tmp_path / "t"
+    tune.tune(config(mnist_dir, out, max_trials=1), log=lambda m: None)
+    assert len(fits) == 1
+    logs = []
+    result = tune.tune(config(mnist_dir, out, max_trials=2), log=logs.append)
+    assert len(fits) == 2 and len(result["trials"]) == 2  # one more, not two
+    assert any("resuming the search" in m and "1 trials done" in m for m in logs)
+    logs.clear()
+    result = tune.tune(config(mnist_dir, out, max_trials=2), log=logs.append)
+    assert len(fits) == 2 and len(result["trials"]) == 2
+    assert any("is finished (2 trials)" in m for m in logs)
+
+
+def test_pareto_front_keeps_trials_no_other_beats_on_both():
+    rows = [{"trial": "a", "robust_accuracy": 0.5, "mean_nfe": 20},
+            {"trial": "b", "robust_accuracy": 0.6, "mean_nfe": 30},
+            {"trial": "c", "robust_accuracy": 0.4, "mean_nfe": 25},  # beaten by a
+            {"trial": "d", "robust_accuracy": 0.6, "mean_nfe": 40}]  # beaten by b
+    assert tune.pareto_front(rows) == ["a", "b"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--tuner=grid"], "--tuner 'grid'"),
+    (["--objective=loss"], "--objective 'loss'"),
+    (["--model=resnet"], "no solver tolerances to tune"),
+    (["--rtol=1e-3"], "--rtol: tools.tune searches it"),
+    (["--rtol_range=1e-1,1e-3"], "expected 0 < low < high"),
+    (["--atol_range=1e-3"], "expected LOW,HIGH"),
+    (["--rtol_range=a,b"], "comma-separated list of numbers"),
+    (["--max_trials=0"], "--max_trials 0"),
+    (["--solvers=dopri9"], "dopri9"),
+    (["--tune_eps=0"], "--eps 0"),
+    (["--defense=pgd_at"], "--defense does not apply"),
+    (["--tune_dir=AFILE/x"], "--output_dir"),
+])
+def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
+    from tools import tune as app
+
+    (tmp_path / "afile").write_text("")
+    argv = [a.replace("AFILE", str(tmp_path / "afile")) for a in argv]
+    absl_flags.FLAGS.unparse_flags()
+    absl_flags.FLAGS(["tune", f"--tune_dir={tmp_path / 'out'}",
+                      f"--data_dir={tmp_path / 'nodata'}"] + argv)
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["tune"])
+    absl_flags.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+# A chief and one worker on loopback, as separate processes (keras-tuner's own gRPC
+# oracle); the data is generated, so the driver trusts its md5s as the fixtures do.
+DRIVER = """
+import json, os, sys
+from tfnode import data
+md5 = json.loads(os.environ["TEST_MNIST_MD5"])
+info = data.DATASETS["mnist"]
+data.DATASETS["mnist"] = info.__class__(**{**info.__dict__, "md5": {**info.md5, **md5}})
+from absl import app
+from tools import tune
+app.run(tune.main, argv=["tune"] + sys.argv[1:])
+"""
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
+    from conftest import make_idx_dataset
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    md5 = make_idx_dataset(str(folder))
+    out = tmp_path / "t"
+    args = [f"--data_dir={folder}", f"--tune_dir={out}", "--model=node", "--width=4",
+            "--tuner=random", "--max_trials=2", "--epochs=1", "--steps_per_epoch=2",
+            "--batch_size=8", "--validation_size=16", "--robust_examples=8",
+            "--pgd_steps=2"]
+    env = {**os.environ, "TEST_MNIST_MD5": json.dumps(md5), "PYTHONPATH": REPO,
+           "TFNODE_DATA_DIR": str(tmp_path / "cache"), "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+           "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    chief = subprocess.Popen([sys.executable, "-c", DRIVER] + args, cwd=REPO, text=True,
+                             env={**env, "KERASTUNER_TUNER_ID": "chief"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        worker = subprocess.run([sys.executable, "-c", DRIVER] + args, cwd=REPO, text=True,
+                                env={**env, "KERASTUNER_TUNER_ID": "tuner0"},
+                                capture_output=True, timeout=600)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        chief_out, chief_err = chief.communicate(timeout=300)
+    finally:
+        chief.kill()
+    assert chief.returncode == 0, chief_err[-2000:]
+    summary = json.loads((out / "trials.json").read_text())
+    # Both trials ran in the worker and landed in the chief's oracle, which wrote them.
+    assert len(summary["trials"]) == 2
+    assert "best trial" in chief_out and "best trial" not in worker.stdout
+    assert (out / "best.cfg").exists()
