@@ -101,6 +101,9 @@ def define_train_flags():
     flags.DEFINE_multi_string("defense_option", [], "DEFENSE.OPTION=VALUE, repeatable: an "
                               "option of --defense, e.g. pgd_at.num_steps=10 or "
                               "trades.beta=6.")
+    flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default (one "
+                        "device), mirrored (local GPUs), multi_worker (TF_CONFIG per "
+                        "worker), tpu (TPU_NAME); --batch_size is the global batch.")
 
 
 def model_options(flag_values):
@@ -137,7 +140,7 @@ def train_kwargs(flag_values):
         export_dir=fv.export_dir, export_name=fv.export_name,
         steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
         eval_batch_size=fv.eval_batch_size, validation_size=fv.validation_size,
-        defense=fv.defense,
+        defense=fv.defense, strategy=fv.strategy,
         defense_options=defense_options(fv.defense, fv.defense_option), record=record(fv))
 
 

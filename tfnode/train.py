@@ -7,8 +7,9 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfnode import data, defenses, export, files, models, optimizers
+from tfnode import data, defenses, export, files, models, optimizers, strategies
 from tfnode.errors import TfnodeError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -34,7 +35,8 @@ def _optimizer(name, learning_rate, weight_decay):
 
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
              steps_per_epoch, checkpoint_steps, model_options, eval_batch_size=None,
-             defense=None, defense_options=None, weight_decay=0.0, validation_size=0):
+             defense=None, defense_options=None, weight_decay=0.0, validation_size=0,
+             strategy="default"):
     """Raises `TfnodeError` (one line) for options that cannot work, before any work.
 
     Returns:
@@ -42,6 +44,7 @@ def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr
       ``defense_options``), or None without a defense.
     """
     data.info(dataset)
+    strategies.check(strategy)
     accepted = models.model_options(model)
     for key in model_options:
         if key not in accepted:
@@ -78,7 +81,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
           seed=0, data_dir=None,
           model_dir=None, export_dir="savedmodels", export_name=None, steps_per_epoch=None,
           checkpoint_steps=None, eval_batch_size=None, defense=None, defense_options=None,
-          validation_size=0, verbose=1, record=None, log=print, callbacks=()):
+          validation_size=0, strategy="default", verbose=1, record=None, log=print,
+          callbacks=()):
     """Trains a registered model, evaluates it on the test split and exports it.
 
     Args:
@@ -110,6 +114,10 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       validation_size: hold out the last this many training examples and report the
         accuracy on them after every epoch (``val_accuracy``), for choosing settings
         without the test split. 0: train on the whole training split.
+      strategy: a `tfnode.strategies` name (``default``, ``mirrored``, ``multi_worker``,
+        ``tpu``); ``batch_size`` is the global batch. In a multi-worker run every worker
+        trains and evaluates; the chief exports, the others keep their checkpoints and
+        logs under ``<model_dir>/worker_<id>``.
       verbose: Keras progress-bar verbosity.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
@@ -126,7 +134,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         steps_per_epoch=steps_per_epoch, checkpoint_steps=checkpoint_steps,
         model_options=model_options, eval_batch_size=eval_batch_size, defense=defense,
         defense_options=defense_options, weight_decay=weight_decay,
-        validation_size=validation_size)
+        validation_size=validation_size, strategy=strategy)
     export_name = export_name or "_".join([model, dataset] + ([defense] if defense else []))
     # A defended run gets its own folders: it must not overwrite a standard run's
     # checkpoints and logs.
@@ -135,9 +143,17 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     eval_batch_size = eval_batch_size or batch_size
 
     keras.utils.set_random_seed(seed)
+    strat = strategies.get(strategy)
+    if batch_size % strat.num_replicas_in_sync:
+        raise TfnodeError(f"--batch_size {batch_size} does not split over the "
+                          f"{strat.num_replicas_in_sync} replicas of --strategy={strategy}")
+    chief = strategies.is_chief(strat)
+    if not chief:  # its own checkpoints and logs; the chief's are the run's
+        model_dir = os.path.join(model_dir, strategies.worker_suffix(strat))
     # The model first: its option errors must come before any folder is made or any
-    # data is read or fetched.
-    net = models.get_model(model, dataset=dataset, **model_options)
+    # data is read or fetched. Variables are made in the strategy's scope (mirrored).
+    with strat.scope():
+        net = models.get_model(model, dataset=dataset, **model_options)
     export.check_writable(export_dir)
     settings = {"model": model, "dataset": dataset, "model_options": model_options,
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
@@ -150,7 +166,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                 # Recorded so that a run started when the last partial batch was still
                 # trained on (469 steps per epoch, not 468) is not resumed on another
                 # learning-rate schedule.
-                "train_batches": "full"}
+                "train_batches": "full",
+                # None for the default, as in runs started before the option existed.
+                "strategy": None if strategy == "default" else strategy}
     backup_dir = os.path.join(model_dir, "backup")
     _check_resume_settings(model_dir, backup_dir, settings)
     # Full batches only (the last partial one, 96 of MNIST's 60,000 images, different
@@ -167,13 +185,15 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     steps = steps_per_epoch or int(train_ds.cardinality())
     # A defense trains through a wrapper whose train step is the defense's; it shares the
     # weights, so checkpoints, evaluation and the export are those of the model itself.
-    trainer = net if defense is None else defenses.DefendedModel(net, defense,
-                                                                 defense_options, seed=seed)
-    trainer.compile(optimizer=_optimizer(optimizer, _learning_rate(lr_schedule, learning_rate,
-                                                                    epochs * steps),
-                                         weight_decay),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    with strat.scope():
+        trainer = net if defense is None else defenses.DefendedModel(net, defense,
+                                                                     defense_options, seed=seed)
+        trainer.compile(optimizer=_optimizer(optimizer, _learning_rate(
+                            lr_schedule, learning_rate, epochs * steps), weight_decay),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    if strategy != "default":
+        _build_for_strategy(trainer, strat, train_ds)
 
     resumed = _resume_note(backup_dir)
     if resumed:
@@ -225,6 +245,15 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "record": record or {}, "versions": files.versions(),
     }
     metrics["wall_seconds"] = time.time() - start
+    metrics["replicas"] = int(strat.num_replicas_in_sync)
+    if not chief:
+        # The chief exports the (identical, mirrored) model; this worker is done.
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        os.remove(os.path.join(model_dir, _SETTINGS))
+        log(f"tfnode: worker done (test accuracy {metrics['clean_accuracy']:.4f}); the "
+            f"chief exports; checkpoints {os.path.join(model_dir, 'checkpoints')}")
+        metrics["export_path"] = None
+        return metrics
     path = export.export(net, export_dir, export_name, extra_files={
         export.METRICS: lambda p: files.write_json(p, metrics),
         "model.keras": net.save,
@@ -247,6 +276,24 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
 
 
 _SETTINGS = "run_settings.json"
+
+
+def _build_for_strategy(trainer, strat, dataset):
+    """Builds the compiled metrics, loss and optimizer from ``dataset``'s spec, once.
+
+    Keras 3's fit and evaluate under a tf.distribute strategy first pull a batch from the
+    distributed iterator and reduce it across replicas to build them
+    (``Trainer._maybe_symbolic_build``). Under MultiWorkerMirroredStrategy that reduce
+    fails (keras-team/keras#20585, open since TF 2.16); under MirroredStrategy the pulled
+    batch is never trained on. Only the batch's shapes and dtypes are used, so zeros of
+    the dataset's spec build the same state, and the per-call build is switched off.
+    """
+    import tree
+
+    batch = tree.map_structure(lambda s: tf.zeros(s.shape, s.dtype), dataset.element_spec)
+    with strat.scope():
+        trainer._symbolic_build(data_batch=batch)
+    trainer._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 class _EpochWeights(keras.callbacks.Callback):

@@ -111,8 +111,12 @@ class GroupNorm(keras.layers.Layer):
 
     def call(self, inputs):
         normalize = _group_normalize_xla if xla_enabled() else group_normalize
-        # The backing tf.Variables: tf.function takes a Keras variable for a numpy array.
-        return normalize(inputs, self.gamma.value, self.beta.value, groups=self.groups,
+        # Read here, as tensors: tf.function takes a Keras variable for a numpy array, and
+        # given the backing variable under a tf.distribute strategy (a MirroredVariable)
+        # it reads a component the replica's tape does not watch, so gamma and beta got no
+        # gradient at all (found when training under MirroredStrategy).
+        return normalize(inputs, tf.convert_to_tensor(self.gamma),
+                         tf.convert_to_tensor(self.beta), groups=self.groups,
                          epsilon=self.epsilon)
 
     def compute_output_shape(self, input_shape):
