@@ -299,7 +299,7 @@ def tune_config(flag_values):
         robust_examples=fv.robust_examples, epochs=fv.epochs,
         steps_per_epoch=fv.steps_per_epoch, batch_size=fv.batch_size,
         learning_rate=fv.learning_rate, optimizer=fv.optimizer, lr_schedule=fv.lr_schedule,
-        seed=fv.seed, data_dir=fv.data_dir, output_dir=fv.tune_dir)
+        seed=fv.seed, data_dir=fv.data_dir, output_dir=fv.tune_dir, strategy=fv.strategy)
 
 
 def _range(flag, values):

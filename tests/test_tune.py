@@ -98,6 +98,8 @@ def test_pareto_front_keeps_trials_no_other_beats_on_both():
     (["--tune_eps=0"], "--eps 0"),
     (["--defense=pgd_at"], "--defense does not apply"),
     (["--tune_dir=AFILE/x"], "--output_dir"),
+    (["--strategy=multi_worker"], "keras-team/keras#20585"),
+    (["--strategy=gpus"], "unknown strategy 'gpus'"),
 ])
 def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
     from tools import tune as app
@@ -120,6 +122,11 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
 # oracle); the data is generated, so the driver trusts its md5s as the fixtures do.
 DRIVER = """
 import json, os, sys
+import tensorflow as tf
+if os.environ.get("TEST_LOGICAL_CPUS"):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * int(os.environ["TEST_LOGICAL_CPUS"]))
 from tfnode import data
 md5 = json.loads(os.environ["TEST_MNIST_MD5"])
 info = data.DATASETS["mnist"]
@@ -167,3 +174,23 @@ def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
     assert len(summary["trials"]) == 2
     assert "best trial" in chief_out and "best trial" not in worker.stdout
     assert (out / "best.cfg").exists()
+
+
+def test_trials_train_under_a_mirrored_strategy(tmp_path):
+    from conftest import make_idx_dataset
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    md5 = make_idx_dataset(str(folder))
+    out = tmp_path / "t"
+    args = [f"--data_dir={folder}", f"--tune_dir={out}", "--model=node", "--width=4",
+            "--tuner=random", "--max_trials=1", "--epochs=1", "--steps_per_epoch=2",
+            "--batch_size=8", "--validation_size=16", "--robust_examples=8",
+            "--pgd_steps=2", "--strategy=mirrored"]
+    env = {**os.environ, "TEST_MNIST_MD5": json.dumps(md5), "PYTHONPATH": REPO,
+           "TFNODE_DATA_DIR": str(tmp_path / "cache"), "TEST_LOGICAL_CPUS": "2"}
+    proc = subprocess.run([sys.executable, "-c", DRIVER] + args, cwd=REPO, text=True,
+                          env=env, capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (trial,) = json.loads((out / "trials.json").read_text())["trials"]
+    assert trial["mean_nfe"] >= 8 and 0 <= trial["robust_accuracy"] <= 1

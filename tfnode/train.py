@@ -193,7 +193,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     if strategy != "default":
-        _build_for_strategy(trainer, strat, train_ds)
+        build_for_strategy(trainer, strat, train_ds)
 
     resumed = _resume_note(backup_dir)
     if resumed:
@@ -278,7 +278,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
 _SETTINGS = "run_settings.json"
 
 
-def _build_for_strategy(trainer, strat, dataset):
+def build_for_strategy(trainer, strat, dataset):
     """Builds the compiled metrics, loss and optimizer from ``dataset``'s spec, once.
 
     Keras 3's fit and evaluate under a tf.distribute strategy first pull a batch from the

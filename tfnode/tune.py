@@ -24,7 +24,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tfnode import attacks, data, files, loading, models
+from tfnode import attacks, data, files, loading, models, strategies
 from tfnode import train as train_lib
 from tfnode.errors import TfnodeError
 
@@ -58,6 +58,8 @@ class TuneConfig:
       epochs, steps_per_epoch, batch_size, learning_rate, optimizer, lr_schedule: each
         trial's training (the main job's recipe by default).
       seed, data_dir, output_dir: as in the other apps.
+      strategy: a `tfnode.strategies` name each trial trains under (``batch_size`` is
+        the global batch).
     """
     model: str = "node"
     dataset: str = "mnist"
@@ -84,6 +86,7 @@ class TuneConfig:
     seed: int = 0
     data_dir: str | None = None
     output_dir: str = "reports/tune"
+    strategy: str = "default"
 
 
 def validate(config):
@@ -117,6 +120,7 @@ def validate(config):
         raise TfnodeError(f"--eps {c.eps!r}: expected a number in (0, 1]")
     if c.nfe_weight < 0:
         raise TfnodeError(f"--nfe_weight {c.nfe_weight!r}: expected a number >= 0")
+    strategies.check(c.strategy)
     train_lib.validate(model=c.model, dataset=c.dataset, epochs=c.epochs,
                        batch_size=c.batch_size, learning_rate=c.learning_rate,
                        optimizer=c.optimizer, lr_schedule=c.lr_schedule,
@@ -194,9 +198,14 @@ class _Tuner(keras_tuner.Tuner):
         hp = trial.hyperparameters
         epochs = hp.values.get("tuner/epochs")
         results = []
+        config = self.hypermodel.config
         for execution in range(self.executions_per_trial):
-            keras.utils.set_random_seed(self.hypermodel.config.seed + execution)
-            model = self.hypermodel.build(hp)
+            keras.utils.set_random_seed(config.seed + execution)
+            strategy = strategies.get(config.strategy)
+            with strategy.scope():
+                model = self.hypermodel.build(hp)
+            if config.strategy != "default":
+                train_lib.build_for_strategy(model, strategy, args[0])
             results.append(self.hypermodel.fit(hp, model, *args, epochs=epochs, **kwargs))
         return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
 
