@@ -87,3 +87,35 @@ def mnist_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     return str(folder)
+
+
+# What a test's child process runs first: TEST_LOGICAL_CPUS logical CPU devices (before
+# TensorFlow starts, as it must), then the generated MNIST files' md5s (TEST_MNIST_MD5)
+# trusted as the fixtures trust them in-process.
+CHILD_PRELUDE = """
+import json, os, sys
+import tensorflow as tf
+if os.environ.get("TEST_LOGICAL_CPUS"):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * int(os.environ["TEST_LOGICAL_CPUS"]))
+from tfnode import data
+md5 = json.loads(os.environ["TEST_MNIST_MD5"])
+info = data.DATASETS["mnist"]
+data.DATASETS["mnist"] = info.__class__(**{**info.__dict__, "md5": {**info.md5, **md5}})
+"""
+
+
+def child_mnist(tmp_path, **extra_env):
+    """Generated MNIST files for child processes: ``(folder, environment)``."""
+    import json
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    md5 = make_idx_dataset(str(folder))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TEST_MNIST_MD5": json.dumps(md5), "PYTHONPATH": repo,
+           "TFNODE_DATA_DIR": str(tmp_path / "cache"), "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+           **extra_env}
+    env.pop("TF_CONFIG", None)
+    return str(folder), env

@@ -15,18 +15,9 @@ from tfnode.errors import TfnodeError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Generated MNIST-format files, trusted as the fixtures trust them; then tfnode.train.
-DRIVER = """
-import json, os, sys
-import tensorflow as tf
-if os.environ.get("TEST_LOGICAL_CPUS"):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * int(os.environ["TEST_LOGICAL_CPUS"]))
-from tfnode import data, train
-md5 = json.loads(os.environ["TEST_MNIST_MD5"])
-info = data.DATASETS["mnist"]
-data.DATASETS["mnist"] = info.__class__(**{**info.__dict__, "md5": {**info.md5, **md5}})
+# Then tfnode.train, on generated MNIST-format files (conftest.CHILD_PRELUDE).
+TRAIN = """
+from tfnode import train
 metrics = train.train(**json.loads(sys.argv[1]), verbose=0, log=lambda m: None)
 print(json.dumps({"replicas": metrics["replicas"], "export": metrics["export_path"],
                   "accuracy": metrics["clean_accuracy"]}))
@@ -35,15 +26,9 @@ print(json.dumps({"replicas": metrics["replicas"], "export": metrics["export_pat
 
 @pytest.fixture
 def generated(tmp_path):
-    from conftest import make_idx_dataset
+    from conftest import child_mnist
 
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    md5 = make_idx_dataset(str(folder))
-    env = {**os.environ, "TEST_MNIST_MD5": json.dumps(md5), "PYTHONPATH": REPO,
-           "TFNODE_DATA_DIR": str(tmp_path / "cache"), "TFDS_DATA_DIR": str(tmp_path / "tfds")}
-    env.pop("TF_CONFIG", None)
-    return str(folder), env
+    return child_mnist(tmp_path)
 
 
 def _kwargs(data_dir, tmp_path, name, **overrides):
@@ -55,8 +40,10 @@ def _kwargs(data_dir, tmp_path, name, **overrides):
 
 
 def _run(kwargs, env, **popen):
-    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(kwargs)], cwd=REPO,
-                            env=env, text=True, stdout=subprocess.PIPE,
+    from conftest import CHILD_PRELUDE
+
+    return subprocess.Popen([sys.executable, "-c", CHILD_PRELUDE + TRAIN, json.dumps(kwargs)],
+                            cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **popen)
 
 

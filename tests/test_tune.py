@@ -10,7 +10,7 @@ import sys
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import data, tune
+from tfnode import tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model="node", model_options={"width": 4}, tuner="random", epochs=1,
@@ -120,21 +120,20 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
 
 # A chief and one worker on loopback, as separate processes (keras-tuner's own gRPC
 # oracle); the data is generated, so the driver trusts its md5s as the fixtures do.
-DRIVER = """
-import json, os, sys
-import tensorflow as tf
-if os.environ.get("TEST_LOGICAL_CPUS"):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * int(os.environ["TEST_LOGICAL_CPUS"]))
-from tfnode import data
-md5 = json.loads(os.environ["TEST_MNIST_MD5"])
-info = data.DATASETS["mnist"]
-data.DATASETS["mnist"] = info.__class__(**{**info.__dict__, "md5": {**info.md5, **md5}})
+def _driver():
+    from conftest import CHILD_PRELUDE
+
+    return CHILD_PRELUDE + """
 from absl import app
 from tools import tune
 app.run(tune.main, argv=["tune"] + sys.argv[1:])
 """
+
+
+def _tiny_args(folder, out, *more):
+    return [f"--data_dir={folder}", f"--tune_dir={out}", "--model=node", "--width=4",
+            "--tuner=random", "--epochs=1", "--steps_per_epoch=2", "--batch_size=8",
+            "--validation_size=16", "--robust_examples=8", "--pgd_steps=2", *more]
 
 
 def _free_port():
@@ -144,24 +143,18 @@ def _free_port():
 
 
 def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
-    from conftest import make_idx_dataset
+    from conftest import child_mnist
 
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    md5 = make_idx_dataset(str(folder))
+    folder, env = child_mnist(tmp_path, KERASTUNER_ORACLE_IP="127.0.0.1",
+                              KERASTUNER_ORACLE_PORT=str(_free_port()))
     out = tmp_path / "t"
-    args = [f"--data_dir={folder}", f"--tune_dir={out}", "--model=node", "--width=4",
-            "--tuner=random", "--max_trials=2", "--epochs=1", "--steps_per_epoch=2",
-            "--batch_size=8", "--validation_size=16", "--robust_examples=8",
-            "--pgd_steps=2"]
-    env = {**os.environ, "TEST_MNIST_MD5": json.dumps(md5), "PYTHONPATH": REPO,
-           "TFNODE_DATA_DIR": str(tmp_path / "cache"), "TFDS_DATA_DIR": str(tmp_path / "tfds"),
-           "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
-    chief = subprocess.Popen([sys.executable, "-c", DRIVER] + args, cwd=REPO, text=True,
+    args = _tiny_args(folder, out, "--max_trials=2")
+    driver = _driver()
+    chief = subprocess.Popen([sys.executable, "-c", driver] + args, cwd=REPO, text=True,
                              env={**env, "KERASTUNER_TUNER_ID": "chief"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        worker = subprocess.run([sys.executable, "-c", DRIVER] + args, cwd=REPO, text=True,
+        worker = subprocess.run([sys.executable, "-c", driver] + args, cwd=REPO, text=True,
                                 env={**env, "KERASTUNER_TUNER_ID": "tuner0"},
                                 capture_output=True, timeout=600)
         assert worker.returncode == 0, worker.stderr[-2000:]
@@ -177,19 +170,13 @@ def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
 
 
 def test_trials_train_under_a_mirrored_strategy(tmp_path):
-    from conftest import make_idx_dataset
+    from conftest import child_mnist
 
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    md5 = make_idx_dataset(str(folder))
+    folder, env = child_mnist(tmp_path, TEST_LOGICAL_CPUS="2")
     out = tmp_path / "t"
-    args = [f"--data_dir={folder}", f"--tune_dir={out}", "--model=node", "--width=4",
-            "--tuner=random", "--max_trials=1", "--epochs=1", "--steps_per_epoch=2",
-            "--batch_size=8", "--validation_size=16", "--robust_examples=8",
-            "--pgd_steps=2", "--strategy=mirrored"]
-    env = {**os.environ, "TEST_MNIST_MD5": json.dumps(md5), "PYTHONPATH": REPO,
-           "TFNODE_DATA_DIR": str(tmp_path / "cache"), "TEST_LOGICAL_CPUS": "2"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER] + args, cwd=REPO, text=True,
+    args = _tiny_args(folder, out, "--max_trials=1", "--strategy=mirrored")
+    driver = _driver()
+    proc = subprocess.run([sys.executable, "-c", driver] + args, cwd=REPO, text=True,
                           env=env, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (trial,) = json.loads((out / "trials.json").read_text())["trials"]
