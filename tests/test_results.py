@@ -38,7 +38,8 @@ def model_result(ode, clean, pgd, worst=None, masking=False):
 def runs(tmp_path):
     write(tmp_path / "sm" / "node_mnist" / "1" / "metrics.json", metrics("node", 0.9885))
     write(tmp_path / "sm" / "resnet_mnist" / "1" / "metrics.json", metrics("resnet", 0.9913))
-    write(tmp_path / "sm" / "resnet_mnist_pgd_at" / "1" / "metrics.json",
+    # Today's export layout: metrics under assets.extra/.
+    write(tmp_path / "sm" / "resnet_mnist_pgd_at" / "1" / "assets.extra" / "metrics.json",
           metrics("resnet", 0.97, defense="pgd_at"))
     write(tmp_path / "reports" / "pair" / "report.json", {
         "eps": [0.1, 0.3], "num_examples": 100, "dataset": "mnist", "split": "test",
@@ -126,6 +127,10 @@ def test_plots_are_copied_beside_the_page_and_linked(runs):
     assert copied.read_bytes() == png.read_bytes()
     # Nothing else (no temporary) is left in the figures folder.
     assert [p.name for p in (runs / "docs" / "paper_figures").iterdir()] == [copied.name]
+    # A page regenerated without that run drops its plot (and only plots).
+    (runs / "docs" / "paper_figures" / "notes.txt").write_text("mine")
+    results.write([str(runs / "sm" / "*" / "1")], str(out))
+    assert sorted(p.name for p in (runs / "docs" / "paper_figures").iterdir()) == ["notes.txt"]
 
 
 def test_low_clean_accuracy_is_warned_and_the_summary_lists_the_worst_case(runs):
@@ -166,3 +171,10 @@ def test_models_differing_only_in_h_are_judged_against_the_step_size_claim(runs)
     assert ("resnet, h 0.1 (`" in lines and "against h 1 (`" in lines
             and "**contradicted** (eps 0.1: 35.00 vs 43.00)" in lines), lines
     assert "h 0.01" not in lines
+
+
+def test_an_exports_row_names_its_version_folder_and_defense(runs):
+    gathered = results.gather([str(runs / "sm" / "*" / "1")])
+    page = results.document(gathered, output_path=str(runs / "docs" / "paper.md"))
+    row = next(line for line in page.splitlines() if "| pgd_at |" in line)
+    assert row.endswith(f"| `{runs / 'sm' / 'resnet_mnist_pgd_at' / '1'}` |")

@@ -51,7 +51,8 @@ def gather(patterns):
 
     Returns:
       ``{"training": [...], "evaluations": [...], "sweeps": [...]}``, each entry the
-      file's dict with ``"_path"``, the file it came from; in the order given.
+      file's dict with ``"_path"``, the file it came from, and ``"_run"``, the run's
+      folder (an export's version folder); in the order given.
 
     Raises:
       TfnodeError: a pattern that names no run, or a file that is not valid JSON.
@@ -76,7 +77,11 @@ def gather(patterns):
             except (OSError, ValueError) as err:
                 raise TfnodeError(f"--runs: cannot read {path!r} ({err}); delete or "
                                   "re-create that run") from None
-            out[kinds[os.path.basename(path)]].append({**entry, "_path": path})
+            folder = os.path.dirname(path)
+            if os.path.basename(folder) == export.ASSETS_EXTRA:  # an export's metrics
+                folder = os.path.dirname(folder)
+            out[kinds[os.path.basename(path)]].append({**entry, "_path": path,
+                                                       "_run": folder})
     return out
 
 
@@ -89,8 +94,10 @@ def _is_ode(result):
 
 
 def _name(result, label):
-    trained = (result.get("info") or {}).get("trained") or {}
-    return trained.get("model") or label
+    """The model's registered name, and its defense if it was adversarially trained."""
+    trained = _trained(result)
+    name = trained.get("model") or label
+    return f"{name} ({trained['defense']})" if trained.get("defense") else name
 
 
 def _training_rows(runs):
@@ -109,7 +116,7 @@ def _training_rows(runs):
             f"| {m['model']} | {m['dataset']} | {_options(options)} | "
             f"{m.get('defense') or '-'} | {_pct(m['clean_accuracy'])} | {_pct(paper)} | "
             f"{'-' if nfe is None else f'{nfe:.1f}'} | {m.get('num_params', 0):,} | {epochs} "
-            f"| {m.get('train_seconds', 0) / 60:.1f} | `{os.path.dirname(m['_path'])}` |")
+            f"| {m.get('train_seconds', 0) / 60:.1f} | `{m['_run']}` |")
     return lines
 
 
@@ -412,7 +419,8 @@ def document(gathered, *, output_path, command=None):
 
 def write(patterns, output_path, *, command=None):
     """Gathers ``patterns`` and writes the page atomically, its plots copied into
-    ``<page>_figures/`` beside it; returns ``(path, gathered)``."""
+    ``<page>_figures/`` beside it (plots of runs no longer on the page are removed from
+    it); returns ``(path, gathered)``."""
     gathered = gather(patterns)
     figures = _figures(gathered)
     if figures:
@@ -423,4 +431,10 @@ def write(patterns, output_path, *, command=None):
                 shutil.copyfile(png, tmp)
     files.write_text(output_path, document(gathered, output_path=output_path,
                                            command=command))
+    # The figures folder is the page's own: a plot of a run no longer on the page goes.
+    folder = _figures_dir(output_path)
+    keep = {_figure_name(png) for png in figures}
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.endswith(".png") and name not in keep:
+            os.remove(os.path.join(folder, name))
     return output_path, gathered
