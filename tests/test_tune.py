@@ -26,7 +26,8 @@ def config(mnist_dir, out, **overrides):
 def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
         mnist_dir, tmp_path):
     logs = []
-    result = tune.tune(config(mnist_dir, tmp_path / "t", max_trials=2), log=logs.append)
+    result = tune.tune(config(mnist_dir, tmp_path / "t", max_trials=2, tuner="bayesian"),
+                       log=logs.append)
     rows = result["trials"]
     assert len(rows) == 2 and len({(r["rtol"], r["atol"]) for r in rows}) == 2
     for r in rows:
