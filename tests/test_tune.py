@@ -35,6 +35,7 @@ def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
         assert 0 <= r["robust_accuracy"] <= 1 and 0 <= r["clean_accuracy"] <= 1
         assert r["mean_nfe"] >= 8 and r["seconds"] > 0  # at least one dopri5 step
         assert r["score"] == pytest.approx(r["robust_accuracy"] - 0.1 * r["mean_nfe"] / 100)
+    assert sum(m.startswith("tfnode: trial ") and ", robust " in m for m in logs) == 2
     summary = json.loads((tmp_path / "t" / "trials.json").read_text())
     assert summary["validation"] == "the last 16 of the mnist training split"
     assert summary["best"]["trial"] == max(rows, key=lambda r: r["robust_accuracy"])["trial"]
@@ -53,6 +54,7 @@ def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
     assert kwargs["model_options"]["rtol"] == pytest.approx(summary["best"]["rtol"])
     assert kwargs["model_options"]["atol"] == pytest.approx(summary["best"]["atol"])
     assert kwargs["model_options"]["width"] == 4 and kwargs["epochs"] == 1
+    assert kwargs["steps_per_epoch"] == 2  # the trial's budget
     train_lib.validate(**{k: kwargs[k] for k in (
         "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
         "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options")})

@@ -135,9 +135,10 @@ class HyperModel(keras_tuner.HyperModel):
     ``mean_nfe``, ``score`` and ``seconds``.
     """
 
-    def __init__(self, config, validation, steps_per_epoch, **kwargs):
+    def __init__(self, config, validation, steps_per_epoch, log=print, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        self.log = log
         self.validation = validation  # (images float32, labels)
         self.steps_per_epoch = steps_per_epoch
 
@@ -207,7 +208,13 @@ class _Tuner(keras_tuner.Tuner):
             if config.strategy != "default":
                 train_lib.build_for_strategy(model, strategy, args[0])
             results.append(self.hypermodel.fit(hp, model, *args, epochs=epochs, **kwargs))
-        return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+        metrics = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+        self.hypermodel.log(
+            f"tfnode: trial {trial.trial_id}: rtol {hp.get('rtol'):.2e}, atol "
+            f"{hp.get('atol'):.2e}: clean {metrics['clean_accuracy']:.4f}, robust "
+            f"{metrics['robust_accuracy']:.4f}, mean NFE {metrics['mean_nfe']:.1f}, "
+            f"{metrics['seconds']:.0f} s")
+        return metrics
 
 
 def _oracle(config):
@@ -258,6 +265,10 @@ def best_flagfile(config, best):
     options = {**config.model_options, **{k: best[k] for k in ("rtol", "atol", "solver",
                                                                  "width") if k in best}}
     lines += [f"--{k}={v}" for k, v in sorted(options.items())]
+    # The trial's own budget, so that the flagfile repeats it; drop --steps_per_epoch (and
+    # raise --epochs) for a full-length run.
+    if config.steps_per_epoch:
+        lines.append(f"--steps_per_epoch={config.steps_per_epoch}")
     lines += [f"--epochs={best.get('epochs') or config.epochs}",
               f"--batch_size={config.batch_size}", f"--learning_rate={config.learning_rate}",
               f"--optimizer={config.optimizer}", f"--lr_schedule={config.lr_schedule}",
@@ -329,7 +340,8 @@ def tune(config, *, log=print, verbose=0):
                          repeat=config.steps_per_epoch is not None, drop_remainder=True,
                          validation_size=config.validation_size)
     steps = config.steps_per_epoch or (len(x) - config.validation_size) // config.batch_size
-    tuner = _Tuner(oracle=_oracle(config), hypermodel=HyperModel(config, validation, steps),
+    tuner = _Tuner(oracle=_oracle(config),
+                   hypermodel=HyperModel(config, validation, steps, log=log),
                    executions_per_trial=config.executions_per_trial,
                    directory=config.output_dir, project_name=PROJECT, overwrite=False)
     # A worker's oracle is a client of the chief's: it has no trials of its own to count.
