@@ -116,4 +116,3 @@ def test_strategy_names_and_bad_input():
     os.environ.pop("TF_CONFIG", None)
     with pytest.raises(TfnodeError, match="needs TF_CONFIG"):
         strategies.get("multi_worker")
-    assert strategies.is_chief(strategies.get("default"))

@@ -38,8 +38,8 @@ def _mirrored():
 # Keras 3's fit does not run under MultiWorkerMirroredStrategy: it reduces each step's
 # scalar logs with strategy.reduce("MEAN", v, axis=0), which fails for scalars
 # (keras-team/keras#20585, open since TF 2.16 made Keras 3 the default). The strategy is
-# kept so that the flag, TF_CONFIG handling and worker roles are in place when Keras
-# fixes it; until then `check` refuses it in one line.
+# kept so that the flag and the TF_CONFIG checks are in place when Keras fixes it; until then `check` refuses it in one line. (When it runs, only one worker
+# may write the export: worker 0, from strategy.cluster_resolver.)
 MULTI_WORKER_BLOCKED = (
     "--strategy=multi_worker: Keras 3's fit does not run under "
     "MultiWorkerMirroredStrategy (its per-step log reduction fails; keras-team/keras#20585, "
@@ -89,23 +89,3 @@ def check(name):
 def get(name):
     """A new `tf.distribute.Strategy` for ``name``."""
     return _STRATEGIES.lookup(name)()
-
-
-def is_chief(strategy):
-    """Whether this worker writes the run's shared files (exports, metrics, reports).
-
-    Every worker of a multi-worker run executes the same program; worker 0 (or a task
-    named ``chief``) is the one whose files count, the others write to their own folder.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker"
-                                              and resolver.task_id == 0)
-
-
-def worker_suffix(strategy):
-    """``""`` on the chief; ``worker_<id>`` on another worker of a multi-worker run."""
-    if is_chief(strategy):
-        return ""
-    return f"{strategy.cluster_resolver.task_type}_{strategy.cluster_resolver.task_id}"

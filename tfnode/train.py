@@ -114,10 +114,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       validation_size: hold out the last this many training examples and report the
         accuracy on them after every epoch (``val_accuracy``), for choosing settings
         without the test split. 0: train on the whole training split.
-      strategy: a `tfnode.strategies` name (``default``, ``mirrored``, ``multi_worker``,
-        ``tpu``); ``batch_size`` is the global batch. In a multi-worker run every worker
-        trains and evaluates; the chief exports, the others keep their checkpoints and
-        logs under ``<model_dir>/worker_<id>``.
+      strategy: a `tfnode.strategies` name (``default``, ``mirrored``, ``tpu``;
+        ``multi_worker`` is refused, see `tfnode.strategies`); ``batch_size`` is the
+        global batch.
       verbose: Keras progress-bar verbosity.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
@@ -147,9 +146,6 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     if batch_size % strat.num_replicas_in_sync:
         raise TfnodeError(f"--batch_size {batch_size} does not split over the "
                           f"{strat.num_replicas_in_sync} replicas of --strategy={strategy}")
-    chief = strategies.is_chief(strat)
-    if not chief:  # its own checkpoints and logs; the chief's are the run's
-        model_dir = os.path.join(model_dir, strategies.worker_suffix(strat))
     # The model first: its option errors must come before any folder is made or any
     # data is read or fetched. Variables are made in the strategy's scope (mirrored).
     with strat.scope():
@@ -246,14 +242,6 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     }
     metrics["wall_seconds"] = time.time() - start
     metrics["replicas"] = int(strat.num_replicas_in_sync)
-    if not chief:
-        # The chief exports the (identical, mirrored) model; this worker is done.
-        shutil.rmtree(backup_dir, ignore_errors=True)
-        os.remove(os.path.join(model_dir, _SETTINGS))
-        log(f"tfnode: worker done (test accuracy {metrics['clean_accuracy']:.4f}); the "
-            f"chief exports; checkpoints {os.path.join(model_dir, 'checkpoints')}")
-        metrics["export_path"] = None
-        return metrics
     path = export.export(net, export_dir, export_name, extra_files={
         export.METRICS: lambda p: files.write_json(p, metrics),
         "model.keras": net.save,
