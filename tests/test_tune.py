@@ -100,7 +100,7 @@ def test_pareto_front_keeps_trials_no_other_beats_on_both():
     (["--solvers=dopri9"], "dopri9"),
     (["--tune_eps=0"], "--eps 0"),
     (["--defense=pgd_at"], "--defense does not apply"),
-    (["--tune_dir=AFILE/x"], "--output_dir"),
+    (["--tune_dir=AFILE/x"], "--tune_dir"),
     (["--strategy=multi_worker"], "keras-team/keras#20585"),
     (["--strategy=gpus"], "unknown strategy 'gpus'"),
 ])

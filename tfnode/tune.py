@@ -326,7 +326,7 @@ def tune(config, *, log=print, verbose=0):
       ``{"trials": [...], "best": {...} or None, "resumed": int, "role": str}``.
     """
     validate(config)
-    files.check_writable(config.output_dir, flag="--output_dir")
+    files.check_writable(config.output_dir, flag="--tune_dir")
     role = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
     keras.utils.set_random_seed(config.seed)
     x, y = data.load_arrays(config.dataset, "train", data_dir=config.data_dir)
