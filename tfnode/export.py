@@ -165,16 +165,24 @@ def _latest_weights(folder):
     return os.path.join(folder, found[-1])
 
 
+def _weights_file(source):
+    """The weights file ``source`` names (itself, or a checkpoints folder's latest), or
+    None for a ``.keras`` file or an export folder."""
+    if source.endswith(".weights.h5"):
+        return source
+    if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f))
+                                         for f in ("model.keras", "saved_model.pb")):
+        return _latest_weights(source)
+    return None
+
+
 def _source_model(source, model, dataset, model_options):
     """``(Keras model, metrics.json path or None)`` of a `export_trained` source."""
     from tfnode import loading, models
 
     if not os.path.exists(source):
         raise TfnodeError(f"--model_path {source!r} does not exist")
-    weights = source if source.endswith(".weights.h5") else (
-        _latest_weights(source) if os.path.isdir(source) and not os.path.isfile(
-            os.path.join(source, "model.keras")) and not os.path.isfile(
-            os.path.join(source, "saved_model.pb")) else None)
+    weights = _weights_file(source)
     if weights is None:
         net, info = loading.load_model(source)
         if info["format"] != "keras":

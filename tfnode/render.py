@@ -336,3 +336,40 @@ def write_sweep(sweep, output_dir):
     files.write_text(paths["md"], sweep_markdown(sweep))
     files.write_json(paths["json"], {**sweep, "paths": paths})
     return paths
+
+
+def trials_markdown(summary):
+    """``trials.md`` of a `tfnode.tune` search: one row per completed trial."""
+    config, rows, front = summary["config"], summary["trials"], summary["pareto_front"]
+    extra = [k for k in ("solver", "width") if any(k in r for r in rows)]
+    head = ["trial", "rtol", "atol", *extra, "clean (%)", "robust (%)", "mean NFE", "score",
+            "s", "Pareto"]
+    lines = [f"# Tolerance search: {config['model']} on {config['dataset']}", "",
+             f"{config['tuner']} tuner, objective {config['objective']} "
+             f"({summary['objective']}), {len(rows)} completed trials, judged on the last "
+             f"{config['validation_size']} training examples (robust: "
+             f"PGD-{config['pgd_steps']} at eps {config['eps']:g}, step eps/4, random "
+             f"start, on the first {config['robust_examples']} of them; exact gradients, "
+             f"per-sample steps); {sum(r['seconds'] for r in rows):.0f} s of trials in all.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["trial"], f"{r['rtol']:.2e}", f"{r['atol']:.2e}"]
+        cells += [str(r.get(k, "")) for k in extra]
+        cells += [f"{100 * r['clean_accuracy']:.2f}", f"{100 * r['robust_accuracy']:.2f}",
+                  f"{r['mean_nfe']:.1f}", f"{r['score']:.4f}", f"{r['seconds']:.0f}",
+                  "yes" if r["trial"] in front else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![robust accuracy vs mean NFE](trials.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_trials(summary, path):
+    """``trials.png``: robust accuracy vs mean NFE, one point per trial, the Pareto front."""
+    rows, front = summary["trials"], summary["pareto_front"]
+    with _figure(path, xlabel="mean NFE (validation)", ylabel="robust accuracy (%)",
+                 title=f"{summary['config']['model']}: tolerance trials") as ax:
+        ax.scatter([r["mean_nfe"] for r in rows],
+                   [100 * r["robust_accuracy"] for r in rows], label="trial")
+        on = sorted((r for r in rows if r["trial"] in front), key=lambda r: r["mean_nfe"])
+        ax.plot([r["mean_nfe"] for r in on], [100 * r["robust_accuracy"] for r in on],
+                "r-o", label="Pareto front")

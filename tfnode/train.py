@@ -33,6 +33,16 @@ def _optimizer(name, learning_rate, weight_decay):
     return optimizers.SGDWithL2(learning_rate, momentum=0.9, l2=weight_decay)  # Chen et al.'s momentum
 
 
+def compile_for_training(model, *, optimizer, learning_rate, lr_schedule, total_steps,
+                         weight_decay=0.0):
+    """Compiles ``model`` as every tfnode training does: cross-entropy on logits, accuracy,
+    and ``optimizer`` with ``lr_schedule`` over ``total_steps`` steps."""
+    model.compile(optimizer=_optimizer(optimizer, _learning_rate(
+                      lr_schedule, learning_rate, total_steps), weight_decay),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
 def validate(*, model, dataset, epochs, batch_size, learning_rate, optimizer, lr_schedule,
              steps_per_epoch, checkpoint_steps, model_options, eval_batch_size=None,
              defense=None, defense_options=None, weight_decay=0.0, validation_size=0,
@@ -184,10 +194,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     with strat.scope():
         trainer = net if defense is None else defenses.DefendedModel(net, defense,
                                                                      defense_options, seed=seed)
-        trainer.compile(optimizer=_optimizer(optimizer, _learning_rate(
-                            lr_schedule, learning_rate, epochs * steps), weight_decay),
-                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        compile_for_training(trainer, optimizer=optimizer, learning_rate=learning_rate,
+                             lr_schedule=lr_schedule, total_steps=epochs * steps,
+                             weight_decay=weight_decay)
     if strategy != "default":
         build_for_strategy(trainer, strat, train_ds)
 
@@ -276,9 +285,7 @@ def build_for_strategy(trainer, strat, dataset):
     batch is never trained on. Only the batch's shapes and dtypes are used, so zeros of
     the dataset's spec build the same state, and the per-call build is switched off.
     """
-    import tree
-
-    batch = tree.map_structure(lambda s: tf.zeros(s.shape, s.dtype), dataset.element_spec)
+    batch = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), dataset.element_spec)
     with strat.scope():
         trainer._symbolic_build(data_batch=batch)
     trainer._maybe_symbolic_build = lambda iterator=None, data_batch=None: None

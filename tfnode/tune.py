@@ -24,7 +24,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tfnode import attacks, data, files, loading, models, strategies
+from tfnode import attacks, data, files, loading, models, render, strategies
 from tfnode import train as train_lib
 from tfnode.errors import TfnodeError
 
@@ -156,12 +156,10 @@ class HyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         c = self.config
         net = models.get_model(c.model, dataset=c.dataset, **self.options(hp))
-        steps = self.steps_per_epoch
-        net.compile(optimizer=train_lib._optimizer(
-            c.optimizer, train_lib._learning_rate(c.lr_schedule, c.learning_rate,
-                                                  c.epochs * steps), 0.0),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        train_lib.compile_for_training(net, optimizer=c.optimizer,
+                                       learning_rate=c.learning_rate,
+                                       lr_schedule=c.lr_schedule,
+                                       total_steps=c.epochs * self.steps_per_epoch)
         return net
 
     def fit(self, hp, model, train_ds, *, epochs=None, callbacks=None, verbose=0, **kwargs):
@@ -177,10 +175,9 @@ class HyperModel(keras_tuner.HyperModel):
             judged = models.with_solver_options(model, per_sample_steps=True)
         n = min(c.robust_examples, len(x))
         x_adv = attacks.pgd(judged, x[:n], y[:n], eps=c.eps, step_size=c.eps / 4,
-                                      num_steps=c.pgd_steps, rand_init=True, seed=c.seed)
-        logits = np.concatenate([judged(x_adv[i:i + c.batch_size]) for i in
-                                 range(0, n, c.batch_size)])
-        robust = float(np.mean(np.argmax(logits, -1) == y[:n]))
+                            num_steps=c.pgd_steps, rand_init=True, seed=c.seed)
+        robust = float(np.mean(attacks.predict(judged, x_adv, batch_size=c.batch_size)
+                               == y[:n]))
         nfe = float(clean.get("nfe", 0.0))
         return {"clean_accuracy": float(clean["accuracy"]), "robust_accuracy": robust,
                 "mean_nfe": nfe, "score": robust - c.nfe_weight * nfe / 100.0,
@@ -276,49 +273,6 @@ def best_flagfile(config, best):
     return "\n".join(lines) + "\n"
 
 
-def _render(config, rows, front, seconds):
-    metric = _OBJECTIVE_METRIC[config.objective]
-    head = ["trial", "rtol", "atol"] + [k for k in ("solver", "width") if any(
-        k in r for r in rows)] + ["clean (%)", "robust (%)", "mean NFE", "score", "s",
-                                  "Pareto"]
-    lines = [f"# Tolerance search: {config.model} on {config.dataset}", "",
-             f"{config.tuner} tuner, objective {config.objective} ({metric}), "
-             f"{len(rows)} completed trials, judged on the last {config.validation_size} "
-             f"training examples (robust: PGD-{config.pgd_steps} at eps {config.eps:g}, "
-             f"step eps/4, random start, on the first {config.robust_examples} of them; "
-             f"exact gradients, per-sample steps); {seconds:.0f} s of trials in all.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["trial"], f"{r['rtol']:.2e}", f"{r['atol']:.2e}"]
-        cells += [str(r.get(k, "")) for k in ("solver", "width") if k in head]
-        cells += [f"{100 * r['clean_accuracy']:.2f}", f"{100 * r['robust_accuracy']:.2f}",
-                  f"{r['mean_nfe']:.1f}", f"{r['score']:.4f}", f"{r['seconds']:.0f}",
-                  "yes" if r["trial"] in front else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![robust accuracy vs mean NFE](trials.png)", ""]
-    return "\n".join(lines)
-
-
-def _plot(path, rows, front):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([r["mean_nfe"] for r in rows], [100 * r["robust_accuracy"] for r in rows],
-               label="trial")
-    on = sorted((r for r in rows if r["trial"] in front), key=lambda r: r["mean_nfe"])
-    ax.plot([r["mean_nfe"] for r in on], [100 * r["robust_accuracy"] for r in on], "r-o",
-            label="Pareto front")
-    ax.set_xlabel("mean NFE (validation)")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.legend()
-    fig.tight_layout()
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def tune(config, *, log=print, verbose=0):
     """Runs (or resumes) the search; writes the summary unless this is a worker.
 
@@ -376,8 +330,8 @@ def tune(config, *, log=print, verbose=0):
                "versions": files.versions()}
     files.write_json(os.path.join(config.output_dir, "trials.json"), summary)
     files.write_text(os.path.join(config.output_dir, "trials.md"),
-                     _render(config, rows, front, sum(r["seconds"] for r in rows)))
-    _plot(os.path.join(config.output_dir, "trials.png"), rows, front)
+                     render.trials_markdown(summary))
+    render.plot_trials(summary, os.path.join(config.output_dir, "trials.png"))
     files.write_text(os.path.join(config.output_dir, "best.cfg"), best_flagfile(config, best))
     log(f"tfnode: best trial {best['trial']}: rtol {best['rtol']:.2e}, atol "
         f"{best['atol']:.2e}, {metric} {best[metric]:.4f}; "
