@@ -155,3 +155,33 @@ def test_solver_benchmark_rows_are_consistent():
         assert r["forward_s"] > 0 and r["train_s"] > 0 and r["nfe"] >= 2
         if "(matched)" in r["variant"]:
             assert r["error"] <= target * 1.01  # (XLA vs TF kernels: float rounding)
+
+
+def test_eval_sweep_floor_prices_the_worst_case_survivors_at_the_exhaustive_rates():
+    from benchmarks.eval_sweep import compare, floor
+
+    def cell(acc, seconds, attacked=10):
+        return {"robust_accuracy": acc, "seconds": seconds, "attacked": attacked}
+
+    meta = {"pgd": {"attack": "pgd"}, "boundary": {"attack": "boundary"}}
+    exhaustive = {"attacks": {
+        "pgd": {"meta": meta["pgd"], "cells": {"0.1": cell(0.6, 20.0), "0.2": cell(0.2, 20.0)}},
+        "boundary": {"meta": meta["boundary"],
+                     "cells": {"0.1": cell(0.9, 50.0), "0.2": cell(0.8, 50.0)}}},
+        "worst_case": {"0.1": {"robust_accuracy": 0.5}, "0.2": {"robust_accuracy": 0.1}}}
+    fast = {"attacks": {
+        "pgd": {"meta": meta["pgd"], "cells": {"0.1": cell(0.6, 5.0), "0.2": cell(0.1, 2.0)}},
+        "boundary": {"meta": meta["boundary"],
+                     "cells": {"0.1": cell(0.4, 30.0, 6), "0.2": cell(0.1, 30.0, 6)}}},
+        "worst_case": {"0.1": {"robust_accuracy": 0.4}, "0.2": {"robust_accuracy": 0.1}}}
+    f = floor(exhaustive, fast, 10)
+    # PGD: 4 robust of 10 at 0.1 and 1 at 0.2, at 2 s per example; Boundary runs once:
+    # the 4 robust at the smallest eps, at 5 s per example.
+    assert f["attacks"]["pgd"] == pytest.approx(4 * 2.0 + 1 * 2.0)
+    assert f["attacks"]["boundary"] == pytest.approx(4 * 5.0)
+    assert f["seconds"] == pytest.approx(30.0)
+    result = compare(exhaustive, fast)
+    assert result["violations"] == []
+    fast["worst_case"]["0.2"]["robust_accuracy"] = 0.3
+    assert compare(exhaustive, fast)["violations"] == [
+        "worst case eps 0.2: fast 0.3000 > exhaustive 0.1000"]
