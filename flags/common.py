@@ -93,6 +93,9 @@ def define_train_flags():
     flags.DEFINE_integer("steps_per_epoch", None, "Cut epochs to this many steps "
                          "(for smoke runs).")
     flags.DEFINE_integer("checkpoint_steps", None, "Also save the resume state every N steps.")
+    flags.DEFINE_boolean("overwrite", False, "Train from scratch even if --model_dir holds "
+                         "an unfinished run (which is otherwise resumed) or a finished one "
+                         "(which is otherwise left as it is).")
     flags.DEFINE_integer("eval_batch_size", None, "Test batch size (default: --batch_size).")
     flags.DEFINE_string("defense", None, "Adversarial training (tfnode.defenses.available()): "
                         "pgd_at (Madry et al. 2018), trades (Zhang et al. 2019), yopo "
@@ -140,7 +143,7 @@ def train_kwargs(flag_values):
         export_dir=fv.export_dir, export_name=fv.export_name,
         steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
         eval_batch_size=fv.eval_batch_size, validation_size=fv.validation_size,
-        defense=fv.defense, strategy=fv.strategy,
+        defense=fv.defense, strategy=fv.strategy, overwrite=fv.overwrite,
         defense_options=defense_options(fv.defense, fv.defense_option), record=record(fv))
 
 

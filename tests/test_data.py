@@ -6,6 +6,7 @@ import os
 import stat
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -65,6 +66,31 @@ def test_drop_remainder_gives_full_batches_of_static_shape(tmp_path, monkeypatch
     with pytest.raises(DataError, match="batch_size 65 is larger than the 64 examples"):
         data.load("mnist", "train", batch_size=65, data_dir=str(tmp_path),
                   drop_remainder=True)
+
+    with pytest.raises(DataError, match="batch_size 65 is larger than the 64 examples"):
+        data.load("mnist", "train", batch_size=65, data_dir=str(tmp_path), repeat=True,
+                  drop_remainder=True, whole_passes=True)  # else an endless empty stream
+
+
+@pytest.mark.parametrize("whole_passes", [True, False])
+def test_a_stream_skipped_ahead_continues_with_the_uninterrupted_batches(tmp_path, monkeypatch,
+                                                                         whole_passes):
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path)))
+
+    def stream(skip):
+        keras.utils.set_random_seed(5)  # as tfnode.train does before loading
+        ds = data.load("mnist", "train", batch_size=24, data_dir=str(tmp_path), seed=5,
+                       repeat=True, drop_remainder=True, whole_passes=whole_passes,
+                       skip_batches=skip)
+        return [labels.numpy() for _, labels in ds.take(7 - skip)]
+
+    whole = stream(0)
+    for skip in (1, 3, 4):
+        resumed = stream(skip)
+        for a, b in zip(whole[skip:], resumed):
+            np.testing.assert_array_equal(a, b)
+    if whole_passes:  # each pass holds 48 of the 64 images, drawn anew
+        assert not np.array_equal(whole[0], whole[2])
 
 
 def test_md5_mismatch_is_detected(tmp_path):

@@ -126,7 +126,7 @@ def cache_dir():
 
 def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
          num_examples=None, repeat=False, download=None, drop_remainder=False,
-         validation_size=0):
+         validation_size=0, whole_passes=False, skip_batches=0):
     """Loads a dataset split as a batched ``tf.data.Dataset``.
 
     Args:
@@ -145,6 +145,12 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
       drop_remainder: drop a last partial batch, so that every batch has the same
         static shape (the graphs traced for it then know the batch size).
       validation_size: examples held out of the training split for ``"validation"``.
+      whole_passes: with ``repeat`` and ``drop_remainder``, batch each pass over the
+        data on its own (its last partial batch dropped) rather than the endless stream
+        across passes: an epoch is then exactly one pass, as without ``repeat``.
+      skip_batches: start after this many batches (a resumed training run: with the
+        same ``seed`` the batches that follow are those an uninterrupted run would see,
+        because every pass's order is drawn in turn from the seed).
 
     Returns:
       A dataset of ``(images float32 [B, H, W, C] in [0, 1], labels int64 [B])``, cached,
@@ -162,7 +168,7 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     images, labels = _hold_out(images, labels, split, validation_size, name)
     if num_examples is not None:
         images, labels = images[:num_examples], labels[:num_examples]
-    if drop_remainder and not repeat and len(labels) < int(batch_size):
+    if drop_remainder and (whole_passes or not repeat) and len(labels) < int(batch_size):
         raise DataError(f"batch_size {batch_size} is larger than the {len(labels)} examples "
                         f"of {name} {split}: no full batch to train on")
     if shuffle is None:
@@ -171,11 +177,27 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    if whole_passes:
+        if not (repeat and drop_remainder):
+            raise DataError("whole_passes needs repeat and drop_remainder")
+        # Batched per pass, then repeated: the orders of the passes are the same as those
+        # of one epoch after another without repeat (reshuffle_each_iteration).
+        ds = ds.batch(int(batch_size), drop_remainder=True).repeat()
+    else:
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    if skip_batches:
+        ds = ds.skip(int(skip_batches))
     ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_size(name, split, *, data_dir=None, validation_size=0):
+    """Examples in ``split`` (``"train"`` without the ``validation_size`` held out)."""
+    images, labels = load_arrays(name, "train" if split == "validation" else split,
+                                 data_dir=data_dir)
+    return len(_hold_out(images, labels, split, validation_size, name)[1])
 
 
 def _hold_out(images, labels, split, validation_size, name):

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -21,8 +22,10 @@ def atomic_path(path):
     """
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    # A name TF Serving will not take for a version (not all digits).
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    remove_stale_temporaries(path)
+    # A name TF Serving will not take for a version (not all digits), with the writer's
+    # process id, so that the leftovers of a killed writer can be told from a live one's.
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-", dir=parent)
     target = os.path.join(tmp, "out")
     try:
         yield target
@@ -31,6 +34,39 @@ def atomic_path(path):
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(path):
+    """Removes what killed writers of ``path`` left beside it (their temporaries).
+
+    A writer killed with SIGKILL cannot clean up: its temporary ``.<name>.tmp-<pid>-*``
+    stays (never ``path`` itself, which is only ever renamed into place). One is stale
+    when its process is gone; a live writer's is left alone. Process ids are those of
+    this machine: on a folder shared between machines a foreign writer's temporary can
+    look stale, so such a folder should have one writer per path.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(re.escape(f".{name}.tmp-") + r"(\d+)-")
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def check_writable(folder, *, flag):

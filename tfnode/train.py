@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import data, defenses, export, files, models, optimizers, strategies
+from tfnode import data, defenses, export, files, models, optimizers, resume, strategies
 from tfnode.errors import TfnodeError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -91,8 +91,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
           seed=0, data_dir=None,
           model_dir=None, export_dir="savedmodels", export_name=None, steps_per_epoch=None,
           checkpoint_steps=None, eval_batch_size=None, defense=None, defense_options=None,
-          validation_size=0, strategy="default", verbose=1, record=None, log=print,
-          callbacks=()):
+          validation_size=0, strategy="default", overwrite=False, verbose=1, record=None,
+          log=print, callbacks=()):
     """Trains a registered model, evaluates it on the test split and exports it.
 
     Args:
@@ -127,13 +127,21 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       strategy: a `tfnode.strategies` name (``default``, ``mirrored``, ``tpu``;
         ``multi_worker`` is refused, see `tfnode.strategies`); ``batch_size`` is the
         global batch.
+      overwrite: delete ``model_dir``'s resume state, finished record and epoch
+        checkpoints and train from scratch. Without it a run resumes from its last saved
+        state (`tfnode.resume`), and a finished one returns its metrics without training.
       verbose: Keras progress-bar verbosity.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
       callbacks: extra Keras callbacks for ``fit``.
 
     Returns:
-      The metrics dict that is also written to ``metrics.json`` next to the export.
+      The metrics dict that is also written to ``metrics.json`` next to the export, with
+      ``export_path``.
+
+    Raises:
+      TfnodeError: bad options; ``model_dir`` holds another run; the training loss became
+        NaN or Inf (the last good state is kept and named).
     """
     start = time.time()
     model_options = dict(model_options or {})
@@ -176,19 +184,37 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                 # None for the default, as in runs started before the option existed.
                 "strategy": None if strategy == "default" else strategy}
     backup_dir = os.path.join(model_dir, "backup")
+    if overwrite:
+        for name in ("backup", _SETTINGS, _FINISHED, "checkpoints"):
+            target = os.path.join(model_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+    finished = _finished_run(model_dir, settings)
+    if finished is not None:
+        log(f"tfnode: {model_dir} holds this run, finished and exported to "
+            f"{finished['export_path']}; nothing to do (--overwrite trains it again)")
+        return finished
     _check_resume_settings(model_dir, backup_dir, settings)
-    # Full batches only (the last partial one, 96 of MNIST's 60,000 images, different
-    # ones each epoch as the data is reshuffled, is dropped): Keras then traces the train
-    # step for a known batch size. With an unknown one the ODE block's XLA-compiled
-    # GroupNorm and its adaptive loop took longer (benchmarks/README.md); and the block
-    # compiles its solver step with XLA only for a known batch size.
-    train_ds = data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
-                         repeat=steps_per_epoch is not None, drop_remainder=True,
-                         validation_size=validation_size)
+
+    def train_stream(skip):
+        # Full batches only (the last partial one, 96 of MNIST's 60,000 images, different
+        # ones each epoch as the data is reshuffled, is dropped): Keras then traces the
+        # train step for a known batch size. With an unknown one the ODE block's
+        # XLA-compiled GroupNorm and its adaptive loop took longer (benchmarks/README.md);
+        # and the block compiles its solver step with XLA only for a known batch size.
+        # One endless stream, so that a resumed run can skip what it has trained on.
+        return data.load(dataset, "train", batch_size=batch_size, data_dir=data_dir, seed=seed,
+                         repeat=True, drop_remainder=True, validation_size=validation_size,
+                         whole_passes=steps_per_epoch is None, skip_batches=skip)
+
+    first = train_stream(0)
     val_ds = data.load(dataset, "validation", batch_size=eval_batch_size, data_dir=data_dir,
                        validation_size=validation_size) if validation_size else None
     test_ds = data.load(dataset, "test", batch_size=eval_batch_size, data_dir=data_dir)
-    steps = steps_per_epoch or int(train_ds.cardinality())
+
+    steps = steps_per_epoch or _batches_per_pass(dataset, batch_size, validation_size, data_dir)
     # A defense trains through a wrapper whose train step is the defense's; it shares the
     # weights, so checkpoints, evaluation and the export are those of the model itself.
     with strat.scope():
@@ -198,31 +224,57 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                              lr_schedule=lr_schedule, total_steps=epochs * steps,
                              weight_decay=weight_decay)
     if strategy != "default":
-        build_for_strategy(trainer, strat, train_ds)
+        build_for_strategy(trainer, strat, first)
 
-    resumed = _resume_note(backup_dir)
-    if resumed:
-        log(f"tfnode: resuming from {backup_dir} ({resumed})")
-    # The resume state is kept until the export is written (delete_checkpoint=False): a
-    # failure in evaluation or export must not lose it. User callbacks come last, so the
-    # state of an epoch is saved before any of them can stop training.
-    callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq=checkpoint_steps or "epoch",
-                                         double_checkpoint=True, delete_checkpoint=False),
-        # The model's own weights, also under a defense (whose wrapper's checkpoint would
-        # name them differently): epoch_NNN.weights.h5 loads into the model itself.
-        _EpochWeights(net, os.path.join(model_dir, "checkpoints",
-                                        "epoch_{epoch:03d}.weights.h5")),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        *callbacks,
-    ]
+    _refuse_old_backup(backup_dir, model_dir)
+    with strat.scope():
+        state = resume.restore(trainer, backup_dir, log=log)
+    start_step = state["step"] if state else 0
+    resumed = ""
+    if state:
+        resumed = (f"step {start_step}: {state['epoch']} epoch(s) done"
+                   + (f" and {state['step_in_epoch']} step(s) of the next"
+                      if state["step_in_epoch"] else ""))
+        log(f"tfnode: resuming from {state['folder']} ({resumed})")
+    # The resume state is kept until the export is written: a failure in evaluation or
+    # export must not lose it. User callbacks come last, so the state of an epoch is saved
+    # before any of them can stop training.
+    checkpointer = resume.Checkpointer(
+        backup_dir, weights_pattern=os.path.join(model_dir, "checkpoints",
+                                                 "epoch_{epoch:03d}.weights.h5"),
+        model=net, steps_per_epoch=steps, every_steps=checkpoint_steps,
+        history=state["history"] if state else None,
+        metrics=state.get("metrics") if state else None)
+    callbacks = [checkpointer, keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+                 *callbacks]
     log(f"tfnode: training {model} on {dataset} for {epochs} epoch(s) of {steps} steps, "
         f"batch {batch_size}, {optimizer} lr {learning_rate} ({lr_schedule})"
         + (f", defense {defense} {defense_options}" if defense else ""))
     fit_start = time.time()
+    epoch, done_in_epoch = divmod(start_step, steps)
     # shuffle=False: the dataset shuffles itself (seeded); Keras would only warn.
-    history = trainer.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-                          validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    if epoch < epochs and done_in_epoch:
+        # The rest of an interrupted epoch first, then whole epochs: Keras' fit starts an
+        # epoch only at its first step.
+        trainer.fit(train_stream(start_step), initial_epoch=epoch, epochs=epoch + 1,
+                    steps_per_epoch=steps - done_in_epoch, shuffle=False,
+                    validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+        epoch += 1
+    if epoch < epochs and not checkpointer.failure and not trainer.stop_training:
+        trainer.fit(first if epoch == 0 else train_stream(epoch * steps), initial_epoch=epoch,
+                    epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                    validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    if checkpointer.failure:
+        step, at_epoch, loss = checkpointer.failure
+        kept = resume.states(backup_dir)
+        raise TfnodeError(
+            f"the training loss became {loss} at step {step} (epoch {at_epoch + 1}); "
+            "training stopped and nothing after it was saved. "
+            + (f"The last good state, {kept[0][1]} (step {kept[0][0]}), is kept: "
+               if kept else "No state was saved before it: ")
+            + "try a lower --learning_rate, or tighter solver tolerances, with "
+            "--overwrite or another --model_dir")
+    history = checkpointer.history
     fit_seconds = time.time() - fit_start
 
     log(f"tfnode: evaluating on the {dataset} test split (batch {eval_batch_size})")
@@ -236,13 +288,13 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "validation": None if not validation_size else {
             "size": validation_size, "examples": f"the last {validation_size} of the "
                                                  f"{dataset} training split",
-            "accuracy": float(history.history["val_accuracy"][-1])},
+            "accuracy": float(history["val_accuracy"][-1])},
         "clean_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
         "mean_nfe_test": float(test["nfe"]) if "nfe" in test else None,
         # Mean accepted / rejected trial steps per solve (tfnode's adaptive loop only).
         **{f"mean_{k}_test": float(test[k]) for k in ("accepted_steps", "rejected_steps")
            if k in test},
-        "train_history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "train_history": history,
         "train_seconds": fit_seconds, "eval_seconds": eval_seconds,
         "eval_batch_size": eval_batch_size, "resumed": resumed or None,
         "num_params": int(net.count_params()), "settings": {
@@ -255,7 +307,12 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         export.METRICS: lambda p: files.write_json(p, metrics),
         "model.keras": net.save,
     })
-    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete and exported
+    metrics["export_path"] = path
+    # The run is complete and exported: the finished record replaces the resume state
+    # (a kill between the two leaves the state; the run then evaluates and exports again).
+    files.write_json(os.path.join(model_dir, _FINISHED),
+                     {"settings": settings, "export_path": path})
+    shutil.rmtree(backup_dir, ignore_errors=True)
     os.remove(os.path.join(model_dir, _SETTINGS))
     log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"
         + (f", mean NFE {metrics['mean_nfe_test']:.1f}" if metrics["mean_nfe_test"] else "")
@@ -268,11 +325,11 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     log(f"tfnode: metrics     {os.path.join(path, export.METRICS)}")
     log(f"tfnode: checkpoints {os.path.join(model_dir, 'checkpoints')}, TensorBoard logs "
         f"{os.path.join(model_dir, 'logs')}")
-    metrics["export_path"] = path
     return metrics
 
 
 _SETTINGS = "run_settings.json"
+_FINISHED = "finished.json"
 
 
 def build_for_strategy(trainer, strat, dataset):
@@ -291,31 +348,13 @@ def build_for_strategy(trainer, strat, dataset):
     trainer._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
-class _EpochWeights(keras.callbacks.Callback):
-    """Saves ``model``'s weights at each epoch end, written beside and renamed."""
-
-    def __init__(self, model, pattern):
-        super().__init__()
-        self.target = model
-        self.pattern = pattern
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = self.pattern.format(epoch=epoch + 1)
-        folder, name = os.path.split(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".tmp-{name}")  # Keras wants the .weights.h5 suffix
-        self.target.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-
-
 def _check_resume_settings(model_dir, backup_dir, settings):
     """Refuses to resume a run whose settings differ; records them for a later resume."""
     path = os.path.join(model_dir, _SETTINGS)
     if os.path.isdir(backup_dir) and os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        differ = sorted(k for k in settings if json.dumps(saved.get(k), sort_keys=True)
-                        != json.dumps(settings[k], sort_keys=True))
+        differ = _differing(saved, settings)
         if differ:
             raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
                               f"settings ({', '.join(differ)}); resume it with the same flags, "
@@ -323,19 +362,46 @@ def _check_resume_settings(model_dir, backup_dir, settings):
     files.write_json(path, settings)
 
 
-def _resume_note(backup_dir):
-    """What a BackupAndRestore folder will resume from, or "" if there is nothing."""
-    meta = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(meta):
-        return ""
-    try:
-        with open(meta) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
-        return "an unreadable resume state; Keras falls back to the previous one"
-    done = info.get("epoch", 0)
-    batch = info.get("batch")
-    where = f"{done} epoch(s) done"
-    if batch:
-        where += f", weights from step {batch} of the next (that epoch restarts from them)"
-    return where
+def _finished_run(model_dir, settings):
+    """The metrics of the finished run in ``model_dir`` with these settings, else None.
+
+    Raises `TfnodeError` when ``model_dir`` holds a finished run with other settings.
+    """
+    path = os.path.join(model_dir, _FINISHED)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        finished = json.load(f)
+    differ = _differing(finished["settings"], settings)
+    if differ:
+        raise TfnodeError(f"--model_dir {model_dir!r} holds a finished run with other settings "
+                          f"({', '.join(differ)}); pass --overwrite to replace it, or another "
+                          "--model_dir")
+    export_path = finished["export_path"]
+    metrics_path = export.extra_file(export_path, export.METRICS)
+    if not metrics_path or not os.path.isfile(metrics_path):
+        raise TfnodeError(f"--model_dir {model_dir!r} holds a finished run whose export "
+                          f"{export_path!r} is gone; pass --overwrite to train it again")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    metrics["export_path"] = export_path
+    return metrics
+
+
+def _differing(saved, settings):
+    return sorted(k for k in settings if json.dumps(saved.get(k), sort_keys=True)
+                  != json.dumps(settings[k], sort_keys=True))
+
+
+def _refuse_old_backup(backup_dir, model_dir):
+    if (os.path.isfile(os.path.join(backup_dir, "training_metadata.json"))
+            and not resume.states(backup_dir)):
+        raise TfnodeError(f"--model_dir {model_dir!r} holds the resume state of an older "
+                          "tfnode (Keras' BackupAndRestore), which this one does not read: "
+                          "finish it with that version, or pass --overwrite to start over")
+
+
+def _batches_per_pass(dataset, batch_size, validation_size, data_dir):
+    """Full batches in one pass over the training split (the last partial one dropped)."""
+    return data.split_size(dataset, "train", data_dir=data_dir,
+                           validation_size=validation_size) // batch_size

@@ -1,0 +1,230 @@
+"""Training survives kill -9: real training processes are killed at several points (mid
+epoch, inside a checkpoint write, inside the export), run again, and must end with the
+weights of an uninterrupted run; a finished run is not trained again; a NaN loss stops
+training with the last good state kept. Each run is a child process (conftest.CHILD_PRELUDE)
+on generated MNIST-format files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from tfnode import resume
+from tfnode import train as train_lib
+from tfnode.errors import TfnodeError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The child: tfnode.train, with one fault injected where the test says ("fault"), then
+# SIGKILL: the process gets no chance to clean up, as with kill -9 or a lost machine.
+CHILD = """
+import signal
+import keras
+from tfnode import resume, train
+args = json.loads(sys.argv[1])
+fault = args.pop("fault", None)
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class KillAtStep(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == fault["step"]:
+            die()
+
+callbacks = []
+if fault and fault["at"] == "step":
+    callbacks.append(KillAtStep())
+if fault and fault["at"] == "checkpoint_write":
+    real_save, calls = resume.save, [0]
+    def save(trainer, backup_dir, meta):
+        calls[0] += 1
+        if calls[0] == fault["call"]:
+            write = trainer.save_weights
+            def write_then_die(path, *a, **k):
+                write(path, *a, **k)  # the weights are on disk, the state is not complete
+                die()
+            trainer.save_weights = write_then_die
+        return real_save(trainer, backup_dir, meta)
+    resume.save = save
+if fault and fault["at"] == "export":
+    real_keras_save = keras.Model.save
+    def save_then_die(self, *a, **k):
+        real_keras_save(self, *a, **k)  # model.keras is written, the SavedModel not renamed
+        die()
+    keras.Model.save = save_then_die
+lines = []
+metrics = train.train(**args, verbose=0, log=lines.append, callbacks=callbacks)
+print(json.dumps({"export": metrics["export_path"], "lines": lines,
+                  "accuracy": metrics["clean_accuracy"], "loss": metrics["train_history"]["loss"]}))
+"""
+
+# 64 generated training images, batch 8: 8 steps per epoch, 16 in all, a state every 3.
+KWARGS = {"model": "resnet", "model_options": {"width": 4, "num_blocks": 1}, "epochs": 2,
+          "batch_size": 8, "eval_batch_size": 16, "checkpoint_steps": 3, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Generated data for the children, and one uninterrupted run on it."""
+    from conftest import child_mnist
+
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    data_dir, env = child_mnist(tmp_path)
+    common = {**KWARGS, "data_dir": data_dir}
+    reference = _ok(_child({**common, "model_dir": str(tmp_path / "ref"),
+                            "export_dir": str(tmp_path / "ref_sm")}, env))
+    return common, env, reference
+
+
+def _child(kwargs, env):
+    from conftest import CHILD_PRELUDE
+
+    return subprocess.run([sys.executable, "-c", CHILD_PRELUDE + CHILD, json.dumps(kwargs)],
+                          cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _weights(path):
+    found = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda k, v: found.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
+                     else None)
+    return found
+
+
+def _model_weights(export_path):
+    return keras.models.load_model(os.path.join(export_path, "model.keras")).get_weights()
+
+
+@pytest.mark.parametrize("fault,resumed_from", [
+    # Mid epoch 1: the state of step 3 is the last; steps 4 and 5 are lost and redone.
+    ({"at": "step", "step": 5}, "step 3: 0 epoch(s) done and 3 step(s) of the next"),
+    # Inside the second state's write (step 6): that state never becomes complete.
+    ({"at": "checkpoint_write", "call": 2}, "step 3: 0 epoch(s) done and 3 step(s)"),
+    # Mid epoch 2, after the epoch-1 state (step 8) and the step-9 one.
+    ({"at": "step", "step": 11}, "step 9: 1 epoch(s) done and 1 step(s) of the next"),
+    # Inside the export, after all training: the last state (step 16) is still there.
+    ({"at": "export"}, "step 16: 2 epoch(s) done"),
+])
+def test_a_killed_run_run_again_ends_as_an_uninterrupted_one(uninterrupted, tmp_path, fault,
+                                                             resumed_from):
+    common, env, reference = uninterrupted
+    run = {**common, "model_dir": str(tmp_path / "run"), "export_dir": str(tmp_path / "sm")}
+    killed = _child({**run, "fault": fault}, env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    sm = tmp_path / "sm" / "resnet_mnist"
+    # Nothing half-written is visible: no version folder, only a dead writer's temporary.
+    assert not sm.exists() or not [v for v in os.listdir(sm) if v.isdigit()]
+    again = _ok(_child(run, env))
+    assert any("resuming from" in line and resumed_from in line for line in again["lines"]), \
+        again["lines"]
+    assert again["export"] == str(sm / "1")
+    assert os.listdir(sm) == ["1"]  # the killed export's temporary is cleaned up
+    # Same batches, same optimizer state and learning-rate position: the same weights.
+    for a, b in zip(_model_weights(reference["export"]), _model_weights(again["export"])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert again["accuracy"] == reference["accuracy"]
+    np.testing.assert_allclose(again["loss"], reference["loss"], rtol=1e-6)
+    assert not (tmp_path / "run" / "backup").exists()
+    # Run a third time: it is finished, nothing is trained or exported.
+    third = _ok(_child(run, env))
+    assert third["export"] == again["export"] and os.listdir(sm) == ["1"]
+    assert any("nothing to do" in line for line in third["lines"]), third["lines"]
+
+
+class _Stop(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt
+
+
+class _Seen(keras.callbacks.Callback):
+    # A mid-epoch resume calls fit twice (the rest of the epoch, then the others).
+    iterations = None
+
+    def on_train_begin(self, logs=None):
+        if self.iterations is not None:
+            return
+        self.weights = [w.numpy().copy() for w in self.model.weights]
+        self.iterations = int(self.model.optimizer.iterations.numpy())
+        self.optimizer = [v.numpy().copy() for v in self.model.optimizer.variables]
+
+
+def test_resume_restores_the_weights_optimizer_and_step_of_the_last_state(mnist_dir, tmp_path):
+    common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2,
+                  batch_size=8, checkpoint_steps=3, data_dir=mnist_dir, verbose=0,
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+                  log=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(**common, callbacks=[_Stop(7)])
+    (step, folder), _ = resume.states(str(tmp_path / "run" / "backup"))
+    assert step == 6 and folder.endswith("state-000000006")
+    saved = _weights(os.path.join(folder, "weights.weights.h5"))
+    seen = _Seen()
+    metrics = train_lib.train(**common, callbacks=[seen])
+    assert seen.iterations == 6  # the schedule's position and Adam's step continue
+    state_model = [v for k, v in sorted(saved.items()) if k.startswith("layers/")]
+    assert sorted(np.concatenate([w.ravel() for w in state_model])) == pytest.approx(
+        sorted(np.concatenate([w.ravel() for w in seen.weights])))
+    state_opt = [v for k, v in saved.items() if k.startswith("optimizer/")]
+    assert sorted(np.concatenate([np.ravel(v) for v in state_opt])) == pytest.approx(
+        sorted(np.concatenate([np.ravel(v) for v in seen.optimizer])))
+    # The history covers both epochs, the one before the interruption included.
+    assert len(metrics["train_history"]["loss"]) == 2 and metrics["resumed"].startswith("step 6")
+    with open(os.path.join(metrics["export_path"], "assets.extra", "metrics.json")) as f:
+        assert json.load(f)["resumed"] == metrics["resumed"]
+
+
+def test_a_finished_run_is_not_trained_again_unless_overwrite(mnist_dir, tmp_path):
+    common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=1,
+                  batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"))
+    first = train_lib.train(**common, log=lambda *_: None)
+    lines = []
+    again = train_lib.train(**common, log=lines.append)
+    assert again["export_path"] == first["export_path"]
+    assert again["clean_accuracy"] == first["clean_accuracy"]
+    assert len(lines) == 1 and "nothing to do" in lines[0] and "--overwrite" in lines[0]
+    with pytest.raises(TfnodeError, match="finished run with other settings .*epochs"):
+        train_lib.train(**{**common, "epochs": 2}, log=lambda *_: None)
+    fresh = train_lib.train(**common, overwrite=True, log=lambda *_: None)
+    assert fresh["export_path"].endswith(os.sep + "2") and not fresh["resumed"]
+
+
+def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_path):
+    common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2,
+                  batch_size=8, checkpoint_steps=2, data_dir=mnist_dir, verbose=0,
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+                  log=lambda *_: None)
+
+    class Poison(keras.callbacks.Callback):
+        # After step 5 every weight is NaN: step 6's loss is NaN.
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 5:
+                for w in self.model.trainable_weights:
+                    w.assign(w * np.nan)
+
+    with pytest.raises(TfnodeError, match=r"loss became nan at step 6 \(epoch 1\).*"
+                                          r"state-000000004 \(step 4\), is kept"):
+        train_lib.train(**common, callbacks=[Poison()])
+    (step, folder), *_ = resume.states(str(tmp_path / "run" / "backup"))
+    assert step == 4
+    assert all(np.isfinite(v).all() for v in
+               _weights(os.path.join(folder, "weights.weights.h5")).values())
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no epoch ended
+    assert not (tmp_path / "sm").exists() or not os.listdir(tmp_path / "sm")
