@@ -2,6 +2,7 @@
 
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -19,6 +20,61 @@ BLOCK_FIELDS = ("name", "solver", "rtol", "atol", "t1", "step_size", "gradient",
 def _load_failure(flag, path, what, err):
     return TfnodeError(f"{flag} {path!r}: cannot load {what} "
                        f"({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+
+
+def check_keras_file(keras_file, *, flag="--model_path"):
+    """Refuses a ``.keras`` file that would need code from the file, naming the layer.
+
+    A ``Lambda`` layer stores Python bytecode, and a class that is neither Keras' own
+    nor registered (tfnode's are) would need its code from somewhere: loading either is
+    how a model file runs code. Keras' safe mode refuses them too, with a long message
+    that does not name the layer; this reads the file's ``config.json`` first.
+
+    Raises:
+      TfnodeError: the file is not a Keras archive, or holds such a layer.
+    """
+    try:
+        with zipfile.ZipFile(keras_file) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise TfnodeError(f"{flag} {keras_file!r} is not a Keras model archive "
+                          f"({type(err).__name__}: {str(err)[:120]})") from None
+    import tfnode.optimizers  # noqa: F401  registers the optimizers a model.keras holds
+
+    for obj, owner in _objects(config, None):
+        config = obj.get("config")
+        name = config.get("name") if isinstance(config, dict) else None
+        where = f"layer {name or owner!r} ({obj['class_name']})"
+        if obj["class_name"] == "Lambda":
+            raise TfnodeError(f"{flag} {keras_file!r}: {where} holds Python code; tfnode does "
+                              "not load code from model files (rebuild the model without "
+                              "Lambda layers)")
+        registered = obj.get("registered_name")
+        module = obj.get("module") or ""
+        if registered and ">" in registered:
+            known = keras.saving.get_registered_object(registered) is not None
+        else:
+            known = module == "keras" or module.startswith("keras.")
+        if not known and obj["class_name"] != "__keras_tensor__":
+            raise TfnodeError(f"{flag} {keras_file!r}: {where} is of a class neither Keras nor "
+                              f"tfnode knows ({registered or module + '.' + obj['class_name']}); "
+                              "tfnode does not load code from model files")
+
+
+def _objects(node, owner):
+    """Every serialized object (a dict with ``class_name``) in a Keras config, with the
+    name of the nearest enclosing named object."""
+    if isinstance(node, dict):
+        if "class_name" in node:
+            yield node, owner
+            config = node.get("config")
+            if isinstance(config, dict) and isinstance(config.get("name"), str):
+                owner = config["name"]
+        for value in node.values():
+            yield from _objects(value, owner)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value, owner)
 
 
 def load_model(path, *, flag="--model_path"):
@@ -47,8 +103,11 @@ def load_model(path, *, flag="--model_path"):
         keras_file = os.path.join(path, "model.keras")
     info = {"path": path}
     if os.path.isfile(keras_file) and keras_file.endswith(".keras"):
+        check_keras_file(keras_file, flag=flag)
         try:
-            model = keras.models.load_model(keras_file)
+            # safe_mode (Keras' default, given here so that no caller can drop it): no
+            # Python code in the file is ever run; check_keras_file names the culprit.
+            model = keras.models.load_model(keras_file, safe_mode=True)
         except Exception as err:  # noqa: BLE001  any load failure is a user error here
             raise _load_failure(flag, path, repr(keras_file), err) from None
         info.update(format="keras", name=model.name, input_shape=tuple(model.input_shape[1:]),

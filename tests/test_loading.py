@@ -1,0 +1,79 @@
+"""Loading a model file never runs code from it: Lambda layers and unknown classes are
+refused with a one-line error naming the layer, before Keras deserializes anything."""
+
+import os
+
+import keras
+import pytest
+
+from tfnode import loading, models
+from tfnode.errors import TfnodeError
+
+
+def _save(model, tmp_path, name):
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    return path
+
+
+def test_a_lambda_layer_is_refused_by_name(tmp_path):
+    ran = []
+
+    def double(x):
+        ran.append(1)  # would mark that code from the file ran
+        return x * 2
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(double, name="doubler"),
+                              keras.layers.Dense(2)])
+    path = _save(model, tmp_path, "lambda")
+    ran.clear()
+    with pytest.raises(TfnodeError, match=r"--model_path .*layer 'doubler' \(Lambda\) holds "
+                                          r"Python code") as err:
+        loading.load_model(path)
+    assert "\n" not in str(err.value) and not ran
+
+
+def test_an_unknown_class_is_refused_by_name(tmp_path):
+    @keras.saving.register_keras_serializable(package="elsewhere")
+    class Shifty(keras.layers.Layer):
+        def call(self, x):
+            return x + 1.0
+
+    model = keras.Sequential([keras.Input((3,)), Shifty(name="shifty_layer"),
+                              keras.layers.Dense(2)])
+    path = _save(model, tmp_path, "unknown")
+    # A later process, where nothing registered the class.
+    del keras.saving.get_custom_objects()["elsewhere>Shifty"]
+    with pytest.raises(TfnodeError, match=r"layer 'shifty_layer' \(Shifty\) is of a class "
+                                          r"neither Keras nor tfnode knows \(elsewhere>Shifty\)"):
+        loading.load_model(path, flag="--source_model_path")
+
+
+def test_tfnode_models_and_non_archives(tmp_path):
+    path = _save(models.get_model("resnet", dataset="mnist", width=4, num_blocks=1), tmp_path,
+                 "resnet")
+    loading.check_keras_file(path)  # Keras' and tfnode's classes only
+    model, info = loading.load_model(path)
+    assert info["format"] == "keras" and model.name == "resnet"
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a zip")
+    with pytest.raises(TfnodeError, match=r"--model_path .*fake.keras' is not a Keras model "
+                                          r"archive \(BadZipFile"):
+        loading.load_model(str(fake))
+    assert os.path.exists(fake)
+
+
+def test_the_evaluate_app_refuses_a_lambda_model_in_one_line(tmp_path, capsys):
+    from tests.test_evaluate import run_app
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Lambda(lambda x: x, name="identity"),
+                              keras.layers.Dense(10)])
+    path = _save(model, tmp_path, "lambda")
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as exit_info:
+        run_app([f"--model_path={path}", f"--output_dir={out}", "--num_examples=8"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --model_path") and "'identity' (Lambda)" in err
+    assert "\n" not in err and not out.exists()
