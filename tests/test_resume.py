@@ -220,11 +220,28 @@ def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_
                     w.assign(w * np.nan)
 
     with pytest.raises(TfnodeError, match=r"loss became nan at step 6 \(epoch 1\).*"
-                                          r"state-000000004 \(step 4\), is kept"):
+                                          r"state-000000004 \(step 4\), is kept; a rerun "
+                                          r"resumes from it"):
         train_lib.train(**common, callbacks=[Poison()])
     (step, folder), *_ = resume.states(str(tmp_path / "run" / "backup"))
     assert step == 4
     assert all(np.isfinite(v).all() for v in
                _weights(os.path.join(folder, "weights.weights.h5")).values())
     assert not (tmp_path / "run" / "checkpoints").exists()  # no epoch ended
+    assert not (tmp_path / "sm").exists() or not os.listdir(tmp_path / "sm")
+
+
+def test_training_that_blows_up_stops_with_the_solver_failure_and_the_kept_state(
+        mnist_dir, tmp_path):
+    # Two trial steps cannot reach t1 at these tolerances: the first training step fails.
+    with pytest.raises(TfnodeError, match=r"^ODE block '\w+': dopri5 did not reach t1=1 "
+                                          r"\(rtol=1e-06, atol=1e-06, max_num_steps=2\); "
+                                          r"trial steps taken: 2.*Training stopped; no state "
+                                          r"was saved before it") as info:
+        train_lib.train(model="node", model_options={"width": 4, "rtol": 1e-6, "atol": 1e-6,
+                                                 "max_num_steps": 2},
+                    epochs=1, batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
+                    model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+                    log=lambda *_: None)
+    assert "\n" not in str(info.value)
     assert not (tmp_path / "sm").exists() or not os.listdir(tmp_path / "sm")

@@ -450,3 +450,28 @@ def test_a_non_finite_state_ends_the_solve_at_once(per_sample):
         solvers.solve(fn, tf.ones((2, 3)), solver="tsit5", max_num_steps=1000,
                       per_sample_steps=per_sample)
     assert int(counter.numpy()) < 100, int(counter.numpy())
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["batched", "per_sample"])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_a_blown_up_solve_names_the_block_tolerances_and_steps_in_one_line(per_sample, graph):
+    from tfnode import errors
+
+    def fn(t, y):
+        return 50.0 * y * y  # y' = 50 y^2 from y = 1 blows up at t = 0.02
+
+    def solve(y0):
+        return solvers.solve(fn, y0, solver="dopri5", gradient="backprop", rtol=1e-4,
+                             atol=1e-5, max_num_steps=30, per_sample_steps=per_sample,
+                             label="ODE block 'odeblk'")[0]
+
+    run = tf.function(solve, autograph=False) if graph else solve
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        run(tf.ones((2, 3)))
+    line = errors.solver_failure(info.value)
+    assert "\n" not in line
+    assert line.startswith("ODE block 'odeblk': dopri5 did not reach t1=1 (rtol=0.0001, "
+                           "atol=1e-05, max_num_steps=30); trial steps taken: 30; time "
+                           "reached: 0.0"), line
+    assert errors.solver_failure(tf.errors.InvalidArgumentError(None, None, "other")) is None
+

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import data, defenses, export, files, models, optimizers, resume, strategies
+from tfnode import data, defenses, errors, export, files, models, optimizers, resume, strategies
 from tfnode.errors import TfnodeError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -252,28 +252,30 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         + (f", defense {defense} {defense_options}" if defense else ""))
     fit_start = time.time()
     epoch, done_in_epoch = divmod(start_step, steps)
-    # shuffle=False: the dataset shuffles itself (seeded); Keras would only warn.
-    if epoch < epochs and done_in_epoch:
-        # The rest of an interrupted epoch first, then whole epochs: Keras' fit starts an
-        # epoch only at its first step.
-        trainer.fit(train_stream(start_step), initial_epoch=epoch, epochs=epoch + 1,
-                    steps_per_epoch=steps - done_in_epoch, shuffle=False,
-                    validation_data=val_ds, callbacks=callbacks, verbose=verbose)
-        epoch += 1
-    if epoch < epochs and not checkpointer.failure and not trainer.stop_training:
-        trainer.fit(first if epoch == 0 else train_stream(epoch * steps), initial_epoch=epoch,
-                    epochs=epochs, steps_per_epoch=steps, shuffle=False,
-                    validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    try:
+        # shuffle=False: the dataset shuffles itself (seeded); Keras would only warn.
+        if epoch < epochs and done_in_epoch:
+            # The rest of an interrupted epoch first, then whole epochs: Keras' fit starts
+            # an epoch only at its first step.
+            trainer.fit(train_stream(start_step), initial_epoch=epoch, epochs=epoch + 1,
+                        steps_per_epoch=steps - done_in_epoch, shuffle=False,
+                        validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+            epoch += 1
+        if epoch < epochs and not checkpointer.failure and not trainer.stop_training:
+            trainer.fit(first if epoch == 0 else train_stream(epoch * steps),
+                        initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps,
+                        shuffle=False, validation_data=val_ds, callbacks=callbacks,
+                        verbose=verbose)
+    except tf.errors.OpError as err:
+        failure = errors.solver_failure(err)
+        if failure is None:
+            raise
+        raise TfnodeError(f"{failure}. Training stopped; {_last_good(backup_dir)}") from None
     if checkpointer.failure:
         step, at_epoch, loss = checkpointer.failure
-        kept = resume.states(backup_dir)
-        raise TfnodeError(
-            f"the training loss became {loss} at step {step} (epoch {at_epoch + 1}); "
-            "training stopped and nothing after it was saved. "
-            + (f"The last good state, {kept[0][1]} (step {kept[0][0]}), is kept: "
-               if kept else "No state was saved before it: ")
-            + "try a lower --learning_rate, or tighter solver tolerances, with "
-            "--overwrite or another --model_dir")
+        raise TfnodeError(f"the training loss became {loss} at step {step} (epoch "
+                          f"{at_epoch + 1}); training stopped and nothing after it was saved (try a lower "
+                          f"--learning_rate). {_last_good(backup_dir)}")
     history = checkpointer.history
     fit_seconds = time.time() - fit_start
 
@@ -391,6 +393,13 @@ def _finished_run(model_dir, settings):
 def _differing(saved, settings):
     return sorted(k for k in settings if json.dumps(saved.get(k), sort_keys=True)
                   != json.dumps(settings[k], sort_keys=True))
+
+
+def _last_good(backup_dir):
+    kept = resume.states(backup_dir)
+    return ((f"the last good state, {kept[0][1]} (step {kept[0][0]}), is kept; a rerun "
+             "resumes from it" if kept else "no state was saved before it")
+            + " (other settings need --overwrite or another --model_dir)")
 
 
 def _refuse_old_backup(backup_dir, model_dir):

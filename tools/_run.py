@@ -53,8 +53,16 @@ def run_main(fn):
         # TF/TFP deprecation notices and SavedModel INFO lines are not for the user.
         logging.set_verbosity(logging.ERROR)
         tf.get_logger().setLevel("ERROR")
+    from tfnode.errors import solver_failure
+
     try:
         fn()
     except TfnodeError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except tf.errors.OpError as err:
+        failure = solver_failure(err)  # an ODE solve that blew up: the user's settings
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         sys.exit(2)

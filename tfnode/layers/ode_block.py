@@ -151,7 +151,7 @@ class ODEBlock(keras.layers.Layer):
             atol=self.atol, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,
             gradient=self.gradient, per_sample_steps=self.per_sample_steps,
-            jit_step=jit_step)
+            jit_step=jit_step, label=f"ODE block {self.name!r}")
         self.nfe_metric.update_state(stats.nfe)
         if self.step_metrics:
             self.step_metrics[0].update_state(stats.accepted)

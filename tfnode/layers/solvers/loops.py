@@ -49,6 +49,7 @@ import weakref
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnode import errors
 from tfnode.errors import TfnodeError
 from tfnode.layers.solvers import tableaux
 
@@ -126,7 +127,7 @@ def num_fixed_steps(t1, step_size, t0=0.0):
 
 def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
           first_step_size=None, max_num_steps=None, step_size=None, gradient=None,
-          per_sample_steps=False, jit_step=False):
+          per_sample_steps=False, jit_step=False, label="solve"):
     """Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1``.
 
     Args:
@@ -154,9 +155,17 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
         function, forward and backward, if the batch size (``y0.shape[0]``) is known;
         the same math, faster on CPU (see `_step_function`). ``fn`` must then be
         XLA-compilable.
+      label: who solves (an ODE block's name), for the error of a failed solve.
 
     Returns:
       ``(y1, stats)``: the state at ``t1`` and the solve's `SolveStats`.
+
+    Raises:
+      tf.errors.InvalidArgumentError: tfnode's adaptive loop did not reach ``t1``
+        (``max_num_steps`` used up, or the state became non-finite); its message names
+        ``label``, the solver, the tolerances, the steps taken and the time reached, and
+        `tfnode.errors.solver_failure` turns it into one line. Where XLA compiles the
+        loop (which drops assertions) the state of such a solve is NaN instead.
     """
     validate(solver=solver, rtol=rtol, atol=atol, t1=t1 - t0, step_size=step_size,
              first_step_size=first_step_size, max_num_steps=max_num_steps, gradient=gradient,
@@ -174,7 +183,17 @@ def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
     loop = _adaptive_per_sample if per_sample_steps else _adaptive
     return loop(fn, y0, tableau, t0=t0, t1=t1, rtol=rtol, atol=atol,
                 first_step_size=first_step_size, max_num_steps=max_num_steps,
-                jit_step=jit_step)
+                jit_step=jit_step, label=label)
+
+
+def _assert_reached(reached, label, tableau, *, t1, rtol, atol, max_num_steps, steps, t,
+                    finite):
+    """Fails a solve that did not reach t1, with what a user needs to act on it."""
+    tf.debugging.Assert(reached, [
+        f"{label}: {tableau.name} {errors.SOLVER_FAILURE}={t1:g} (rtol={rtol:g}, "
+        f"atol={atol:g}, max_num_steps={max_num_steps}); trial steps taken:", steps,
+        "; time reached:", t, "; state finite:", finite,
+        "; raise max_num_steps or rtol/atol, or check the inputs"], summarize=1)
 
 
 def _rms(x, axes=None):
@@ -365,7 +384,7 @@ def _start(fn, t0, y0, tableau, *, rtol, atol, first_step_size, per_sample):
 
 
 def _adaptive(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size, max_num_steps,
-              jit_step=False):
+              jit_step=False, label="solve"):
     """An adaptive Runge-Kutta method as a differentiable ``tf.while_loop``.
 
     One error norm and one step size for the whole state (a batch shares them, as in
@@ -376,6 +395,7 @@ def _adaptive(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size, max_num_s
     stop-gradient (a control decision), as in `initial_step_size`.
     """
     dtype = y0.dtype
+    t1_value = float(t1)
     t0 = tf.constant(t0, dtype)
     t1 = tf.constant(t1, dtype)
     f0, h, initial_nfe = _start(fn, t0, y0, tableau, rtol=rtol, atol=atol,
@@ -408,12 +428,11 @@ def _adaptive(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size, max_num_s
     # A plain while_loop. Unrolling the first 10 steps as tf.cond-guarded steps was
     # measured slower to train and much slower to trace (see benchmarks/README.md).
     # maximum_iterations bounds the loop, which XLA needs to differentiate it.
-    t, y, _, _, accepted, rejected, _ = tf.while_loop(
+    t, y, _, _, accepted, rejected, finite = tf.while_loop(
         cond, body, (t0, y0, f0, h, zero, zero, tf.constant(True)),
         maximum_iterations=max_num_steps)
-    tf.debugging.assert_greater_equal(t, t_end, message=(
-        f"{tableau.name} did not reach t1: max_num_steps used up, or the state became "
-        "non-finite; raise max_num_steps or rtol/atol, or check the inputs"))
+    _assert_reached(t >= t_end, label, tableau, t1=t1_value, rtol=rtol, atol=atol,
+                    max_num_steps=max_num_steps, steps=accepted + rejected, t=t, finite=finite)
     # XLA drops assertions (forward_fn compiles this loop): a solve that did not reach
     # t1 then returns NaN instead of a silently wrong state.
     y = y + tf.where(t >= t_end, tf.constant(0.0, dtype), tf.constant(math.nan, dtype))
@@ -423,7 +442,7 @@ def _adaptive(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size, max_num_s
 
 
 def _adaptive_per_sample(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size,
-                         max_num_steps, jit_step=False):
+                         max_num_steps, jit_step=False, label="solve"):
     """`_adaptive` with a time, step size and error norm per sample.
 
     One batched loop: every iteration evaluates ``fn`` on the whole batch at each
@@ -464,12 +483,12 @@ def _adaptive_per_sample(fn, y0, tableau, *, t0, t1, rtol, atol, first_step_size
         return tf.reduce_any(t < t_end) & (iterations < max_steps) & finite
 
     counts = tf.zeros(tf.shape(t), tf.int32)
-    t, y, _, _, accepted, rejected, steps, _ = tf.while_loop(
+    t, y, _, _, accepted, rejected, steps, finite = tf.while_loop(
         cond, body, (t, y0, f0, h, counts, counts, tf.constant(0), tf.constant(True)),
         maximum_iterations=max_num_steps)
-    tf.debugging.assert_greater_equal(tf.reduce_min(t), t_end, message=(
-        f"{tableau.name} did not reach t1 for every sample: max_num_steps used up, or a "
-        "state became non-finite; raise max_num_steps or rtol/atol, or check the inputs"))
+    _assert_reached(tf.reduce_min(t) >= t_end, label, tableau, t1=t1, rtol=rtol, atol=atol,
+                    max_num_steps=max_num_steps, steps=steps, t=tf.reduce_min(t),
+                    finite=finite)
     # Under XLA, which drops the assertion: NaN for each sample that did not reach t1.
     y = y + _per_sample(tf.where(t >= t_end, tf.constant(0.0, dtype),
                                  tf.constant(math.nan, dtype)), ndim)
