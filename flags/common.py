@@ -452,7 +452,7 @@ def evaluate_config(flag_values):
     eps = _budgets(fv)
     return EvalConfig(
         model_path=fv.model_path, dataset=fv.dataset, split=fv.split,
-        attacks=tuple(dict.fromkeys(a.strip() for a in fv.attacks if a.strip())), eps=eps,
+        attacks=tuple(a.strip() for a in fv.attacks if a.strip()), eps=eps,
         eps_scale=fv.eps_scale, num_examples=fv.num_examples, batch_size=fv.batch_size,
         data_dir=fv.data_dir, compare_model_path=fv.compare_model_path,
         source_model_path=fv.source_model_path, output_dir=fv.output_dir,

@@ -122,6 +122,8 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     (["--attacks=fgsm,cw"], "unknown attack 'cw'"),
     (["--eps=300", "--eps_scale=255"], "outside [0, 1]"),
     (["--eps=-0.1"], "outside [0, 1]"),
+    (["--eps=0.1,0.2,0.1"], "eps 0.1 given twice"),
+    (["--attacks=fgsm,pgd,fgsm"], "attack 'fgsm' given twice"),
     (["--eps=0.1,abc"], "--eps must be a comma-separated list"),
     (["--attacks=transfer"], "needs a source model"),
     (["--num_examples=0"], "num_examples must be"),

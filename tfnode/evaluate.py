@@ -143,6 +143,14 @@ def resolve_options(config):
     for e in config.eps:
         if not 0.0 <= e <= 1.0:
             raise TfnodeError(f"eps {e:g} is outside [0, 1], the pixel range of the inputs")
+    twice = sorted({e for e in config.eps if list(config.eps).count(e) > 1})
+    if twice:
+        # Cells are keyed by eps: a repeated budget would silently overwrite its twin.
+        raise TfnodeError(f"eps {', '.join(f'{e:g}' for e in twice)} given twice; give each "
+                          "budget once")
+    for name in config.attacks:
+        if list(config.attacks).count(name) > 1:
+            raise TfnodeError(f"attack {name!r} given twice in --attacks; give each once")
     if any(not t > 0 for t in config.tolerance_grid):
         raise TfnodeError(f"tolerance_grid takes tolerances > 0, got "
                           f"{list(config.tolerance_grid)}")

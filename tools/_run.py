@@ -26,6 +26,35 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with its errors as one ``error: ...`` line and exit 2.
+
+    absl prints ``FATAL Flags parsing error: ...`` and a hint on two lines and exits 1
+    (non-numeric values, unknown flags, a flagfile that is missing or holds an unknown
+    flag); positional arguments are not taken by any tfnode app.
+    """
+    from absl import flags
+
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as err:
+        message = " ".join(str(err).replace("ERROR:: ", "").split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    if len(rest) > 1:
+        print(f"error: unexpected arguments {' '.join(rest[1:])!r}; every option is a "
+              "--flag (--helpfull lists them)", file=sys.stderr)
+        sys.exit(2)
+    return rest
+
+
+def app_run(main):
+    """``absl.app.run(main)`` with `parse_flags`."""
+    from absl import app
+
+    app.run(main, flags_parser=parse_flags)
+
+
 def run_main(fn):
     """Starts TensorFlow quietly, calls ``fn()``; a user error becomes ``error: <one
     line>`` on stderr and exit 2.

@@ -6,7 +6,6 @@
     python -m tools.evaluate --flagfile=flags/eval_mnist.cfg --model_path=...
 """
 
-from absl import app
 from absl import flags as absl_flags
 
 from flags import common
@@ -17,8 +16,7 @@ FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # tools._run.parse_flags refuses positional arguments
     def run():
         from tfnode import evaluate
 
@@ -28,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _run.app_run(main)

@@ -8,7 +8,6 @@ The shards are read from ``<output_dir>/shards/<i>-of-<N>/``; the merged report 
 to ``<output_dir>`` (the numbers of one unsharded run: `tfnode.shards`).
 """
 
-from absl import app
 from absl import flags as absl_flags
 
 from flags import common
@@ -19,8 +18,7 @@ FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # tools._run.parse_flags refuses positional arguments
 
     def run():
         from tfnode import shards
@@ -36,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _run.app_run(main)

@@ -5,7 +5,6 @@
 
 import sys
 
-from absl import app
 from absl import flags as absl_flags
 
 from flags import common
@@ -16,8 +15,7 @@ FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # tools._run.parse_flags refuses positional arguments
 
     def run():
         from tfnode import results
@@ -36,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _run.app_run(main)

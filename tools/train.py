@@ -4,7 +4,6 @@
     python -m tools.train --flagfile=flags/mnist_node.cfg   # the paper's full run
 """
 
-from absl import app
 from absl import flags as absl_flags
 
 from flags import common
@@ -15,8 +14,7 @@ FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # tools._run.parse_flags refuses positional arguments
     def run():
         from tfnode import train
 
@@ -26,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _run.app_run(main)

@@ -10,7 +10,6 @@ Distributed (keras-tuner's chief/worker mode), one chief and any number of worke
         python -m tools.tune ...
 """
 
-from absl import app
 from absl import flags as absl_flags
 
 from flags import common
@@ -21,8 +20,7 @@ FLAGS = absl_flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # tools._run.parse_flags refuses positional arguments
 
     def run():
         from tfnode import tune
@@ -33,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _run.app_run(main)
