@@ -404,3 +404,20 @@ def test_square_attack_never_proposes_a_no_op_on_saturated_pixels():
                           max_queries=40, seed=0)
     # After the start (+-eps stripes), every proposal changes the image.
     assert len(seen) == 40 and np.all(changed_pixels(seen) > 0)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_non_finite_logits_are_refused_not_argmaxed(xla):
+    import keras
+
+    # Row 2's logits are NaN, as an ODE solve that did not reach t1 returns under XLA.
+    inputs = keras.Input((4,))
+    nan_row = keras.layers.Lambda(
+        lambda x: x + tf.where(x[:, :1] > 5.0, np.nan, 0.0))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(nan_row))
+    x = np.zeros((4, 4), np.float32)
+    assert attacks.predict(model, x, batch_size=2, xla=xla).shape == (4,)
+    x[2] = 9.0
+    with pytest.raises(TfnodeError, match=r"non-finite logits for inputs 2\.\.3 \(an ODE "
+                                          r"solve that did not reach t1\?\)"):
+        attacks.predict(model, x, batch_size=2, xla=xla)

@@ -245,3 +245,15 @@ def test_training_that_blows_up_stops_with_the_solver_failure_and_the_kept_state
                     log=lambda *_: None)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "sm").exists() or not os.listdir(tmp_path / "sm")
+
+
+def test_a_resume_state_of_an_older_tfnode_is_refused(mnist_dir, tmp_path):
+    backup = tmp_path / "run" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    with pytest.raises(TfnodeError, match=r"holds the resume state of an older tfnode "
+                                          r"\(Keras' BackupAndRestore\).*--overwrite"):
+        train_lib.train(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=1,
+                        batch_size=8, steps_per_epoch=1, data_dir=mnist_dir, verbose=0,
+                        model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+                        log=lambda *_: None)
