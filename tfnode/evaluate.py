@@ -43,7 +43,8 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from tfnode import attacks, audit as audit_lib, checks, data, files, loading, outcomes, render
+from tfnode import attacks, audit as audit_lib, checks, data, files, loading, outcomes, progress, \
+    render
 from tfnode.attacks._utils import bucket, padded
 from tfnode.errors import TfnodeError
 
@@ -209,6 +210,19 @@ class _Sweep:
     label: str = ""
     # Per-example arrays of every cell, for merging shards (`tfnode.shards`).
     arrays: dict = dataclasses.field(default_factory=dict)
+    # Finished cells on disk (`tfnode.progress`), and this model's place in the run.
+    progress: object = None
+    model_index: int = 0
+
+    def restore(self, job, name):
+        """``(record, arrays)`` of a finished unit of ``job`` saved by a killed run."""
+        if self.progress is None:
+            return None
+        return self.progress.load(self.model_index, job.name, name)
+
+    def keep(self, job, name, record, arrays):
+        if self.progress is not None:
+            self.progress.save(self.model_index, job.name, name, record, arrays)
 
     def predict(self, model, x_adv, *, xla=True, pad_to_batch=False):
         return attacks.predict(model, x_adv, batch_size=self.batch_size, xla=xla,
@@ -227,6 +241,7 @@ class _Run:
     source: object
     log: object
     verbose: int
+    progress: object = None
 
 
 def shard_range(n, num_shards, shard_index):
@@ -272,6 +287,8 @@ def evaluate(config, *, record=None, log=print, verbose=1):
         output_dir = os.path.join(output_dir, "shards",
                                   f"{config.shard_index}-of-{config.num_shards}")
     files.check_writable(output_dir, flag="--output_dir")
+    keep = progress.Progress(output_dir, {"config": dataclasses.asdict(config),
+                                          "tfnode": files.versions()["tfnode"]}, log=log)
 
     images, labels = data.load_arrays(config.dataset, config.split, data_dir=config.data_dir)
     total = min(config.num_examples, len(labels))
@@ -281,7 +298,7 @@ def evaluate(config, *, record=None, log=print, verbose=1):
                           f"{config.num_shards} holds no example ({total} examples)")
     run = _Run(config, options, images[lo:hi].astype(np.float32) / 255.0,
                labels[lo:hi].astype(np.int64), np.arange(lo, hi, dtype=np.int64),
-               [float(e) for e in config.eps], source, log, verbose)
+               [float(e) for e in config.eps], source, log, verbose, keep)
     n = hi - lo
     where = (f"the first {n}" if config.num_shards == 1 else
              f"shard {config.shard_index} of {config.num_shards} (examples {lo}..{hi - 1}) "
@@ -299,11 +316,11 @@ def evaluate(config, *, record=None, log=print, verbose=1):
     if config.num_shards > 1:
         report["shard"] = {"index": config.shard_index, "count": config.num_shards,
                            "start": lo, "stop": hi, "total": total}
-    for model, info in loaded:
+    for index, (model, info) in enumerate(loaded):
         label = loading.model_label(info)
         while label in report["models"]:
             label += "'"
-        report["models"][label] = _evaluate_model(run, model, info, label)
+        report["models"][label] = _evaluate_model(run, model, info, label, index)
     report["warnings"] = [w for label, res in report["models"].items()
                           for w in checks.warnings(label, res["checks"])]
     report["wall_seconds"] = time.time() - start
@@ -313,6 +330,7 @@ def evaluate(config, *, record=None, log=print, verbose=1):
 
         shards.save_arrays(os.path.join(output_dir, shards.ARRAYS), arrays)
     report["paths"] = render.write_report(report, output_dir)
+    keep.clear()
     for w in report["warnings"]:
         log(f"tfnode: WARNING {w}")
     log(f"tfnode: report {report['paths']['md']}")
@@ -325,13 +343,14 @@ def conventions(schedule):
     return SCHEDULES[schedule].format(survivors=names)
 
 
-def _evaluate_model(run, model, info, label):
+def _evaluate_model(run, model, info, label, index=0):
     """One model's result: clean accuracy, probes, every job's cells, checks, verdict."""
     config, x, y = run.config, run.x, run.y
     t0 = time.time()
     correct = attacks.predict(model, x, batch_size=config.batch_size) == y
     sweep = _Sweep(model, x, y, run.ids, correct, config.batch_size, config.seed,
-                   config.schedule == "fast", run.log, run.verbose, label)
+                   config.schedule == "fast", run.log, run.verbose, label,
+                   progress=run.progress, model_index=index)
     out = {"info": info, "clean_accuracy": float(correct.mean()),
            "clean_correct": outcomes.encode(correct), "clean_seconds": time.time() - t0,
            "probes": loading.probe(model, x, y, config.batch_size), "attacks": {}}
@@ -342,7 +361,16 @@ def _evaluate_model(run, model, info, label):
     if sweep.fast:  # the attacks that run on survivors come after all the others
         jobs.sort(key=lambda job: job.spec.survivors_only)
     for job in jobs:
+        saved = sweep.restore(job, "job")
+        if saved is not None:  # finished by a killed run of the same evaluation
+            out["attacks"][job.name], arrays = saved
+            sweep.arrays.update({(job.name, key): fields for key, fields in arrays.items()})
+            run.log(f"tfnode: {label}: {job.name}: finished before, read back")
+            continue
         out["attacks"][job.name] = _run_job(sweep, job, out["attacks"])
+        sweep.keep(job, "job", out["attacks"][job.name],
+                   {key: fields for (name, key), fields in sweep.arrays.items()
+                    if name == job.name})
     # report.json sorts its keys: the order the attacks ran in is kept here.
     out["attack_order"] = list(out["attacks"])
     finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
@@ -534,6 +562,17 @@ def _budget_cells(sweep, job, prior):
     for e in sorted(job.eps):
         start = time.time()
         key = outcomes.eps_key(e)
+        saved = sweep.restore(job, f"eps-{key}")
+        if saved is not None:  # a killed run finished this cell: continue after it
+            cells[key], arrays = saved
+            sweep.arrays[(job.name, key)] = arrays["example"]
+            own = arrays["example"]["own"]
+            if sweep.fast:
+                carry = arrays.get("carry", {})
+                if "rows" in carry:
+                    x_carry[carry["rows"]] = carry["x"]
+                robust_below = arrays["robust"]["robust"]
+            continue
         todo = np.ones(n, bool)
         if sweep.fast:
             todo = robust_below.copy()
@@ -581,6 +620,12 @@ def _budget_cells(sweep, job, prior):
         cells[key] = {**cell(e, sweep.correct, robust, per_example),
                       "carried": int(carried.sum()), "exit_not_confirmed": int(len(rerun)),
                       "seconds": time.time() - start}
+        # What the next eps continues from: the adversarials found here (only they
+        # changed) and the examples still robust.
+        rows = np.flatnonzero(fooled_here) if sweep.fast else np.zeros(0, np.int64)
+        sweep.keep(job, f"eps-{key}", cells[key], {
+            "example": per_example, "robust": {"robust": robust},
+            "carry": {"rows": rows, "x": x_adv[rows]}})
     return cells
 
 
