@@ -93,6 +93,8 @@ def define_train_flags():
     flags.DEFINE_integer("steps_per_epoch", None, "Cut epochs to this many steps "
                          "(for smoke runs).")
     flags.DEFINE_integer("checkpoint_steps", None, "Also save the resume state every N steps.")
+    flags.DEFINE_boolean("deterministic", False, "TensorFlow's op determinism (for GPUs; "
+                         "on CPU training repeats bit for bit without it).")
     flags.DEFINE_boolean("overwrite", False, "Train from scratch even if --model_dir holds "
                          "an unfinished run (which is otherwise resumed) or a finished one "
                          "(which is otherwise left as it is).")
@@ -144,6 +146,7 @@ def train_kwargs(flag_values):
         steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
         eval_batch_size=fv.eval_batch_size, validation_size=fv.validation_size,
         defense=fv.defense, strategy=fv.strategy, overwrite=fv.overwrite,
+        deterministic=fv.deterministic,
         defense_options=defense_options(fv.defense, fv.defense_option), record=record(fv))
 
 

@@ -143,6 +143,20 @@ def test_a_killed_run_run_again_ends_as_an_uninterrupted_one(uninterrupted, tmp_
     assert any("nothing to do" in line for line in third["lines"]), third["lines"]
 
 
+def test_the_same_seed_and_flags_give_the_same_run_in_another_process(uninterrupted, tmp_path):
+    common, env, reference = uninterrupted
+    other = _ok(_child({**common, "model_dir": str(tmp_path / "other"),
+                        "export_dir": str(tmp_path / "sm")}, env))
+    # Bit for bit on the same machine, without TF's op determinism: on CPU these ops
+    # reduce in a fixed order (docs/training.md, "Reproducibility").
+    for a, b in zip(_model_weights(reference["export"]), _model_weights(other["export"])):
+        np.testing.assert_array_equal(a, b)
+    assert other["loss"] == reference["loss"] and other["accuracy"] == reference["accuracy"]
+    seeded = _ok(_child({**common, "seed": 4, "model_dir": str(tmp_path / "seeded"),
+                         "export_dir": str(tmp_path / "sm4")}, env))
+    assert seeded["loss"] != reference["loss"]  # the seed matters
+
+
 class _Stop(keras.callbacks.Callback):
     def __init__(self, step):
         super().__init__()

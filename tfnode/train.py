@@ -91,8 +91,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
           seed=0, data_dir=None,
           model_dir=None, export_dir="savedmodels", export_name=None, steps_per_epoch=None,
           checkpoint_steps=None, eval_batch_size=None, defense=None, defense_options=None,
-          validation_size=0, strategy="default", overwrite=False, verbose=1, record=None,
-          log=print, callbacks=()):
+          validation_size=0, strategy="default", overwrite=False, deterministic=False,
+          verbose=1, record=None, log=print, callbacks=()):
     """Trains a registered model, evaluates it on the test split and exports it.
 
     Args:
@@ -130,6 +130,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
       overwrite: delete ``model_dir``'s resume state, finished record and epoch
         checkpoints and train from scratch. Without it a run resumes from its last saved
         state (`tfnode.resume`), and a finished one returns its metrics without training.
+      deterministic: turn on TensorFlow's op determinism (for GPUs, whose kernels may
+        reduce in any order; on CPU tfnode's training repeats bit for bit without it,
+        see docs/training.md). It stays on in this process.
       verbose: Keras progress-bar verbosity.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
@@ -159,6 +162,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "runs", "_".join([model, dataset] + ([defense] if defense else [])))
     eval_batch_size = eval_batch_size or batch_size
 
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
     strat = strategies.get(strategy)
     if batch_size % strat.num_replicas_in_sync:
@@ -302,6 +307,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "num_params": int(net.count_params()), "settings": {
             **settings, "data_dir": data_dir, "model_dir": model_dir},
         "record": record or {}, "versions": files.versions(),
+        "op_determinism": bool(deterministic),
     }
     metrics["wall_seconds"] = time.time() - start
     metrics["replicas"] = int(strat.num_replicas_in_sync)
