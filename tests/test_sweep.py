@@ -131,3 +131,64 @@ def test_sweep_flags_are_checked_in_one_line(argv, match):
             common.sweep_config(fv)
     finally:
         fv.unparse_flags()
+
+
+# The child: a tiny sweep; with "kill" it SIGKILLs itself in the first training step of
+# that member, as kill -9 would.
+CHILD = """
+import signal
+import keras
+from tfnode import sweep, train
+from tfnode.sweep import SweepConfig
+args = json.loads(sys.argv[1])
+kill = args.pop("kill", None)
+real = train.train
+
+class Die(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def training(**kwargs):
+    print("TRAIN", kwargs["export_name"], flush=True)
+    if kwargs["export_name"] == kill:
+        kwargs["callbacks"] = [Die()]
+    return real(**kwargs)
+
+train.train = training
+for key in ("step_sizes", "eps"):
+    args[key] = tuple(args[key])
+out = sweep.run_sweep(SweepConfig(**args), log=lambda *_: None, verbose=0)
+print("ROWS", json.dumps([{k: r[k] for k in ("step_size", "clean_accuracy", "robust_accuracy")}
+                          for r in out["members"]]), flush=True)
+"""
+
+
+def test_a_sweep_killed_with_sigkill_finishes_as_an_uninterrupted_one(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import CHILD_PRELUDE, child_mnist
+
+    data_dir, env = child_mnist(tmp_path)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(out, kill=None):
+        config = {**tiny(data_dir, tmp_path).__dict__, "output_dir": str(tmp_path / out)}
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
+        return subprocess.run([sys.executable, "-c", CHILD_PRELUDE + CHILD,
+                               json.dumps({**config, "kill": kill})], cwd=repo, env=env,
+                              text=True, capture_output=True, timeout=600)
+
+    def rows(proc):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.split("ROWS ", 1)[1])
+
+    def trained(proc):
+        return [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("TRAIN")]
+
+    killed = run("sweep", kill="h_0.1")
+    assert killed.returncode == -signal.SIGKILL and trained(killed) == ["source", "h_1", "h_0.1"]
+    again = run("sweep")
+    assert trained(again) == ["h_0.1"]  # the finished members are not trained again
+    assert rows(again) == rows(run("whole"))
