@@ -119,3 +119,14 @@ def child_mnist(tmp_path, **extra_env):
            **extra_env}
     env.pop("TF_CONFIG", None)
     return str(folder), env
+
+
+def h5_arrays(path):
+    """Every dataset of an HDF5 file (a Keras weights file), by its path in the file."""
+    import h5py
+
+    found = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda k, v: found.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
+                     else None)
+    return found

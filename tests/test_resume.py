@@ -10,11 +10,11 @@ import signal
 import subprocess
 import sys
 
-import h5py
 import keras
 import numpy as np
 import pytest
 
+from tests.conftest import h5_arrays
 from tfnode import resume
 from tfnode import train as train_lib
 from tfnode.errors import TfnodeError
@@ -95,12 +95,6 @@ def _ok(proc):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _weights(path):
-    found = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda k, v: found.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
-                     else None)
-    return found
 
 
 def _model_weights(export_path):
@@ -188,7 +182,7 @@ def test_resume_restores_the_weights_optimizer_and_step_of_the_last_state(mnist_
         train_lib.train(**common, callbacks=[_Stop(7)])
     (step, folder), _ = resume.states(str(tmp_path / "run" / "backup"))
     assert step == 6 and folder.endswith("state-000000006")
-    saved = _weights(os.path.join(folder, "weights.weights.h5"))
+    saved = h5_arrays(os.path.join(folder, "weights.weights.h5"))
     seen = _Seen()
     metrics = train_lib.train(**common, callbacks=[seen])
     assert seen.iterations == 6  # the schedule's position and Adam's step continue
@@ -240,7 +234,7 @@ def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_
     (step, folder), *_ = resume.states(str(tmp_path / "run" / "backup"))
     assert step == 4
     assert all(np.isfinite(v).all() for v in
-               _weights(os.path.join(folder, "weights.weights.h5")).values())
+               h5_arrays(os.path.join(folder, "weights.weights.h5")).values())
     assert not (tmp_path / "run" / "checkpoints").exists()  # no epoch ended
     assert not (tmp_path / "sm").exists() or not os.listdir(tmp_path / "sm")
 

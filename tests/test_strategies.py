@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import h5_arrays
 from tfnode import strategies
 from tfnode.errors import TfnodeError
 
@@ -53,14 +54,6 @@ def _finish(proc, timeout=600):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _weights(path):
-    import h5py
-
-    found = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda k, v: found.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
-                     else None)
-    return found
 
 
 def _max_difference(a, b):
@@ -75,7 +68,7 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(generated, tmp_path):
                        {**env, "TEST_LOGICAL_CPUS": "2"}))
     init = _finish(_run(_kwargs(data_dir, tmp_path, "init", learning_rate=1e-30), env))
     assert one["replicas"] == init["replicas"] == 1 and two["replicas"] == 2
-    weights = {name: _weights(tmp_path / name / "checkpoints" / "epoch_001.weights.h5")
+    weights = {name: h5_arrays(tmp_path / name / "checkpoints" / "epoch_001.weights.h5")
                for name in ("one", "two", "init")}
     # Two SGD steps of tools.train's ODE-Net (its while loop, the compiled dopri5 step,
     # GroupNorm, the NFE metric, the shuffled input), each replica on half of every batch.
