@@ -2,6 +2,7 @@
 refused with a one-line error naming the layer, before Keras deserializes anything."""
 
 import os
+import zipfile
 
 import keras
 import pytest
@@ -53,6 +54,12 @@ def test_tfnode_models_and_non_archives(tmp_path):
     path = _save(models.get_model("resnet", dataset="mnist", width=4, num_blocks=1), tmp_path,
                  "resnet")
     loading.check_keras_file(path)  # Keras' and tfnode's classes only
+    inputs = keras.Input((6,))
+    sliced = keras.Model(inputs, keras.layers.Dense(2)(inputs[:, :3]))
+    sliced_path = _save(sliced, tmp_path, "sliced")
+    with zipfile.ZipFile(sliced_path) as archive:
+        assert b"__slice__" in archive.read("config.json")
+    loading.check_keras_file(sliced_path)  # Keras' value markers are not classes
     model, info = loading.load_model(path)
     assert info["format"] == "keras" and model.name == "resnet"
     fake = tmp_path / "fake.keras"

@@ -113,11 +113,23 @@ def test_a_killed_evaluation_redoes_no_finished_cell(child, tmp_path, schedule):
     assert not os.path.exists(os.path.join(out, progress.FOLDER))
 
 
-def test_other_settings_in_the_same_folder_are_refused(tmp_path):
-    progress.Progress(str(tmp_path), {"config": {"eps": [0.1]}}, log=lambda *_: None)
+def test_other_settings_are_refused_only_where_cells_were_finished(tmp_path):
+    quiet = {"log": lambda *_: None}
+    first = progress.Progress(str(tmp_path), {"config": {"eps": [0.1]}}, **quiet)
+    assert not first.resumed
+    # A run that failed before its first cell locks nothing: other flags may follow.
+    second = progress.Progress(str(tmp_path), {"config": {"eps": [0.3]}}, **quiet)
+    second.save(0, "fgsm", "eps-0.3", {"robust_accuracy": 0.5}, {"0.3": {"own": [True]}})
     lines = []
-    again = progress.Progress(str(tmp_path), {"config": {"eps": [0.1]}}, log=lines.append)
+    again = progress.Progress(str(tmp_path), {"config": {"eps": [0.3]}}, log=lines.append)
     assert again.resumed and "resuming the evaluation" in lines[0]
+    record, arrays = again.load(0, "fgsm", "eps-0.3")
+    assert record == {"robust_accuracy": 0.5} and arrays["0.3"]["own"].tolist() == [True]
     with pytest.raises(TfnodeError, match=r"holds the finished cells of an unfinished "
                                           r"evaluation with other settings \(config\)"):
-        progress.Progress(str(tmp_path), {"config": {"eps": [0.2]}}, log=lambda *_: None)
+        progress.Progress(str(tmp_path), {"config": {"eps": [0.1]}}, **quiet)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"one")
+    before = progress.model_fingerprint(str(model))
+    os.utime(model, ns=(1, 1))
+    assert progress.model_fingerprint(str(model)) != before

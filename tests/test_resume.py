@@ -62,7 +62,8 @@ if fault and fault["at"] == "export":
 lines = []
 metrics = train.train(**args, verbose=0, log=lines.append, callbacks=callbacks)
 print(json.dumps({"export": metrics["export_path"], "lines": lines,
-                  "accuracy": metrics["clean_accuracy"], "loss": metrics["train_history"]["loss"]}))
+                  "accuracy": metrics["clean_accuracy"], "history": metrics["train_history"],
+                  "loss": metrics["train_history"]["loss"], "note": metrics["resume_note"]}))
 """
 
 # 64 generated training images, batch 8: 8 steps per epoch, 16 in all, a state every 3.
@@ -129,7 +130,10 @@ def test_a_killed_run_run_again_ends_as_an_uninterrupted_one(uninterrupted, tmp_
     for a, b in zip(_model_weights(reference["export"]), _model_weights(again["export"])):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     assert again["accuracy"] == reference["accuracy"]
-    np.testing.assert_allclose(again["loss"], reference["loss"], rtol=1e-6)
+    # The epoch logs (loss and accuracy) too, the interrupted epoch's included.
+    assert again["note"] is None and again["history"].keys() == reference["history"].keys()
+    for key, values in reference["history"].items():
+        np.testing.assert_allclose(again["history"][key], values, rtol=1e-6, err_msg=key)
     assert not (tmp_path / "run" / "backup").exists()
     # Run a third time: it is finished, nothing is trained or exported.
     third = _ok(_child(run, env))
@@ -205,13 +209,19 @@ def test_a_finished_run_is_not_trained_again_unless_overwrite(mnist_dir, tmp_pat
     first = train_lib.train(**common, log=lambda *_: None)
     lines = []
     again = train_lib.train(**common, log=lines.append)
-    assert again["export_path"] == first["export_path"]
+    assert again["export_path"] == os.path.abspath(first["export_path"])
     assert again["clean_accuracy"] == first["clean_accuracy"]
     assert len(lines) == 1 and "nothing to do" in lines[0] and "--overwrite" in lines[0]
-    with pytest.raises(TfnodeError, match="finished run with other settings .*epochs"):
-        train_lib.train(**{**common, "epochs": 2}, log=lambda *_: None)
     fresh = train_lib.train(**common, overwrite=True, log=lambda *_: None)
     assert fresh["export_path"].endswith(os.sep + "2") and not fresh["resumed"]
+    # Other settings, or another export target: a new run over the finished one's folder.
+    lines = []
+    other = train_lib.train(**{**common, "epochs": 2}, log=lines.append)
+    assert "holds a finished run with other settings (epochs;" in lines[0]
+    assert other["export_path"].endswith(os.sep + "3")
+    moved = train_lib.train(**{**common, "epochs": 2, "export_name": "elsewhere"},
+                            log=lambda *_: None)
+    assert moved["export_path"].endswith(os.path.join("elsewhere", "1"))
 
 
 def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_path):

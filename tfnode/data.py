@@ -181,8 +181,9 @@ def load(name, split, *, batch_size, data_dir=None, shuffle=None, seed=0,
     if whole_passes:
         if not (repeat and drop_remainder):
             raise DataError("whole_passes needs repeat and drop_remainder")
-        # Batched per pass, then repeated: the orders of the passes are the same as those
-        # of one epoch after another without repeat (reshuffle_each_iteration).
+        # Batched per pass, then repeated: pass k is the k-th order the seeded shuffle
+        # draws. (Keras' fit over the dataset without repeat, tfnode before 2026-12-03,
+        # made a second iterator at every epoch end and so used orders 0, 2, 4, ...)
         ds = ds.batch(int(batch_size), drop_remainder=True).repeat()
     else:
         if repeat:

@@ -144,11 +144,12 @@ def resolve_options(config):
     for e in config.eps:
         if not 0.0 <= e <= 1.0:
             raise TfnodeError(f"eps {e:g} is outside [0, 1], the pixel range of the inputs")
-    twice = sorted({e for e in config.eps if list(config.eps).count(e) > 1})
+    keys = [outcomes.eps_key(e) for e in config.eps]
+    twice = sorted({k for k in keys if keys.count(k) > 1}, key=float)
     if twice:
-        # Cells are keyed by eps: a repeated budget would silently overwrite its twin.
-        raise TfnodeError(f"eps {', '.join(f'{e:g}' for e in twice)} given twice; give each "
-                          "budget once")
+        # Cells are keyed by eps (to 6 significant digits): a repeated budget would
+        # silently overwrite its twin.
+        raise TfnodeError(f"eps {', '.join(twice)} given twice; give each budget once")
     for name in config.attacks:
         if list(config.attacks).count(name) > 1:
             raise TfnodeError(f"attack {name!r} given twice in --attacks; give each once")
@@ -287,8 +288,11 @@ def evaluate(config, *, record=None, log=print, verbose=1):
         output_dir = os.path.join(output_dir, "shards",
                                   f"{config.shard_index}-of-{config.num_shards}")
     files.check_writable(output_dir, flag="--output_dir")
-    keep = progress.Progress(output_dir, {"config": dataclasses.asdict(config),
-                                          "tfnode": files.versions()["tfnode"]}, log=log)
+    keep = progress.Progress(output_dir, {
+        "config": dataclasses.asdict(config), "tfnode": files.versions()["tfnode"],
+        "models": [progress.model_fingerprint(p) for p in (
+            config.model_path, config.compare_model_path, config.source_model_path) if p]},
+        log=log)
 
     images, labels = data.load_arrays(config.dataset, config.split, data_dir=config.data_dir)
     total = min(config.num_examples, len(labels))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import zipfile
 
 import keras
@@ -45,7 +46,7 @@ def check_keras_file(keras_file, *, flag="--model_path"):
         config = obj.get("config")
         name = config.get("name") if isinstance(config, dict) else None
         where = f"layer {name or owner!r} ({obj['class_name']})"
-        if obj["class_name"] == "Lambda":
+        if obj["class_name"] in ("Lambda", "__lambda__"):
             raise TfnodeError(f"{flag} {keras_file!r}: {where} holds Python code; tfnode does "
                               "not load code from model files (rebuild the model without "
                               "Lambda layers)")
@@ -55,7 +56,10 @@ def check_keras_file(keras_file, *, flag="--model_path"):
             known = keras.saving.get_registered_object(registered) is not None
         else:
             known = module == "keras" or module.startswith("keras.")
-        if not known and obj["class_name"] != "__keras_tensor__":
+        # Keras' own markers (__keras_tensor__, __slice__, __numpy__, __tensor__, ...)
+        # hold values, not classes; __lambda__ (Python bytecode) is refused above.
+        marker = re.fullmatch(r"__\w+__", obj["class_name"]) is not None
+        if not known and not marker:
             raise TfnodeError(f"{flag} {keras_file!r}: {where} is of a class neither Keras nor "
                               f"tfnode knows ({registered or module + '.' + obj['class_name']}); "
                               "tfnode does not load code from model files")

@@ -38,24 +38,27 @@ class Progress:
     def __init__(self, output_dir, settings, log=print):
         self.folder = os.path.join(output_dir, FOLDER)
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
-        path = os.path.join(self.folder, _SETTINGS)
         self.resumed = False
-        if os.path.isfile(path):
-            with open(path) as f:
-                saved = json.load(f)
-            differ = sorted(k for k in set(saved) | set(self.settings)
-                            if saved.get(k) != self.settings.get(k))
-            if differ:
-                raise TfnodeError(
-                    f"--output_dir {output_dir!r} holds the finished cells of an unfinished "
-                    f"evaluation with other settings ({', '.join(differ)}); run it again with "
-                    f"the same flags to finish it, or delete {self.folder} or pass another "
-                    "--output_dir")
-            self.resumed = True
-            log(f"tfnode: resuming the evaluation in {output_dir}: its finished cells are "
-                f"read from {self.folder}")
-        else:
-            files.write_json(path, self.settings)
+        path = os.path.join(self.folder, _SETTINGS)
+        if not os.path.isfile(path) or not self._cells():
+            return  # nothing finished: whatever is there is not worth keeping
+        with open(path) as f:
+            saved = json.load(f)
+        differ = sorted(k for k in set(saved) | set(self.settings)
+                        if saved.get(k) != self.settings.get(k))
+        if differ:
+            raise TfnodeError(
+                f"--output_dir {output_dir!r} holds the finished cells of an unfinished "
+                f"evaluation with other settings ({', '.join(differ)}); run it again with the "
+                f"same flags to finish it, or delete {self.folder} or pass another "
+                "--output_dir")
+        self.resumed = True
+        log(f"tfnode: resuming the evaluation in {output_dir}: its finished cells are read "
+            f"from {self.folder}")
+
+    def _cells(self):
+        return [name for _, _, names in os.walk(self.folder) for name in names
+                if name.endswith(".npz")]
 
     def _path(self, model, attack, name):
         safe = re.sub(r"[^\w.-]", "_", attack)
@@ -68,6 +71,8 @@ class Progress:
             for field, value in fields.items():
                 if value is not None:
                     flat[f"a|{key}|{field}"] = np.asarray(value)
+        if not self._cells():  # with the first cell (over what a run without any left)
+            files.write_json(os.path.join(self.folder, _SETTINGS), self.settings)
         path = self._path(model, attack, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with files.atomic_path(path) as tmp:
@@ -91,6 +96,18 @@ class Progress:
     def clear(self):
         """Removes the folder (the report is written)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def model_fingerprint(path):
+    """The size and modification time of a model's file (``model.keras``, else
+    ``saved_model.pb`` in an export folder): a model rewritten at the same path is
+    another evaluation."""
+    for candidate in (path, os.path.join(path, "model.keras"),
+                      os.path.join(path, "saved_model.pb")):
+        if os.path.isfile(candidate):
+            stat = os.stat(candidate)
+            return {"file": candidate, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"file": path}
 
 
 def _plain(obj):

@@ -23,6 +23,7 @@ import re
 import shutil
 
 import keras
+import tensorflow as tf
 
 from tfnode import files
 from tfnode.errors import TfnodeError
@@ -75,7 +76,7 @@ def restore(trainer, backup_dir, log=print):
             if trainer.optimizer is not None and not trainer.optimizer.built:
                 trainer.optimizer.build(trainer.trainable_variables)
             trainer.load_weights(os.path.join(folder, _WEIGHTS))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, KeyError) as err:  # h5py raises any of them
             log(f"tfnode: the resume state {folder} does not load ({err}); trying the one "
                 "before it")
             continue
@@ -114,8 +115,9 @@ class Checkpointer(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.history = {k: list(v) for k, v in (history or {}).items()}
         self.metrics = metrics
-        self.failure = None  # (global step, epoch, loss) of a non-finite loss
+        self.failure = None  # (global step, epoch, value) of a non-finite loss or weight
         self.last_saved = None
+        self.note = None  # what the resumed epoch's logs cover, if not the whole epoch
 
     def _step(self):
         return int(self.model.optimizer.iterations.numpy())
@@ -129,27 +131,53 @@ class Checkpointer(keras.callbacks.Callback):
         return meta
 
     def on_epoch_begin(self, epoch, logs=None):
-        # Keras resets the metrics just before this call.
+        # Keras resets the metrics just before this call (and has built them before
+        # on_train_begin, from the first batch's spec).
         if self.metrics is not None:
-            for variable, value in zip(self.model.metrics_variables, self.metrics):
-                variable.assign(value)
+            variables = self.model.metrics_variables
+            if len(variables) == len(self.metrics):
+                for variable, value in zip(variables, self.metrics):
+                    variable.assign(value)
+            else:
+                self.note = (f"epoch {epoch + 1}'s logs cover only the steps after the resume "
+                             f"(the saved metric state has {len(self.metrics)} values, the "
+                             f"model's metrics {len(variables)})")
             self.metrics = None
+
+    def _fail(self, value):
+        # Once a step's loss is NaN or Inf the epoch's running loss stays so; the weights
+        # may be non-finite now. Nothing is saved from here on.
+        step = self._step()
+        self.failure = (step, (step - 1) // self.steps_per_epoch, value)
+        self.model.stop_training = True
+
+    def _finite(self):
+        """Whether every weight and optimizer variable is finite: a step with a finite
+        loss can still have had a non-finite gradient, which this state must not keep."""
+        for v in list(self.model.weights) + list(self.model.optimizer.variables):
+            if v.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(v))):
+                self._fail(f"a non-finite value in {v.path}")
+                return False
+        return True
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            # The running loss of the epoch: once a step's loss is NaN or Inf it stays so.
-            # The weights may be non-finite now; nothing is saved from here on.
-            self.failure = (self._step(), self._step() // self.steps_per_epoch, loss)
-            self.model.stop_training = True
+            self._fail(loss)
             return
         step = self._step()
-        if self.every_steps and step % self.every_steps == 0 and step % self.steps_per_epoch:
+        if (self.every_steps and step % self.every_steps == 0 and step % self.steps_per_epoch
+                and self._finite()):
             self.last_saved = save(self.model, self.backup_dir,
                                    self._meta(step // self.steps_per_epoch))
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.failure:
+        if self.failure or not self._finite():
+            return
+        if self._step() < (epoch + 1) * self.steps_per_epoch:
+            # Another callback stopped training inside the epoch: a mid-epoch state, and
+            # no epoch logs or epoch weights for an epoch that did not end.
+            self.last_saved = save(self.model, self.backup_dir, self._meta(epoch))
             return
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))

@@ -196,7 +196,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
                 shutil.rmtree(target)
             elif os.path.exists(target):
                 os.remove(target)
-    finished = _finished_run(model_dir, settings)
+    finished = _finished_run(model_dir, {**settings, "export_dir": export_dir,
+                                         "export_name": export_name}, log)
     if finished is not None:
         log(f"tfnode: {model_dir} holds this run, finished and exported to "
             f"{finished['export_path']}; nothing to do (--overwrite trains it again)")
@@ -277,10 +278,12 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
             raise
         raise TfnodeError(f"{failure}. Training stopped; {_last_good(backup_dir)}") from None
     if checkpointer.failure:
-        step, at_epoch, loss = checkpointer.failure
-        raise TfnodeError(f"the training loss became {loss} at step {step} (epoch "
-                          f"{at_epoch + 1}); training stopped and nothing after it was saved (try a lower "
-                          f"--learning_rate). {_last_good(backup_dir)}")
+        step, at_epoch, value = checkpointer.failure
+        what = (f"the training loss became {value}" if isinstance(value, float)
+                else f"training left {value}")
+        raise TfnodeError(f"{what} at step {step} (epoch {at_epoch + 1}); training stopped "
+                          "and nothing after it was saved (try a lower --learning_rate). "
+                          f"{_last_good(backup_dir)}")
     history = checkpointer.history
     fit_seconds = time.time() - fit_start
 
@@ -304,6 +307,7 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         "train_history": history,
         "train_seconds": fit_seconds, "eval_seconds": eval_seconds,
         "eval_batch_size": eval_batch_size, "resumed": resumed or None,
+        "resume_note": checkpointer.note,
         "num_params": int(net.count_params()), "settings": {
             **settings, "data_dir": data_dir, "model_dir": model_dir},
         "record": record or {}, "versions": files.versions(),
@@ -318,8 +322,9 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     metrics["export_path"] = path
     # The run is complete and exported: the finished record replaces the resume state
     # (a kill between the two leaves the state; the run then evaluates and exports again).
-    files.write_json(os.path.join(model_dir, _FINISHED),
-                     {"settings": settings, "export_path": path})
+    files.write_json(os.path.join(model_dir, _FINISHED), {
+        "settings": {**settings, "export_dir": export_dir, "export_name": export_name},
+        "export_path": os.path.abspath(path)})
     shutil.rmtree(backup_dir, ignore_errors=True)
     os.remove(os.path.join(model_dir, _SETTINGS))
     log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"
@@ -370,10 +375,11 @@ def _check_resume_settings(model_dir, backup_dir, settings):
     files.write_json(path, settings)
 
 
-def _finished_run(model_dir, settings):
+def _finished_run(model_dir, settings, log):
     """The metrics of the finished run in ``model_dir`` with these settings, else None.
 
-    Raises `TfnodeError` when ``model_dir`` holds a finished run with other settings.
+    A finished run with other settings (or another export target) is replaced: its
+    export stays, and the new run trains from scratch over its checkpoints and logs.
     """
     path = os.path.join(model_dir, _FINISHED)
     if not os.path.isfile(path):
@@ -382,12 +388,14 @@ def _finished_run(model_dir, settings):
         finished = json.load(f)
     differ = _differing(finished["settings"], settings)
     if differ:
-        raise TfnodeError(f"--model_dir {model_dir!r} holds a finished run with other settings "
-                          f"({', '.join(differ)}); pass --overwrite to replace it, or another "
-                          "--model_dir")
+        log(f"tfnode: {model_dir} holds a finished run with other settings "
+            f"({', '.join(differ)}; exported to {finished['export_path']}); training this one "
+            "from scratch there")
+        os.remove(path)
+        return None
     export_path = finished["export_path"]
     metrics_path = export.extra_file(export_path, export.METRICS)
-    if not metrics_path or not os.path.isfile(metrics_path):
+    if not metrics_path:
         raise TfnodeError(f"--model_dir {model_dir!r} holds a finished run whose export "
                           f"{export_path!r} is gone; pass --overwrite to train it again")
     with open(metrics_path) as f:
