@@ -265,6 +265,27 @@ def test_training_that_blows_up_stops_with_the_solver_failure_and_the_kept_state
     assert not (tmp_path / "sm").exists() or not os.listdir(tmp_path / "sm")
 
 
+def test_a_finite_loss_with_non_finite_weights_is_not_saved(mnist_dir, tmp_path):
+    common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2,
+                  batch_size=8, checkpoint_steps=2, data_dir=mnist_dir, verbose=0,
+                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+                  log=lambda *_: None)
+
+    class PoisonAdam(keras.callbacks.Callback):
+        # After step 3 Adam's moments are NaN: step 4's loss (computed before its update)
+        # is finite, its update makes every weight NaN, and step 4 is a save step.
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 3:
+                for v in self.model.optimizer.variables:
+                    if "float" in str(v.dtype) and len(v.shape):
+                        v.assign(v * np.nan)
+
+    with pytest.raises(TfnodeError, match=r"^training left a non-finite value in \S+ at step 4 "
+                                          r"\(epoch 1\).*state-000000002 \(step 2\), is kept"):
+        train_lib.train(**common, callbacks=[PoisonAdam()])
+    assert [step for step, _ in resume.states(str(tmp_path / "run" / "backup"))] == [2]
+
+
 def test_a_resume_state_of_an_older_tfnode_is_refused(mnist_dir, tmp_path):
     backup = tmp_path / "run" / "backup"
     backup.mkdir(parents=True)

@@ -155,7 +155,7 @@ class Checkpointer(keras.callbacks.Callback):
         """Whether every weight and optimizer variable is finite: a step with a finite
         loss can still have had a non-finite gradient, which this state must not keep."""
         for v in list(self.model.weights) + list(self.model.optimizer.variables):
-            if v.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(v))):
+            if "float" in str(v.dtype) and not bool(tf.reduce_all(tf.math.is_finite(v))):
                 self._fail(f"a non-finite value in {v.path}")
                 return False
         return True

@@ -236,6 +236,11 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
     with strat.scope():
         state = resume.restore(trainer, backup_dir, log=log)
     start_step = state["step"] if state else 0
+    if state and state.get("metrics") and strategy == "default":
+        # Without a strategy Keras builds its compiled metrics only when it traces the
+        # first step, after the epoch began: build them now, so that the resumed epoch
+        # starts from the saved running sums (`resume.Checkpointer.on_epoch_begin`).
+        build_for_strategy(trainer, strat, first)
     resumed = ""
     if state:
         resumed = (f"step {start_step}: {state['epoch']} epoch(s) done"
