@@ -184,3 +184,52 @@ def test_trials_train_under_a_mirrored_strategy(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (trial,) = json.loads((out / "trials.json").read_text())["trials"]
     assert trial["mean_nfe"] >= 8 and 0 <= trial["robust_accuracy"] <= 1
+
+
+# The child: a 2-trial search that SIGKILLs itself when the second trial starts training.
+KILLED_SEARCH = """
+import signal
+from tfnode import tune
+args = json.loads(sys.argv[1])
+kill = args.pop("kill")
+for key in ("rtol_range", "atol_range"):
+    args[key] = tuple(args[key])
+real_fit, fits = tune.HyperModel.fit, []
+
+def fit(self, *a, **k):
+    fits.append(1)
+    print("FIT", len(fits), flush=True)
+    if len(fits) == kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_fit(self, *a, **k)
+
+tune.HyperModel.fit = fit
+logs = []
+result = tune.tune(tune.TuneConfig(**args), log=logs.append)
+print("RESULT", json.dumps({"trials": len(result["trials"]), "logs": logs}), flush=True)
+"""
+
+
+def test_a_search_killed_with_sigkill_inside_a_trial_reruns_that_trial(tmp_path):
+    import signal
+
+    from conftest import CHILD_PRELUDE, child_mnist
+
+    data_dir, env = child_mnist(tmp_path)
+    args = {**TINY, "data_dir": data_dir, "output_dir": str(tmp_path / "t"), "max_trials": 2}
+
+    def run(kill):
+        return subprocess.run([sys.executable, "-c", CHILD_PRELUDE + KILLED_SEARCH,
+                               json.dumps({**args, "kill": kill})], cwd=REPO, env=env,
+                              text=True, capture_output=True, timeout=600)
+
+    killed = run(kill=2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (tmp_path / "t" / "trials.json").exists()
+    again = run(kill=0)
+    assert again.returncode == 0, again.stderr[-3000:]
+    fits = [line for line in again.stdout.splitlines() if line.startswith("FIT")]
+    result = json.loads(again.stdout.split("RESULT ", 1)[1])
+    # Only the killed trial runs again (keras-tuner re-queues a trial left running).
+    assert len(fits) == 1 and result["trials"] == 2
+    assert any("resuming the search" in m and "1 trials done" in m for m in result["logs"])
