@@ -224,23 +224,35 @@ def test_a_finished_run_is_not_trained_again_unless_overwrite(mnist_dir, tmp_pat
     assert moved["export_path"].endswith(os.path.join("elsewhere", "1"))
 
 
+def _tiny(mnist_dir, tmp_path, **overrides):
+    """A 2-epoch run of a tiny ResNet, 8 steps per epoch, a state every 2 steps."""
+    return {**dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2,
+                   batch_size=8, checkpoint_steps=2, data_dir=mnist_dir, verbose=0,
+                   model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
+                   log=lambda *_: None), **overrides}
+
+
+class _Poison(keras.callbacks.Callback):
+    """Multiplies ``variables(model)`` by NaN at the end of global step ``step``."""
+
+    def __init__(self, step, variables):
+        super().__init__()
+        self.step, self.variables = step, variables
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            for v in self.variables(self.model):
+                v.assign(v * np.nan)
+
+
 def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_path):
-    common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2,
-                  batch_size=8, checkpoint_steps=2, data_dir=mnist_dir, verbose=0,
-                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
-                  log=lambda *_: None)
-
-    class Poison(keras.callbacks.Callback):
-        # After step 5 every weight is NaN: step 6's loss is NaN.
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 5:
-                for w in self.model.trainable_weights:
-                    w.assign(w * np.nan)
-
+    common = _tiny(mnist_dir, tmp_path)
+    # After step 5 every weight is NaN: step 6's loss is NaN.
+    poison = _Poison(5, lambda model: model.trainable_weights)
     with pytest.raises(TfnodeError, match=r"loss became nan at step 6 \(epoch 1\).*"
                                           r"state-000000004 \(step 4\), is kept; a rerun "
                                           r"resumes from it"):
-        train_lib.train(**common, callbacks=[Poison()])
+        train_lib.train(**common, callbacks=[poison])
     (step, folder), *_ = resume.states(str(tmp_path / "run" / "backup"))
     assert step == 4
     assert all(np.isfinite(v).all() for v in
@@ -266,23 +278,14 @@ def test_training_that_blows_up_stops_with_the_solver_failure_and_the_kept_state
 
 
 def test_a_finite_loss_with_non_finite_weights_is_not_saved(mnist_dir, tmp_path):
-    common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2,
-                  batch_size=8, checkpoint_steps=2, data_dir=mnist_dir, verbose=0,
-                  model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
-                  log=lambda *_: None)
-
-    class PoisonAdam(keras.callbacks.Callback):
-        # After step 3 Adam's moments are NaN: step 4's loss (computed before its update)
-        # is finite, its update makes every weight NaN, and step 4 is a save step.
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 3:
-                for v in self.model.optimizer.variables:
-                    if "float" in str(v.dtype) and len(v.shape):
-                        v.assign(v * np.nan)
-
+    common = _tiny(mnist_dir, tmp_path)
+    # After step 3 Adam's moments are NaN: step 4's loss (computed before its update) is
+    # finite, its update makes every weight NaN, and step 4 is a save step.
+    poison = _Poison(3, lambda model: [v for v in model.optimizer.variables
+                                       if "float" in str(v.dtype) and len(v.shape)])
     with pytest.raises(TfnodeError, match=r"^training left a non-finite value in \S+ at step 4 "
                                           r"\(epoch 1\).*state-000000002 \(step 2\), is kept"):
-        train_lib.train(**common, callbacks=[PoisonAdam()])
+        train_lib.train(**common, callbacks=[poison])
     assert [step for step, _ in resume.states(str(tmp_path / "run" / "backup"))] == [2]
 
 
