@@ -43,8 +43,8 @@ def check_keras_file(keras_file, *, flag="--model_path"):
     import tfnode.optimizers  # noqa: F401  registers the optimizers a model.keras holds
 
     for obj, owner in _objects(config, None):
-        config = obj.get("config")
-        name = config.get("name") if isinstance(config, dict) else None
+        fields = obj.get("config")
+        name = fields.get("name") if isinstance(fields, dict) else None
         where = f"layer {name or owner!r} ({obj['class_name']})"
         if obj["class_name"] in ("Lambda", "__lambda__"):
             raise TfnodeError(f"{flag} {keras_file!r}: {where} holds Python code; tfnode does "

@@ -115,8 +115,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.history = {k: list(v) for k, v in (history or {}).items()}
         self.metrics = metrics
-        self.failure = None  # (global step, epoch, value) of a non-finite loss or weight
-        self.last_saved = None
+        self.failure = None  # what went non-finite, where: "... at step S (epoch E)"
         self.note = None  # what the resumed epoch's logs cover, if not the whole epoch
 
     def _step(self):
@@ -144,11 +143,11 @@ class Checkpointer(keras.callbacks.Callback):
                              f"model's metrics {len(variables)})")
             self.metrics = None
 
-    def _fail(self, value):
+    def _fail(self, what):
         # Once a step's loss is NaN or Inf the epoch's running loss stays so; the weights
         # may be non-finite now. Nothing is saved from here on.
         step = self._step()
-        self.failure = (step, (step - 1) // self.steps_per_epoch, value)
+        self.failure = f"{what} at step {step} (epoch {(step - 1) // self.steps_per_epoch + 1})"
         self.model.stop_training = True
 
     def _finite(self):
@@ -156,20 +155,19 @@ class Checkpointer(keras.callbacks.Callback):
         loss can still have had a non-finite gradient, which this state must not keep."""
         for v in list(self.model.weights) + list(self.model.optimizer.variables):
             if "float" in str(v.dtype) and not bool(tf.reduce_all(tf.math.is_finite(v))):
-                self._fail(f"a non-finite value in {v.path}")
+                self._fail(f"training left a non-finite value in {v.path}")
                 return False
         return True
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            self._fail(loss)
+            self._fail(f"the training loss became {loss}")
             return
         step = self._step()
         if (self.every_steps and step % self.every_steps == 0 and step % self.steps_per_epoch
                 and self._finite()):
-            self.last_saved = save(self.model, self.backup_dir,
-                                   self._meta(step // self.steps_per_epoch))
+            save(self.model, self.backup_dir, self._meta(step // self.steps_per_epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         if self.failure or not self._finite():
@@ -177,7 +175,7 @@ class Checkpointer(keras.callbacks.Callback):
         if self._step() < (epoch + 1) * self.steps_per_epoch:
             # Another callback stopped training inside the epoch: a mid-epoch state, and
             # no epoch logs or epoch weights for an epoch that did not end.
-            self.last_saved = save(self.model, self.backup_dir, self._meta(epoch))
+            save(self.model, self.backup_dir, self._meta(epoch))
             return
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
@@ -186,4 +184,4 @@ class Checkpointer(keras.callbacks.Callback):
             # Keras wants the .weights.h5 suffix.
             self.target.save_weights(tmp + ".weights.h5")
             os.replace(tmp + ".weights.h5", tmp)
-        self.last_saved = save(self.model, self.backup_dir, self._meta(epoch + 1))
+        save(self.model, self.backup_dir, self._meta(epoch + 1))

@@ -229,17 +229,16 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
         compile_for_training(trainer, optimizer=optimizer, learning_rate=learning_rate,
                              lr_schedule=lr_schedule, total_steps=epochs * steps,
                              weight_decay=weight_decay)
-    if strategy != "default":
-        build_for_strategy(trainer, strat, first)
 
     _refuse_old_backup(backup_dir, model_dir)
     with strat.scope():
         state = resume.restore(trainer, backup_dir, log=log)
     start_step = state["step"] if state else 0
-    if state and state.get("metrics") and strategy == "default":
-        # Without a strategy Keras builds its compiled metrics only when it traces the
-        # first step, after the epoch began: build them now, so that the resumed epoch
-        # starts from the saved running sums (`resume.Checkpointer.on_epoch_begin`).
+    if strategy != "default" or (state and state.get("metrics")):
+        # Under a strategy, see build_for_strategy. Without one Keras builds its compiled
+        # metrics only when it traces the first step, after the epoch began: a mid-epoch
+        # resume needs them before, to start from the saved running sums
+        # (`resume.Checkpointer.on_epoch_begin`).
         build_for_strategy(trainer, strat, first)
     resumed = ""
     if state:
@@ -283,12 +282,8 @@ def train(*, model="node", dataset="mnist", model_options=None, epochs=1, batch_
             raise
         raise TfnodeError(f"{failure}. Training stopped; {_last_good(backup_dir)}") from None
     if checkpointer.failure:
-        step, at_epoch, value = checkpointer.failure
-        what = (f"the training loss became {value}" if isinstance(value, float)
-                else f"training left {value}")
-        raise TfnodeError(f"{what} at step {step} (epoch {at_epoch + 1}); training stopped "
-                          "and nothing after it was saved (try a lower --learning_rate). "
-                          f"{_last_good(backup_dir)}")
+        raise TfnodeError(f"{checkpointer.failure}; training stopped and nothing after it "
+                          f"was saved (try a lower --learning_rate). {_last_good(backup_dir)}")
     history = checkpointer.history
     fit_seconds = time.time() - fit_start
 
