@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tfnode import audit, checks, outcomes
+from tfnode.evaluation import cells as cells_lib
 
 N = 10
 PROBES = {"logits_max_diff_repeat": 0.0, "logits_max_diff_alone_vs_batch": 0.0,
@@ -184,8 +185,6 @@ def test_every_failed_check_is_a_warning_and_sets_the_verdict():
 def test_cell_definitions_on_crafted_masks():
     """Robust accuracy over all examples, success rate over the clean-correct ones,
     distances over the fooled ones only."""
-    from tfnode import evaluate
-
     # L2 = Linf = i / 100 for example i
     correct = mask(range(8))                # 8 of 10 right on the clean images
     adv_correct = mask([0, 1, 2, 3, 8, 9])  # the attack fools 4, 5, 6, 7
@@ -195,7 +194,7 @@ def test_cell_definitions_on_crafted_masks():
     def per_example(own):
         return {"own": own, "attacked": correct, "l2": l2, "linf": linf}
 
-    cell = evaluate.cell(0.1, correct, robust, per_example(correct & ~robust))
+    cell = cells_lib.cell(0.1, correct, robust, per_example(correct & ~robust))
     assert cell["robust_accuracy"] == 0.4                 # 4 of all 10
     assert cell["attack_success_rate"] == 0.5             # 4 of the 8 clean-correct
     assert cell["num_clean_correct"] == 8 and cell["num_fooled"] == 4
@@ -203,7 +202,7 @@ def test_cell_definitions_on_crafted_masks():
         0.055)                                            # over examples 4..7 only
     assert cell["max_linf_all"] == pytest.approx(0.09)
     np.testing.assert_array_equal(outcomes.decode(cell["robust"]), mask(range(4)))
-    none = evaluate.cell(0.1, correct, correct, per_example(np.zeros(N, bool)))
+    none = cells_lib.cell(0.1, correct, correct, per_example(np.zeros(N, bool)))
     assert none["num_fooled"] == 0 and none["l2_median"] is None
 
 

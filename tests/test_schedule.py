@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from tfnode import attacks, evaluate, layers, outcomes, shards
+from tfnode import attacks, evaluate, layers, outcomes
+from tfnode.evaluation import shards
 from tfnode.errors import TfnodeError
 from tfnode.evaluate import EvalConfig
 

@@ -4,11 +4,10 @@ Public surface: ``tfnode.layers`` (ODEBlock, ODEFunc, ...), ``tfnode.models.get_
 ``tfnode.data.load``, ``tfnode.train.train``, ``tfnode.export.export``.
 """
 
-__version__ = "0.1.0"
+from tfnode import data, layers, models, optimizers
+from tfnode.errors import DataError, TfnodeError
+from tfnode.models import get_model
+from tfnode.version import __version__
 
-from tfnode import data, layers, models, optimizers  # noqa: E402
-from tfnode.errors import DataError, TfnodeError  # noqa: E402
-from tfnode.models import get_model  # noqa: E402
-
-__all__ = ["DataError", "TfnodeError", "data", "get_model", "layers", "models",
-           "optimizers"]
+__all__ = ["DataError", "TfnodeError", "__version__", "data", "get_model", "layers",
+           "models", "optimizers"]

@@ -14,7 +14,7 @@ and the checks of `tfnode.checks`.
 import dataclasses
 from typing import Callable, Mapping
 
-from tfnode import attacks, checks, outcomes
+from tfnode import attacks, checks, models, outcomes
 from tfnode.errors import TfnodeError
 from tfnode.layers import solvers
 
@@ -202,8 +202,6 @@ def tolerance_grid(model, info, x, y, eps, tolerances, *, craft, predict, pgd_op
         return {"skipped": "not applicable: needs a Keras model with ODE blocks"}
     if not any(_adaptive(b) for b in blocks):
         return {"skipped": "not applicable: fixed-step ODE blocks have no tolerance"}
-    from tfnode import models
-
     variants = {t: models.with_solver_options(model, rtol=t, atol=t) for t in tolerances}
     clean = {t: predict(m, x) == y for t, m in variants.items()}
     out = {"tolerances": list(tolerances), "pgd": dict(pgd_options), "eps": {},

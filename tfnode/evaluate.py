@@ -29,7 +29,7 @@ The gradient attacks' random draws are keyed by the example's index in the split
 (``ids``) and the seed, so given a model that treats samples independently (per-sample
 ODE steps) their result for an example depends on neither its batch nor the schedule's
 dropping and re-batching nor the shard it is in; sharded runs (``num_shards``) merge to
-the unsharded report (`tfnode.shards`). Square's and Boundary's random search and
+the unsharded report (`tfnode.evaluation.shards`). Square's and Boundary's random search and
 transfer's attack on its source draw per batch. With a batch-shared solver step (no
 per-sample steps) every number depends on the batch, and the fast schedule's batches
 are other batches than the exhaustive one's.
@@ -43,8 +43,9 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from tfnode import attacks, audit as audit_lib, checks, data, files, loading, outcomes, progress, \
-    render
+from tfnode import attacks, audit as audit_lib, checks, data, files, loading, models, outcomes, \
+    progress, render, trajectories
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib
 from tfnode.attacks._utils import bucket, padded
 from tfnode.errors import TfnodeError
 
@@ -76,7 +77,7 @@ class EvalConfig:
       trajectories: measure the paper's bound (`tfnode.trajectories`).
       schedule: ``"fast"`` or ``"exhaustive"`` (see the module docstring).
       num_shards: split the examples into this many contiguous shards ...
-      shard_index: ... and evaluate this one (0-based); `tfnode.shards.merge` joins the
+      shard_index: ... and evaluate this one (0-based); `tfnode.evaluation.shards.merge` joins the
         shards' reports.
     """
     model_path: str
@@ -209,7 +210,7 @@ class _Sweep:
     log: object
     verbose: int
     label: str = ""
-    # Per-example arrays of every cell, for merging shards (`tfnode.shards`).
+    # Per-example arrays of every cell, for merging shards (`tfnode.evaluation.shards`).
     arrays: dict = dataclasses.field(default_factory=dict)
     # Finished cells on disk (`tfnode.progress`), and this model's place in the run.
     progress: object = None
@@ -243,12 +244,6 @@ class _Run:
     log: object
     verbose: int
     progress: object = None
-
-
-def shard_range(n, num_shards, shard_index):
-    """``(start, stop)``: the contiguous slice of ``n`` examples that shard
-    ``shard_index`` of ``num_shards`` evaluates (sizes differ by at most one)."""
-    return n * shard_index // num_shards, n * (shard_index + 1) // num_shards
 
 
 def evaluate(config, *, record=None, log=print, verbose=1):
@@ -296,7 +291,7 @@ def evaluate(config, *, record=None, log=print, verbose=1):
 
     images, labels = data.load_arrays(config.dataset, config.split, data_dir=config.data_dir)
     total = min(config.num_examples, len(labels))
-    lo, hi = shard_range(total, config.num_shards, config.shard_index)
+    lo, hi = cells_lib.shard_range(total, config.num_shards, config.shard_index)
     if hi <= lo:
         raise TfnodeError(f"shard_index {config.shard_index} of num_shards "
                           f"{config.num_shards} holds no example ({total} examples)")
@@ -330,9 +325,7 @@ def evaluate(config, *, record=None, log=print, verbose=1):
     report["wall_seconds"] = time.time() - start
     arrays = {label: res.pop("_arrays") for label, res in report["models"].items()}
     if config.num_shards > 1:
-        from tfnode import shards  # it builds on this module
-
-        shards.save_arrays(os.path.join(output_dir, shards.ARRAYS), arrays)
+        arrays_lib.save(os.path.join(output_dir, arrays_lib.FILE), arrays)
     report["paths"] = render.write_report(report, output_dir)
     keep.clear()
     for w in report["warnings"]:
@@ -377,20 +370,11 @@ def _evaluate_model(run, model, info, label, index=0):
                     if name == job.name})
     # report.json sorts its keys: the order the attacks ran in is kept here.
     out["attack_order"] = list(out["attacks"])
-    finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
+    cells_lib.finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
            batch_size=config.batch_size)
     out.update(_measurements(run, sweep, info))
     out["_arrays"] = sweep.arrays
     return out
-
-
-def finish(out, eps_keys, *, audit, batch_size):
-    """Fills a model result's worst case, checks and (with ``audit``) verdict from its
-    cells: shared by the evaluation and the merge of shards."""
-    out["worst_case"] = outcomes.worst_case(out, eps_keys)
-    out["checks"] = checks.run_all(out, eps_keys=eps_keys, batch_size=batch_size)
-    if audit:
-        out["verdict"] = audit_lib.verdict(out, out["checks"], eps_keys)
 
 
 def _measurements(run, sweep, info):
@@ -409,8 +393,6 @@ def _measurements(run, sweep, info):
             sweep.model, info, run.x, run.y, run.eps, config.tolerance_grid, craft=craft,
             predict=sweep.predict, pgd_options=pgd_options)
     if config.trajectories:
-        from tfnode import trajectories
-
         out["trajectories"] = trajectories.report_entry(
             sweep.model, info, run.x, run.eps, craft=craft, batch_size=config.batch_size,
             seed=config.seed)
@@ -434,8 +416,6 @@ def _jobs(run, model, info):
         spec = attacks.get(v.attack)
         crafted_on = model
         if v.solver_options is not None:
-            from tfnode import models
-
             crafted_on = models.with_solver_options(model, **v.solver_options)
         meta = _meta(v.attack, spec, run.options[v.name],
                      crafted_on="surrogate" if v.solver_options is not None else "model",
@@ -540,20 +520,12 @@ def _run_job(sweep, job, done):
         out = {"meta": job.meta, "cells": _budget_cells(sweep, job, prior)}
     attacked = sum(c["attacked"] for c in out["cells"].values()) if not \
         job.spec.minimizes_distance else out["summary"]["attacked"]
-    out["throughput"] = throughput(time.time() - start, len(sweep.y) * len(out["cells"]),
+    out["throughput"] = cells_lib.throughput(time.time() - start, len(sweep.y) * len(out["cells"]),
                                    attacked)
     sweep.log(f"tfnode: {sweep.label}: {job.name}: {out['throughput']['seconds']:.1f} s, "
               f"{out['throughput']['examples_x_eps_per_second'] or 0:.1f} examples x eps "
               f"per second ({attacked} attacked)")
     return out
-
-
-def throughput(seconds, examples_x_eps, attacked):
-    """An attack's time and rates: cells answered (examples x eps) and examples attacked
-    per second."""
-    return {"seconds": seconds, "examples_x_eps": examples_x_eps, "attacked": attacked,
-            "examples_x_eps_per_second": examples_x_eps / seconds if seconds else None,
-            "attacked_per_second": attacked / seconds if seconds else None}
 
 
 def _budget_cells(sweep, job, prior):
@@ -621,7 +593,7 @@ def _budget_cells(sweep, job, prior):
         if job.crafted_on is not sweep.model:  # how the crafting model itself fared
             per_example["source_correct"] = sweep.predict(job.crafted_on, x_adv) == sweep.y
         sweep.arrays[(job.name, key)] = per_example
-        cells[key] = {**cell(e, sweep.correct, robust, per_example),
+        cells[key] = {**cells_lib.cell(e, sweep.correct, robust, per_example),
                       "carried": int(carried.sum()), "exit_not_confirmed": int(len(rerun)),
                       "seconds": time.time() - start}
         # What the next eps continues from: the adversarials found here (only they
@@ -636,40 +608,6 @@ def _budget_cells(sweep, job, prior):
 def _spread(values, idx, n):
     out = np.zeros(n, np.asarray(values).dtype)
     out[idx] = values
-    return out
-
-
-def cell(eps, correct, robust, per_example):
-    """A cell's numbers from per-example arrays (a pure function: the merge of shards
-    recomputes every cell with it from the shards' arrays).
-
-    Args:
-      eps: the budget.
-      correct: clean-correct examples.
-      robust: examples robust in this cell.
-      per_example: ``own`` (examples this attack's own adversarial fooled: the distances
-        are over them), ``attacked``, ``l2``, ``linf`` and optionally ``queries``,
-        ``gradients`` (per example; 0 where not attacked) and ``source_correct``.
-    """
-    num_correct = int(correct.sum())
-    fooled = correct & ~robust
-    own, attacked = per_example["own"], per_example["attacked"]
-    out = {"eps": eps, "robust": outcomes.encode(robust),
-           "robust_accuracy": float(robust.mean()),
-           "attack_success_rate": float(fooled.sum() / num_correct) if num_correct else None,
-           "num_clean_correct": num_correct, "num_fooled": int(fooled.sum()),
-           "attacked": int(attacked.sum()),
-           "max_linf_all": float(per_example["linf"].max(initial=0.0)),
-           **outcomes.norm_stats(per_example["l2"][own], per_example["linf"][own])}
-    queries = per_example.get("queries")
-    if queries is not None and attacked.any():
-        out.update(queries_mean=float(queries[attacked].mean()),
-                   queries_max=int(queries[attacked].max()))
-    gradients = per_example.get("gradients")
-    out["gradients"] = 0 if gradients is None else int(gradients.sum())
-    source = per_example.get("source_correct")
-    if source is not None and attacked.any():  # over the examples attacked at this eps
-        out["source_accuracy"] = float(source[attacked].mean())
     return out
 
 
@@ -719,7 +657,7 @@ def _distance_job(sweep, job, prior):
         per_example = {"own": within, "attacked": candidates, "l2": l2, "linf": linf,
                        "queries": queries}
         sweep.arrays[(job.name, key)] = per_example
-        cells[key] = {**cell(e, sweep.correct, base & ~within, per_example),
+        cells[key] = {**cells_lib.cell(e, sweep.correct, base & ~within, per_example),
                       "seconds": seconds}
     summary_arrays = {"found": found, "candidates": candidates, "l2": l2, "linf": linf,
                       "queries": queries, "not_confirmed": sweep.correct & is_adv & ~confirmed}
@@ -729,17 +667,5 @@ def _distance_job(sweep, job, prior):
                                             f"left robust at eps {smallest:g}"
                                             if survivors is not None else ""))
     return {"meta": job.meta, "cells": cells,
-            "summary": {**summary(summary_arrays, sweep.correct), "over": over,
+            "summary": {**cells_lib.summary(summary_arrays, sweep.correct), "over": over,
                         "seconds": seconds}}
-
-
-def summary(arrays, correct):
-    """A distance-minimizing attack's summary from its per-example arrays (pure, like
-    `cell`)."""
-    found, candidates, queries = arrays["found"], arrays["candidates"], arrays["queries"]
-    return {"num_clean_correct": int(correct.sum()), "attacked": int(candidates.sum()),
-            "num_adversarial_found": int(found.sum()),
-            "num_found_not_confirmed_in_evaluation_batches": int(arrays["not_confirmed"].sum()),
-            "queries_mean": float(queries[candidates].mean()) if candidates.any() else 0.0,
-            "queries_max": int(queries.max(initial=0)),
-            **outcomes.norm_stats(arrays["l2"][found], arrays["linf"][found])}

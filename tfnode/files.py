@@ -8,6 +8,7 @@ import shutil
 import tempfile
 
 from tfnode.errors import TfnodeError
+from tfnode.version import __version__
 
 
 @contextlib.contextmanager
@@ -111,9 +112,7 @@ def versions():
     import tensorflow as tf
     import tensorflow_probability as tfp
 
-    import tfnode
-
-    return {"tfnode": tfnode.__version__, "tensorflow": tf.__version__,
+    return {"tfnode": __version__, "tensorflow": tf.__version__,
             "keras": keras.__version__, "tensorflow_probability": tfp.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()} {os.cpu_count()} cpus"}

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import attacks, export
+from tfnode import attacks, models
+from tfnode.exports import layout
 from tfnode.errors import TfnodeError
 from tfnode.layers import ODEBlock, solvers
 
@@ -122,7 +123,7 @@ def load_model(path, *, flag="--model_path"):
     else:
         raise TfnodeError(f"{flag} {path!r} is not a model: expected a .keras file or a "
                           "SavedModel folder (savedmodels/<name>/<version>)")
-    metrics = export.extra_file(path, "metrics.json") if os.path.isdir(path) else None
+    metrics = layout.extra_file(path, "metrics.json") if os.path.isdir(path) else None
     if metrics:
         try:
             with open(metrics) as f:
@@ -190,8 +191,6 @@ def with_per_sample_steps(model, info):
     blocks differentiated by tfnode's own loop; fixed-step blocks have no step-size
     control to share, and TFP's solver (``gradient="adjoint"``) has one step per batch.
     """
-    from tfnode import models
-
     blocks = info.get("ode_blocks")
     if info.get("format") != "keras":
         reason = ("not applied: a SavedModel's solver cannot be changed; give the export "

@@ -22,7 +22,7 @@ import os
 import time
 from typing import Mapping
 
-from tfnode import attacks, export, files, models, outcomes, render
+from tfnode import attacks, evaluate, export, files, models, outcomes, render, train
 from tfnode.errors import TfnodeError
 
 # tfnode.train.train's options that a sweep passes through to every member's training.
@@ -73,8 +73,6 @@ def member_name(h):
 
 
 def _validate(config):
-    from tfnode import train
-
     if not config.step_sizes:
         raise TfnodeError("step_sizes: give at least one step size")
     for h in config.step_sizes:
@@ -151,8 +149,6 @@ def _export_path(config, name):
 
 def _train_member(config, name, model, model_options, log, verbose):
     """Trains one member unless its export exists; returns ``(export path, trained now)``."""
-    from tfnode import train
-
     path = _export_path(config, name)
     if export.extra_file(path, "metrics.json"):
         return path, False
@@ -172,9 +168,7 @@ def _train_member(config, name, model, model_options, log, verbose):
 
 
 def _eval_config(config, name, source_path):
-    from tfnode.evaluate import EvalConfig
-
-    return EvalConfig(model_path=_export_path(config, name), dataset=config.dataset,
+    return evaluate.EvalConfig(model_path=_export_path(config, name), dataset=config.dataset,
                       attacks=("transfer",), eps=tuple(float(e) for e in config.eps),
                       num_examples=config.num_examples, batch_size=config.batch_size,
                       data_dir=config.data_dir, source_model_path=source_path,
@@ -184,8 +178,6 @@ def _eval_config(config, name, source_path):
 
 def _evaluate_member(config, name, source_path, log, verbose):
     """Evaluates one member unless its report matches; returns ``(report, evaluated now)``."""
-    from tfnode import evaluate
-
     eval_config = _eval_config(config, name, source_path)
     path = os.path.join(eval_config.output_dir, "report.json")
     expected = json.loads(json.dumps(dataclasses.asdict(eval_config), default=list))

@@ -5,7 +5,7 @@
     python -m tools.merge_shards --output_dir=reports/mnist_paper
 
 The shards are read from ``<output_dir>/shards/<i>-of-<N>/``; the merged report is written
-to ``<output_dir>`` (the numbers of one unsharded run: `tfnode.shards`).
+to ``<output_dir>`` (the numbers of one unsharded run: `tfnode.evaluation.shards`).
 """
 
 from absl import flags as absl_flags
@@ -21,7 +21,7 @@ def main(argv):
     del argv  # tools._run.parse_flags refuses positional arguments
 
     def run():
-        from tfnode import shards
+        from tfnode.evaluation import shards
         from tfnode.errors import TfnodeError
 
         if not FLAGS.output_dir:

@@ -1,8 +1,8 @@
 """Sharded evaluations: each shard's per-example arrays, and the merge into one report.
 
 ``tools.evaluate --num_shards=N --shard_index=i`` evaluates the contiguous slice i of the
-examples (`tfnode.evaluate.shard_range`) and writes its report to
-``<output_dir>/shards/<i>-of-<N>/`` together with `ARRAYS` (every cell's per-example
+examples (`tfnode.evaluation.cells.shard_range`) and writes its report to
+``<output_dir>/shards/<i>-of-<N>/`` together with `tfnode.evaluation.arrays.FILE` (every cell's per-example
 distances, queries and masks). `merge` joins N such shards: it concatenates the
 per-example arrays in shard order and recomputes every cell, summary, worst case, check
 and verdict with the functions the evaluation itself uses, so the merged report holds
@@ -20,45 +20,22 @@ import os
 
 import numpy as np
 
-from tfnode import checks, evaluate, files, outcomes, render
+from tfnode import checks, files, outcomes, render
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib
 from tfnode.errors import TfnodeError
-
-ARRAYS = "per_example.npz"
-_SEP = "|"
-
 
 def shard_dir(output_dir, index, count):
     """Where shard ``index`` of ``count`` writes its report."""
     return os.path.join(output_dir, "shards", f"{index}-of-{count}")
 
 
-def save_arrays(path, arrays):
-    """Writes ``{label: {(attack, key): {field: array}}}`` to ``path`` atomically."""
-    flat = {_SEP.join((label, attack, key, field)): np.asarray(value)
-            for label, cells in arrays.items() for (attack, key), fields in cells.items()
-            for field, value in fields.items() if value is not None}
-    with files.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **flat)
-
-
-def load_arrays(path):
-    """The dict `save_arrays` wrote."""
-    out = {}
-    with np.load(path) as data:
-        for name in data.files:
-            label, attack, key, field = name.split(_SEP)
-            out.setdefault(label, {}).setdefault((attack, key), {})[field] = data[name]
-    return out
-
-
 def _load(folder):
     try:
         with open(os.path.join(folder, "report.json")) as f:
             report = json.load(f)
-        arrays = load_arrays(os.path.join(folder, ARRAYS))
+        arrays = arrays_lib.load(os.path.join(folder, arrays_lib.FILE))
     except (OSError, ValueError, KeyError) as err:
-        raise TfnodeError(f"shard {folder!r}: cannot read its report.json and {ARRAYS} "
+        raise TfnodeError(f"shard {folder!r}: cannot read its report.json and {arrays_lib.FILE} "
                           f"({type(err).__name__}: {err})") from None
     if "shard" not in report:
         raise TfnodeError(f"{folder!r} is not a shard's report (it has no 'shard' entry)")
@@ -146,7 +123,7 @@ def _merge_model(results, arrays, report):
             per = {f: _joined(arrays, (name, key), f) for f in fields}
             robust = np.concatenate([outcomes.decode(r["attacks"][name]["cells"][key]["robust"])
                                      for r in results])
-            new = evaluate.cell(first_cell["eps"], correct, robust, per)
+            new = cells_lib.cell(first_cell["eps"], correct, robust, per)
             for additive in ("carried", "exit_not_confirmed", "seconds"):
                 if additive in first_cell:
                     new[additive] = sum(r["attacks"][name]["cells"][key][additive]
@@ -156,15 +133,15 @@ def _merge_model(results, arrays, report):
         if "summary" in attack:
             per = {f: _joined(arrays, (name, "summary"), f)
                    for f in {f for a in arrays for f in a[(name, "summary")]}}
-            merged["summary"] = {**evaluate.summary(per, correct),
+            merged["summary"] = {**cells_lib.summary(per, correct),
                                  "over": attack["summary"]["over"],
                                  "seconds": sum(r["attacks"][name]["summary"]["seconds"]
                                                 for r in results)}
         if "throughput" in attack:
-            merged["throughput"] = evaluate.throughput(
+            merged["throughput"] = cells_lib.throughput(
                 *(sum(r["attacks"][name]["throughput"][k] for r in results)
                   for k in ("seconds", "examples_x_eps", "attacked")))
         out["attacks"][name] = merged
-    evaluate.finish(out, [outcomes.eps_key(e) for e in report["eps"]], audit=report["audit"],
+    cells_lib.finish(out, [outcomes.eps_key(e) for e in report["eps"]], audit=report["audit"],
                     batch_size=report["batch_size"])
     return out
