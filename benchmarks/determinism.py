@@ -27,11 +27,12 @@ import keras, numpy as np, tensorflow as tf
 model_name, steps, deterministic = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 if deterministic:
     tf.config.experimental.enable_op_determinism()
-from tfnode import data, models, train
+from tfnode import data, models
+from tfnode.training import TrainConfig, fit
 keras.utils.set_random_seed(0)
 net = models.get_model(model_name, dataset="mnist")
-train.compile_for_training(net, optimizer="adam", learning_rate=1e-3, lr_schedule="cosine",
-                           total_steps=steps)
+fit.compile_for_training(net, TrainConfig(optimizer="adam", learning_rate=1e-3,
+                                         lr_schedule="cosine"), steps)
 stream = data.load("mnist", "train", batch_size=128, seed=0, repeat=True,
                    drop_remainder=True, whole_passes=True)
 times = []

@@ -7,7 +7,7 @@
 Runs each model's whole sweep (the flagfile's attacks, eps and options, the same first
 ``--num_examples`` images, seed and batch) twice, with ``--schedule=exhaustive`` (every
 attack on every example at every eps, the last iterate kept: tfnode before the fast
-schedule) and ``--schedule=fast`` (`tfnode.evaluate.SCHEDULES`), interleaved: the first
+schedule) and ``--schedule=fast`` (`tfnode.evaluation.SCHEDULES`), interleaved: the first
 model exhaustive then fast, the second fast then exhaustive, so that a drift of the
 machine's speed falls on both. Prints per model the time of each, their ratio, both
 tables of robust accuracy, and whether every fast cell and every worst case is at most
@@ -104,7 +104,7 @@ def main(argv):
     from tools import _run
 
     def run():
-        from tfnode import evaluate, files
+        from tfnode import evaluation, files
 
         base = common.evaluate_config(FLAGS)
         out_dir = base.output_dir or "reports/eval_sweep"
@@ -120,7 +120,7 @@ def main(argv):
                 config = dataclasses.replace(
                     base, model_path=path, compare_model_path=None, schedule=schedule,
                     output_dir=os.path.join(out_dir, f"{label}_{schedule}"))
-                report = evaluate.evaluate(config, log=print, verbose=0)
+                report = evaluation.evaluate(config, log=print, verbose=0)
                 (results[schedule],) = report["models"].values()
                 seconds[schedule] = report["wall_seconds"]
                 total[schedule] += report["wall_seconds"]

@@ -93,9 +93,9 @@ def measure(model, x, y, *, rtol, reference_tol, repeats, solvers_=None):
     import tensorflow as tf
 
     from benchmarks.ode_block import _tf_callables, interleaved_medians, timed
-    from tfnode.layers import solvers
+    from tfnode import ode
 
-    names = solvers_ or [n for n, t in solvers.TABLEAUX.items() if t.adaptive]
+    names = solvers_ or [n for n, t in ode.TABLEAUX.items() if t.adaptive]
     # dopri5 first: the row every ratio is taken against.
     names = sorted(names, key=lambda n: n != "dopri5")
     ref_state, ref_logits, _ = _block_output(_variant(model, "dopri5", reference_tol), x,

@@ -2,8 +2,10 @@
 
 Every flag is defined once, in a ``define_*_flags`` group, optional, with a default; each
 app marks what it requires. Library code never reads FLAGS: apps turn them into plain
-arguments or config objects with `train_kwargs` and `evaluate_config`.
+arguments or config objects with `train_config` and `evaluate_config`.
 """
+
+import dataclasses
 
 from absl import flags
 
@@ -52,7 +54,7 @@ def define_model_flags():
     """Flags that build a model (tools.train)."""
     flags.DEFINE_string("model", "node", "Registered model name (tfnode.models.available()).")
     flags.DEFINE_string("solver", None, "ODE solver of an ODE model "
-                        "(tfnode.layers.SOLVERS): adaptive dopri5, tsit5, bosh3; fixed-step "
+                        "(tfnode.ode.SOLVERS): adaptive dopri5, tsit5, bosh3; fixed-step "
                         "rk4, heun, midpoint, euler (model default: dopri5).")
     flags.DEFINE_float("rtol", None, "Relative tolerance of an adaptive solver "
                        "(model default: 1e-3).")
@@ -135,19 +137,19 @@ def record(flag_values):
     return {n: flag_values[n].value for n in sorted(set(names))}
 
 
-def train_kwargs(flag_values):
-    """Arguments of `tfnode.train.train` from the train flags."""
+def train_config(flag_values):
+    """The `tfnode.training.TrainConfig` of the train flags (each flag is the field of
+    the same name; the model-option flags make ``model_options``)."""
+    from tfnode.training import TrainConfig
+
     fv = flag_values
-    return dict(
-        model=fv.model, dataset=fv.dataset, model_options=model_options(fv), epochs=fv.epochs,
-        batch_size=fv.batch_size, learning_rate=fv.learning_rate, optimizer=fv.optimizer,
-        lr_schedule=fv.lr_schedule, weight_decay=fv.weight_decay, seed=fv.seed, data_dir=fv.data_dir, model_dir=fv.model_dir,
-        export_dir=fv.export_dir, export_name=fv.export_name,
-        steps_per_epoch=fv.steps_per_epoch, checkpoint_steps=fv.checkpoint_steps,
-        eval_batch_size=fv.eval_batch_size, validation_size=fv.validation_size,
-        defense=fv.defense, strategy=fv.strategy, overwrite=fv.overwrite,
-        deterministic=fv.deterministic,
-        defense_options=defense_options(fv.defense, fv.defense_option), record=record(fv))
+    fields = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
+              "lr_schedule", "weight_decay", "seed", "data_dir", "model_dir", "export_dir",
+              "export_name", "steps_per_epoch", "checkpoint_steps", "eval_batch_size",
+              "validation_size", "defense", "strategy", "overwrite", "deterministic")
+    return TrainConfig(**{name: fv[name].value for name in fields},
+                       model_options=model_options(fv),
+                       defense_options=defense_options(fv.defense, fv.defense_option))
 
 
 @_group
@@ -293,19 +295,17 @@ def tune_config(flag_values):
             raise TfnodeError(f"--{name}: tools.tune searches it; give --{name}_range")
     if fv.defense or fv.defense_option:
         raise TfnodeError("--defense does not apply to tools.tune (trials train without one)")
+    recipe = dataclasses.replace(
+        train_config(fv), model_options=options, defense_options=None,
+        validation_size=fv.validation_size if fv["validation_size"].present else 5000)
     return TuneConfig(
-        model=fv.model, dataset=fv.dataset, model_options=options,
-        rtol_range=_range("rtol_range", fv.rtol_range),
+        recipe=recipe, rtol_range=_range("rtol_range", fv.rtol_range),
         atol_range=_range("atol_range", fv.atol_range), solvers=tuple(fv.solvers),
         widths=tuple(int(w) for w in _floats("widths", fv.widths)), tuner=fv.tuner,
         max_trials=fv.max_trials, executions_per_trial=fv.executions_per_trial,
         objective=fv.objective, eps=fv.tune_eps, pgd_steps=fv.pgd_steps,
-        nfe_weight=fv.nfe_weight,
-        validation_size=fv.validation_size if fv["validation_size"].present else 5000,
-        robust_examples=fv.robust_examples, epochs=fv.epochs,
-        steps_per_epoch=fv.steps_per_epoch, batch_size=fv.batch_size,
-        learning_rate=fv.learning_rate, optimizer=fv.optimizer, lr_schedule=fv.lr_schedule,
-        seed=fv.seed, data_dir=fv.data_dir, output_dir=fv.tune_dir, strategy=fv.strategy)
+        nfe_weight=fv.nfe_weight, robust_examples=fv.robust_examples,
+        output_dir=fv.tune_dir)
 
 
 def _range(flag, values):
@@ -444,9 +444,9 @@ def _floats(flag, values):
 
 
 def evaluate_config(flag_values):
-    """The `tfnode.evaluate.EvalConfig` of the evaluate flags."""
+    """The `tfnode.evaluation.EvalConfig` of the evaluate flags."""
     from tfnode.errors import TfnodeError
-    from tfnode.evaluate import EvalConfig
+    from tfnode.evaluation import EvalConfig
 
     fv = flag_values
     if not fv.model_path:

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tfnode import data  # noqa: E402
+from tfnode.data import datasets  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -42,7 +43,7 @@ def make_idx_dataset(folder, *, n_train=64, n_test=32, gz=False, seed=0):
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
-        for fname, array in zip(data._IDX[split], (images, labels)):
+        for fname, array in zip(datasets.IDX_FILES[split], (images, labels)):
             content = idx_bytes(array)
             md5[fname] = hashlib.md5(content).hexdigest()
             path = os.path.join(folder, fname + (".gz" if gz else ""))
@@ -54,10 +55,10 @@ def make_idx_dataset(folder, *, n_train=64, n_test=32, gz=False, seed=0):
 def make_cifar_dataset(folder, *, per_batch=8, seed=0):
     """Writes cifar-10-batches-py/ with 6 small batches; returns {file: md5}, arrays."""
     rng = np.random.default_rng(seed)
-    batch_dir = os.path.join(folder, data._CIFAR_DIR)
+    batch_dir = os.path.join(folder, datasets.CIFAR_DIR)
     os.makedirs(batch_dir, exist_ok=True)
     md5, arrays = {}, {}
-    for fname in data._CIFAR_BATCHES["train"] + data._CIFAR_BATCHES["test"]:
+    for fname in datasets.CIFAR_BATCHES["train"] + datasets.CIFAR_BATCHES["test"]:
         images = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, 10, size=(per_batch,)).tolist()
         # The python version stores each image as 3072 bytes in CHW order.
@@ -130,3 +131,12 @@ def h5_arrays(path):
         f.visititems(lambda k, v: found.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
                      else None)
     return found
+
+
+def train_run(*, record=None, log=print, callbacks=(), verbose=1, **fields):
+    """`tfnode.training.train` of ``TrainConfig(**fields)``: the tests' runs as flat
+    dicts of fields, which they vary with ``{**run, "epochs": 2}``."""
+    from tfnode import training
+
+    return training.train(training.TrainConfig(**fields), record=record, log=log,
+                          callbacks=callbacks, verbose=verbose)

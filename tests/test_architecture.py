@@ -14,10 +14,10 @@ import tokenize
 from importlinter import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE_LINES, FUNCTION_LINES, RUNNER_PARAMETERS = 350, 60, 4
+MODULE_LINES, FUNCTION_LINES, RUNNER_PARAMETERS = 350, 60, 5
 TOTAL_FLAGS, APP_FLAGS = 50, 30
 # The two entry points that take a config plus a few keyword arguments.
-RUNNERS = {"tfnode/train.py": "train", "tfnode/evaluate.py": "evaluate"}
+RUNNERS = {"tfnode/training/run.py": "train", "tfnode/evaluation/runner.py": "evaluate"}
 
 
 def _path(*parts):
@@ -53,6 +53,12 @@ def test_code_lines_counts_code_only():
               '    x = [1,\n         2]\n    return x\n')
     node = ast.parse(source).body[0]
     assert code_lines(source, node) == 5  # def (2 lines), x (2 lines), return
+
+
+def test_the_runners_are_where_the_budget_looks():
+    for rel, name in RUNNERS.items():
+        tree = ast.parse(open(_path(rel)).read())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body), rel
 
 
 def _flag_groups():

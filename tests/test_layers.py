@@ -320,8 +320,7 @@ def test_xla_forward_equals_plain_forward_and_traces_once_per_shape():
 
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_xla_compiled_dopri5_step_equals_plain_step(per_sample):
-    from tfnode.layers import solvers
-    from tfnode.layers.solvers import loops
+    from tfnode.ode import xla
 
     model = _tiny_model(gradient="backprop", per_sample_steps=per_sample, rtol=1e-4,
                         atol=1e-4)
@@ -350,7 +349,7 @@ def test_xla_compiled_dopri5_step_equals_plain_step(per_sample):
         plain = plain_run(x)
         assert compiled_calls(plain_run) == 0
     assert compiled_calls(run) > 0
-    assert any(loops._JIT_STEPS.get(c) for c in block._odefunc_callers.values())
+    assert any(xla._JIT_STEPS.get(c) for c in block._odefunc_callers.values())
     assert block.nfe == fast_nfe  # the same steps
     names = ["logits", "d/dx"] + [v.path for v in model.trainable_variables]
     for name, a, b in zip(names, fast, plain):
@@ -382,40 +381,39 @@ def test_compiled_step_follows_the_training_mode():
 def test_compiled_step_is_cached_per_tolerance_and_step_control():
     # One ODE function, several solves: each (rtol, atol, per-sample) gets its own
     # compiled step, so each takes the steps the uncompiled loop takes.
-    from tfnode.layers import solvers
-    from tfnode.layers.solvers import loops
+    from tfnode import ode
+    from tfnode.ode import xla
 
     func = LinearODE()
     y0 = tf.constant(Y0, tf.float32)
     func(tf.constant(0.0), y0)  # build
     for tol, per_sample in ((1e-2, False), (1e-6, False), (1e-2, True), (1e-2, False)):
-        results = [solvers.solve(func, y0, rtol=tol, atol=tol, gradient="backprop",
-                                 per_sample_steps=per_sample, jit_step=jit)
+        results = [ode.solve(func, y0, rtol=tol, atol=tol, gradient="backprop",
+                             per_sample_steps=per_sample, jit_step=jit)
                    for jit in (True, False)]
         (y_jit, stats_jit), (y_plain, stats_plain) = results
         assert int(stats_jit.nfe) == int(stats_plain.nfe), (tol, per_sample)
         np.testing.assert_allclose(y_jit, y_plain, rtol=1e-5, atol=1e-6)
-    assert len(loops._JIT_STEPS[func]) == 3
+    assert len(xla._JIT_STEPS[func]) == 3
     # An unknown batch size (a relaxed graph) runs the plain step: no compile per size.
     relaxed = LinearODE()
     relaxed(tf.constant(0.0), y0)
-    tf.function(lambda y: solvers.solve(relaxed, y, gradient="backprop", jit_step=True)[0],
+    tf.function(lambda y: ode.solve(relaxed, y, gradient="backprop", jit_step=True)[0],
                 input_signature=[tf.TensorSpec([None, 2], tf.float32)]).get_concrete_function()
-    assert relaxed not in loops._JIT_STEPS
+    assert relaxed not in xla._JIT_STEPS
 
 
 def test_compiled_steps_do_not_keep_a_model_alive():
     import gc
     import weakref
 
-    from tfnode.layers import solvers
-    from tfnode.layers.solvers import loops
+    from tfnode.ode import xla
 
     model = _tiny_model(gradient="backprop")
     model(tf.ones((2, 4, 4, 8)))
     func = weakref.ref(model.layers[1].odefunc)
     callers = list(model.layers[1]._odefunc_callers.values())
-    assert callers and all(c in loops._JIT_STEPS for c in callers)
+    assert callers and all(c in xla._JIT_STEPS for c in callers)
     del model, callers
     gc.collect()
     assert func() is None

@@ -1,10 +1,12 @@
 """Loading a model file never runs code from it: Lambda layers and unknown classes are
-refused with a one-line error naming the layer, before Keras deserializes anything."""
+refused with a one-line error naming the layer, before Keras deserializes anything; and
+`loading.probe` sees a model whose logits change from one call to the next."""
 
 import os
 import zipfile
 
 import keras
+import numpy as np
 import pytest
 
 from tfnode import loading, models
@@ -84,3 +86,37 @@ def test_the_evaluate_app_refuses_a_lambda_model_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --model_path") and "'identity' (Lambda)" in err
     assert "\n" not in err and not out.exists()
+
+
+class _Noisy(keras.layers.Layer):
+    """Adds fresh standard normal noise to its input at every call, inference included
+    (a randomized defense): its state advances with each call, traced or not."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = keras.random.SeedGenerator(0)
+
+    def call(self, x):
+        return x + keras.random.normal(keras.ops.shape(x), stddev=1.0, seed=self.seed)
+
+
+def _linear(noisy):
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    return keras.Sequential(layers + ([_Noisy()] if noisy else []))
+
+
+def test_probe_flags_a_model_randomized_at_inference_and_not_a_deterministic_one():
+    from tfnode import checks
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (8, 4, 4, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 8)
+    # Unit noise on 80 logits: two calls differ by far more than float noise.
+    noisy = loading.probe(_linear(noisy=True), x, y, batch_size=8)
+    assert noisy["logits_max_diff_repeat"] > 100 * checks.REPEAT_LIMIT
+    (finding,) = checks.deterministic({"probes": noisy})
+    assert not finding["passed"] and finding["flag"] == "masking"
+    plain = loading.probe(_linear(noisy=False), x, y, batch_size=8)
+    assert plain["logits_max_diff_repeat"] <= checks.REPEAT_LIMIT
+    assert checks.deterministic({"probes": plain})[0]["passed"]

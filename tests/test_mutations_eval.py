@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfnode import attacks, audit, evaluate, outcomes, render
-from tfnode.evaluate import EvalConfig
+from tfnode import attacks, audit, evaluation, outcomes
+from tfnode.evaluation import render
+from tfnode.evaluation import EvalConfig, plan, schedule
 
 
 def _tiny_cnn(seed=0):
@@ -29,14 +30,14 @@ def test_boundary_cells_count_as_broken_only_the_adversarials_within_eps():
     model = _tiny_cnn()
     x = np.random.default_rng(0).random((6, 28, 28, 1)).astype(np.float32)
     y = attacks.predict(model, x)  # every example clean-correct by construction
-    sweep = evaluate._Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
-                            lambda *_: None, 0)
+    sweep = schedule.Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
+                           lambda *_: None, 0)
     spec = attacks.get("boundary")
     options = spec.options({"max_queries": 60})
     # eps 0: an adversarial differs from its clean-correct image, so none is within it.
     eps = [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
-    job = evaluate._Job("boundary", spec, options, model, {"kind": spec.kind}, eps)
-    out = evaluate._run_job(sweep, job, {})
+    job = plan.Job("boundary", spec, options, model, {"kind": spec.kind}, eps)
+    out = schedule.run_job(sweep, job, {})
     summary = sweep.arrays[("boundary", "summary")]
     found, linf = summary["found"], summary["linf"]
     # The case the eps-0 cell tests: adversarials found, none of them within eps 0.
@@ -163,9 +164,9 @@ def _audit_jobs(attack_options):
     evaluation builds them: resolved options, nothing run."""
     config = EvalConfig(model_path="unused", attacks=("fgsm",), eps=(0.1,), audit=True,
                         attack_options=attack_options)
-    options = evaluate.resolve_options(config)
-    run = evaluate._Run(config, options, None, None, None, [0.1], None, lambda *_: None, 0)
-    jobs, _ = evaluate._jobs(run, model=None, info={"format": "saved_model"})
+    options = evaluation.resolve_options(config)
+    run = plan.Run(config, options, None, None, None, [0.1], None, lambda *_: None, 0)
+    jobs, _ = plan.jobs(run, model=None, info={"format": "saved_model"})
     return options, {job.name: job for job in jobs}
 
 

@@ -20,10 +20,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # kills itself right after that many units were saved.
 CHILD = """
 import signal
-from tfnode import evaluate, progress
+from tfnode import evaluation, progress
+from tfnode.evaluation import batches
 args = json.loads(sys.argv[1])
 kill_after = args.pop("kill_after", None)
-real_craft, real_save, saves = evaluate._craft, progress.Progress.save, [0]
+real_craft, real_save, saves = batches.craft, progress.Progress.save, [0]
 
 def craft(sweep, job, eps, idx, **kw):
     print("CRAFT", json.dumps([job.name, eps]), flush=True)
@@ -36,8 +37,8 @@ def save(self, model, attack, name, record, arrays):
     if saves[0] == kill_after:
         os.kill(os.getpid(), signal.SIGKILL)
 
-evaluate._craft, progress.Progress.save = craft, save
-report = evaluate.evaluate(evaluate.EvalConfig(**args), log=lambda *_: None, verbose=0)
+batches.craft, progress.Progress.save = craft, save
+report = evaluation.evaluate(evaluation.EvalConfig(**args), log=lambda *_: None, verbose=0)
 print("DONE", flush=True)
 """
 

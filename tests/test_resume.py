@@ -16,17 +16,19 @@ import pytest
 
 from tests.conftest import h5_arrays
 from tfnode import resume
-from tfnode import train as train_lib
+from tfnode.training import TrainConfig, fit
+
+from tests.conftest import train_run
 from tfnode.errors import TfnodeError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The child: tfnode.train, with one fault injected where the test says ("fault"), then
+# The child: tfnode.training.train, with one fault injected where the test says ("fault"), then
 # SIGKILL: the process gets no chance to clean up, as with kill -9 or a lost machine.
 CHILD = """
 import signal
 import keras
-from tfnode import resume, train
+from tfnode import resume, training
 args = json.loads(sys.argv[1])
 fault = args.pop("fault", None)
 
@@ -60,15 +62,19 @@ if fault and fault["at"] == "export":
         die()
     keras.Model.save = save_then_die
 lines = []
-metrics = train.train(**args, verbose=0, log=lines.append, callbacks=callbacks)
+metrics = training.train(training.TrainConfig(**args), verbose=0, log=lines.append,
+                          callbacks=callbacks)
 print(json.dumps({"export": metrics["export_path"], "lines": lines,
                   "accuracy": metrics["clean_accuracy"], "history": metrics["train_history"],
                   "loss": metrics["train_history"]["loss"], "note": metrics["resume_note"]}))
 """
 
 # 64 generated training images, batch 8: 8 steps per epoch, 16 in all, a state every 3.
+# With TF's op determinism: the tests compare runs of different processes exactly (the
+# same seed, the same bits), which nothing but op determinism promises.
 KWARGS = {"model": "resnet", "model_options": {"width": 4, "num_blocks": 1}, "epochs": 2,
-          "batch_size": 8, "eval_batch_size": 16, "checkpoint_steps": 3, "seed": 3}
+          "batch_size": 8, "eval_batch_size": 16, "checkpoint_steps": 3, "seed": 3,
+          "deterministic": True}
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +151,14 @@ def test_the_same_seed_and_flags_give_the_same_run_in_another_process(uninterrup
     common, env, reference = uninterrupted
     other = _ok(_child({**common, "model_dir": str(tmp_path / "other"),
                         "export_dir": str(tmp_path / "sm")}, env))
-    # Bit for bit on the same machine, without TF's op determinism: on CPU these ops
-    # reduce in a fixed order (docs/training.md, "Reproducibility").
+    # Bit for bit on the same machine, under TF's op determinism (KWARGS); without it
+    # these CPU ops happened to reduce in a fixed order (docs/training.md,
+    # "Reproducibility"), which TF does not promise.
     for a, b in zip(_model_weights(reference["export"]), _model_weights(other["export"])):
         np.testing.assert_array_equal(a, b)
     assert other["loss"] == reference["loss"] and other["accuracy"] == reference["accuracy"]
+    with open(os.path.join(other["export"], "assets.extra", "metrics.json")) as f:
+        assert json.load(f)["op_determinism"] is True
     seeded = _ok(_child({**common, "seed": 4, "model_dir": str(tmp_path / "seeded"),
                          "export_dir": str(tmp_path / "sm4")}, env))
     assert seeded["loss"] != reference["loss"]  # the seed matters
@@ -183,12 +192,12 @@ def test_resume_restores_the_weights_optimizer_and_step_of_the_last_state(mnist_
                   model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
                   log=lambda *_: None)
     with pytest.raises(KeyboardInterrupt):
-        train_lib.train(**common, callbacks=[_Stop(7)])
+        train_run(**common, callbacks=[_Stop(7)])
     (step, folder), _ = resume.states(str(tmp_path / "run" / "backup"))
     assert step == 6 and folder.endswith("state-000000006")
     saved = h5_arrays(os.path.join(folder, "weights.weights.h5"))
     seen = _Seen()
-    metrics = train_lib.train(**common, callbacks=[seen])
+    metrics = train_run(**common, callbacks=[seen])
     assert seen.iterations == 6  # the schedule's position and Adam's step continue
     state_model = [v for k, v in sorted(saved.items()) if k.startswith("layers/")]
     assert sorted(np.concatenate([w.ravel() for w in state_model])) == pytest.approx(
@@ -206,20 +215,20 @@ def test_a_finished_run_is_not_trained_again_unless_overwrite(mnist_dir, tmp_pat
     common = dict(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=1,
                   batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
                   model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"))
-    first = train_lib.train(**common, log=lambda *_: None)
+    first = train_run(**common, log=lambda *_: None)
     lines = []
-    again = train_lib.train(**common, log=lines.append)
+    again = train_run(**common, log=lines.append)
     assert again["export_path"] == os.path.abspath(first["export_path"])
     assert again["clean_accuracy"] == first["clean_accuracy"]
     assert len(lines) == 1 and "nothing to do" in lines[0] and "--overwrite" in lines[0]
-    fresh = train_lib.train(**common, overwrite=True, log=lambda *_: None)
+    fresh = train_run(**common, overwrite=True, log=lambda *_: None)
     assert fresh["export_path"].endswith(os.sep + "2") and not fresh["resumed"]
     # Other settings, or another export target: a new run over the finished one's folder.
     lines = []
-    other = train_lib.train(**{**common, "epochs": 2}, log=lines.append)
+    other = train_run(**{**common, "epochs": 2}, log=lines.append)
     assert "holds a finished run with other settings (epochs;" in lines[0]
     assert other["export_path"].endswith(os.sep + "3")
-    moved = train_lib.train(**{**common, "epochs": 2, "export_name": "elsewhere"},
+    moved = train_run(**{**common, "epochs": 2, "export_name": "elsewhere"},
                             log=lambda *_: None)
     assert moved["export_path"].endswith(os.path.join("elsewhere", "1"))
 
@@ -245,6 +254,55 @@ class _Poison(keras.callbacks.Callback):
                 v.assign(v * np.nan)
 
 
+def test_a_defended_run_resumed_mid_epoch_ends_as_an_uninterrupted_defended_run(
+        mnist_dir, tmp_path):
+    """PGD-AT stopped at step 7 resumes from the state of step 6 and must end with the
+    weights and epoch logs of the same run never stopped (not merely with its own
+    checkpoints): the Adam moments, the step (the learning rate's position) and the
+    running metrics restored, the batches trained on skipped, and the random starts
+    continuing from the seed state they had reached."""
+    defended = dict(defense="pgd_at", defense_options={"num_steps": 2, "eps": 0.1})
+    reference = train_run(**_tiny(mnist_dir, tmp_path, **defended,
+                                        model_dir=str(tmp_path / "ref"),
+                                        export_dir=str(tmp_path / "ref_sm")))
+    common = _tiny(mnist_dir, tmp_path, **defended)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(**common, callbacks=[_Stop(7)])
+    resumed = train_run(**common)
+    assert resumed["resumed"] == "step 6: 0 epoch(s) done and 6 step(s) of the next"
+    assert resumed["defense"] == reference["defense"] == "pgd_at"
+    for a, b in zip(_model_weights(reference["export_path"]),
+                    _model_weights(resumed["export_path"])):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    for key, values in reference["train_history"].items():
+        np.testing.assert_allclose(resumed["train_history"][key], values, rtol=1e-6,
+                                   err_msg=key)
+
+
+def test_the_resume_state_holds_the_defenses_seed_state(tmp_path):
+    """save_weights leaves the seed generator out; the state holds it (before, a resumed
+    defended run restarted its random starts from the seed)."""
+    from tfnode import defenses, models
+
+    def trainer():
+        net = models.get_model("resnet", dataset="mnist", width=4, num_blocks=1)
+        wrapped = defenses.DefendedModel(net, "pgd_at", defenses.get("pgd_at").options(),
+                                         seed=3)
+        fit.compile_for_training(wrapped, TrainConfig(learning_rate=1e-3,
+                                                      lr_schedule="constant"), 10)
+        wrapped.optimizer.build(wrapped.trainable_variables)
+        return wrapped
+
+    stopped = trainer()
+    for _ in range(3):  # what 3 training steps' random starts draw
+        keras.random.uniform((2,), seed=stopped.seed_generator)
+    drawn = stopped.seed_generator.state.numpy()
+    resume.save(stopped, str(tmp_path / "backup"), {"step": 0})
+    again = trainer()
+    assert resume.restore(again, str(tmp_path / "backup"), log=lambda *_: None) is not None
+    np.testing.assert_array_equal(again.seed_generator.state.numpy(), drawn)
+
+
 def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_path):
     common = _tiny(mnist_dir, tmp_path)
     # After step 5 every weight is NaN: step 6's loss is NaN.
@@ -252,7 +310,7 @@ def test_a_nan_loss_stops_training_and_names_the_last_good_state(mnist_dir, tmp_
     with pytest.raises(TfnodeError, match=r"loss became nan at step 6 \(epoch 1\).*"
                                           r"state-000000004 \(step 4\), is kept; a rerun "
                                           r"resumes from it"):
-        train_lib.train(**common, callbacks=[poison])
+        train_run(**common, callbacks=[poison])
     (step, folder), *_ = resume.states(str(tmp_path / "run" / "backup"))
     assert step == 4
     assert all(np.isfinite(v).all() for v in
@@ -268,7 +326,7 @@ def test_training_that_blows_up_stops_with_the_solver_failure_and_the_kept_state
                                           r"\(rtol=1e-06, atol=1e-06, max_num_steps=2\); "
                                           r"trial steps taken: 2.*Training stopped; no state "
                                           r"was saved before it") as info:
-        train_lib.train(model="node", model_options={"width": 4, "rtol": 1e-6, "atol": 1e-6,
+        train_run(model="node", model_options={"width": 4, "rtol": 1e-6, "atol": 1e-6,
                                                  "max_num_steps": 2},
                     epochs=1, batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
                     model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
@@ -285,7 +343,7 @@ def test_a_finite_loss_with_non_finite_weights_is_not_saved(mnist_dir, tmp_path)
                                        if "float" in str(v.dtype) and len(v.shape)])
     with pytest.raises(TfnodeError, match=r"^training left a non-finite value in \S+ at step 4 "
                                           r"\(epoch 1\).*state-000000002 \(step 2\), is kept"):
-        train_lib.train(**common, callbacks=[poison])
+        train_run(**common, callbacks=[poison])
     assert [step for step, _ in resume.states(str(tmp_path / "run" / "backup"))] == [2]
 
 
@@ -295,7 +353,7 @@ def test_a_resume_state_of_an_older_tfnode_is_refused(mnist_dir, tmp_path):
     (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
     with pytest.raises(TfnodeError, match=r"holds the resume state of an older tfnode "
                                           r"\(Keras' BackupAndRestore\).*--overwrite"):
-        train_lib.train(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=1,
+        train_run(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=1,
                         batch_size=8, steps_per_epoch=1, data_dir=mnist_dir, verbose=0,
                         model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
                         log=lambda *_: None)

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from tfnode import attacks, evaluate, layers, outcomes
-from tfnode.evaluation import shards
+from tfnode import attacks, data, evaluation, layers, outcomes
+from tfnode.evaluation import plan, schedule, shards
 from tfnode.errors import TfnodeError
-from tfnode.evaluate import EvalConfig
+from tfnode.evaluation import EvalConfig
 
 
 
@@ -172,7 +172,7 @@ def tiny_run(tmp_path, monkeypatch):
     path = str(tmp_path / "tiny.keras")
     model.save(path)
     images, labels = labelled_by(model)
-    monkeypatch.setattr(evaluate.data, "load_arrays",
+    monkeypatch.setattr(data, "load_arrays",
                         lambda *a, **k: (images, labels.astype(np.uint8)))
     return {"path": path, "tmp": tmp_path, "labels": labels}
 
@@ -184,9 +184,9 @@ SWEEP = dict(attacks=("fgsm", "pgd", "di2_fgsm", "apgd_ce", "boundary"),
 
 
 def test_fast_schedule_is_monotone_and_never_more_robust_than_exhaustive(tiny_run):
-    reports = {s: evaluate.evaluate(EvalConfig(
+    reports = {s: evaluation.evaluate(EvalConfig(
         model_path=tiny_run["path"], schedule=s, output_dir=str(tiny_run["tmp"] / s),
-        **SWEEP), log=lambda *_: None, verbose=0) for s in evaluate.SCHEDULES}
+        **SWEEP), log=lambda *_: None, verbose=0) for s in evaluation.SCHEDULES}
     fast, full = (reports[s]["models"]["tiny"] for s in ("fast", "exhaustive"))
     assert reports["fast"]["schedule"] == "fast"
     assert "first adversarial" in reports["fast"]["conventions"]
@@ -269,25 +269,25 @@ def test_shards_merge_to_the_unsharded_report(tiny_run):
 
 def test_bad_shard_input_is_one_line(tiny_run):
     with pytest.raises(TfnodeError, match=r"^shard_index must be an integer in \[0, 1\]"):
-        evaluate.evaluate(EvalConfig(model_path=tiny_run["path"], num_shards=2,
-                                     shard_index=2), log=lambda *_: None, verbose=0)
+        evaluation.evaluate(EvalConfig(model_path=tiny_run["path"], num_shards=2,
+                                       shard_index=2), log=lambda *_: None, verbose=0)
     with pytest.raises(TfnodeError, match="^schedule must be one of"):
-        evaluate.resolve_options(EvalConfig(model_path="x", schedule="quick"))
+        evaluation.resolve_options(EvalConfig(model_path="x", schedule="quick"))
     with pytest.raises(TfnodeError, match="does not combine with tolerance_grid"):
-        evaluate.resolve_options(EvalConfig(model_path="x", num_shards=2,
-                                            tolerance_grid=(1e-3,)))
+        evaluation.resolve_options(EvalConfig(model_path="x", num_shards=2,
+                                              tolerance_grid=(1e-3,)))
     out = tiny_run["tmp"] / "half"
-    evaluate.evaluate(EvalConfig(model_path=tiny_run["path"], attacks=("fgsm",), eps=(0.1,),
-                                 num_examples=4, num_shards=2, shard_index=1,
-                                 output_dir=str(out)), log=lambda *_: None, verbose=0)
+    evaluation.evaluate(EvalConfig(model_path=tiny_run["path"], attacks=("fgsm",), eps=(0.1,),
+                                   num_examples=4, num_shards=2, shard_index=1,
+                                   output_dir=str(out)), log=lambda *_: None, verbose=0)
     with pytest.raises(TfnodeError, match=r"needs each of 0\.\.1 exactly once"):
         shards.merge(shards.find(str(out)), str(out))
     with pytest.raises(TfnodeError, match="has no shards"):
         shards.find(str(tiny_run["tmp"] / "nothing"))
 
 def _sweep(model, x, y, fast):
-    return evaluate._Sweep(model, x, y, np.arange(len(y)), np.ones(len(y), bool), len(y), 0,
-                           fast, lambda *_: None, 0)
+    return schedule.Sweep(model, x, y, np.arange(len(y)), np.ones(len(y), bool), len(y), 0,
+                          fast, lambda *_: None, 0)
 
 
 def test_an_exit_the_evaluation_does_not_confirm_gets_the_whole_attack(monkeypatch):
@@ -313,8 +313,8 @@ def test_an_exit_the_evaluation_does_not_confirm_gets_the_whole_attack(monkeypat
     monkeypatch.setattr(attacks._utils, "forward_fn", forward)
     cells = {}
     for fast in (True, False):
-        job = evaluate._Job("pgd", spec, options, rec.model, {"kind": spec.kind}, [0.04])
-        cells[fast] = evaluate._run_job(_sweep(rec.model, x, y, fast), job, {})["cells"]["0.04"]
+        job = plan.Job("pgd", spec, options, rec.model, {"kind": spec.kind}, [0.04])
+        cells[fast] = schedule.run_job(_sweep(rec.model, x, y, fast), job, {})["cells"]["0.04"]
     assert cells[True]["exit_not_confirmed"] > 0
     assert cells[True]["robust"] == cells[False]["robust"]
     assert cells[True]["robust_accuracy"] == 1.0
@@ -324,8 +324,8 @@ def test_early_exit_only_on_the_evaluated_model():
     model, other = tiny_cnn(), tiny_cnn(seed=1)
     sweep = _sweep(model, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, int), True)
     spec = attacks.get("pgd")
-    assert evaluate._early_exit(sweep, evaluate._Job("pgd", spec, {}, model, {}, [0.1]))
+    assert schedule.early_exit(sweep, plan.Job("pgd", spec, {}, model, {}, [0.1]))
     # A solver surrogate or a transfer source: another model than the one evaluated.
-    assert not evaluate._early_exit(sweep, evaluate._Job("x", spec, {}, other, {}, [0.1]))
-    assert not evaluate._early_exit(_sweep(model, sweep.x, sweep.y, False),
-                                    evaluate._Job("pgd", spec, {}, model, {}, [0.1]))
+    assert not schedule.early_exit(sweep, plan.Job("x", spec, {}, other, {}, [0.1]))
+    assert not schedule.early_exit(_sweep(model, sweep.x, sweep.y, False),
+                                   plan.Job("pgd", spec, {}, model, {}, [0.1]))

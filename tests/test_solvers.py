@@ -1,6 +1,6 @@
 """Every registered solver against truth: its coefficients, exactness, order, and NFE.
 
-Registry-driven: a tableau added to `tfnode.layers.solvers.TABLEAUX` is checked here
+Registry-driven: a tableau added to `tfnode.ode.TABLEAUX` is checked here
 without editing this file (coefficients against an independent source where one is
 listed in `INDEPENDENT`).
 """
@@ -15,8 +15,8 @@ from scipy.integrate._ivp import rk as scipy_rk
 from tests.layer_test_util import run_layer_test
 from tfnode import layers
 from tfnode.errors import TfnodeError
-from tfnode.layers import solvers
-from tfnode.layers.solvers import TABLEAUX, Tableau, tableaux
+from tfnode import ode
+from tfnode.ode import TABLEAUX, Tableau, tableaux
 
 ADAPTIVE = [name for name, t in TABLEAUX.items() if t.adaptive]
 FIXED = [name for name, t in TABLEAUX.items() if not t.adaptive]
@@ -173,7 +173,7 @@ def _solve(fn, name, dtype=tf.float64, **options):
                    **options}
     else:
         options = {"step_size": 0.25, **options}
-    return solvers.solve(fn, tf.constant(Y0, dtype), solver=name, **options)
+    return ode.solve(fn, tf.constant(Y0, dtype), solver=name, **options)
 
 
 @pytest.mark.parametrize("name", FIXED)
@@ -266,7 +266,7 @@ WAYS = {"backprop": dict(gradient="backprop"),
 
 
 def _ways(name):
-    return [w for w in WAYS if w != "adjoint" or name in solvers.ADJOINT_SOLVERS]
+    return [w for w in WAYS if w != "adjoint" or name in ode.ADJOINT_SOLVERS]
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
@@ -281,7 +281,7 @@ def test_nfe_is_the_true_count_and_the_statistics_add_up(name, way, graph):
                    **WAYS[way])
 
     def run(y):
-        return solvers.solve(fn, y, **options)
+        return ode.solve(fn, y, **options)
 
     _, stats = (tf.function(run) if graph else run)(y0)
     nfe, steps = int(stats.nfe), int(stats.steps)
@@ -303,8 +303,8 @@ def test_nfe_is_the_true_count_and_the_statistics_add_up(name, way, graph):
 @pytest.mark.parametrize("name", FIXED)
 def test_fixed_step_nfe_is_the_true_count(name):
     counter = tf.Variable(0, dtype=tf.int32)
-    _, stats = solvers.solve(_stiffish(counter), tf.ones((2, 3)), solver=name,
-                             step_size=0.3, t1=3.0)  # 10 steps: the tf.while_loop path
+    _, stats = ode.solve(_stiffish(counter), tf.ones((2, 3)), solver=name,
+                         step_size=0.3, t1=3.0)  # 10 steps: the tf.while_loop path
     assert int(stats.nfe) == int(counter.numpy()) == 10 * TABLEAUX[name].stages
     assert (int(stats.accepted), int(stats.rejected)) == (10, 0)
 
@@ -313,8 +313,8 @@ def test_automatic_first_step_costs_one_evaluation_more():
     counts = []
     for first in (None, 0.1):
         counter = tf.Variable(0, dtype=tf.int32)
-        _, stats = solvers.solve(_stiffish(counter), tf.ones((2, 3)), solver="tsit5",
-                                 first_step_size=first)
+        _, stats = ode.solve(_stiffish(counter), tf.ones((2, 3)), solver="tsit5",
+                             first_step_size=first)
         assert int(stats.nfe) == int(counter.numpy())
         counts.append(int(stats.nfe) - 6 * int(stats.steps))
     assert counts == [2, 1]
@@ -396,8 +396,8 @@ def test_a_new_tableau_is_one_registry_entry(heun_euler):
     # Not FSAL: each trial step pays an evaluation at the new solution.
     assert heun_euler.evaluations_per_step == 2 and heun_euler.step_exponent == 0.5
     counter = tf.Variable(0, dtype=tf.int32)
-    y, stats = solvers.solve(_stiffish(counter), tf.ones((2, 3), tf.float64),
-                             solver=heun_euler.name, rtol=1e-6, atol=1e-6)
+    y, stats = ode.solve(_stiffish(counter), tf.ones((2, 3), tf.float64),
+                         solver=heun_euler.name, rtol=1e-6, atol=1e-6)
     assert int(stats.nfe) == int(counter.numpy()) == 2 + 2 * int(stats.steps)
     exact = scipy.integrate.solve_ivp(lambda t, y: 4 * np.cos(5 * t) - y, (0, 1), [1.0],
                                       rtol=1e-12, atol=1e-12).y[0, -1]
@@ -427,10 +427,10 @@ def test_tableau_shapes_are_checked():
     (0.0, 0.2, 10.0),  # no error at all: grow at most 10x
 ])
 def test_step_factor_is_torchdiffeqs(ratio, exponent, factor):
-    from tfnode.layers.solvers import loops
+    from tfnode.ode.adaptive_loop import _step_factor
 
     for dtype in (tf.float32, tf.float64):
-        got = loops._step_factor(tf.constant(ratio, dtype), exponent)
+        got = _step_factor(tf.constant(ratio, dtype), exponent)
         assert got.dtype == dtype
         np.testing.assert_allclose(float(got), factor, rtol=1e-6)
 
@@ -447,8 +447,8 @@ def test_a_non_finite_state_ends_the_solve_at_once(per_sample):
         return tf.where(bad, tf.constant(np.nan, y.dtype), -y)
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="did not reach t1"):
-        solvers.solve(fn, tf.ones((2, 3)), solver="tsit5", max_num_steps=1000,
-                      per_sample_steps=per_sample)
+        ode.solve(fn, tf.ones((2, 3)), solver="tsit5", max_num_steps=1000,
+                  per_sample_steps=per_sample)
     assert int(counter.numpy()) < 100, int(counter.numpy())
 
 
@@ -461,9 +461,9 @@ def test_a_blown_up_solve_names_the_block_tolerances_and_steps_in_one_line(per_s
         return 50.0 * y * y  # y' = 50 y^2 from y = 1 blows up at t = 0.02
 
     def solve(y0):
-        return solvers.solve(fn, y0, solver="dopri5", gradient="backprop", rtol=1e-4,
-                             atol=1e-5, max_num_steps=30, per_sample_steps=per_sample,
-                             label="ODE block 'odeblk'")[0]
+        return ode.solve(fn, y0, solver="dopri5", gradient="backprop", rtol=1e-4,
+                         atol=1e-5, max_num_steps=30, per_sample_steps=per_sample,
+                         label="ODE block 'odeblk'")[0]
 
     run = tf.function(solve, autograph=False) if graph else solve
     with pytest.raises(tf.errors.InvalidArgumentError) as info:

@@ -16,10 +16,11 @@ from tfnode.errors import TfnodeError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Then tfnode.train, on generated MNIST-format files (conftest.CHILD_PRELUDE).
+# Then tfnode.training.train, on generated MNIST-format files (conftest.CHILD_PRELUDE).
 TRAIN = """
-from tfnode import train
-metrics = train.train(**json.loads(sys.argv[1]), verbose=0, log=lambda m: None)
+from tfnode import training
+metrics = training.train(training.TrainConfig(**json.loads(sys.argv[1])), verbose=0,
+                         log=lambda m: None)
 print(json.dumps({"replicas": metrics["replicas"], "export": metrics["export_path"],
                   "accuracy": metrics["clean_accuracy"]}))
 """
@@ -94,11 +95,11 @@ def test_train_runs_mirrored_over_two_logical_cpus_and_resumes(generated, tmp_pa
 def test_multi_worker_is_refused_with_the_keras_issue(generated, tmp_path):
     # Keras 3's fit cannot run under MultiWorkerMirroredStrategy (its log reduction
     # fails; keras-team/keras#20585): a one-line error before any work, not a crash.
-    from tfnode import train
+    from tests.conftest import train_run
 
     data_dir, _ = generated
     with pytest.raises(TfnodeError, match="keras-team/keras#20585"):
-        train.train(**_kwargs(data_dir, tmp_path, "mw", strategy="multi_worker"))
+        train_run(**_kwargs(data_dir, tmp_path, "mw", strategy="multi_worker"))
     assert not (tmp_path / "mw").exists() and not (tmp_path / "sm").exists()
 
 

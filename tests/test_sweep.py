@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tfnode import sweep, train
+from tfnode import sweep, training
 from tfnode.errors import TfnodeError
 from tfnode.sweep import SweepConfig
 
@@ -23,16 +23,16 @@ def tiny(mnist_dir, tmp_path, **overrides):
 @pytest.fixture
 def counted_training(monkeypatch):
     """Records which member each train() call trains; can fail the n-th call."""
-    calls, real = [], train.train
+    calls, real = [], training.train
     fail = {"at": None}
 
-    def counting(**kwargs):
-        calls.append(kwargs["export_name"])
+    def counting(config, **kwargs):
+        calls.append(config.export_name)
         if fail["at"] == len(calls):
             raise KeyboardInterrupt  # as if the job were killed during this training
-        return real(**kwargs)
+        return real(config, **kwargs)
 
-    monkeypatch.setattr(train, "train", counting)
+    monkeypatch.setattr(training, "train", counting)
     return calls, fail
 
 
@@ -138,23 +138,23 @@ def test_sweep_flags_are_checked_in_one_line(argv, match):
 CHILD = """
 import signal
 import keras
-from tfnode import sweep, train
+from tfnode import sweep, training
 from tfnode.sweep import SweepConfig
 args = json.loads(sys.argv[1])
 kill = args.pop("kill", None)
-real = train.train
+real = training.train
 
 class Die(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         os.kill(os.getpid(), signal.SIGKILL)
 
-def training(**kwargs):
-    print("TRAIN", kwargs["export_name"], flush=True)
-    if kwargs["export_name"] == kill:
+def counted(config, **kwargs):
+    print("TRAIN", config.export_name, flush=True)
+    if config.export_name == kill:
         kwargs["callbacks"] = [Die()]
-    return real(**kwargs)
+    return real(config, **kwargs)
 
-train.train = training
+training.train = counted
 for key in ("step_sizes", "eps"):
     args[key] = tuple(args[key])
 out = sweep.run_sweep(SweepConfig(**args), log=lambda *_: None, verbose=0)

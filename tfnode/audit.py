@@ -14,9 +14,8 @@ and the checks of `tfnode.checks`.
 import dataclasses
 from typing import Callable, Mapping
 
-from tfnode import attacks, checks, models, outcomes
+from tfnode import attacks, checks, models, ode, outcomes
 from tfnode.errors import TfnodeError
-from tfnode.layers import solvers
 
 UNBOUNDED_EPS = 1.0
 # The tolerance of the tight surrogate (100x the default 1e-3).
@@ -52,13 +51,13 @@ class Variant:
 
 
 def _adaptive(block):
-    return solvers.adaptive(block["solver"])
+    return ode.adaptive(block["solver"])
 
 
 def _adjoint_applies(blocks):
-    if not all(b["solver"] in solvers.ADJOINT_SOLVERS for b in blocks):
-        return f"needs {' or '.join(solvers.ADJOINT_SOLVERS)} blocks only (TFP's adjoint)"
-    if all(solvers.uses_tfp(b["solver"], b["gradient"]) for b in blocks):
+    if not all(b["solver"] in ode.ADJOINT_SOLVERS for b in blocks):
+        return f"needs {' or '.join(ode.ADJOINT_SOLVERS)} blocks only (TFP's adjoint)"
+    if all(ode.uses_tfp(b["solver"], b["gradient"]) for b in blocks):
         return "the model is differentiated by the adjoint already"
     return None
 
@@ -126,7 +125,7 @@ def _why_not(v, info):
     for block in blocks:  # every re-solved block must be a valid block
         merged = {**block, **v.solver_options}
         try:
-            solvers.validate(**{k: merged[k] for k in (
+            ode.validate(**{k: merged[k] for k in (
                 "solver", "rtol", "atol", "t1", "step_size", "first_step_size",
                 "max_num_steps", "gradient", "per_sample_steps")})
         except TfnodeError as err:

@@ -7,7 +7,7 @@ blows up (`solver_failure`) is reported the same way.
 
 import re
 
-# In the message of the assertion of tfnode's adaptive loop (tfnode.layers.solvers).
+# In the message of the assertion of tfnode's adaptive loop (tfnode.ode.adaptive_loop).
 SOLVER_FAILURE = "did not reach t1"
 
 
@@ -17,6 +17,23 @@ class TfnodeError(ValueError):
 
 class DataError(TfnodeError):
     """A dataset could not be found, fetched or verified."""
+
+
+class ConfigError(TfnodeError):
+    """A config field with a value that cannot work: ``"<field> <problem>"``.
+
+    The library names the config's field; an app names its flag instead
+    (`flag_message`), so that the same check serves the library and every app.
+    """
+
+    def __init__(self, field, problem):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+    def flag_message(self, flags=None):
+        """The message with ``--<flag>`` for the field (``flags`` maps fields whose flag
+        has another name)."""
+        return f"--{(flags or {}).get(self.field, self.field)} {self.problem}"
 
 
 def solver_failure(err):

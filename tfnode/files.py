@@ -116,3 +116,15 @@ def versions():
             "keras": keras.__version__, "tensorflow_probability": tfp.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
+
+
+def differing_settings(saved, settings, *, ignore=()):
+    """The keys of ``settings`` whose value differs from ``saved``'s, sorted: the one
+    "refuse a folder whose saved settings differ" check (training runs, evaluation
+    progress, sweeps, shards). Values compare as JSON (a tuple equals its list; a key
+    ``saved`` lacks compares as None, i.e. as settings recorded before it existed).
+    """
+    def norm(value):
+        return json.dumps(value, sort_keys=True, default=str)
+    return sorted(k for k in settings if k not in ignore
+                  and norm(saved.get(k)) != norm(settings[k]))

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import attacks, models
+from tfnode import attacks, models, ode
 from tfnode.exports import layout
 from tfnode.errors import TfnodeError
-from tfnode.layers import ODEBlock, solvers
+from tfnode.layers import ODEBlock
 
 # The ODEBlock attributes that describe how a block is solved (recorded in reports).
 BLOCK_FIELDS = ("name", "solver", "rtol", "atol", "t1", "step_size", "gradient",
@@ -197,9 +197,9 @@ def with_per_sample_steps(model, info):
                   "folder with its model.keras")
     elif not blocks:
         reason = "not applicable: no ODE blocks"
-    elif not any(solvers.adaptive(b["solver"]) for b in blocks):
+    elif not any(ode.adaptive(b["solver"]) for b in blocks):
         reason = "not applicable: fixed-step ODE blocks (no step-size control to share)"
-    elif any(solvers.uses_tfp(b["solver"], b["gradient"]) for b in blocks):
+    elif any(ode.uses_tfp(b["solver"], b["gradient"]) for b in blocks):
         reason = ("not applied: TFP's DormandPrince (gradient='adjoint') has one step size "
                   "per batch")
     else:

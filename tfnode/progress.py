@@ -1,6 +1,6 @@
 """An evaluation's finished cells on disk: a killed `tools.evaluate`, run again, redoes none.
 
-While it runs, `tfnode.evaluate` keeps ``<output_dir>/progress/``: for every model (by
+While it runs, `tfnode.evaluation` keeps ``<output_dir>/progress/``: for every model (by
 its position in the run) and attack, each finished eps cell of a budget attack (its
 numbers, its per-example arrays, and what the next eps continues from: the adversarials
 carried forward and the examples still robust), and each finished attack as a whole.
@@ -44,8 +44,7 @@ class Progress:
             return  # nothing finished: whatever is there is not worth keeping
         with open(path) as f:
             saved = json.load(f)
-        differ = sorted(k for k in set(saved) | set(self.settings)
-                        if saved.get(k) != self.settings.get(k))
+        differ = files.differing_settings(saved, self.settings)
         if differ:
             raise TfnodeError(
                 f"--output_dir {output_dir!r} holds the finished cells of an unfinished "

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfnode.errors import TfnodeError
+from tfnode.errors import ConfigError, TfnodeError
 
 
 class Registry(dict):
@@ -66,6 +66,24 @@ BOOL = Rule(lambda v: isinstance(v, (bool, np.bool_)), "true or false")
 def one_of(*values):
     """A rule accepting exactly ``values``."""
     return Rule(lambda v: v in values, f"one of {list(values)}")
+
+
+def optional(rule):
+    """``rule``, or None (the field's "not given")."""
+    return Rule(lambda v: v is None or rule.ok(v), f"{rule.expected} (or unset)")
+
+
+def check(config, rules):
+    """Checks the fields of a config (a dataclass) against their `Rule`: the one check of
+    every tfnode config.
+
+    Raises:
+      ConfigError: the first field (in ``rules``' order) its rule rejects, naming it.
+    """
+    for field, rule in rules.items():
+        value = getattr(config, field)
+        if not rule.ok(value):
+            raise ConfigError(field, f"must be {rule.expected}, got {value!r}")
 
 
 def resolve_options(kind, name, *, defaults, rules, overrides=None, dataset_defaults=None,

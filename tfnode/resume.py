@@ -23,6 +23,7 @@ import re
 import shutil
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfnode import files
@@ -47,9 +48,19 @@ def states(backup_dir):
     return sorted(found, reverse=True)
 
 
+def _unsaved(trainer):
+    """The variables ``save_weights`` leaves out: the seed generators' states (a
+    defense's random starts, dropout), which a resumed run must continue, not restart."""
+    saved = {id(w) for w in trainer.weights}
+    return [v for v in trainer.variables if id(v) not in saved]
+
+
 def save(trainer, backup_dir, meta):
-    """Writes ``trainer``'s weights and optimizer state and ``meta`` as one new state."""
+    """Writes ``trainer``'s weights and optimizer state, the seed generators' states and
+    ``meta`` as one new state."""
     step = int(meta["step"])
+    # In the trainer's order: Keras names a second generator of one process otherwise.
+    meta = {**meta, "variables": [v.numpy().tolist() for v in _unsaved(trainer)]}
     path = os.path.join(backup_dir, f"state-{step:09d}")
     if os.path.isdir(path):  # the same step again (an epoch end right after a step save)
         shutil.rmtree(path)
@@ -84,6 +95,11 @@ def restore(trainer, backup_dir, log=print):
             raise TfnodeError(f"the resume state {folder} holds optimizer step "
                               f"{int(trainer.optimizer.iterations.numpy())}, not {step}; "
                               f"delete {backup_dir} to start over")
+        values = meta.pop("variables", [])  # absent from states of earlier tfnode versions
+        unsaved = _unsaved(trainer)
+        if len(values) == len(unsaved):
+            for v, value in zip(unsaved, values):
+                v.assign(np.asarray(value, v.dtype))
         meta["folder"] = folder
         return meta
     return None

@@ -3,14 +3,14 @@
 Chu et al. train ResNet-56 with ``y + h f(y)`` for h = 1, 1e-1, ..., 1e-10 on CIFAR-10 and
 evaluate each on clean images and under FGSM at eps 0.1, 0.3 and 0.5 crafted on "a small
 network with three residual blocks" and transferred. `run_sweep` trains that source
-and every member of the family with `tfnode.train.train`, evaluates each member with
-`tfnode.evaluate.evaluate` (the registered ``transfer`` attack, crafted on the source),
+and every member of the family with `tfnode.training.train`, evaluates each member with
+`tfnode.evaluation.evaluate` (the registered ``transfer`` attack, crafted on the source),
 and writes one table and one plot (accuracy vs h, log scale).
 
 A sweep resumes. Each member lives in ``<output_dir>/members/<name>/`` (its training run,
 export and evaluation report); a member whose export exists is not trained again, one
 whose report matches the sweep's evaluation is not evaluated again, a member killed in
-training resumes from its last checkpoint (`tfnode.train`), and a finished sweep re-run
+training resumes from its last checkpoint (`tfnode.training`), and a finished sweep re-run
 only re-renders its report. The sweep's settings are recorded in ``sweep_config.json``;
 a re-run with other settings is refused rather than mixing two sweeps in one table.
 """
@@ -22,13 +22,16 @@ import os
 import time
 from typing import Mapping
 
-from tfnode import attacks, evaluate, export, files, models, outcomes, render, train
+from tfnode import attacks, evaluation, export, figures, files, models, outcomes, training
 from tfnode.errors import TfnodeError
 
-# tfnode.train.train's options that a sweep passes through to every member's training.
+# TrainConfig fields that a sweep passes through to every member's training.
 TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule",
                  "weight_decay", "seed", "steps_per_epoch", "checkpoint_steps",
                  "eval_batch_size", "validation_size")
+# The sweep's own recipe where its train_options leave a field unset (None or absent):
+# one epoch at 1e-3, as the sweep has always trained, over `TrainConfig`'s defaults.
+RECIPE = {"epochs": 1, "learning_rate": 1e-3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +43,8 @@ class SweepConfig:
       dataset: dataset name.
       step_sizes: the values of h, one member each.
       model_options: the family's other model options (``width``, ``depth``, ...).
-      train_options: `tfnode.train.train` options for every member and the source
-        (`TRAIN_OPTIONS`).
+      train_options: `tfnode.training.TrainConfig` fields for every member and the
+        source (`TRAIN_OPTIONS`; unset ones: `RECIPE`, then `TrainConfig`'s defaults).
       source_model: the registered model the transfer attack is crafted on.
       source_options: its model options (three residual blocks: ``num_blocks=3`` for the
         MNIST ``resnet``, ``depth=8`` for ``resnet56``).
@@ -104,19 +107,18 @@ def _validate(config):
         if key not in accepted:
             raise TfnodeError(f"source_options: {key!r} does not apply to source model "
                               f"{config.source_model!r}; it takes {sorted(accepted)}")
-    common = {k: config.train_options.get(k) for k in TRAIN_OPTIONS}
-    defaults = {"epochs": 1, "batch_size": 128, "learning_rate": 1e-3, "optimizer": "adam",
-                "lr_schedule": "cosine"}
     for name, options in ((config.model, {**config.model_options, "step_size": 1.0}),
                           (config.source_model, dict(config.source_options))):
-        train.validate(model=name, dataset=config.dataset, model_options=options,
-                       **{k: common[k] if common[k] is not None else defaults[k]
-                          for k in defaults},
-                       steps_per_epoch=common["steps_per_epoch"],
-                       checkpoint_steps=common["checkpoint_steps"],
-                       eval_batch_size=common["eval_batch_size"],
-                       validation_size=common["validation_size"] or 0)
+        training.check(_recipe(config, model=name, model_options=options))
         models.get_model(name, dataset=config.dataset, **options)  # its option values
+
+
+def _recipe(config, **fields):
+    """A member's (or the source's) `TrainConfig`: `RECIPE`, then the sweep's
+    train_options that are set, then ``fields``."""
+    given = {k: v for k, v in config.train_options.items() if v is not None}
+    return training.TrainConfig(**{**RECIPE, **given, "dataset": config.dataset,
+                                   "data_dir": config.data_dir, **fields})
 
 
 def _settings(config):
@@ -130,7 +132,7 @@ def _check_same_sweep(config):
     if os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        differ = sorted(k for k in settings if saved.get(k) != settings[k])
+        differ = files.differing_settings(saved, settings)
         if differ:
             raise TfnodeError(f"--output_dir {config.output_dir!r} holds a sweep with other "
                               f"settings ({', '.join(differ)}); re-run it with the same "
@@ -154,13 +156,11 @@ def _train_member(config, name, model, model_options, log, verbose):
         return path, False
     log(f"tfnode: sweep member {name}: training {model} {dict(model_options)}")
     member = _member_dir(config, name)
-    options = {k: v for k, v in config.train_options.items() if v is not None}
-    metrics = train.train(model=model, dataset=config.dataset,
-                          model_options=dict(model_options), data_dir=config.data_dir,
-                          model_dir=os.path.join(member, "run"),
-                          export_dir=os.path.join(member, "export"), export_name=name,
-                          verbose=verbose, log=log,
-                          record={"sweep": config.output_dir, "member": name}, **options)
+    recipe = _recipe(config, model=model, model_options=dict(model_options),
+                     model_dir=os.path.join(member, "run"),
+                     export_dir=os.path.join(member, "export"), export_name=name)
+    metrics = training.train(recipe, verbose=verbose, log=log,
+                             record={"sweep": config.output_dir, "member": name})
     if os.path.normpath(metrics["export_path"]) != os.path.normpath(path):
         raise TfnodeError(f"sweep member {name}: exported to {metrics['export_path']!r}, "
                           f"expected {path!r}; remove {os.path.join(member, 'export')!r}")
@@ -168,7 +168,7 @@ def _train_member(config, name, model, model_options, log, verbose):
 
 
 def _eval_config(config, name, source_path):
-    return evaluate.EvalConfig(model_path=_export_path(config, name), dataset=config.dataset,
+    return evaluation.EvalConfig(model_path=_export_path(config, name), dataset=config.dataset,
                       attacks=("transfer",), eps=tuple(float(e) for e in config.eps),
                       num_examples=config.num_examples, batch_size=config.batch_size,
                       data_dir=config.data_dir, source_model_path=source_path,
@@ -187,8 +187,8 @@ def _evaluate_member(config, name, source_path, log, verbose):
         if report.get("config") == expected:
             return report, False
     log(f"tfnode: sweep member {name}: evaluating")
-    return evaluate.evaluate(eval_config, record={"sweep": config.output_dir, "member": name},
-                             log=log, verbose=verbose), True
+    return evaluation.evaluate(eval_config, record={"sweep": config.output_dir, "member": name},
+                               log=log, verbose=verbose), True
 
 
 def _row(config, name, h, report):
@@ -248,7 +248,73 @@ def run_sweep(config, *, log=print, verbose=1):
                         "num_params": source_metrics["num_params"]},
              "done_now": done_now, "seconds": time.time() - start,
              "versions": files.versions()}
-    sweep["paths"] = render.write_sweep(sweep, config.output_dir)
+    sweep["paths"] = write_sweep(sweep, config.output_dir)
     log(f"tfnode: sweep report {sweep['paths']['md']}"
         + ("" if done_now else " (every member was done: re-rendered only)"))
     return sweep
+
+
+def sweep_markdown(sweep):
+    """``sweep.md``: one row per step size h, each number with the run it comes from."""
+    config = sweep["config"]
+    keys = [outcomes.eps_key(e) for e in config["eps"]]
+    source = sweep["source"]
+    lines = [f"# Step-size sweep: {config['model']} on {config['dataset']}", "",
+             f"Each member `y + h f(y)` trained with the same recipe "
+             f"({_train_recipe(config)}), evaluated on the first {config['num_examples']} "
+             f"{config['dataset']} test images: clean accuracy, and robust accuracy under "
+             f"{config['transfer_attack'].upper()} crafted on the source model "
+             f"`{source['model']}` {source['options']} (test accuracy "
+             f"{figures.pct(source['test_accuracy'])}%, `{source['export']}`) and transferred "
+             "(Chu et al. 2020, Sec. 4.1, Fig. 1).", "",
+             "| h | clean (%) | " + " | ".join(f"eps {k} (%)" for k in keys)
+             + " | params | epochs | train s | report |",
+             "| --- " * (len(keys) + 6) + "|"]
+    for row in sweep["members"]:
+        epochs = f"{row['epochs']}" + (f" x {row['steps_per_epoch']} steps"
+                                       if row["steps_per_epoch"] else "")
+        lines.append(f"| {row['step_size']:g} | {figures.pct(row['clean_accuracy'])} | "
+                     + " | ".join(figures.pct(row["robust_accuracy"][k]) for k in keys)
+                     + f" | {row['num_params']:,} | {epochs} | {row['train_seconds']:.0f} | "
+                     f"`{row['report']}` |")
+    lines += ["", "Accuracy of the source on the transferred adversarials (%), per member: "
+              + "; ".join(f"h {row['step_size']:g}: "
+                          + ", ".join(figures.pct(row["source_accuracy"][k]) for k in keys)
+                          for row in sweep["members"]) + ".", "",
+              "![accuracy vs h](sweep.png)", ""]
+    return "\n".join(lines)
+
+
+def _train_recipe(config):
+    options = config["train_options"]
+    return ", ".join(f"{k} {v}" for k, v in sorted(options.items()) if v is not None) or \
+        "the sweep's recipe (tfnode.sweep.RECIPE over TrainConfig's defaults)"
+
+
+def plot_sweep(sweep, path):
+    """``sweep.png``: clean and transferred-attack accuracy vs h (log scale)."""
+    config = sweep["config"]
+    rows = sorted(sweep["members"], key=lambda r: r["step_size"])
+    h = [r["step_size"] for r in rows]
+    with figures.figure(path, xlabel="step size h (log scale)", ylabel="accuracy (%)",
+                 title=f"{config['model']} on {config['dataset']}: accuracy vs h") as ax:
+        ax.plot(h, [100 * r["clean_accuracy"] for r in rows], "-", marker="o",
+                color="black", label="clean")
+        for k, e in enumerate(config["eps"]):
+            key = outcomes.eps_key(e)
+            ax.plot(h, [100 * r["robust_accuracy"][key] for r in rows], "--", marker="o",
+                    color=f"C{k}",
+                    label=f"{config['transfer_attack'].upper()} (transferred) eps {key}")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+
+
+def write_sweep(sweep, output_dir):
+    """Writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` atomically; returns their paths."""
+    paths = {"json": os.path.join(output_dir, "sweep.json"),
+             "md": os.path.join(output_dir, "sweep.md"),
+             "png": os.path.join(output_dir, "sweep.png")}
+    plot_sweep(sweep, paths["png"])
+    files.write_text(paths["md"], sweep_markdown(sweep))
+    files.write_json(paths["json"], {**sweep, "paths": paths})
+    return paths

@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import outcomes
-from tfnode.layers import ODEBlock, SchemeBlock, solvers
+from tfnode import ode, outcomes
+from tfnode.layers import ODEBlock, SchemeBlock
 from tfnode.layers.odefunc import xla_enabled
 
 
@@ -99,11 +99,11 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
     pre = keras.Model(model.inputs, block.input)
     func = block.odefunc
     times = np.linspace(0.0, block.t1, num_times)
-    if not solvers.adaptive(block.solver):
+    if not ode.adaptive(block.solver):
         # Record on the model's own step grid (whole numbers of its steps per segment):
         # segments of another length would cut its steps, i.e. measure another network.
         h = block.step_size
-        per_segment = math.ceil(solvers.num_fixed_steps(block.t1, h) / (num_times - 1))
+        per_segment = math.ceil(ode.num_fixed_steps(block.t1, h) / (num_times - 1))
         times = np.arange(0.0, block.t1 - 1e-9, per_segment * h).tolist() + [block.t1]
     opts = dict(solver=block.solver, rtol=block.rtol, atol=block.atol,
                 first_step_size=block.first_step_size, max_num_steps=block.max_num_steps,
@@ -112,7 +112,7 @@ def _ode_states(block, model, x, x_pert, num_times, batch_size):
 
     def segment(t0, t1):
         # func itself, the same object at every call: its compiled solver step is reused.
-        return tf.function(lambda y: solvers.solve(func, y, t0=t0, t1=t1, **opts)[0])
+        return tf.function(lambda y: ode.solve(func, y, t0=t0, t1=t1, **opts)[0])
 
     def rate(t):
         return tf.function(lambda y: func(t=tf.constant(t, tf.float32), y=y))

@@ -6,9 +6,11 @@ gradient attack works. Each trial trains ``get_model(model, rtol=..., atol=..., 
 with the main job's recipe, then measures on a validation split taken from the end of
 the training set (never the test set): clean accuracy, mean NFE, and robust accuracy
 under PGD (exact gradients through the solver, per-sample steps, so a sample's result
-does not depend on its batch). The objective is one of them, or a score that charges
-NFE. At the end: ``trials.json`` / ``trials.md``, ``trials.png`` (robust accuracy vs mean
-NFE, the Pareto front marked) and ``best.cfg``, a flagfile ``tools.train`` takes as is.
+does not depend on its batch; an example counts as robust only if it is classified
+correctly both clean and attacked, as in tfnode's evaluation). The objective is one of
+them, or a score that charges NFE. At the end: ``trials.json`` / ``trials.md``,
+``trials.png`` (robust accuracy vs mean NFE, the Pareto front marked) and ``best.cfg``, a
+flagfile ``tools.train`` takes as is.
 
 A search resumes (keras-tuner's ``overwrite=False``), and runs distributed with
 keras-tuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
@@ -18,21 +20,23 @@ keras-tuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP
 import dataclasses
 import os
 import time
-from typing import Any, Mapping
 
 import keras
 import keras_tuner
 import numpy as np
 
-from tfnode import attacks, data, files, loading, models, render, strategies
-from tfnode import train as train_lib
+from tfnode import attacks, data, files, loading, models, registry, strategies, trials
+from tfnode.training import TrainConfig, check as check_recipe, fit as fit_lib
 from tfnode.errors import TfnodeError
 
 TUNERS = ("bayesian", "hyperband", "random")
 OBJECTIVES = ("clean", "robust", "score")
-_OBJECTIVE_METRIC = {"clean": "clean_accuracy", "robust": "robust_accuracy",
-                     "score": "score"}
 PROJECT = "tuner"  # keras-tuner's project folder under output_dir
+
+
+# Each trial's training where a search leaves it: the main job's recipe (`TrainConfig`'s
+# defaults) for one epoch, judged on the last 5000 training examples.
+RECIPE = TrainConfig(epochs=1, validation_size=5000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,30 +44,25 @@ class TuneConfig:
     """What `tune` searches and how each trial is trained and judged.
 
     Attributes:
-      model, dataset: the model (an ODE model: it must take ``rtol``/``atol``) and data.
-      model_options: fixed model options (e.g. ``width``).
+      recipe: each trial's training (`tfnode.training.TrainConfig`: the model, an ODE
+        model that takes ``rtol``/``atol``, its fixed model options, the data, the
+        optimizer and schedule, epochs, seed, strategy); ``validation_size``: the last
+        N training examples, held out to judge trials. Default: `RECIPE`.
       rtol_range, atol_range: log-scale search ranges.
       solvers: solvers to choose from (empty: the model's default, not searched).
       widths: widths to choose from (empty: not searched).
       tuner: ``bayesian``, ``hyperband`` or ``random``.
-      max_trials: trials (Hyperband: its ``max_epochs`` is ``epochs``, and it stops by
-        its own schedule).
+      max_trials: trials (Hyperband: its ``max_epochs`` is the recipe's ``epochs``, and
+        it stops by its own schedule).
       executions_per_trial: trainings per trial, averaged.
       objective: ``clean`` (validation accuracy), ``robust`` (validation accuracy under
         PGD) or ``score`` (``robust - nfe_weight * mean_nfe / 100``).
       eps, pgd_steps: the robust objective's PGD (step size ``eps / 4``, random start).
       nfe_weight: what 100 NFE cost in accuracy, for ``score``.
-      validation_size: the last N training examples, held out to judge trials.
-      robust_examples: how many of them PGD attacks.
-      epochs, steps_per_epoch, batch_size, learning_rate, optimizer, lr_schedule: each
-        trial's training (the main job's recipe by default).
-      seed, data_dir, output_dir: as in the other apps.
-      strategy: a `tfnode.strategies` name each trial trains under (``batch_size`` is
-        the global batch).
+      robust_examples: how many validation examples PGD attacks.
+      output_dir: the search's folder.
     """
-    model: str = "node"
-    dataset: str = "mnist"
-    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    recipe: TrainConfig = RECIPE
     rtol_range: tuple = (1e-5, 1e-1)
     atol_range: tuple = (1e-5, 1e-1)
     solvers: tuple = ()
@@ -75,57 +74,75 @@ class TuneConfig:
     eps: float = 0.1
     pgd_steps: int = 10
     nfe_weight: float = 0.1
-    validation_size: int = 5000
     robust_examples: int = 500
-    epochs: int = 1
-    steps_per_epoch: int | None = None
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    seed: int = 0
-    data_dir: str | None = None
     output_dir: str = "reports/tune"
-    strategy: str = "default"
+
+
+def flat_config(**fields):
+    """A `TuneConfig` from flat fields: `TrainConfig`'s go into its recipe (over
+    `RECIPE`), the others are the search's."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    recipe = dataclasses.replace(RECIPE, **{k: v for k, v in fields.items() if k in names})
+    return TuneConfig(recipe=recipe, **{k: v for k, v in fields.items() if k not in names})
+
+
+RULES = {"tuner": registry.one_of(*TUNERS), "objective": registry.one_of(*OBJECTIVES),
+         "max_trials": registry.COUNT, "pgd_steps": registry.COUNT,
+         "executions_per_trial": registry.COUNT, "robust_examples": registry.COUNT,
+         "eps": registry.UNIT, "nfe_weight": registry.NONNEGATIVE}
 
 
 def validate(config):
     """One-line `TfnodeError` for a config that cannot work, before any work."""
-    c = config
-    if c.tuner not in TUNERS:
-        raise TfnodeError(f"--tuner {c.tuner!r}: expected one of {list(TUNERS)}")
-    if c.objective not in OBJECTIVES:
-        raise TfnodeError(f"--objective {c.objective!r}: expected one of {list(OBJECTIVES)}")
-    accepted = models.model_options(c.model)
+    c, r = config, config.recipe
+    registry.check(c, RULES)
+    accepted = models.model_options(r.model)
     if not {"rtol", "atol"} <= set(accepted):
-        raise TfnodeError(f"--model={c.model} has no solver tolerances to tune; expected an "
+        raise TfnodeError(f"--model={r.model} has no solver tolerances to tune; expected an "
                           "ODE model (e.g. node)")
-    for key in c.model_options:
+    for key in r.model_options:
         if key in ("rtol", "atol"):
             raise TfnodeError(f"--{key}: tools.tune searches it; give --{key}_range")
         if key not in accepted:
-            raise TfnodeError(f"--{key} does not apply to --model={c.model}")
+            raise TfnodeError(f"--{key} does not apply to --model={r.model}")
     for flag, (lo, hi) in (("rtol_range", c.rtol_range), ("atol_range", c.atol_range)):
         if not 0 < lo < hi:
             raise TfnodeError(f"--{flag} {lo:g},{hi:g}: expected 0 < low < high")
     for solver in c.solvers:
-        models.get_model(c.model, dataset=c.dataset, **{**c.model_options, "solver": solver})
-    for flag, value in (("max_trials", c.max_trials), ("pgd_steps", c.pgd_steps),
-                        ("executions_per_trial", c.executions_per_trial),
-                        ("validation_size", c.validation_size),
-                        ("robust_examples", c.robust_examples), ("epochs", c.epochs)):
-        if not (isinstance(value, int) and value >= 1):
-            raise TfnodeError(f"--{flag} {value!r}: expected an integer >= 1")
-    if not 0 < c.eps <= 1:
-        raise TfnodeError(f"--eps {c.eps!r}: expected a number in (0, 1]")
-    if c.nfe_weight < 0:
-        raise TfnodeError(f"--nfe_weight {c.nfe_weight!r}: expected a number >= 0")
-    strategies.check(c.strategy)
-    train_lib.validate(model=c.model, dataset=c.dataset, epochs=c.epochs,
-                       batch_size=c.batch_size, learning_rate=c.learning_rate,
-                       optimizer=c.optimizer, lr_schedule=c.lr_schedule,
-                       steps_per_epoch=c.steps_per_epoch, checkpoint_steps=None,
-                       model_options={}, validation_size=c.validation_size)
+        models.get_model(r.model, dataset=r.dataset, **{**r.model_options, "solver": solver})
+    # The model options were checked above (rtol and atol are searched, not given).
+    check_recipe(dataclasses.replace(r, model_options={}))
+    registry.check(r, {"validation_size": registry.COUNT})  # trials are judged on it
+
+
+def robust_mask(clean_pred, adv_pred, y):
+    """Which examples are robust: classified correctly both clean and attacked.
+
+    The rule of tfnode's evaluation (`tfnode.evaluation`, RobustBench / AutoAttack): an
+    example the model gets wrong clean is never robust, whatever its adversarial's
+    prediction.
+    """
+    y = np.asarray(y)
+    return (np.asarray(clean_pred) == y) & (np.asarray(adv_pred) == y)
+
+
+def robust_accuracy(model, x, y, config):
+    """A trial's robust accuracy: the fraction of ``x`` that `robust_mask` keeps
+    under ``config``'s PGD (``eps``, ``pgd_steps`` of ``eps / 4`` from a random start
+    seeded with ``seed``).
+
+    An ODE model is attacked (and predicted) with per-sample steps: exact gradients
+    through the solver, and no sample's result depends on its batch-mates.
+    """
+    c = config
+    judged = model
+    if loading.ode_blocks(model):
+        judged = models.with_solver_options(model, per_sample_steps=True)
+    x_adv = attacks.pgd(judged, x, y, eps=c.eps, step_size=c.eps / 4, num_steps=c.pgd_steps,
+                        rand_init=True, seed=c.recipe.seed)
+    clean_pred = attacks.predict(judged, x, batch_size=c.recipe.batch_size)
+    adv_pred = attacks.predict(judged, x_adv, batch_size=c.recipe.batch_size)
+    return float(np.mean(robust_mask(clean_pred, adv_pred, y)))
 
 
 class HyperModel(keras_tuner.HyperModel):
@@ -144,7 +161,7 @@ class HyperModel(keras_tuner.HyperModel):
 
     def options(self, hp):
         c = self.config
-        options = dict(c.model_options)
+        options = dict(c.recipe.model_options)
         options["rtol"] = hp.Float("rtol", *c.rtol_range, sampling="log")
         options["atol"] = hp.Float("atol", *c.atol_range, sampling="log")
         if c.solvers:
@@ -155,29 +172,19 @@ class HyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         c = self.config
-        net = models.get_model(c.model, dataset=c.dataset, **self.options(hp))
-        train_lib.compile_for_training(net, optimizer=c.optimizer,
-                                       learning_rate=c.learning_rate,
-                                       lr_schedule=c.lr_schedule,
-                                       total_steps=c.epochs * self.steps_per_epoch)
+        net = models.get_model(c.recipe.model, dataset=c.recipe.dataset, **self.options(hp))
+        fit_lib.compile_for_training(net, c.recipe, c.recipe.epochs * self.steps_per_epoch)
         return net
 
     def fit(self, hp, model, train_ds, *, epochs=None, callbacks=None, verbose=0, **kwargs):
         c = self.config
         start = time.time()
-        model.fit(train_ds, epochs=epochs or c.epochs, steps_per_epoch=c.steps_per_epoch,
+        model.fit(train_ds, epochs=epochs or c.recipe.epochs, steps_per_epoch=c.recipe.steps_per_epoch,
                   callbacks=callbacks, verbose=verbose, shuffle=False)
         x, y = self.validation
-        clean = model.evaluate(x, y, batch_size=c.batch_size, verbose=0, return_dict=True)
-        judged = model
-        if loading.ode_blocks(model):
-            # Exact gradients through the solver; each sample its own steps.
-            judged = models.with_solver_options(model, per_sample_steps=True)
+        clean = model.evaluate(x, y, batch_size=c.recipe.batch_size, verbose=0, return_dict=True)
         n = min(c.robust_examples, len(x))
-        x_adv = attacks.pgd(judged, x[:n], y[:n], eps=c.eps, step_size=c.eps / 4,
-                            num_steps=c.pgd_steps, rand_init=True, seed=c.seed)
-        robust = float(np.mean(attacks.predict(judged, x_adv, batch_size=c.batch_size)
-                               == y[:n]))
+        robust = robust_accuracy(model, x[:n], y[:n], c)
         nfe = float(clean.get("nfe", 0.0))
         return {"clean_accuracy": float(clean["accuracy"]), "robust_accuracy": robust,
                 "mean_nfe": nfe, "score": robust - c.nfe_weight * nfe / 100.0,
@@ -198,12 +205,12 @@ class _Tuner(keras_tuner.Tuner):
         results = []
         config = self.hypermodel.config
         for execution in range(self.executions_per_trial):
-            keras.utils.set_random_seed(config.seed + execution)
-            strategy = strategies.get(config.strategy)
+            keras.utils.set_random_seed(config.recipe.seed + execution)
+            strategy = strategies.get(config.recipe.strategy)
             with strategy.scope():
                 model = self.hypermodel.build(hp)
-            if config.strategy != "default":
-                train_lib.build_for_strategy(model, strategy, args[0])
+            if config.recipe.strategy != "default":
+                fit_lib.build_for_strategy(model, strategy, args[0])
             results.append(self.hypermodel.fit(hp, model, *args, epochs=epochs, **kwargs))
         metrics = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         self.hypermodel.log(
@@ -215,15 +222,15 @@ class _Tuner(keras_tuner.Tuner):
 
 
 def _oracle(config):
-    objective = keras_tuner.Objective(_OBJECTIVE_METRIC[config.objective], "max")
+    objective = keras_tuner.Objective(trials.OBJECTIVE_METRIC[config.objective], "max")
     if config.tuner == "bayesian":
         return keras_tuner.oracles.BayesianOptimizationOracle(
-            objective, max_trials=config.max_trials, seed=config.seed)
+            objective, max_trials=config.max_trials, seed=config.recipe.seed)
     if config.tuner == "random":
         return keras_tuner.oracles.RandomSearchOracle(
-            objective, max_trials=config.max_trials, seed=config.seed)
+            objective, max_trials=config.max_trials, seed=config.recipe.seed)
     return keras_tuner.oracles.HyperbandOracle(
-        objective, max_epochs=config.epochs, seed=config.seed,
+        objective, max_epochs=config.recipe.epochs, seed=config.recipe.seed,
         max_consecutive_failed_trials=3)
 
 
@@ -241,38 +248,6 @@ def _trials(tuner):
     return sorted(rows, key=lambda r: r["trial"])
 
 
-def pareto_front(rows):
-    """Trials no other trial beats on both robust accuracy (higher) and NFE (lower)."""
-    front = []
-    for r in rows:
-        if not any(o["robust_accuracy"] >= r["robust_accuracy"] and o["mean_nfe"] <= r[
-                "mean_nfe"] and (o["robust_accuracy"], o["mean_nfe"]) != (
-                r["robust_accuracy"], r["mean_nfe"]) for o in rows):
-            front.append(r["trial"])
-    return front
-
-
-def best_flagfile(config, best):
-    """``best.cfg``: the best trial as flags ``tools.train`` accepts unchanged."""
-    lines = [f"# tools.tune's best trial ({best['trial']}, objective {config.objective}: "
-             f"{best[_OBJECTIVE_METRIC[config.objective]]:.4f}); judged on the last "
-             f"{config.validation_size} training examples.",
-             f"#   python -m tools.train --flagfile={os.path.join(config.output_dir, 'best.cfg')}",
-             f"--model={config.model}", f"--dataset={config.dataset}"]
-    options = {**config.model_options, **{k: best[k] for k in ("rtol", "atol", "solver",
-                                                                 "width") if k in best}}
-    lines += [f"--{k}={v}" for k, v in sorted(options.items())]
-    # The trial's own budget, so that the flagfile repeats it; drop --steps_per_epoch (and
-    # raise --epochs) for a full-length run.
-    if config.steps_per_epoch:
-        lines.append(f"--steps_per_epoch={config.steps_per_epoch}")
-    lines += [f"--epochs={best.get('epochs') or config.epochs}",
-              f"--batch_size={config.batch_size}", f"--learning_rate={config.learning_rate}",
-              f"--optimizer={config.optimizer}", f"--lr_schedule={config.lr_schedule}",
-              f"--seed={config.seed}"]
-    return "\n".join(lines) + "\n"
-
-
 def tune(config, *, log=print, verbose=0):
     """Runs (or resumes) the search; writes the summary unless this is a worker.
 
@@ -282,18 +257,18 @@ def tune(config, *, log=print, verbose=0):
     validate(config)
     files.check_writable(config.output_dir, flag="--tune_dir")
     role = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
-    keras.utils.set_random_seed(config.seed)
-    x, y = data.load_arrays(config.dataset, "train", data_dir=config.data_dir)
-    if config.validation_size >= len(x):
-        raise TfnodeError(f"--validation_size {config.validation_size}: the {config.dataset} "
+    keras.utils.set_random_seed(config.recipe.seed)
+    x, y = data.load_arrays(config.recipe.dataset, "train", data_dir=config.recipe.data_dir)
+    if config.recipe.validation_size >= len(x):
+        raise TfnodeError(f"--validation_size {config.recipe.validation_size}: the {config.recipe.dataset} "
                           f"training split has only {len(x)} examples")
-    validation = (x[-config.validation_size:].astype("float32") / 255.0,
-                  y[-config.validation_size:])
-    train_ds = data.load(config.dataset, "train", batch_size=config.batch_size,
-                         data_dir=config.data_dir, seed=config.seed,
-                         repeat=config.steps_per_epoch is not None, drop_remainder=True,
-                         validation_size=config.validation_size)
-    steps = config.steps_per_epoch or (len(x) - config.validation_size) // config.batch_size
+    validation = (x[-config.recipe.validation_size:].astype("float32") / 255.0,
+                  y[-config.recipe.validation_size:])
+    train_ds = data.load(config.recipe.dataset, "train", batch_size=config.recipe.batch_size,
+                         data_dir=config.recipe.data_dir, seed=config.recipe.seed,
+                         repeat=config.recipe.steps_per_epoch is not None, drop_remainder=True,
+                         validation_size=config.recipe.validation_size)
+    steps = config.recipe.steps_per_epoch or (len(x) - config.recipe.validation_size) // config.recipe.batch_size
     tuner = _Tuner(oracle=_oracle(config),
                    hypermodel=HyperModel(config, validation, steps, log=log),
                    executions_per_trial=config.executions_per_trial,
@@ -308,7 +283,7 @@ def tune(config, *, log=print, verbose=0):
     else:
         if done:
             log(f"tfnode: resuming the search in {config.output_dir}: {done} trials done")
-        log(f"tfnode: {role}: {config.tuner} search over rtol/atol of {config.model} "
+        log(f"tfnode: {role}: {config.tuner} search over rtol/atol of {config.recipe.model} "
             f"({config.objective} objective), up to {config.max_trials} trials")
         start = time.time()
         tuner.search(train_ds, verbose=verbose)
@@ -320,19 +295,20 @@ def tune(config, *, log=print, verbose=0):
     if not rows:
         raise TfnodeError("no trial completed; see the trials' messages under "
                           f"{os.path.join(config.output_dir, PROJECT)}")
-    metric = _OBJECTIVE_METRIC[config.objective]
+    metric = trials.OBJECTIVE_METRIC[config.objective]
     best = max(rows, key=lambda r: r[metric])
-    front = pareto_front(rows)
+    front = trials.pareto_front(rows)
     summary = {"config": dataclasses.asdict(config), "objective": metric,
-               "validation": f"the last {config.validation_size} of the "
-                             f"{config.dataset} training split",
+               "validation": f"the last {config.recipe.validation_size} of the "
+                             f"{config.recipe.dataset} training split",
                "trials": rows, "pareto_front": front, "best": best,
                "versions": files.versions()}
     files.write_json(os.path.join(config.output_dir, "trials.json"), summary)
     files.write_text(os.path.join(config.output_dir, "trials.md"),
-                     render.trials_markdown(summary))
-    render.plot_trials(summary, os.path.join(config.output_dir, "trials.png"))
-    files.write_text(os.path.join(config.output_dir, "best.cfg"), best_flagfile(config, best))
+                     trials.markdown(summary))
+    trials.plot(summary, os.path.join(config.output_dir, "trials.png"))
+    files.write_text(os.path.join(config.output_dir, "best.cfg"),
+                     trials.best_flagfile(config, best))
     log(f"tfnode: best trial {best['trial']}: rtol {best['rtol']:.2e}, atol "
         f"{best['atol']:.2e}, {metric} {best[metric]:.4f}; "
         f"{os.path.join(config.output_dir, 'trials.md')}, best.cfg")

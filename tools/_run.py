@@ -55,9 +55,12 @@ def app_run(main):
     app.run(main, flags_parser=parse_flags)
 
 
-def run_main(fn):
+def run_main(fn, flag_names=None):
     """Starts TensorFlow quietly, calls ``fn()``; a user error becomes ``error: <one
     line>`` on stderr and exit 2.
+
+    A `ConfigError` names a config field; the line names its flag: ``--<field>``, or
+    ``--<flag_names[field]>`` where the app's flag has another name.
 
     ``fn`` imports what it needs from tfnode itself, so that TensorFlow is first imported
     here. With absl's ``--verbosity`` given (e.g. ``-v 0``), nothing is silenced and Python
@@ -82,12 +85,14 @@ def run_main(fn):
         # TF/TFP deprecation notices and SavedModel INFO lines are not for the user.
         logging.set_verbosity(logging.ERROR)
         tf.get_logger().setLevel("ERROR")
-    from tfnode.errors import solver_failure
+    from tfnode.errors import ConfigError, solver_failure
 
     try:
         fn()
     except TfnodeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # The library names a config's field; the user gave its flag (of the same name).
+        text = err.flag_message(flag_names) if isinstance(err, ConfigError) else str(err)
+        print(f"error: {text}", file=sys.stderr)
         sys.exit(2)
     except tf.errors.OpError as err:
         failure = solver_failure(err)  # an ODE solve that blew up: the user's settings

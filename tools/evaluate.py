@@ -18,9 +18,9 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
     del argv  # tools._run.parse_flags refuses positional arguments
     def run():
-        from tfnode import evaluate
+        from tfnode import evaluation
 
-        evaluate.evaluate(common.evaluate_config(FLAGS), record=common.record(FLAGS))
+        evaluation.evaluate(common.evaluate_config(FLAGS), record=common.record(FLAGS))
 
     _run.run_main(run)
 

@@ -16,9 +16,9 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
     del argv  # tools._run.parse_flags refuses positional arguments
     def run():
-        from tfnode import train
+        from tfnode import training
 
-        train.train(**common.train_kwargs(FLAGS))
+        training.train(common.train_config(FLAGS), record=common.record(FLAGS))
 
     _run.run_main(run)
 

@@ -27,7 +27,8 @@ def main(argv):
 
         tune.tune(common.tune_config(FLAGS))
 
-    _run.run_main(run)
+    # TuneConfig's fields whose flags have other names.
+    _run.run_main(run, flag_names={"eps": "tune_eps", "output_dir": "tune_dir"})
 
 
 if __name__ == "__main__":

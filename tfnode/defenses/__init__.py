@@ -1,4 +1,4 @@
-"""Adversarial-training defenses: train steps that `tfnode.train` plugs into ``fit``.
+"""Adversarial-training defenses: train steps that `tfnode.training` plugs into ``fit``.
 
 ``--defense=pgd_at`` (Madry et al. 2018), ``trades`` (Zhang et al. 2019) or ``yopo``
 (Zhang et al. 2019), each with its published options (`get(name).defaults`, per dataset).

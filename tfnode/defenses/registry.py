@@ -1,4 +1,4 @@
-"""The defense registry: adversarial-training modes that `tfnode.train` plugs into fit.
+"""The defense registry: adversarial-training modes that `tfnode.training` plugs into fit.
 
 A defense is a train-step function (`DefenseSpec.step`): given the model and a batch it
 returns the training loss, the logits the training metrics are computed on, and the

@@ -2,7 +2,7 @@
 and verdict from its cells.
 
 Pure functions over arrays and dicts, shared by the evaluation runner
-(`tfnode.evaluate`) and the merge of shards (`tfnode.evaluation.shards`), which
+(`tfnode.evaluation.runner`) and the merge of shards (`tfnode.evaluation.shards`), which
 recomputes every number of a sharded run with them: neither imports the other.
 """
 

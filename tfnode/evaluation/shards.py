@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from tfnode import checks, files, outcomes, render
-from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib
+from tfnode import checks, files, outcomes
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, render
 from tfnode.errors import TfnodeError
 
 def shard_dir(output_dir, index, count):
@@ -40,10 +40,6 @@ def _load(folder):
     if "shard" not in report:
         raise TfnodeError(f"{folder!r} is not a shard's report (it has no 'shard' entry)")
     return report, arrays
-
-
-def _same_run(config):
-    return {k: v for k, v in config.items() if k not in ("shard_index", "output_dir")}
 
 
 def find(output_dir):
@@ -80,7 +76,8 @@ def merge(folders, output_dir):
     shards.sort(key=lambda s: s[0]["shard"]["index"])
     reports = [r for r, _ in shards]
     for r in reports[1:]:
-        if _same_run(r["config"]) != _same_run(reports[0]["config"]):
+        if files.differing_settings(reports[0]["config"], r["config"],
+                                    ignore=("shard_index", "output_dir")):
             raise TfnodeError("the shards come from different runs: their configs differ "
                               "in more than shard_index and output_dir")
     first = reports[0]

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfnode.layers import solvers
+from tfnode import ode
 from tfnode.layers.odefunc import xla_enabled
 
 
@@ -70,7 +70,7 @@ class ODEBlock(keras.layers.Layer):
 
     Args:
       odefunc: a Keras layer whose ``call(t, y)`` returns ``dy/dt`` with ``y``'s shape.
-      solver: a name in ``tfnode.layers.solvers.SOLVERS``: adaptive ``"dopri5"``,
+      solver: a name in ``tfnode.ode.SOLVERS``: adaptive ``"dopri5"``,
         ``"tsit5"``, ``"bosh3"``, or fixed-step ``"rk4"``, ``"heun"``, ``"midpoint"``,
         ``"euler"``.
       rtol: relative tolerance of an adaptive solver.
@@ -89,7 +89,7 @@ class ODEBlock(keras.layers.Layer):
         known (not inside `tfnode.layers.no_xla`, where it runs on TF's kernels: the same
         math). ``"adjoint"`` (dopri5 only): TFP's DormandPrince with its adjoint method
         (a backward ODE solve, as exact as the tolerances); its error control is not
-        tfnode's (see `tfnode.layers.solvers.loops`), so it also computes a slightly
+        tfnode's (see `tfnode.ode.adjoint`), so it also computes a slightly
         different forward solution. None: ``"adjoint"`` for dopri5, ``"backprop"`` for
         the others. Fixed-step solvers always backpropagate.
       per_sample_steps: with tfnode's adaptive loop: every sample keeps its own time,
@@ -106,9 +106,9 @@ class ODEBlock(keras.layers.Layer):
                  per_sample_steps=False, **kwargs):
         kwargs.setdefault("name", "ode_block")
         super().__init__(**kwargs)
-        solvers.validate(solver=solver, rtol=rtol, atol=atol, t1=t1, step_size=step_size,
-                         first_step_size=first_step_size, max_num_steps=max_num_steps,
-                         gradient=gradient, per_sample_steps=per_sample_steps)
+        ode.validate(solver=solver, rtol=rtol, atol=atol, t1=t1, step_size=step_size,
+                     first_step_size=first_step_size, max_num_steps=max_num_steps,
+                     gradient=gradient, per_sample_steps=per_sample_steps)
         self.odefunc = odefunc
         self.solver = solver
         self.rtol = float(rtol)
@@ -128,7 +128,7 @@ class ODEBlock(keras.layers.Layer):
         # Accepted and rejected steps: only tfnode's adaptive loop counts them (a fixed
         # step solver rejects nothing; TFP does not report them).
         self.step_metrics = None
-        if solvers.adaptive(solver) and not solvers.uses_tfp(solver, gradient):
+        if ode.adaptive(solver) and not ode.uses_tfp(solver, gradient):
             self.step_metrics = (SolveMetric(name=f"{prefix}accepted_steps"),
                                  SolveMetric(name=f"{prefix}rejected_steps"))
         # Not a tracked attribute: Keras need not see it (it holds no new weights).
@@ -146,7 +146,7 @@ class ODEBlock(keras.layers.Layer):
         fn = self.odefunc
         if jit_step:
             fn = self._odefunc_callers.setdefault(training, _Caller(self.odefunc))
-        y1, stats = solvers.solve(
+        y1, stats = ode.solve(
             fn, inputs, solver=self.solver, t1=self.t1, rtol=self.rtol,
             atol=self.atol, first_step_size=self.first_step_size,
             max_num_steps=self.max_num_steps, step_size=self.step_size,

@@ -122,7 +122,7 @@ register(Tableau(
 # Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", J. Comput. Appl.
 # Math. 6(1): order 5, embedded order 4 (the weights below), FSAL (7 stages, 6
 # evaluations a step). TFP's DormandPrince and torchdiffeq estimate the error with
-# another embedded solution (Shampine 1986); see tfnode.layers.solvers.loops.
+# another embedded solution (Shampine 1986); see tfnode.ode.adjoint.
 _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 register(Tableau(
     "dopri5", c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),

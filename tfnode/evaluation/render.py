@@ -1,20 +1,15 @@
 """Report files from report dicts: ``report.md``, the plots, ``report.json``.
 
-Pure functions of the report dict that `tfnode.evaluate` builds (no model, no attack),
+Pure functions of the report dict that `tfnode.evaluation` builds (no model, no attack),
 so an old ``report.json`` renders again.
 """
 
-import contextlib
 import json
 import os
 
 import numpy as np
 
-from tfnode import files, loading, outcomes
-
-
-def _pct(v):
-    return "-" if v is None else f"{100 * v:.2f}"
+from tfnode import figures, files, loading, outcomes
 
 
 def _headers(report):
@@ -47,8 +42,8 @@ def markdown(report):
     for label, res in report["models"].items():
         wc = res.get("worst_case", {})
         not_conv = set((res.get("verdict") or {}).get("not_converged", []))
-        lines.append(f"| {label} | {_pct(res['clean_accuracy'])} | " + " | ".join(
-            (_pct(wc[k]["robust_accuracy"]) + (" (standard attack not converged)"
+        lines.append(f"| {label} | {figures.pct(res['clean_accuracy'])} | " + " | ".join(
+            (figures.pct(wc[k]["robust_accuracy"]) + (" (standard attack not converged)"
                                               if k in not_conv else "")) if k in wc else "-"
             for k in keys) + " |")
     lines.append("")
@@ -67,8 +62,8 @@ def markdown(report):
                             if attack["meta"]["crafted_on"] != "model" else "")
                          + (" (on the survivors of the attacks above)"
                             if attack["meta"].get("survivors_of") else "")
-                         + f" | {_pct(res['clean_accuracy'])} | " + " | ".join(
-                             _pct(attack["cells"][k]["robust_accuracy"])
+                         + f" | {figures.pct(res['clean_accuracy'])} | " + " | ".join(
+                             figures.pct(attack["cells"][k]["robust_accuracy"])
                              if k in attack["cells"] else "-" for k in keys) + " |")
     lines.append("")
     lines += _model_notes(report)
@@ -92,10 +87,10 @@ def _verdict_markdown(report, label, res, keys):
         if wc:
             best = wc["strongest_single"]
             decisive = ", ".join(f"{n} {c}" for n, c in wc["decisive"].items() if c)
-            lines.append(f"- eps {eps(k)}: worst case **{_pct(wc['robust_accuracy'])}%** "
+            lines.append(f"- eps {eps(k)}: worst case **{figures.pct(wc['robust_accuracy'])}%** "
                          f"({wc['num_robust']}/{wc['num_examples']}) over "
                          f"{len(wc['attacks'])} attacks; strongest single attack "
-                         f"{best['attack']} {_pct(best['robust_accuracy'])}%"
+                         f"{best['attack']} {figures.pct(best['robust_accuracy'])}%"
                          + (f"; examples only one attack broke: {decisive}" if decisive else ""))
     lines += ["", "**Gradient masking suspected**: a masking check failed."
               if v["masking_suspected"] else "No check flags gradient masking."]
@@ -199,32 +194,9 @@ def _trajectory_markdown(report):
     return lines
 
 
-@contextlib.contextmanager
-def _figure(path, *, xlabel, ylabel, title, legend_size=7):
-    """A 6x4 in. axes to draw on; labelled, then written to ``path`` atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    try:
-        yield ax
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=legend_size)
-        fig.tight_layout()
-        with files.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-
-
 def plot_trajectories(report, path):
     """``trajectories.png``: median perturbation growth vs relative depth, per model."""
-    with _figure(path, xlabel="relative depth (t / t1, or block / number of blocks)",
+    with figures.figure(path, xlabel="relative depth (t / t1, or block / number of blocks)",
                  ylabel="median |z - y| / |z(0) - y(0)|",
                  title="perturbation growth through the network", legend_size=6) as ax:
         for label, traj in _measured(report, "trajectories"):
@@ -242,7 +214,7 @@ def plot(report, path):
     eps = sorted(report["eps"])
     keys = [outcomes.eps_key(e) for e in eps]
     styles = ["-", "--", ":", "-."]
-    with _figure(path, xlabel="eps (Linf, [0, 1] pixel scale)", ylabel="accuracy (%)",
+    with figures.figure(path, xlabel="eps (Linf, [0, 1] pixel scale)", ylabel="accuracy (%)",
                  title=f"{report['dataset']}: accuracy vs eps "
                        f"({report['num_examples']} examples)") as ax:
         for m, (label, res) in enumerate(report["models"].items()):
@@ -270,106 +242,3 @@ def write_report(report, output_dir):
     files.write_text(paths["md"], markdown(report))
     files.write_json(paths["json"], {**report, "paths": paths})
     return paths
-
-
-def sweep_markdown(sweep):
-    """``sweep.md``: one row per step size h, each number with the run it comes from."""
-    config = sweep["config"]
-    keys = [outcomes.eps_key(e) for e in config["eps"]]
-    source = sweep["source"]
-    lines = [f"# Step-size sweep: {config['model']} on {config['dataset']}", "",
-             f"Each member `y + h f(y)` trained with the same recipe "
-             f"({_train_recipe(config)}), evaluated on the first {config['num_examples']} "
-             f"{config['dataset']} test images: clean accuracy, and robust accuracy under "
-             f"{config['transfer_attack'].upper()} crafted on the source model "
-             f"`{source['model']}` {source['options']} (test accuracy "
-             f"{_pct(source['test_accuracy'])}%, `{source['export']}`) and transferred "
-             "(Chu et al. 2020, Sec. 4.1, Fig. 1).", "",
-             "| h | clean (%) | " + " | ".join(f"eps {k} (%)" for k in keys)
-             + " | params | epochs | train s | report |",
-             "| --- " * (len(keys) + 6) + "|"]
-    for row in sweep["members"]:
-        epochs = f"{row['epochs']}" + (f" x {row['steps_per_epoch']} steps"
-                                       if row["steps_per_epoch"] else "")
-        lines.append(f"| {row['step_size']:g} | {_pct(row['clean_accuracy'])} | "
-                     + " | ".join(_pct(row["robust_accuracy"][k]) for k in keys)
-                     + f" | {row['num_params']:,} | {epochs} | {row['train_seconds']:.0f} | "
-                     f"`{row['report']}` |")
-    lines += ["", "Accuracy of the source on the transferred adversarials (%), per member: "
-              + "; ".join(f"h {row['step_size']:g}: "
-                          + ", ".join(_pct(row["source_accuracy"][k]) for k in keys)
-                          for row in sweep["members"]) + ".", "",
-              "![accuracy vs h](sweep.png)", ""]
-    return "\n".join(lines)
-
-
-def _train_recipe(config):
-    options = config["train_options"]
-    return ", ".join(f"{k} {v}" for k, v in sorted(options.items()) if v is not None) or \
-        "tfnode.train's defaults"
-
-
-def plot_sweep(sweep, path):
-    """``sweep.png``: clean and transferred-attack accuracy vs h (log scale)."""
-    config = sweep["config"]
-    rows = sorted(sweep["members"], key=lambda r: r["step_size"])
-    h = [r["step_size"] for r in rows]
-    with _figure(path, xlabel="step size h (log scale)", ylabel="accuracy (%)",
-                 title=f"{config['model']} on {config['dataset']}: accuracy vs h") as ax:
-        ax.plot(h, [100 * r["clean_accuracy"] for r in rows], "-", marker="o",
-                color="black", label="clean")
-        for k, e in enumerate(config["eps"]):
-            key = outcomes.eps_key(e)
-            ax.plot(h, [100 * r["robust_accuracy"][key] for r in rows], "--", marker="o",
-                    color=f"C{k}",
-                    label=f"{config['transfer_attack'].upper()} (transferred) eps {key}")
-        ax.set_xscale("log")
-        ax.set_ylim(0, 100)
-
-
-def write_sweep(sweep, output_dir):
-    """Writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` atomically; returns their paths."""
-    paths = {"json": os.path.join(output_dir, "sweep.json"),
-             "md": os.path.join(output_dir, "sweep.md"),
-             "png": os.path.join(output_dir, "sweep.png")}
-    plot_sweep(sweep, paths["png"])
-    files.write_text(paths["md"], sweep_markdown(sweep))
-    files.write_json(paths["json"], {**sweep, "paths": paths})
-    return paths
-
-
-def trials_markdown(summary):
-    """``trials.md`` of a `tfnode.tune` search: one row per completed trial."""
-    config, rows, front = summary["config"], summary["trials"], summary["pareto_front"]
-    extra = [k for k in ("solver", "width") if any(k in r for r in rows)]
-    head = ["trial", "rtol", "atol", *extra, "clean (%)", "robust (%)", "mean NFE", "score",
-            "s", "Pareto"]
-    lines = [f"# Tolerance search: {config['model']} on {config['dataset']}", "",
-             f"{config['tuner']} tuner, objective {config['objective']} "
-             f"({summary['objective']}), {len(rows)} completed trials, judged on the last "
-             f"{config['validation_size']} training examples (robust: "
-             f"PGD-{config['pgd_steps']} at eps {config['eps']:g}, step eps/4, random "
-             f"start, on the first {config['robust_examples']} of them; exact gradients, "
-             f"per-sample steps); {sum(r['seconds'] for r in rows):.0f} s of trials in all.",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["trial"], f"{r['rtol']:.2e}", f"{r['atol']:.2e}"]
-        cells += [str(r.get(k, "")) for k in extra]
-        cells += [f"{100 * r['clean_accuracy']:.2f}", f"{100 * r['robust_accuracy']:.2f}",
-                  f"{r['mean_nfe']:.1f}", f"{r['score']:.4f}", f"{r['seconds']:.0f}",
-                  "yes" if r["trial"] in front else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![robust accuracy vs mean NFE](trials.png)", ""]
-    return "\n".join(lines)
-
-
-def plot_trials(summary, path):
-    """``trials.png``: robust accuracy vs mean NFE, one point per trial, the Pareto front."""
-    rows, front = summary["trials"], summary["pareto_front"]
-    with _figure(path, xlabel="mean NFE (validation)", ylabel="robust accuracy (%)",
-                 title=f"{summary['config']['model']}: tolerance trials") as ax:
-        ax.scatter([r["mean_nfe"] for r in rows],
-                   [100 * r["robust_accuracy"] for r in rows], label="trial")
-        on = sorted((r for r in rows if r["trial"] in front), key=lambda r: r["mean_nfe"])
-        ax.plot([r["mean_nfe"] for r in on], [100 * r["robust_accuracy"] for r in on],
-                "r-o", label="Pareto front")

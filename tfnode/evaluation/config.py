@@ -1,0 +1,168 @@
+"""What an evaluation depends on (`EvalConfig`), its checks before any work
+(`resolve_options`), and the conventions the report states (`SCHEDULES`, `conventions`).
+
+Conventions (RobustBench / AutoAttack): an example is robust under an attack if the model
+classifies it correctly both clean and attacked; robust accuracy is over ALL evaluated
+examples; the attack success rate is over the clean-correct ones. The two schedules are
+described in `tfnode.evaluation.schedule`.
+"""
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from tfnode import attacks, audit as audit_lib, outcomes
+from tfnode.errors import TfnodeError
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Everything an evaluation depends on; recorded verbatim in ``report.json``.
+
+    Attributes:
+      model_path: the model to evaluate (`tfnode.loading.load_model`).
+      dataset: dataset name.
+      split: dataset split.
+      attacks: registered attack names (`tfnode.attacks.available()`).
+      eps: Linf budgets on the [0, 1] pixel scale (already divided by ``eps_scale``).
+      eps_scale: what the user's budgets were divided by (e.g. 255), for display.
+      num_examples: the first this many examples of the split are evaluated.
+      batch_size: fixed batch size of every model call.
+      data_dir: see `tfnode.data.load`.
+      compare_model_path: a second model evaluated the same way.
+      source_model_path: model on which ``transfer`` crafts its adversarials.
+      output_dir: report folder (default ``reports/<model>_<dataset>``).
+      attack_options: ``{attack or audit variant: {option: value}}`` over the defaults.
+      seed: seed of random starts, transforms and proposals (keyed per example by its
+        index where the attack allows, else ``seed + k`` for batch k of a call).
+      audit: add the gradient-masking audit (`tfnode.audit`) and its verdict.
+      per_sample_steps: evaluate ODE models with per-sample steps where they apply
+        (`tfnode.loading.with_per_sample_steps`), so no result depends on the batch.
+      tolerance_grid: rtol = atol values of the attack-time x inference-time grid.
+      trajectories: measure the paper's bound (`tfnode.trajectories`).
+      schedule: ``"fast"`` or ``"exhaustive"`` (see `tfnode.evaluation.schedule`).
+      num_shards: split the examples into this many contiguous shards ...
+      shard_index: ... and evaluate this one (0-based); `tfnode.evaluation.shards.merge` joins the
+        shards' reports.
+    """
+    model_path: str
+    dataset: str = "mnist"
+    split: str = "test"
+    attacks: tuple = ("fgsm", "pgd")
+    eps: tuple = (0.1, 0.2, 0.3)
+    eps_scale: float = 1.0
+    num_examples: int = 1000
+    batch_size: int = 100
+    data_dir: str | None = None
+    compare_model_path: str | None = None
+    source_model_path: str | None = None
+    output_dir: str | None = None
+    attack_options: Mapping = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    audit: bool = False
+    per_sample_steps: bool = True
+    tolerance_grid: tuple = ()
+    trajectories: bool = False
+    schedule: str = "fast"
+    num_shards: int = 1
+    shard_index: int = 0
+
+
+SCHEDULES = {
+    "fast": "fast: gradient attacks keep each example's first adversarial and stop "
+            "(early exit); eps in increasing order, each attack only on the examples it "
+            "left robust at the eps below, its adversarials carried forward; "
+            "{survivors} only on the examples every attack before it left robust (their "
+            "cells: robust after those attacks and this one)",
+    "exhaustive": "exhaustive: every attack on every example at every eps; a gradient "
+                  "attack's last iterate (per restart) is kept",
+}
+
+
+def conventions(schedule):
+    """The report's sentence on how cells were computed under ``schedule``."""
+    names = " and ".join(attacks.available(survivors_only=True)) or "no attack"
+    return SCHEDULES[schedule].format(survivors=names)
+
+
+def _is_count(value, least):
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            and value >= least)
+
+
+def resolve_options(config):
+    """``{name: options}`` of every attack the run may need, checked before any work.
+
+    Raises:
+      TfnodeError: one line naming the bad attack, option or value.
+    """
+    _check_sizes(config)
+    _check_budgets(config)
+    names = list(config.attacks)
+    if config.audit:
+        names += [v.compares_with for v in audit_lib.VARIANTS]
+        names += attacks.available(in_audit=True)
+    given = dict(config.attack_options)
+    for name in given:
+        if name not in attacks.available() and name not in audit_lib.NAMES:
+            raise TfnodeError(f"attack options for unknown attack {name!r}; expected one of "
+                              f"{attacks.available() + list(audit_lib.NAMES)}")
+    # Options given for an attack that does not run are checked all the same: a typo
+    # there is as likely a mistake as anywhere.
+    names += [name for name in given if name in attacks.available()]
+    resolved = {name: attacks.get(name).options(given.get(name), dataset=config.dataset)
+                for name in dict.fromkeys(names)}
+    for name in config.attacks:
+        if attacks.get(name).needs_source and not config.source_model_path:
+            raise TfnodeError(f"{name} needs a source model (--source_model_path: the model "
+                              "the adversarials are crafted on)")
+    for v in audit_lib.VARIANTS:
+        if config.audit or v.name in given:
+            resolved[v.name] = attacks.get(v.attack).options(
+                {**given.get(v.attack, {}), **v.overrides, **given.get(v.name, {})},
+                dataset=config.dataset, label=v.name)
+    return resolved
+
+
+def _check_sizes(config):
+    """The counts, the schedule and the shard."""
+    for name, value in (("num_examples", config.num_examples),
+                        ("batch_size", config.batch_size), ("num_shards", config.num_shards)):
+        if not _is_count(value, 1):
+            raise TfnodeError(f"{name} must be an integer >= 1, got {value!r}")
+    if config.schedule not in SCHEDULES:
+        raise TfnodeError(f"schedule must be one of {list(SCHEDULES)}, got "
+                          f"{config.schedule!r}")
+    if not _is_count(config.shard_index, 0) or config.shard_index >= config.num_shards:
+        raise TfnodeError(f"shard_index must be an integer in [0, {config.num_shards - 1}] "
+                          f"(num_shards {config.num_shards}), got {config.shard_index!r}")
+    if config.num_shards > 1 and (config.tolerance_grid or config.trajectories):
+        raise TfnodeError("num_shards > 1 does not combine with tolerance_grid or "
+                          "trajectories (their summaries do not merge); run them unsharded")
+
+
+def _check_budgets(config):
+    """The attacks and eps given (each once), the tolerances and the seed."""
+    if not config.attacks:
+        raise TfnodeError(f"no attacks given; expected some of {attacks.available()}")
+    if not config.eps:
+        raise TfnodeError("no eps given; give at least one budget")
+    for e in config.eps:
+        if not 0.0 <= e <= 1.0:
+            raise TfnodeError(f"eps {e:g} is outside [0, 1], the pixel range of the inputs")
+    keys = [outcomes.eps_key(e) for e in config.eps]
+    twice = sorted({k for k in keys if keys.count(k) > 1}, key=float)
+    if twice:
+        # Cells are keyed by eps (to 6 significant digits): a repeated budget would
+        # silently overwrite its twin.
+        raise TfnodeError(f"eps {', '.join(twice)} given twice; give each budget once")
+    for name in config.attacks:
+        if list(config.attacks).count(name) > 1:
+            raise TfnodeError(f"attack {name!r} given twice in --attacks; give each once")
+    if any(not t > 0 for t in config.tolerance_grid):
+        raise TfnodeError(f"tolerance_grid takes tolerances > 0, got "
+                          f"{list(config.tolerance_grid)}")
+    if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
+        raise TfnodeError(f"seed must be an integer >= 0, got {config.seed!r}")
+

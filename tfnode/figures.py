@@ -1,0 +1,34 @@
+"""What every page and plot of tfnode shares: percentages as the tables print them, and
+a labelled figure written atomically."""
+
+import contextlib
+
+from tfnode import files
+
+
+def pct(v):
+    """A proportion as a percentage with two decimals; ``-`` for None."""
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+@contextlib.contextmanager
+def figure(path, *, xlabel, ylabel, title, legend_size=7):
+    """A 6x4 in. axes to draw on; labelled, then written to ``path`` atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)

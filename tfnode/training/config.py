@@ -1,0 +1,134 @@
+"""`TrainConfig`: THE training recipe, used by `tools.train`, the tuner and the step-size
+sweep alike; each of them changes only the fields it must, in the open."""
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+from tfnode import data, defenses, models, registry, strategies
+from tfnode.errors import TfnodeError
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("cosine", "constant", "step")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A training run: the model, the recipe, and where the run and its export go.
+
+    The defaults are the main job's recipe (`python -m tools.train --model=node`), chosen
+    on a validation split (docs/results.md). Model options not given take the model's own
+    defaults (`tfnode.models.get_model`); the apps pass ``width=32``.
+
+    Attributes:
+      model: registered model name (``tfnode.models.available()``).
+      dataset: dataset name.
+      model_options: options for `tfnode.models.get_model` (``rtol``, ``step_size``, ...).
+      epochs: training epochs.
+      batch_size: training batch size (under a strategy: the global batch).
+      learning_rate: peak learning rate.
+      optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+      lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50%
+        and 75% of the steps).
+      weight_decay: L2 weight decay added to the gradients before the update, as
+        PyTorch's optimizers apply it (`tfnode.optimizers`; 0: none).
+      seed: seed of weight init and shuffling.
+      steps_per_epoch: cut epochs short (the training data repeats).
+      validation_size: hold out the last this many training examples and report the
+        accuracy on them after every epoch (``val_accuracy``), for choosing settings
+        without the test split. 0: train on the whole training split.
+      defense: a registered defense (`tfnode.defenses.available`). None: standard
+        training.
+      defense_options: options of ``defense`` over its published defaults for
+        ``dataset``.
+      strategy: a `tfnode.strategies` name (``default``, ``mirrored``, ``tpu``).
+      deterministic: turn on TensorFlow's op determinism (for GPUs, whose kernels may
+        reduce in any order; on CPU tfnode's training repeats bit for bit without it,
+        see docs/training.md). It stays on in the process.
+      data_dir: see `tfnode.data.load`.
+      eval_batch_size: test batch size (default: ``batch_size``). It is recorded, because
+        an adaptive ODE solver's steps, and so a sample's logits, depend on its batch.
+      checkpoint_steps: also save the resume state every this many steps.
+      model_dir: checkpoints (``backup/`` for resume, ``checkpoints/`` per epoch) and
+        TensorBoard logs (``logs/``); default ``runs/<model>_<dataset>[_<defense>]``.
+      export_dir: SavedModel base folder; the model goes to ``<export_dir>/<name>/<v>/``.
+      export_name: name of the export; default ``<model>_<dataset>[_<defense>]``.
+      overwrite: delete ``model_dir``'s resume state, finished record and epoch
+        checkpoints and train from scratch. Without it a run resumes from its last saved
+        state (`tfnode.resume`), and a finished one returns its metrics without training.
+    """
+    model: str = "node"
+    dataset: str = "mnist"
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    epochs: int = 4
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.0
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    validation_size: int = 0
+    defense: str | None = None
+    defense_options: Mapping[str, Any] | None = None
+    strategy: str = "default"
+    deterministic: bool = False
+    data_dir: str | None = None
+    eval_batch_size: int | None = None
+    checkpoint_steps: int | None = None
+    model_dir: str | None = None
+    export_dir: str = "savedmodels"
+    export_name: str | None = None
+    overwrite: bool = False
+
+    @property
+    def run_name(self):
+        """``<model>_<dataset>[_<defense>]``: a defended run gets folders of its own."""
+        return "_".join([self.model, self.dataset] + ([self.defense] if self.defense else []))
+
+
+RULES = {
+    "epochs": registry.COUNT,
+    "batch_size": registry.COUNT,
+    "steps_per_epoch": registry.optional(registry.COUNT),
+    "checkpoint_steps": registry.optional(registry.COUNT),
+    "eval_batch_size": registry.optional(registry.COUNT),
+    "learning_rate": registry.POSITIVE,
+    "weight_decay": registry.NONNEGATIVE,
+    "validation_size": registry.NONNEGATIVE_COUNT,
+    "optimizer": registry.one_of(*OPTIMIZERS),
+    "lr_schedule": registry.one_of(*LR_SCHEDULES),
+}
+
+
+def check(config):
+    """Raises a one-line `TfnodeError` for a config that cannot work, before any work.
+
+    Returns:
+      The defense's options (its published defaults for the dataset, then
+      ``defense_options``), or None without a defense.
+    """
+    data.info(config.dataset)
+    strategies.check(config.strategy)
+    accepted = models.model_options(config.model)
+    for key in config.model_options:
+        if key not in accepted:
+            raise TfnodeError(f"--{key} does not apply to --model={config.model}; it takes "
+                              f"{sorted(accepted)}")
+    registry.check(config, RULES)
+    if config.defense is None:
+        if config.defense_options:
+            raise TfnodeError("defense options were given without a defense (--defense)")
+        return None
+    return defenses.get(config.defense).options(config.defense_options,
+                                                dataset=config.dataset)
+
+
+def resolved(config):
+    """``config`` with its defaults filled in from the others (``model_dir``,
+    ``export_name``, ``eval_batch_size``) and ``model_options`` a plain dict."""
+    return dataclasses.replace(
+        config, model_options=dict(config.model_options or {}),
+        model_dir=config.model_dir or os.path.join("runs", config.run_name),
+        export_name=config.export_name or config.run_name,
+        eval_batch_size=config.eval_batch_size or config.batch_size)

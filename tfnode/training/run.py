@@ -1,0 +1,236 @@
+"""`train`: fit a `TrainConfig` with checkpoints and exact resume, evaluate it on the
+test split, export it, and record the run."""
+
+import dataclasses
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from tfnode import data, defenses, errors, export, files, models, resume, strategies
+from tfnode.errors import TfnodeError
+from tfnode.training import config as config_lib, fit, run_dir
+
+
+@dataclasses.dataclass
+class _Run:
+    """One training run's parts, made by the steps of `train` in turn."""
+    config: config_lib.TrainConfig
+    defense_options: dict | None
+    strategy: tf.distribute.Strategy
+    net: keras.Model
+    settings: dict
+    log: callable
+    steps: int = 0
+    trainer: keras.Model | None = None
+    state: dict | None = None
+    resumed: str = ""
+
+
+def train(config, *, record=None, log=print, callbacks=(), verbose=1):
+    """Trains ``config``'s model, evaluates it on the test split and exports it.
+
+    Args:
+      config: a `tfnode.training.TrainConfig`.
+      record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
+      log: where progress lines go.
+      callbacks: extra Keras callbacks for ``fit``.
+      verbose: Keras progress-bar verbosity.
+
+    Returns:
+      The metrics dict that is also written to ``metrics.json`` next to the export, with
+      ``export_path``.
+
+    Raises:
+      TfnodeError: bad options; ``model_dir`` holds another run; the training loss became
+        NaN or Inf (the last good state is kept and named).
+    """
+    start = time.time()
+    run = _start(config, log)
+    finished = _take_over_folder(run)
+    if finished is not None:
+        return finished
+    streams = _streams(run)
+    _compile_and_restore(run, streams[0])
+    history, note, fit_seconds = _fit(run, streams, callbacks, verbose)
+    run.log(f"tfnode: evaluating on the {run.config.dataset} test split "
+            f"(batch {run.config.eval_batch_size})")
+    eval_start = time.time()
+    test = run.trainer.evaluate(streams[2], verbose=verbose, return_dict=True)
+    metrics = _metrics(run, test, history, timings={
+        "train_seconds": fit_seconds, "eval_seconds": time.time() - eval_start},
+        note=note, record=record)
+    return _export(run, metrics, start)
+
+
+def _start(config, log):
+    """Checks the config, seeds, and builds the model (its option errors come before any
+    folder is made or any data is read or fetched)."""
+    defense_options = config_lib.check(config)
+    c = config_lib.resolved(config)
+    if c.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(c.seed)
+    strat = strategies.get(c.strategy)
+    if c.batch_size % strat.num_replicas_in_sync:
+        raise TfnodeError(f"--batch_size {c.batch_size} does not split over the "
+                          f"{strat.num_replicas_in_sync} replicas of --strategy={c.strategy}")
+    with strat.scope():  # variables in the strategy's scope (mirrored)
+        net = models.get_model(c.model, dataset=c.dataset, **c.model_options)
+    export.check_writable(c.export_dir)
+    return _Run(c, defense_options, strat, net, run_dir.settings(c, defense_options), log)
+
+
+def _take_over_folder(run):
+    """Clears the folder for ``overwrite``; the metrics of this run if it is finished;
+    else refuses a resume with other settings and records this run's."""
+    c = run.config
+    if c.overwrite:
+        run_dir.clear(c.model_dir)
+    finished = run_dir.finished_run(c.model_dir, run_dir.export_target(c, run.settings),
+                                    run.log)
+    if finished is not None:
+        run.log(f"tfnode: {c.model_dir} holds this run, finished and exported to "
+                f"{finished['export_path']}; nothing to do (--overwrite trains it again)")
+        return finished
+    run_dir.check_resume_settings(c.model_dir, run.settings)
+    return None
+
+
+def _streams(run):
+    """The training stream from its start, the validation and the test batches."""
+    c = run.config
+    first = fit.train_stream(c, 0)
+    val_ds = data.load(c.dataset, "validation", batch_size=c.eval_batch_size,
+                       data_dir=c.data_dir, validation_size=c.validation_size) \
+        if c.validation_size else None
+    test_ds = data.load(c.dataset, "test", batch_size=c.eval_batch_size, data_dir=c.data_dir)
+    run.steps = fit.steps_per_epoch(c)
+    return first, val_ds, test_ds
+
+
+def _compile_and_restore(run, first):
+    """Compiles the trainer (a defense trains through a wrapper whose train step is the
+    defense's; it shares the weights, so checkpoints, evaluation and the export are those
+    of the model itself) and restores the last resume state, if any."""
+    c, strat = run.config, run.strategy
+    with strat.scope():
+        run.trainer = run.net if c.defense is None else defenses.DefendedModel(
+            run.net, c.defense, run.defense_options, seed=c.seed)
+        fit.compile_for_training(run.trainer, c, c.epochs * run.steps)
+    run_dir.refuse_old_backup(c.model_dir)
+    with strat.scope():
+        run.state = resume.restore(run.trainer, run_dir.backup_dir(c.model_dir), log=run.log)
+    if c.strategy != "default" or (run.state and run.state.get("metrics")):
+        # Under a strategy, see build_for_strategy. Without one Keras builds its compiled
+        # metrics only when it traces the first step, after the epoch began: a mid-epoch
+        # resume needs them before, to start from the saved running sums
+        # (`resume.Checkpointer.on_epoch_begin`).
+        fit.build_for_strategy(run.trainer, strat, first)
+    if run.state:
+        s = run.state
+        run.resumed = (f"step {s['step']}: {s['epoch']} epoch(s) done"
+                       + (f" and {s['step_in_epoch']} step(s) of the next"
+                          if s["step_in_epoch"] else ""))
+        run.log(f"tfnode: resuming from {s['folder']} ({run.resumed})")
+
+
+def _fit(run, streams, callbacks, verbose):
+    """Fits the rest of the run; returns ``(epoch logs, resume note, seconds)``.
+
+    The resume state is kept until the export is written: a failure in evaluation or
+    export must not lose it. User callbacks come last, so the state of an epoch is saved
+    before any of them can stop training.
+    """
+    c, state, steps = run.config, run.state, run.steps
+    first, val_ds, _ = streams
+    checkpointer = resume.Checkpointer(
+        run_dir.backup_dir(c.model_dir), weights_pattern=os.path.join(
+            c.model_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+        model=run.net, steps_per_epoch=steps, every_steps=c.checkpoint_steps,
+        history=state["history"] if state else None,
+        metrics=state.get("metrics") if state else None)
+    callbacks = [checkpointer, keras.callbacks.TensorBoard(os.path.join(c.model_dir, "logs")),
+                 *callbacks]
+    run.log(f"tfnode: training {c.model} on {c.dataset} for {c.epochs} epoch(s) of {steps} "
+            f"steps, batch {c.batch_size}, {c.optimizer} lr {c.learning_rate} "
+            f"({c.lr_schedule})"
+            + (f", defense {c.defense} {run.defense_options}" if c.defense else ""))
+    fit_start = time.time()
+    epoch, done_in_epoch = divmod(state["step"] if state else 0, steps)
+    common = dict(shuffle=False,  # the dataset shuffles itself (seeded); Keras would warn
+                  validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    try:
+        if epoch < c.epochs and done_in_epoch:
+            # The rest of an interrupted epoch first, then whole epochs: Keras' fit starts
+            # an epoch only at its first step.
+            run.trainer.fit(fit.train_stream(c, epoch * steps + done_in_epoch),
+                            initial_epoch=epoch, epochs=epoch + 1,
+                            steps_per_epoch=steps - done_in_epoch, **common)
+            epoch += 1
+        if epoch < c.epochs and not checkpointer.failure and not run.trainer.stop_training:
+            run.trainer.fit(first if epoch == 0 else fit.train_stream(c, epoch * steps),
+                            initial_epoch=epoch, epochs=c.epochs, steps_per_epoch=steps,
+                            **common)
+    except tf.errors.OpError as err:
+        failure = errors.solver_failure(err)
+        if failure is None:
+            raise
+        raise TfnodeError(f"{failure}. Training stopped; "
+                          f"{run_dir.last_good(c.model_dir)}") from None
+    if checkpointer.failure:
+        raise TfnodeError(f"{checkpointer.failure}; training stopped and nothing after it "
+                          "was saved (try a lower --learning_rate). "
+                          f"{run_dir.last_good(c.model_dir)}")
+    return checkpointer.history, checkpointer.note, time.time() - fit_start
+
+
+def _metrics(run, test, history, *, timings, note, record):
+    """What ``metrics.json`` records: the test split's accuracy, loss and solve
+    statistics, the epoch logs, the times and the run's settings."""
+    c = run.config
+    return {
+        "model": c.model, "dataset": c.dataset, "model_options": c.model_options,
+        "defense": c.defense, "defense_options": run.defense_options,
+        "validation": None if not c.validation_size else {
+            "size": c.validation_size, "examples": f"the last {c.validation_size} of the "
+                                                   f"{c.dataset} training split",
+            "accuracy": float(history["val_accuracy"][-1])},
+        "clean_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
+        "mean_nfe_test": float(test["nfe"]) if "nfe" in test else None,
+        # Mean accepted / rejected trial steps per solve (tfnode's adaptive loop only).
+        **{f"mean_{k}_test": float(test[k]) for k in ("accepted_steps", "rejected_steps")
+           if k in test},
+        "train_history": history, **timings,
+        "eval_batch_size": c.eval_batch_size, "resumed": run.resumed or None,
+        "resume_note": note, "num_params": int(run.net.count_params()),
+        "settings": {**run.settings, "data_dir": c.data_dir, "model_dir": c.model_dir},
+        "record": record or {}, "versions": files.versions(),
+        "op_determinism": bool(c.deterministic)}
+
+
+def _export(run, metrics, start):
+    """Exports the model with its metrics, records the run as finished, and says where
+    everything went."""
+    c = run.config
+    metrics["wall_seconds"] = time.time() - start
+    metrics["replicas"] = int(run.strategy.num_replicas_in_sync)
+    path = export.export(run.net, c.export_dir, c.export_name, extra_files={
+        export.METRICS: lambda p: files.write_json(p, metrics),
+        "model.keras": run.net.save,
+    })
+    metrics["export_path"] = path
+    run_dir.finish(c.model_dir, run_dir.export_target(c, run.settings), path)
+    run.log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"
+            + (f", mean NFE {metrics['mean_nfe_test']:.1f}" if metrics["mean_nfe_test"] else "")
+            + (f" ({metrics['mean_accepted_steps_test']:.1f} accepted, "
+               f"{metrics['mean_rejected_steps_test']:.1f} rejected steps)"
+               if "mean_accepted_steps_test" in metrics else "")
+            + f", wall time {metrics['wall_seconds'] / 60:.1f} min")
+    run.log(f"tfnode: SavedModel  {path}  (saved_model_cli show --dir {path} --all)")
+    run.log(f"tfnode: Keras model {os.path.join(path, 'model.keras')}")
+    run.log(f"tfnode: metrics     {os.path.join(path, export.METRICS)}")
+    run.log(f"tfnode: checkpoints {os.path.join(c.model_dir, 'checkpoints')}, TensorBoard "
+            f"logs {os.path.join(c.model_dir, 'logs')}")
+    return metrics

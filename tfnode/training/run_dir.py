@@ -1,0 +1,123 @@
+"""A run folder's bookkeeping: the settings a run was started with (so that a resume
+with other settings is refused), the record of a finished run (so that running it
+again does nothing), and clearing it for ``overwrite``."""
+
+import json
+import os
+import shutil
+
+from tfnode import export, files, resume
+from tfnode.errors import TfnodeError
+
+SETTINGS = "run_settings.json"
+FINISHED = "finished.json"
+
+
+def settings(config, defense_options):
+    """What a run must share with the run it resumes (``config`` resolved)."""
+    c = config
+    return {"model": c.model, "dataset": c.dataset, "model_options": c.model_options,
+            "epochs": c.epochs, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
+            "optimizer": c.optimizer, "lr_schedule": c.lr_schedule,
+            # None for 0, as in runs started before the option existed (resume).
+            "weight_decay": c.weight_decay or None, "seed": c.seed,
+            "steps_per_epoch": c.steps_per_epoch, "defense": c.defense,
+            "defense_options": defense_options,
+            "validation_size": c.validation_size or None,
+            # Recorded so that a run started when the last partial batch was still
+            # trained on (469 steps per epoch, not 468) is not resumed on another
+            # learning-rate schedule.
+            "train_batches": "full",
+            # None for the default, as in runs started before the option existed.
+            "strategy": None if c.strategy == "default" else c.strategy}
+
+
+def export_target(config, run_settings):
+    """``run_settings`` with where the run exports to: what a finished run must match."""
+    return {**run_settings, "export_dir": config.export_dir,
+            "export_name": config.export_name}
+
+
+def clear(model_dir):
+    """Removes the resume state, the records and the epoch checkpoints (``overwrite``)."""
+    for name in ("backup", SETTINGS, FINISHED, "checkpoints"):
+        target = os.path.join(model_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+
+
+def check_resume_settings(model_dir, run_settings):
+    """Refuses to resume a run whose settings differ; records them for a later resume."""
+    path = os.path.join(model_dir, SETTINGS)
+    if os.path.isdir(backup_dir(model_dir)) and os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        differ = files.differing_settings(saved, run_settings)
+        if differ:
+            raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
+                              f"settings ({', '.join(differ)}); resume it with the same flags, "
+                              "or pass another --model_dir")
+    files.write_json(path, run_settings)
+
+
+def finished_run(model_dir, target, log):
+    """The metrics of the finished run in ``model_dir`` with the settings and export
+    ``target`` (`export_target`), else None.
+
+    A finished run with other settings (or another export target) is replaced: its
+    export stays, and the new run trains from scratch over its checkpoints and logs.
+    """
+    path = os.path.join(model_dir, FINISHED)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        finished = json.load(f)
+    differ = files.differing_settings(finished["settings"], target)
+    if differ:
+        log(f"tfnode: {model_dir} holds a finished run with other settings "
+            f"({', '.join(differ)}; exported to {finished['export_path']}); training this one "
+            "from scratch there")
+        os.remove(path)
+        return None
+    export_path = finished["export_path"]
+    metrics_path = export.extra_file(export_path, export.METRICS)
+    if not metrics_path:
+        raise TfnodeError(f"--model_dir {model_dir!r} holds a finished run whose export "
+                          f"{export_path!r} is gone; pass --overwrite to train it again")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    metrics["export_path"] = export_path
+    return metrics
+
+
+def finish(model_dir, target, export_path):
+    """Records the run as finished and exported; its resume state and settings go (a
+    kill between the two leaves the state: the run then evaluates and exports again)."""
+    files.write_json(os.path.join(model_dir, FINISHED), {
+        "settings": target, "export_path": os.path.abspath(export_path)})
+    shutil.rmtree(backup_dir(model_dir), ignore_errors=True)
+    os.remove(os.path.join(model_dir, SETTINGS))
+
+
+def backup_dir(model_dir):
+    """Where the run's resume states live (`tfnode.resume`)."""
+    return os.path.join(model_dir, "backup")
+
+
+def last_good(model_dir):
+    """The sentence naming the state a rerun resumes from, for a failure's message."""
+    kept = resume.states(backup_dir(model_dir))
+    return ((f"the last good state, {kept[0][1]} (step {kept[0][0]}), is kept; a rerun "
+             "resumes from it" if kept else "no state was saved before it")
+            + " (other settings need --overwrite or another --model_dir)")
+
+
+def refuse_old_backup(model_dir):
+    """Refuses a resume state of Keras' BackupAndRestore (an older tfnode)."""
+    if (os.path.isfile(os.path.join(backup_dir(model_dir), "training_metadata.json"))
+            and not resume.states(backup_dir(model_dir))):
+        raise TfnodeError(f"--model_dir {model_dir!r} holds the resume state of an older "
+                          "tfnode (Keras' BackupAndRestore), which this one does not read: "
+                          "finish it with that version, or pass --overwrite to start over")
