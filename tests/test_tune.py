@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import attacks, tune
+from tfnode import attacks, trials, tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model="node", model_options={"width": 4}, tuner="random", epochs=1,
@@ -84,7 +84,7 @@ def test_pareto_front_keeps_trials_no_other_beats_on_both():
             {"trial": "b", "robust_accuracy": 0.6, "mean_nfe": 30},
             {"trial": "c", "robust_accuracy": 0.4, "mean_nfe": 25},  # beaten by a
             {"trial": "d", "robust_accuracy": 0.6, "mean_nfe": 40}]  # beaten by b
-    assert tune.pareto_front(rows) == ["a", "b"]
+    assert trials.pareto_front(rows) == ["a", "b"]
 
 
 def _threshold_model():

@@ -118,6 +118,14 @@ def versions():
             "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
 
 
+def saved_settings_differ(path, settings):
+    """`differing_settings` of the settings saved as JSON at ``path`` (none saved: [])."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return differing_settings(json.load(f), settings)
+
+
 def differing_settings(saved, settings, *, ignore=()):
     """The keys of ``settings`` whose value differs from ``saved``'s, sorted: the one
     "refuse a folder whose saved settings differ" check (training runs, evaluation

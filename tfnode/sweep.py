@@ -129,16 +129,13 @@ def _check_same_sweep(config):
     """Records the sweep's settings; refuses a folder that holds another sweep."""
     path = os.path.join(config.output_dir, "sweep_config.json")
     settings = {k: v for k, v in _settings(config).items() if k != "output_dir"}
-    if os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
-        differ = files.differing_settings(saved, settings)
-        if differ:
-            raise TfnodeError(f"--output_dir {config.output_dir!r} holds a sweep with other "
-                              f"settings ({', '.join(differ)}); re-run it with the same "
-                              "flags, or pass another --output_dir")
-        return
-    files.write_json(path, settings)
+    differ = files.saved_settings_differ(path, settings)
+    if differ:
+        raise TfnodeError(f"--output_dir {config.output_dir!r} holds a sweep with other "
+                          f"settings ({', '.join(differ)}); re-run it with the same "
+                          "flags, or pass another --output_dir")
+    if not os.path.isfile(path):
+        files.write_json(path, settings)
 
 
 def _member_dir(config, name):

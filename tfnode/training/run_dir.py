@@ -51,14 +51,12 @@ def clear(model_dir):
 def check_resume_settings(model_dir, run_settings):
     """Refuses to resume a run whose settings differ; records them for a later resume."""
     path = os.path.join(model_dir, SETTINGS)
-    if os.path.isdir(backup_dir(model_dir)) and os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
-        differ = files.differing_settings(saved, run_settings)
-        if differ:
-            raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
-                              f"settings ({', '.join(differ)}); resume it with the same flags, "
-                              "or pass another --model_dir")
+    differ = (files.saved_settings_differ(path, run_settings)
+              if os.path.isdir(backup_dir(model_dir)) else [])
+    if differ:
+        raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
+                          f"settings ({', '.join(differ)}); resume it with the same flags, "
+                          "or pass another --model_dir")
     files.write_json(path, run_settings)
 
 
