@@ -134,6 +134,8 @@ def test_matched_tolerance_finds_the_loosest_that_meets_the_target():
     assert bench.matched_tolerance(error_at, 1e-9, 1e-3) == (None, None)
 
 
+# Slow (--run-slow): it runs the solver benchmark itself; the suite's time budget is 25 min.
+@pytest.mark.slow
 def test_solver_benchmark_rows_are_consistent():
     import keras
 

@@ -101,6 +101,9 @@ def test_attack_options_parse_numbers_bools_and_names():
         "transfer": {"attack": "pgd"}}
 
 
+# Slow (--run-slow): trains a CIFAR family on generated files; the flagfile's parse and
+# options are checked by test_flagfile_parses.
+@pytest.mark.slow
 def test_the_cifar_step_size_sweep_runs_unchanged_on_cifar_format_files(tmp_path,
                                                                          monkeypatch):
     """flags/resnet56_step_sizes.cfg with two of its step sizes, a step of each epoch

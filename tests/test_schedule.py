@@ -119,6 +119,9 @@ def row_by_row(model):
     another: a property of that model and CPU, not of the attack's bookkeeping, which
     is what the test below checks.
     """
+    # One trace for every batch size (the attacks use a graph function as it is).
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(model.input_shape[1:]),
+                                                tf.float32)])
     def logits(x):
         return tf.map_fn(lambda row: model(row[None], training=False)[0], x)
     return logits

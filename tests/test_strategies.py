@@ -78,7 +78,11 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(generated, tmp_path):
     assert diff < 1e-5, diff
 
 
-def test_train_runs_mirrored_over_two_logical_cpus_and_resumes(generated, tmp_path):
+# Slow (--run-slow): two epochs under the mirrored strategy; its exactness against one
+# device is the test above.
+@pytest.mark.slow
+def test_train_runs_two_epochs_mirrored_and_refuses_a_batch_the_replicas_cannot_split(
+        generated, tmp_path):
     data_dir, env = generated
     env = {**env, "TEST_LOGICAL_CPUS": "2"}
     kwargs = _kwargs(data_dir, tmp_path, "two", strategy="mirrored", epochs=2)

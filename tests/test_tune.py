@@ -60,6 +60,9 @@ def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
     fv.unparse_flags()
 
 
+# Slow (--run-slow): the SIGKILL test below checks that a resumed search reruns only
+# what is missing.
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_and_a_finished_one_only_re_renders(
         mnist_dir, tmp_path, monkeypatch):
     fits = []
@@ -257,6 +260,9 @@ def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
     assert (out / "best.cfg").exists()
 
 
+# Slow (--run-slow): training under the mirrored strategy is checked in
+# test_strategies.py.
+@pytest.mark.slow
 def test_trials_train_under_a_mirrored_strategy(tmp_path):
     from conftest import child_mnist
 
