@@ -9,7 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import attacks, models, ode
+# optimizers: imported for its registration (a model.keras holds its compiled optimizer);
+# the layers register on import of tfnode.layers below.
+from tfnode import attacks, models, ode, optimizers  # noqa: F401
 from tfnode.exports import layout
 from tfnode.errors import TfnodeError
 from tfnode.layers import ODEBlock
@@ -41,8 +43,6 @@ def check_keras_file(keras_file, *, flag="--model_path"):
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise TfnodeError(f"{flag} {keras_file!r} is not a Keras model archive "
                           f"({type(err).__name__}: {str(err)[:120]})") from None
-    import tfnode.optimizers  # noqa: F401  registers the optimizers a model.keras holds
-
     for obj, owner in _objects(config, None):
         fields = obj.get("config")
         name = fields.get("name") if isinstance(fields, dict) else None
@@ -98,11 +98,6 @@ def load_model(path, *, flag="--model_path"):
       ``input_shape`` ``(H, W, C)`` and, when known, ``name``, ``ode_blocks`` (see
       `ode_blocks`) and ``trained`` (from the export's ``metrics.json``).
     """
-    # Registers tfnode's layers and optimizers (a model.keras holds its compiled
-    # optimizer) for deserialization.
-    import tfnode.layers  # noqa: F401
-    import tfnode.optimizers  # noqa: F401
-
     keras_file = path
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.keras")):
         keras_file = os.path.join(path, "model.keras")
