@@ -116,7 +116,8 @@ def main():
     import tensorflow as tf
 
     from benchmarks import ode_block
-    from tfnode import data, files, loading
+    from tfnode import data, files
+    from tfnode.exports import read as loading
 
     images, labels = data.load_arrays("mnist", "test", data_dir=args.data_dir)
     x = images[:args.num_examples].astype(np.float32) / 255.0

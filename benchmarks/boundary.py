@@ -48,7 +48,8 @@ def main():
 
     import numpy as np
 
-    from tfnode import attacks, data, files, loading
+    from tfnode import attacks, data, files
+    from tfnode.exports import read as loading
 
     images, labels = data.load_arrays("mnist", "test", data_dir=args.data_dir)
     print(f"Boundary Attack, {args.max_queries} queries, first {args.num_examples} "

@@ -27,7 +27,7 @@ warnings.filterwarnings("ignore", message="The structure of `inputs`")
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
-from flags import common  # noqa: E402
+from flags import common, configs  # noqa: E402
 
 common.define_evaluate_flags()
 FLAGS = absl_flags.FLAGS
@@ -106,7 +106,7 @@ def main(argv):
     def run():
         from tfnode import evaluation, files
 
-        base = common.evaluate_config(FLAGS)
+        base = configs.evaluate_config(FLAGS)
         out_dir = base.output_dir or "reports/eval_sweep"
         paths = [p for p in (base.model_path, base.compare_model_path) if p]
         summary = {"num_examples": base.num_examples, "attacks": list(base.attacks),

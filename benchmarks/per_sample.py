@@ -27,7 +27,8 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from tfnode import data, files, loading, models
+    from tfnode import data, files, models
+    from tfnode.exports import read as loading
 
     model, _ = loading.load_model(args.model_path)
     images, labels = data.load_arrays("mnist", "test", data_dir=args.data_dir)

@@ -160,7 +160,8 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from tfnode import data, files, loading
+    from tfnode import data, files
+    from tfnode.exports import read as loading
 
     keras.utils.set_random_seed(0)
     trained, _ = loading.load_model(args.model_path)

@@ -1,4 +1,5 @@
-"""`run_layer_test`: the checks every tfnode layer must pass (keras-hub style)."""
+"""`run_layer_test`: the checks every tfnode layer must pass (keras-hub style), and the
+registry they run over (`registered_layers`, each layer's `tfnode.layers.TinyConfig` s)."""
 
 import tempfile
 
@@ -63,3 +64,32 @@ def run_layer_test(layer_fn, input_shape, *, expected_output_shape=None, train=T
                      if np.array_equal(b, w.numpy())]
         assert not unchanged, f"one training step left {unchanged} unchanged"
     return layer
+
+
+def registered_layers(package="tfnode"):
+    """``{registered name: class}`` of the Keras layers registered under ``package``
+    (``keras.saving.register_keras_serializable(package=...)``), in registration order.
+
+    A class registered under a second, older name as well (kept so that old files load)
+    is listed once, under its first. Only imported modules have registered theirs:
+    import ``tfnode.layers`` first.
+    """
+    found = {}
+    for name, obj in keras.saving.get_custom_objects().items():
+        if (name.partition(">")[0] == package and isinstance(obj, type)
+                and issubclass(obj, keras.layers.Layer) and obj not in found.values()):
+            found[name] = obj
+    return found
+
+
+def tiny_configs(cls):
+    """The `tfnode.layers.TinyConfig` s that ``cls`` itself states (a subclass does not
+    inherit its parent's: they would test the parent's behaviour under its name)."""
+    return vars(cls).get("TINY_CONFIGS", ())
+
+
+def run_tiny_config(cls, config):
+    """`run_layer_test` on ``config.make(cls)``, with the config's shapes."""
+    return run_layer_test(lambda: config.make(cls), config.input_shape,
+                          expected_output_shape=config.output_shape,
+                          time_input=config.time_input)

@@ -85,7 +85,7 @@ def _defines_and_calls(node):
     return defined, called
 
 
-def _app_flags():
+def app_flags():
     """``{app: flag names}``: what each ``tools/<app>.py`` defines, through its groups."""
     groups = _flag_groups()
 
@@ -126,7 +126,7 @@ def measure():
                 if params > RUNNER_PARAMETERS:
                     breaches[(f"{rel}:{node.name}",
                               f"parameters <= {RUNNER_PARAMETERS}")] = params
-    apps = _app_flags()
+    apps = app_flags()
     total = len(set().union(*apps.values())
                 | {f for defined, _ in _flag_groups().values() for f in defined})
     if total > TOTAL_FLAGS:
@@ -162,7 +162,7 @@ def test_the_budgets_hold_or_their_exceptions_are_listed():
 
 
 def test_the_flag_count_sees_every_app_and_group():
-    apps = _app_flags()
+    apps = app_flags()
     assert {os.path.basename(p) for p in apps} >= {"train.py", "evaluate.py", "tune.py"}
     assert "model_path" in apps["tools/evaluate.py"]  # through a nested group
     assert "epochs" in apps["tools/tune.py"] and "epochs" not in apps["tools/evaluate.py"]

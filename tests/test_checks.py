@@ -4,7 +4,7 @@ pass, fail and exactly the threshold, the verdict, the warnings."""
 import numpy as np
 import pytest
 
-from tfnode import audit, checks, outcomes
+from tfnode.evaluation import audit, checks, outcomes
 from tfnode.evaluation import cells as cells_lib
 
 N = 10

@@ -1,15 +1,18 @@
 """Defenses against their definitions: TRADES at beta = 0 is cross-entropy, PGD-AT's
-adversarials lie in the ball and raise the loss, YOPO's loop counts, and each trains
-inside Keras' fit."""
+adversarials lie in the ball and raise the loss, YOPO's loop counts and its summed
+gradient; every defense's loss function, differentiated by a plain loop, trains as
+Keras' fit does, on inputs within eps and [0, 1]; the eps warm-up ramp."""
+
+import dataclasses
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfnode import defenses
-from tfnode.defenses._inner import cross_entropy
 from tfnode.errors import TfnodeError
+from tfnode.training import defenses
+from tfnode.training.defenses._inner import cross_entropy
 
 SHAPE = (6, 6, 1)
 
@@ -29,9 +32,12 @@ def batch(n=8, seed=0):
 
 
 def step(name, model, x, y, **overrides):
+    """``(loss, logits, gradients)`` of one batch: the defense's loss under a tape."""
     options = defenses.get(name).options(overrides)
-    options.pop("eps_warmup")  # DefendedModel's, not the step's
-    return defenses.get(name).step(model, x, y, seed=keras.random.SeedGenerator(0), **options)
+    with tf.GradientTape() as tape:
+        loss, logits = defenses.get(name).loss(model, x, y, 0,
+                                               seed=keras.random.SeedGenerator(0), **options)
+    return loss, logits, tape.gradient(loss, model.trainable_weights)
 
 
 def test_registry_has_the_papers_defenses_with_published_settings():
@@ -187,12 +193,19 @@ def test_yopo_refuses_a_model_without_a_layer_one():
         defenses.split_first_layer(model)
 
 
-@pytest.mark.parametrize("name", ["pgd_at", "trades", "yopo"])
+# Small settings of each registered defense, for the tests that run every one.
+SMALL = {"pgd_at": {"num_steps": 2}, "trades": {"num_steps": 2},
+         "yopo": {"outer_steps": 2, "inner_steps": 2}}
+
+
+def test_the_tests_know_every_registered_defense():
+    assert set(SMALL) == set(defenses.available())
+
+
+@pytest.mark.parametrize("name", defenses.available())
 def test_every_defense_trains_inside_fit(name):
     model = tiny_model()
-    small = {"pgd_at": {"num_steps": 2}, "trades": {"num_steps": 2},
-             "yopo": {"outer_steps": 2, "inner_steps": 2}}[name]
-    options = defenses.get(name).options({**small, "eps": 0.1})
+    options = defenses.get(name).options({**SMALL[name], "eps": 0.1})
     trainer = defenses.DefendedModel(model, name, options, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -214,26 +227,31 @@ def test_a_model_with_extra_losses_is_refused():
 
 
 def test_eps_warmup_ramps_the_radius_linearly_over_optimizer_steps():
-    import dataclasses
     seen = []
     spec = defenses.get("pgd_at")
 
-    def recording_step(model, x, y, *, seed, eps, **options):
+    def recording(model, x, y, *, seed, eps, **options):
         seen.append(float(eps))
-        return spec.step(model, x, y, seed=seed, eps=eps, **options)
+        return spec.fn(model, x, y, seed=seed, eps=eps, **options)
 
     options = spec.options({"num_steps": 1, "eps": 0.1, "eps_warmup": 4})
     trainer = defenses.DefendedModel(tiny_model(), "pgd_at", options, seed=0)
-    trainer.spec = dataclasses.replace(spec, step=recording_step)
+    trainer.spec = dataclasses.replace(spec, fn=recording)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     run_eagerly=True)
     x, y = batch(48, seed=2)
     trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert seen == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
-    # Without a warmup the step gets the radius as given, a Python number.
-    assert "eps_warmup" not in defenses.DefendedModel(
-        tiny_model(), "pgd_at", spec.options({"eps": 0.1})).step_options()
+
+
+def test_warm_up_is_the_one_ramp_and_leaves_the_radius_alone_without_one():
+    ramped = defenses.warm_up({"eps": 0.2, "eps_warmup": 4, "num_steps": 3}, 1)
+    assert set(ramped) == {"eps", "num_steps"} and float(ramped["eps"]) == pytest.approx(0.1)
+    assert float(defenses.warm_up({"eps": 0.2, "eps_warmup": 4}, tf.constant(9))["eps"]) \
+        == pytest.approx(0.2)
+    # Without a warmup the loss function gets the radius as given, a Python number.
+    assert defenses.warm_up({"eps": 0.2, "eps_warmup": 0}, 5) == {"eps": 0.2}
 
 
 def test_eps_warmup_is_an_option_of_every_defense_and_checked():
@@ -241,3 +259,78 @@ def test_eps_warmup_is_an_option_of_every_defense_and_checked():
         assert defenses.get(name).options()["eps_warmup"] == 0
     with pytest.raises(TfnodeError, match="eps_warmup.*an integer >= 0"):
         defenses.get("trades").options({"eps_warmup": -1})
+
+
+def compile_sgd(model):
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.parametrize("name", defenses.available())
+def test_a_plain_loop_over_the_loss_function_trains_as_fit_does(name):
+    """The loss function is all a training loop needs: a loop that differentiates it under
+    its own tape and applies the gradient gives fit's weights, bit for bit (the eps ramp
+    included: the loop hands it the optimizer's iteration count)."""
+    spec = defenses.get(name)
+    options = spec.options({**SMALL[name], "eps": 0.1, "eps_warmup": 2})
+    x, y = batch(24, seed=1)
+    fitted = tiny_model()
+    compile_sgd(defenses.DefendedModel(fitted, name, options, seed=0)).fit(
+        x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+
+    looped = tiny_model()
+    weights = looped.trainable_weights
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build(weights)
+    seed = keras.random.SeedGenerator(0)
+
+    @tf.function
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss, _ = spec.loss(looped, xb, yb, optimizer.iterations, seed=seed, **options)
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+
+    for start in range(0, 24, 8):
+        train_step(x[start:start + 8], y[start:start + 8])
+    assert int(optimizer.iterations.numpy()) == 3
+    for trained, reference in zip(looped.weights, fitted.weights):
+        np.testing.assert_array_equal(trained.numpy(), reference.numpy())
+
+
+class Recorded(keras.layers.Layer):
+    """Wraps the first layer and keeps the inputs it gets in training mode (eager)."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+        self.seen = []
+
+    def call(self, x, training=None):
+        if training:
+            self.seen.append(np.array(x))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name", defenses.available())
+def test_every_defense_trains_on_inputs_within_the_ramped_eps_and_the_image_range(name):
+    """Every input the model sees in training mode (the adversarials the loss trains on,
+    and PGD-AT's and YOPO's iterates) lies within eps of x and in [0, 1]; eps is the
+    ramped one (0.2 at step 1 of a 4-step warm-up: 0.1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    first = Recorded(keras.layers.Conv2D(4, 3, activation="tanh"), name="first")
+    h = first(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    rng = np.random.default_rng(3)
+    # Pixels at 0 and 1, so that the clip to the image range has work to do.
+    x = tf.constant(rng.choice([0.0, 0.05, 0.5, 0.95, 1.0], (8,) + SHAPE), tf.float32)
+    y = tf.constant(rng.integers(0, 3, 8), tf.int64)
+    options = defenses.get(name).options({"eps": 0.2, "eps_warmup": 4, "step_size": 0.05})
+    defenses.get(name).loss(model, x, y, 1, seed=keras.random.SeedGenerator(0), **options)
+    seen = list(first.seen)
+    assert seen
+    gaps = [np.abs(v - x.numpy()).max() for v in seen]
+    assert max(gaps) <= 0.1 + 1e-6
+    assert max(gaps) > 0.05  # the attack moved
+    assert min(v.min() for v in seen) >= 0.0 and max(v.max() for v in seen) <= 1.0

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import attacks, audit, evaluation, export, layers, loading, models, outcomes
-from tfnode.evaluation import EvalConfig, plan, schedule
+from tfnode import attacks, evaluation, layers, models
+from tfnode.evaluation import EvalConfig, audit, outcomes, plan, schedule
+from tfnode.exports import read as loading, write as export
 
 from tests.test_registry import tiny_options
 
@@ -63,7 +64,7 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
                      f"--compare_model_path={saved['cnn']}",
                      f"--source_model_path={saved['cnn']}",
                      "--attacks=fgsm,pgd,di2_fgsm,apgd_ce,square,boundary,transfer",
-                     "--eps=25.5,76.5", "--eps_scale=255", f"--output_dir={out_dir}"])
+                     "--eps=25.5/255,76.5/255", f"--output_dir={out_dir}"])
     assert "report" in capsys.readouterr().out
     report = json.loads((out_dir / "report.json").read_text())
     assert (out_dir / "report.md").read_text().startswith("# Robustness report")
@@ -120,10 +121,10 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--attacks=fgsm,cw"], "unknown attack 'cw'"),
-    (["--eps=300", "--eps_scale=255"], "outside [0, 1]"),
+    (["--eps=300/255"], "outside [0, 1]"),
     (["--eps=-0.1"], "outside [0, 1]"),
     (["--eps=0.1,0.2,0.1"], "eps 0.1 given twice"),
-    (["--attacks=fgsm,pgd,fgsm"], "attack 'fgsm' given twice"),
+    (["--attacks=fgsm,pgd,fgsm"], "--attacks 'fgsm' given twice"),
     (["--eps=0.1,abc"], "--eps must be a comma-separated list"),
     (["--attacks=transfer"], "needs a source model"),
     (["--num_examples=0"], "num_examples must be"),
@@ -140,7 +141,7 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     (["--attack_option=pgd.restarts=2", "--attack_option=pgd.rand_init=false"],
      "restarts > 1 needs rand_init"),
     (["--tolerance_grid=1e-3,abc"], "--tolerance_grid must be"),
-    (["--tolerance_grid=0,1e-3"], "tolerance_grid takes tolerances > 0"),
+    (["--tolerance_grid=0,1e-3"], "--tolerance_grid must be a list of tolerances > 0"),
 ])
 def test_bad_evaluate_input_is_one_line_and_exit_2(mnist_dir, saved, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
@@ -270,12 +271,12 @@ def test_boundary_adversarials_are_confirmed_by_the_attacks_own_computation(
     shift = keras.ops.one_hot(y, 10) * 100.0
     monkeypatch.setattr(attacks._utils, other,
                         lambda m, **_: (lambda v: clean(v) + shift[:len(v)]))
-    sweep = schedule.Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
+    target = schedule.Target(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
                            lambda *_: None, 0)
     spec = attacks.get("boundary")
     options = spec.options({"max_queries": 60, "xla": xla})
     job = plan.Job("boundary", spec, options, model, {"kind": spec.kind}, [1.0])
-    out = schedule.run_job(sweep, job, {})
+    out = schedule.run_job(target, job, {})
     found = spec.run(model, x, y, eps=None, seed=0, batch_size=6, **options).is_adv
     assert found.sum() >= 3
     assert out["summary"]["num_adversarial_found"] == found.sum()

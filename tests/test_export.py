@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfnode import export
+from tfnode.exports import write as export
 from tfnode.errors import TfnodeError
 
 SHAPE = (6, 6, 1)

@@ -1,4 +1,5 @@
-"""Every experiment flagfile in flags/ parses with the app it is written for."""
+"""Every experiment flagfile in flags/ parses with the app it is written for and holds
+only that app's flags; the flag parsers of flags/configs.py; retired flags."""
 
 import glob
 import os
@@ -6,8 +7,18 @@ import os
 import pytest
 from absl import flags as absl_flags
 
+from tests.test_architecture import app_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFGS = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
+
+
+def _app(cfg):
+    """The app a flagfile is written for, by its name."""
+    name = os.path.basename(cfg)
+    if name.startswith("eval_"):
+        return "evaluate"
+    return "sweep" if name.endswith("_step_sizes.cfg") else "train"
 
 
 def test_there_are_flagfiles_for_training_and_evaluation():
@@ -15,38 +26,171 @@ def test_there_are_flagfiles_for_training_and_evaluation():
     assert "mnist_node.cfg" in names and "eval_mnist.cfg" in names
 
 
+def _flag_names(cfg):
+    """The flags a flagfile sets, through the flagfiles it includes."""
+    names = set()
+    for line in open(cfg):
+        line = line.strip()
+        if line.startswith("--flagfile="):
+            names |= _flag_names(os.path.join(REPO, line.split("=", 1)[1]))
+        elif line.startswith("--"):
+            names.add(line[2:].split("=", 1)[0])
+    return names
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=os.path.basename)
+def test_flagfile_sets_only_flags_of_its_app(cfg):
+    """The tests load every app into one process, where a flag of another app would
+    parse; a real process of the app would refuse it."""
+    defined = app_flags()[f"tools/{_app(cfg)}.py"]
+    assert _flag_names(cfg) and _flag_names(cfg) <= defined, _flag_names(cfg) - defined
+
+
 @pytest.mark.parametrize("cfg", CFGS, ids=os.path.basename)
 def test_flagfile_parses(cfg):
+    from flags import configs
     from tools import evaluate, sweep, train  # noqa: F401  (define the apps' flags)
 
     fv = absl_flags.FLAGS
     fv.unparse_flags()
     fv(["app", f"--flagfile={cfg}", "--model_path=savedmodels/m/1"])
     assert fv.dataset in ("mnist", "fashion_mnist", "cifar10")
-    if os.path.basename(cfg).endswith("_step_sizes.cfg"):
-        from flags import common
-        from tfnode import sweep as sweep_lib
+    if _app(cfg) == "sweep":
+        from tfnode.paper import step_sizes
 
-        config = common.sweep_config(fv)
-        sweep_lib._validate(config)  # every model, source and training option is valid
+        config = configs.sweep_config(fv)
+        step_sizes.validate(config)  # every model, source and training option is valid
         assert len(config.step_sizes) >= 5 and config.eps == (0.1, 0.3, 0.5)
-    elif os.path.basename(cfg).startswith("eval_"):
-        from flags import common
-
-        config = common.evaluate_config(fv)
+        assert config.transfer_attack == "fgsm"
+    elif _app(cfg) == "evaluate":
+        config = configs.evaluate_config(fv)
         assert all(0 <= e <= 1 for e in config.eps)
         assert all(t > 0 for t in config.tolerance_grid)
         from tfnode import evaluation
 
         evaluation.resolve_options(config)  # every attack option in it is valid
     else:
-        from flags import common
         from tfnode import training
 
         assert fv.export_name and fv.epochs >= 1
         # Every option in it is valid (model, optimizer, defense and its options).
-        training.check(common.train_config(fv))
+        training.check(configs.train_config(fv))
     fv.unparse_flags()
+
+
+def test_cifar_budgets_keep_their_pixel_units():
+    from flags import configs
+    from tools import evaluate  # noqa: F401
+
+    fv = absl_flags.FLAGS
+    fv.unparse_flags()
+    fv(["app", f"--flagfile={os.path.join(REPO, 'flags', 'eval_cifar10.cfg')}",
+        "--model_path=m.keras"])
+    try:
+        config = configs.evaluate_config(fv)
+    finally:
+        fv.unparse_flags()
+    assert config.eps_scale == 255.0
+    assert config.eps == tuple(k / 255.0 for k in (1, 2, 4, 8, 16, 32, 50))
+
+
+def test_the_parsers_of_lists_fractions_shards_and_options():
+    from flags import configs
+    from tfnode.errors import TfnodeError
+
+    assert configs.floats("eps", ["0.1", "8/255"]) == (0.1, 8 / 255)
+    assert configs.shard(None) == (0, 1) and configs.shard("3/4") == (3, 4)
+    for bad in ("4/4", "-1/4", "1", "a/b", "1/0"):
+        with pytest.raises(TfnodeError, match=f"--shard {bad}: expected INDEX/COUNT"):
+            configs.shard(bad)
+    assert configs.options("model_option", ["rtol=1e-4", "gradient=adjoint",
+                                            "per_sample_steps=true", "depth=8"],
+                           "x=1") == {"rtol": 1e-4, "gradient": "adjoint",
+                                      "per_sample_steps": True, "depth": 8}
+    with pytest.raises(TfnodeError, match="--model_option rtol: given twice"):
+        configs.options("model_option", ["rtol=1", "rtol=2"], "x=1")
+    with pytest.raises(TfnodeError, match="expected OPTION=VALUE"):
+        configs.options("model_option", ["rtol"], "x=1")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], {"width": 32}),  # the short form's default, for a model that takes it
+    # rtol's default is a float: 1 becomes 1.0; step_size's is None: as given.
+    (["--solver=rk4", "--model_option=rtol=1", "--model_option=step_size=0.5"],
+     {"width": 32, "solver": "rk4", "rtol": 1.0, "step_size": 0.5}),
+    (["--model_option=width=8"], {"width": 8}),
+])
+def test_model_options_merge_the_short_forms(argv, expected):
+    from flags import configs
+    from tools import train  # noqa: F401
+
+    fv = absl_flags.FLAGS
+    fv.unparse_flags()
+    fv(["app", "--model=node", *argv])
+    try:
+        got = configs.model_options(fv)
+    finally:
+        fv.unparse_flags()
+    assert got == expected and all(type(got[k]) is type(v) for k, v in expected.items())
+
+
+def test_a_short_form_and_its_model_option_together_are_refused():
+    from flags import configs
+    from tfnode.errors import TfnodeError
+    from tools import train  # noqa: F401
+
+    fv = absl_flags.FLAGS
+    fv.unparse_flags()
+    fv(["app", "--width=16", "--model_option=width=8"])
+    try:
+        with pytest.raises(TfnodeError, match="--width and --model_option=width"):
+            configs.model_options(fv)
+    finally:
+        fv.unparse_flags()
+
+
+def test_each_flag_is_defined_once_whatever_the_app_order():
+    from flags import common
+    from tools import evaluate, sweep, train  # noqa: F401
+
+    fv = absl_flags.FLAGS
+    # One definition serves both apps: its help speaks of training and evaluation.
+    assert "train" in fv["seed"].help and "evaluate" in fv["seed"].help
+    assert "tools.evaluate" in fv["model_option"].help
+    common.define_train_flags()  # a second call defines nothing again
+    common.define_evaluate_flags()
+    modules = fv.flags_by_module_dict()
+    owners = [m for m, defined in modules.items() if any(f.name == "seed" for f in defined)]
+    assert owners == ["flags.common"]
+
+
+def test_no_app_defines_a_flag_it_would_refuse():
+    """The tuner and the step-size sweep train without a defense, a run folder or an
+    export; the sweep varies the step size and the tuner the tolerances, as values of
+    --model_option that their configs refuse."""
+    apps = app_flags()
+    for app in ("tools/tune.py", "tools/sweep.py"):
+        assert not apps[app] & {"defense", "defense_option", "model_dir", "overwrite",
+                                "export_dir", "export_name", "deterministic"}, app
+    assert "strategy" not in apps["tools/sweep.py"]
+
+
+def test_no_retired_flag_is_defined_and_each_names_a_defined_replacement():
+    from flags import retired
+
+    apps = app_flags()
+    every = set().union(*apps.values())
+    assert not set(retired.RETIRED) & every
+    assert {flag for flag, _ in retired.RETIRED.values()} <= every
+
+
+def test_attack_options_parse_numbers_bools_and_names():
+    from flags import configs
+
+    assert configs.attack_options(["pgd.num_steps=100", "pgd.rand_init=false",
+                                   "square.p_init=0.5", "transfer.attack=pgd"]) == {
+        "pgd": {"num_steps": 100, "rand_init": False}, "square": {"p_init": 0.5},
+        "transfer": {"attack": "pgd"}}
 
 
 CIFAR_TRAINING = [c for c in CFGS if os.path.basename(c).startswith("cifar10_")]
@@ -74,31 +218,6 @@ def test_cifar_training_flagfiles_run_unchanged_on_cifar_format_files(cfg, tmp_p
     metrics = json.loads(open(metrics_file).read())
     assert metrics["dataset"] == "cifar10" and metrics["defense"]
     assert metrics["defense_options"]["eps"] == pytest.approx(8 / 255, abs=1e-3)
-
-
-def test_each_flag_is_defined_once_whatever_the_app_order():
-    from flags import common
-    from tools import evaluate, sweep, train  # noqa: F401
-
-    fv = absl_flags.FLAGS
-    # One definition serves both apps: its help speaks of training and evaluation.
-    assert "train" in fv["seed"].help and "evaluate" in fv["seed"].help
-    assert "training" in fv["per_sample_steps"].help and "evaluating" in fv[
-        "per_sample_steps"].help
-    common.define_train_flags()  # a second call defines nothing again
-    common.define_evaluate_flags()
-    modules = fv.flags_by_module_dict()
-    owners = [m for m, defined in modules.items() if any(f.name == "seed" for f in defined)]
-    assert owners == ["flags.common"]
-
-
-def test_attack_options_parse_numbers_bools_and_names():
-    from flags import common
-
-    assert common.attack_options(["pgd.num_steps=100", "pgd.rand_init=false",
-                                  "square.p_init=0.5", "transfer.attack=pgd"]) == {
-        "pgd": {"num_steps": 100, "rand_init": False}, "square": {"p_init": 0.5},
-        "transfer": {"attack": "pgd"}}
 
 
 # Slow (--run-slow): trains a CIFAR family on generated files; the flagfile's parse and

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfnode import loading, models
+from tfnode import models
+from tfnode.exports import read as loading
 from tfnode.errors import TfnodeError
 
 
@@ -30,10 +31,11 @@ def test_a_lambda_layer_is_refused_by_name(tmp_path):
                               keras.layers.Dense(2)])
     path = _save(model, tmp_path, "lambda")
     ran.clear()
-    with pytest.raises(TfnodeError, match=r"--model_path .*layer 'doubler' \(Lambda\) holds "
+    with pytest.raises(TfnodeError, match=r"^model_path .*layer 'doubler' \(Lambda\) holds "
                                           r"Python code") as err:
         loading.load_model(path)
     assert "\n" not in str(err.value) and not ran
+    assert err.value.flag_message().startswith("--model_path ")
 
 
 def test_an_unknown_class_is_refused_by_name(tmp_path):
@@ -49,7 +51,7 @@ def test_an_unknown_class_is_refused_by_name(tmp_path):
     del keras.saving.get_custom_objects()["elsewhere>Shifty"]
     with pytest.raises(TfnodeError, match=r"layer 'shifty_layer' \(Shifty\) is of a class "
                                           r"neither Keras nor tfnode knows \(elsewhere>Shifty\)"):
-        loading.load_model(path, flag="--source_model_path")
+        loading.load_model(path, field="source_model_path")
 
 
 def test_tfnode_models_and_non_archives(tmp_path):
@@ -66,9 +68,10 @@ def test_tfnode_models_and_non_archives(tmp_path):
     assert info["format"] == "keras" and model.name == "resnet"
     fake = tmp_path / "fake.keras"
     fake.write_text("not a zip")
-    with pytest.raises(TfnodeError, match=r"--model_path .*fake.keras' is not a Keras model "
-                                          r"archive \(BadZipFile"):
+    with pytest.raises(TfnodeError, match=r"^model_path .*fake.keras' is not a Keras model "
+                                          r"archive \(BadZipFile") as info:
         loading.load_model(str(fake))
+    assert info.value.flag_message().startswith("--model_path ")
     assert os.path.exists(fake)
 
 
@@ -107,7 +110,7 @@ def _linear(noisy):
 
 
 def test_probe_flags_a_model_randomized_at_inference_and_not_a_deterministic_one():
-    from tfnode import checks
+    from tfnode.evaluation import checks
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (8, 4, 4, 1)).astype(np.float32)

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfnode import attacks, audit, evaluation, outcomes
+from tfnode import attacks, evaluation
+from tfnode.evaluation import audit, outcomes
 from tfnode.evaluation import render
 from tfnode.evaluation import EvalConfig, plan, schedule
 
@@ -30,15 +31,15 @@ def test_boundary_cells_count_as_broken_only_the_adversarials_within_eps():
     model = _tiny_cnn()
     x = np.random.default_rng(0).random((6, 28, 28, 1)).astype(np.float32)
     y = attacks.predict(model, x)  # every example clean-correct by construction
-    sweep = schedule.Sweep(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
+    target = schedule.Target(model, x, y, np.arange(6), np.ones(6, bool), 6, 0, False,
                            lambda *_: None, 0)
     spec = attacks.get("boundary")
     options = spec.options({"max_queries": 60})
     # eps 0: an adversarial differs from its clean-correct image, so none is within it.
     eps = [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
     job = plan.Job("boundary", spec, options, model, {"kind": spec.kind}, eps)
-    out = schedule.run_job(sweep, job, {})
-    summary = sweep.arrays[("boundary", "summary")]
+    out = schedule.run_job(target, job, {})
+    summary = target.arrays[("boundary", "summary")]
     found, linf = summary["found"], summary["linf"]
     # The case the eps-0 cell tests: adversarials found, none of them within eps 0.
     assert (found & (linf > 1e-6)).any()
@@ -48,9 +49,9 @@ def test_boundary_cells_count_as_broken_only_the_adversarials_within_eps():
         key = outcomes.eps_key(e)
         cell = out["cells"][key]
         robust = outcomes.decode(cell["robust"])
-        per_example = sweep.arrays[("boundary", key)]
+        per_example = target.arrays[("boundary", key)]
         np.testing.assert_array_equal(per_example["linf"], linf)
-        broken = sweep.correct & ~robust
+        broken = target.correct & ~robust
         within = found & (linf <= e + 1e-6)
         np.testing.assert_array_equal(broken, within, err_msg=f"eps {key}")
         np.testing.assert_array_equal(per_example["own"], within, err_msg=f"eps {key}")
@@ -62,8 +63,8 @@ def test_boundary_cells_count_as_broken_only_the_adversarials_within_eps():
         num_robust.append(int(robust.sum()))
     # A larger ball holds every adversarial of a smaller one.
     assert num_robust == sorted(num_robust, reverse=True)
-    assert num_robust[0] == sweep.correct.sum()           # eps 0: nothing is within
-    assert num_robust[-1] == sweep.correct.sum() - found.sum()  # eps 1: everything is
+    assert num_robust[0] == target.correct.sum()           # eps 0: nothing is within
+    assert num_robust[-1] == target.correct.sum() - found.sum()  # eps 1: everything is
 
 
 def _mask(n, indices):

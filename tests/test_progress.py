@@ -11,8 +11,8 @@ import sys
 import keras
 import pytest
 
-from tfnode import progress
 from tfnode.errors import TfnodeError
+from tfnode.evaluation import progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,8 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # kills itself right after that many units were saved.
 CHILD = """
 import signal
-from tfnode import evaluation, progress
-from tfnode.evaluation import batches
+from tfnode import evaluation
+from tfnode.evaluation import batches, progress
 args = json.loads(sys.argv[1])
 kill_after = args.pop("kill_after", None)
 real_craft, real_save, saves = batches.craft, progress.Progress.save, [0]

@@ -6,7 +6,7 @@ import json
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import results
+from tfnode import paper
 from tfnode.errors import TfnodeError
 
 
@@ -60,9 +60,9 @@ def runs(tmp_path):
 
 
 def test_the_page_names_each_run_and_puts_the_paper_beside(runs):
-    gathered = results.gather([str(runs / "sm" / "*" / "1"), str(runs / "reports" / "*")])
+    gathered = paper.gather([str(runs / "sm" / "*" / "1"), str(runs / "reports" / "*")])
     assert len(gathered["training"]) == 3 and len(gathered["evaluations"]) == 1
-    md = results.document(gathered, output_path=str(runs / "docs" / "paper.md"))
+    md = paper.document(gathered, output_path=str(runs / "docs" / "paper.md"))
     # The trained models, the paper's clean accuracy beside the undefended ones only.
     assert "| node | mnist | width=32 | - | 98.85 | 99.05 | 26.5 |" in md
     assert "| resnet | mnist | width=32 | - | 99.13 | 99.33 |" in md
@@ -77,8 +77,8 @@ def test_the_page_names_each_run_and_puts_the_paper_beside(runs):
 
 
 def test_claims_are_judged_from_the_numbers(runs):
-    gathered = results.gather([str(runs / "reports" / "*")])
-    lines = "\n".join(results.claims(gathered))
+    gathered = paper.gather([str(runs / "reports" / "*")])
+    lines = "\n".join(paper.claims(gathered))
     # The ODE-Net is lower under PGD and in the worst case at eps 0.1, equal at 0.3.
     assert "node vs resnet: **contradicted**; ODE-Net higher at 0 cells, lower at 2" in lines
     assert "pgd eps 0.1: 20.00 vs 45.00" in lines
@@ -88,11 +88,11 @@ def test_claims_are_judged_from_the_numbers(runs):
 
 def test_a_pattern_without_runs_is_a_one_line_error(runs):
     with pytest.raises(TfnodeError, match="names no run"):
-        results.gather([str(runs / "nowhere" / "*")])
+        paper.gather([str(runs / "nowhere" / "*")])
     (runs / "bad").mkdir()
     (runs / "bad" / "report.json").write_text("{not json")
     with pytest.raises(TfnodeError, match="cannot read"):
-        results.gather([str(runs / "bad")])
+        paper.gather([str(runs / "bad")])
 
 
 def test_report_app_writes_the_page(runs, capsys):
@@ -119,7 +119,7 @@ def test_plots_are_copied_beside_the_page_and_linked(runs):
     data["paths"] = {"png": str(png)}
     report.write_text(json.dumps(data))
     out = runs / "docs" / "paper.md"
-    results.write([str(runs / "reports" / "pair")], str(out))
+    paper.write([str(runs / "reports" / "pair")], str(out))
     link = out.read_text().split("![accuracy vs eps](")[1].split(")")[0]
     # The link resolves from the page to a copy inside docs/, not into reports/.
     copied = (out.parent / link).resolve()
@@ -129,18 +129,18 @@ def test_plots_are_copied_beside_the_page_and_linked(runs):
     assert [p.name for p in (runs / "docs" / "paper_figures").iterdir()] == [copied.name]
     # A page regenerated without that run drops its plot (and only plots).
     (runs / "docs" / "paper_figures" / "notes.txt").write_text("mine")
-    results.write([str(runs / "sm" / "*" / "1")], str(out))
+    paper.write([str(runs / "sm" / "*" / "1")], str(out))
     assert sorted(p.name for p in (runs / "docs" / "paper_figures").iterdir()) == ["notes.txt"]
 
 
 def test_low_clean_accuracy_is_warned_and_the_summary_lists_the_worst_case(runs):
     write(runs / "sm" / "resnet_mnist_yopo" / "1" / "metrics.json",
           metrics("resnet", 0.77, defense="yopo"))
-    gathered = results.gather([str(runs / "sm" / "*" / "1"), str(runs / "reports" / "pair")])
-    warnings = results.clean_warnings(gathered)
+    gathered = paper.gather([str(runs / "sm" / "*" / "1"), str(runs / "reports" / "pair")])
+    warnings = paper.clean_warnings(gathered)
     # 77% is more than 5 points below the best undefended 99.13%; 97% is not.
     assert len(warnings) == 1 and "resnet_mnist_yopo" in warnings[0], warnings
-    md = results.document(gathered, output_path=str(runs / "paper.md"))
+    md = paper.document(gathered, output_path=str(runs / "paper.md"))
     assert "## Warnings" in md
     assert "| node | - | 99.00 | 12.00 | 0.00 | pgd | 100 |" in md
 
@@ -167,14 +167,14 @@ def test_models_differing_only_in_h_are_judged_against_the_step_size_claim(runs)
     data = json.loads(old.read_text())
     data["models"]["resnet"]["info"]["path"] = str(model_dir)
     old.write_text(json.dumps(data))
-    lines = "\n".join(results.claims(results.gather([str(runs / "family" / "*")])))
+    lines = "\n".join(paper.claims(paper.gather([str(runs / "family" / "*")])))
     assert ("resnet, h 0.1 (`" in lines and "against h 1 (`" in lines
             and "**contradicted** (eps 0.1: 35.00 vs 43.00)" in lines), lines
     assert "h 0.01" not in lines
 
 
 def test_an_exports_row_names_its_version_folder_and_defense(runs):
-    gathered = results.gather([str(runs / "sm" / "*" / "1")])
-    page = results.document(gathered, output_path=str(runs / "docs" / "paper.md"))
+    gathered = paper.gather([str(runs / "sm" / "*" / "1")])
+    page = paper.document(gathered, output_path=str(runs / "docs" / "paper.md"))
     row = next(line for line in page.splitlines() if "| pgd_at |" in line)
     assert row.endswith(f"| `{runs / 'sm' / 'resnet_mnist_pgd_at' / '1'}` |")

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import h5_arrays
-from tfnode import resume
-from tfnode.training import TrainConfig, fit
+from tfnode.training import TrainConfig, fit, resume
 
 from tests.conftest import train_run
 from tfnode.errors import TfnodeError
@@ -28,7 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
 import signal
 import keras
-from tfnode import resume, training
+from tfnode import training
+from tfnode.training import resume
 args = json.loads(sys.argv[1])
 fault = args.pop("fault", None)
 
@@ -282,7 +282,8 @@ def test_a_defended_run_resumed_mid_epoch_ends_as_an_uninterrupted_defended_run(
 def test_the_resume_state_holds_the_defenses_seed_state(tmp_path):
     """save_weights leaves the seed generator out; the state holds it (before, a resumed
     defended run restarted its random starts from the seed)."""
-    from tfnode import defenses, models
+    from tfnode import models
+    from tfnode.training import defenses
 
     def trainer():
         net = models.get_model("resnet", dataset="mnist", width=4, num_blocks=1)
@@ -352,8 +353,10 @@ def test_a_resume_state_of_an_older_tfnode_is_refused(mnist_dir, tmp_path):
     backup.mkdir(parents=True)
     (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
     with pytest.raises(TfnodeError, match=r"holds the resume state of an older tfnode "
-                                          r"\(Keras' BackupAndRestore\).*--overwrite"):
+                                          r"\(Keras' BackupAndRestore\).*pass overwrite to "
+                                          r"start over") as info:
         train_run(model="resnet", model_options={"width": 4, "num_blocks": 1}, epochs=1,
                         batch_size=8, steps_per_epoch=1, data_dir=mnist_dir, verbose=0,
                         model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "sm"),
                         log=lambda *_: None)
+    assert "pass --overwrite to start over" in info.value.flag_message()

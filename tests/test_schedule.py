@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from tfnode import attacks, data, evaluation, layers, outcomes
+from tfnode import attacks, data, evaluation, layers
+from tfnode.evaluation import outcomes
 from tfnode.evaluation import plan, schedule, shards
 from tfnode.errors import TfnodeError
 from tfnode.evaluation import EvalConfig
@@ -244,8 +245,7 @@ def test_shards_merge_to_the_unsharded_report(tiny_run):
     whole_dir, sharded_dir = tiny_run["tmp"] / "whole", tiny_run["tmp"] / "sharded"
     run_tool(evaluate_app, common + [f"--output_dir={whole_dir}"])
     for i in (2, 0, 1):  # any order: each shard is its own job
-        run_tool(evaluate_app, common + [f"--output_dir={sharded_dir}", "--num_shards=3",
-                                         f"--shard_index={i}"])
+        run_tool(evaluate_app, common + [f"--output_dir={sharded_dir}", f"--shard={i}/3"])
     run_tool(merge_shards, [f"--output_dir={sharded_dir}"])
     whole = json.loads((whole_dir / "report.json").read_text())
     merged = json.loads((sharded_dir / "report.json").read_text())
@@ -288,8 +288,8 @@ def test_bad_shard_input_is_one_line(tiny_run):
     with pytest.raises(TfnodeError, match="has no shards"):
         shards.find(str(tiny_run["tmp"] / "nothing"))
 
-def _sweep(model, x, y, fast):
-    return schedule.Sweep(model, x, y, np.arange(len(y)), np.ones(len(y), bool), len(y), 0,
+def _target(model, x, y, fast):
+    return schedule.Target(model, x, y, np.arange(len(y)), np.ones(len(y), bool), len(y), 0,
                           fast, lambda *_: None, 0)
 
 
@@ -317,7 +317,7 @@ def test_an_exit_the_evaluation_does_not_confirm_gets_the_whole_attack(monkeypat
     cells = {}
     for fast in (True, False):
         job = plan.Job("pgd", spec, options, rec.model, {"kind": spec.kind}, [0.04])
-        cells[fast] = schedule.run_job(_sweep(rec.model, x, y, fast), job, {})["cells"]["0.04"]
+        cells[fast] = schedule.run_job(_target(rec.model, x, y, fast), job, {})["cells"]["0.04"]
     assert cells[True]["exit_not_confirmed"] > 0
     assert cells[True]["robust"] == cells[False]["robust"]
     assert cells[True]["robust_accuracy"] == 1.0
@@ -325,10 +325,10 @@ def test_an_exit_the_evaluation_does_not_confirm_gets_the_whole_attack(monkeypat
 
 def test_early_exit_only_on_the_evaluated_model():
     model, other = tiny_cnn(), tiny_cnn(seed=1)
-    sweep = _sweep(model, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, int), True)
+    target = _target(model, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, int), True)
     spec = attacks.get("pgd")
-    assert schedule.early_exit(sweep, plan.Job("pgd", spec, {}, model, {}, [0.1]))
+    assert schedule.early_exit(target, plan.Job("pgd", spec, {}, model, {}, [0.1]))
     # A solver surrogate or a transfer source: another model than the one evaluated.
-    assert not schedule.early_exit(sweep, plan.Job("x", spec, {}, other, {}, [0.1]))
-    assert not schedule.early_exit(_sweep(model, sweep.x, sweep.y, False),
+    assert not schedule.early_exit(target, plan.Job("x", spec, {}, other, {}, [0.1]))
+    assert not schedule.early_exit(_target(model, target.x, target.y, False),
                                    plan.Job("pgd", spec, {}, model, {}, [0.1]))

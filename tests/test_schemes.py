@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tests.layer_test_util import run_layer_test
-from tfnode import layers, models, trajectories
+from tfnode import layers, models
+from tfnode.evaluation import trajectories
 from tfnode.errors import TfnodeError
 
 SCHEMES = ("polynet", "heun", "fractalnet", "revnet")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import h5_arrays
-from tfnode import strategies
+from tfnode.training import strategies
 from tfnode.errors import TfnodeError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

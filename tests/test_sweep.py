@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from tfnode import sweep, training
+from tfnode import training
 from tfnode.errors import TfnodeError
-from tfnode.sweep import SweepConfig
+from tfnode.paper import step_sizes as sweep
+from tfnode.paper.step_sizes import SweepConfig
 
 
 def tiny(mnist_dir, tmp_path, **overrides):
@@ -94,13 +95,14 @@ def test_another_sweep_in_the_same_folder_is_refused(mnist_dir, tmp_path, counte
 
 @pytest.mark.parametrize("overrides,match", [
     ({"step_sizes": (1.0, 1.0)}, "step_sizes has duplicates"),
-    ({"step_sizes": (1.0, -0.1)}, "step_sizes must be numbers > 0"),
-    ({"step_sizes": ()}, "at least one step size"),
+    ({"step_sizes": (1.0, -0.1)}, "step_sizes must be one or more numbers > 0"),
+    ({"step_sizes": ()}, "step_sizes must be one or more numbers > 0, got ()"),
     ({"model_options": {"step_size": 0.5}}, "step_size is what the sweep varies"),
     ({"transfer_attack": "boundary"}, "cannot be transferred"),
-    ({"source_options": {"depth": 8}}, "'depth' does not apply to source model 'resnet'"),
+    ({"source_options": {"depth": 8}}, "source_options.depth does not apply to source model "
+                                       "'resnet'"),
     ({"train_options": {"epoch": 1}}, "unknown option 'epoch'"),
-    ({"eps": (0.1, 1.5)}, "outside [0, 1]"),
+    ({"eps": (0.1, 1.5)}, "eps must be one or more budgets in [0, 1]"),
 ])
 def test_bad_sweeps_fail_before_any_work(mnist_dir, tmp_path, counted_training, overrides,
                                          match):
@@ -111,8 +113,7 @@ def test_bad_sweeps_fail_before_any_work(mnist_dir, tmp_path, counted_training, 
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--step_size=0.1"], "a sweep varies it; give --step_sizes"),
-    (["--defense=pgd_at"], "--defense does not apply to tools.sweep"),
+    (["--model_option=step_size=0.1"], "a sweep varies it; give --step_sizes"),
     (["--source_option=depth"], "expected OPTION=VALUE"),
     (["--step_sizes=1,x"], "--step_sizes must be a comma-separated list of numbers"),
     (["--eps=0.1,2"], "outside [0, 1]"),
@@ -120,7 +121,7 @@ def test_bad_sweeps_fail_before_any_work(mnist_dir, tmp_path, counted_training, 
 def test_sweep_flags_are_checked_in_one_line(argv, match):
     from absl import flags as absl_flags
 
-    from flags import common
+    from flags import configs
     from tools import sweep as app  # noqa: F401  (defines the flags)
 
     fv = absl_flags.FLAGS
@@ -128,7 +129,7 @@ def test_sweep_flags_are_checked_in_one_line(argv, match):
     fv(["sweep"] + argv)
     try:
         with pytest.raises(TfnodeError, match=match.replace("[", r"\[").replace("]", r"\]")):
-            common.sweep_config(fv)
+            configs.sweep_config(fv)
     finally:
         fv.unparse_flags()
 
@@ -138,8 +139,9 @@ def test_sweep_flags_are_checked_in_one_line(argv, match):
 CHILD = """
 import signal
 import keras
-from tfnode import sweep, training
-from tfnode.sweep import SweepConfig
+from tfnode import training
+from tfnode.paper import step_sizes as sweep
+from tfnode.paper.step_sizes import SweepConfig
 args = json.loads(sys.argv[1])
 kill = args.pop("kill", None)
 real = training.train

@@ -57,7 +57,7 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     # A fresh process that never imported tfnode.training loads it too (the file holds its
     # compiled optimizer, a tfnode class).
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from tfnode import loading; "
+        [sys.executable, "-c", "import sys; from tfnode.exports import read as loading; "
          "print(loading.load_model(sys.argv[1])[1]['name'])", str(version_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "node", proc.stderr[-1000:]
@@ -190,15 +190,16 @@ def test_resume_refuses_other_settings(interrupted_run):
     (["--model=node2"], "unknown model 'node2'"),
     (["--dataset=imagenet"], "unknown dataset 'imagenet'"),
     (["--solver=rk45"], "unknown solver 'rk45'"),
-    (["--rtol=0"], "rtol must be > 0"),
-    (["--atol=-1"], "atol must be > 0"),
+    (["--model_option=rtol=0"], "rtol must be > 0"),
+    (["--model_option=atol=-1"], "atol must be > 0"),
     (["--epochs=0"], "--epochs must be an integer >= 1"),
-    (["--model=resnet56", "--rtol=1e-4"], "--rtol does not apply to --model=resnet56"),
+    (["--model=resnet56", "--model_option=rtol=1e-4"],
+     "--model_option=rtol does not apply to model 'resnet56'"),
     (["--data_dir=EMPTY"], "file 'train-images-idx3-ubyte' not found in"),
     (["--export_dir=AFILE/sub"], "--export_dir"),
     (["--width=0"], "width must be a positive integer"),
     (["--eval_batch_size=-1"], "--eval_batch_size must be an integer >= 1"),
-    (["--model=resnet", "--step_size=0"], "step_size must be > 0"),
+    (["--model=resnet", "--model_option=step_size=0"], "step_size must be > 0"),
     (["--weight_decay=-0.1"], "--weight_decay must be a number >= 0, got -0.1"),
     (["--validation_size=-5"], "--validation_size must be an integer >= 0"),
     (["--defense=madry"], "unknown defense 'madry'"),

@@ -1,10 +1,11 @@
-"""`tfnode.trajectories` against closed forms: linear ODEs and linear residual blocks."""
+"""`tfnode.evaluation.trajectories` against closed forms: linear ODEs and linear residual blocks."""
 
 import keras
 import numpy as np
 import pytest
 
-from tfnode import layers, trajectories
+from tfnode import layers
+from tfnode.evaluation import trajectories
 
 
 @keras.saving.register_keras_serializable(package="tfnode_test")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from absl import flags as absl_flags
 
-from tfnode import attacks, trials, tune
+from tfnode import attacks
+from tfnode.training import trials, tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(model="node", model_options={"width": 4}, tuner="random", epochs=1,
@@ -44,14 +45,14 @@ def test_search_writes_trials_pareto_front_and_a_best_cfg_tools_train_takes(
     assert "| Pareto |" in (tmp_path / "t" / "trials.md").read_text()
 
     # best.cfg is a flagfile tools.train accepts unchanged, with the best tolerances.
-    from flags import common
+    from flags import configs
     from tfnode import training
     from tools import train  # noqa: F401  (defines the train flags)
 
     fv = absl_flags.FLAGS
     fv.unparse_flags()
     fv(["train", f"--flagfile={tmp_path / 't' / 'best.cfg'}"])
-    recipe = common.train_config(fv)
+    recipe = configs.train_config(fv)
     assert recipe.model_options["rtol"] == pytest.approx(summary["best"]["rtol"])
     assert recipe.model_options["atol"] == pytest.approx(summary["best"]["atol"])
     assert recipe.model_options["width"] == 4 and recipe.epochs == 1
@@ -135,18 +136,18 @@ def test_a_clean_wrong_example_is_not_robust_even_if_its_adversarial_is_right(mo
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--tuner=grid"], "--tuner must be one of ['bayesian', 'hyperband', 'random'], got 'grid'"),
-    (["--objective=loss"], "--objective must be one of ['clean', 'robust', 'score'], got 'loss'"),
+    (["--tune_option=tuner=grid"], "--tune_option=tuner must be one of ['bayesian', 'hyperband', 'random'], got 'grid'"),
+    (["--tune_option=objective=loss"], "--tune_option=objective must be one of ['clean', 'robust', 'score'], got 'loss'"),
     (["--model=resnet"], "no solver tolerances to tune"),
-    (["--rtol=1e-3"], "--rtol: tools.tune searches it"),
-    (["--rtol_range=1e-1,1e-3"], "expected 0 < low < high"),
-    (["--atol_range=1e-3"], "expected LOW,HIGH"),
-    (["--rtol_range=a,b"], "comma-separated list of numbers"),
-    (["--max_trials=0"], "--max_trials must be an integer >= 1, got 0"),
-    (["--solvers=dopri9"], "dopri9"),
-    (["--tune_eps=0"], "--tune_eps must be a number in (0, 1], got 0"),
-    (["--defense=pgd_at"], "--defense does not apply"),
-    (["--tune_dir=AFILE/x"], "--tune_dir"),
+    (["--model_option=rtol=1e-3"],
+     "--model_option=rtol is searched by tools.tune; give --tune_option=rtol_range instead"),
+    (["--tune_option=rtol_range=1e-1,1e-3"], "expected 0 < low < high"),
+    (["--tune_option=atol_range=1e-3"], "expected LOW,HIGH"),
+    (["--tune_option=rtol_range=a,b"], "comma-separated list of numbers"),
+    (["--tune_option=max_trials=0"], "--tune_option=max_trials must be an integer >= 1, got 0"),
+    (["--tune_option=solvers=dopri9"], "dopri9"),
+    (["--tune_option=eps=0"], "--tune_option=eps must be a number in (0, 1], got 0"),
+    (["--output_dir=AFILE/x"], "--output_dir"),
     (["--strategy=multi_worker"], "keras-team/keras#20585"),
     (["--strategy=gpus"], "unknown strategy 'gpus'"),
 ])
@@ -156,7 +157,7 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     argv = [a.replace("AFILE", str(tmp_path / "afile")) for a in argv]
     absl_flags.FLAGS.unparse_flags()
-    absl_flags.FLAGS(["tune", f"--tune_dir={tmp_path / 'out'}",
+    absl_flags.FLAGS(["tune", f"--output_dir={tmp_path / 'out'}",
                       f"--data_dir={tmp_path / 'nodata'}"] + argv)
     with pytest.raises(SystemExit) as exit_info:
         app.main(["tune"])
@@ -180,9 +181,9 @@ app.run(tune.main, argv=["tune"] + sys.argv[1:])
 
 
 def _tiny_args(folder, out, *more):
-    return [f"--data_dir={folder}", f"--tune_dir={out}", "--model=node", "--width=4",
-            "--tuner=random", "--epochs=1", "--steps_per_epoch=2", "--batch_size=8",
-            "--validation_size=16", "--robust_examples=8", "--pgd_steps=2", *more]
+    return [f"--data_dir={folder}", f"--output_dir={out}", "--model=node", "--width=4",
+            "--tune_option=tuner=random", "--epochs=1", "--steps_per_epoch=2", "--batch_size=8",
+            "--validation_size=16", "--tune_option=robust_examples=8", "--tune_option=pgd_steps=2", *more]
 
 
 # The chief binds port 0, so the kernel gives it a free port atomically (a port picked
@@ -230,7 +231,7 @@ def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
 
     folder, env = child_mnist(tmp_path, KERASTUNER_ORACLE_IP="127.0.0.1")
     out = tmp_path / "t"
-    args = _tiny_args(folder, out, "--max_trials=2")
+    args = _tiny_args(folder, out, "--tune_option=max_trials=2")
     driver = _driver()
     chief_driver = driver.replace(CHILD_PRELUDE, CHILD_PRELUDE + CHIEF_PORT, 1)
     chief_stdout, chief_stderr = tmp_path / "chief.out", tmp_path / "chief.err"
@@ -268,7 +269,7 @@ def test_trials_train_under_a_mirrored_strategy(tmp_path):
 
     folder, env = child_mnist(tmp_path, TEST_LOGICAL_CPUS="2")
     out = tmp_path / "t"
-    args = _tiny_args(folder, out, "--max_trials=1", "--strategy=mirrored")
+    args = _tiny_args(folder, out, "--tune_option=max_trials=1", "--strategy=mirrored")
     driver = _driver()
     proc = subprocess.run([sys.executable, "-c", driver] + args, cwd=REPO, text=True,
                           env=env, capture_output=True, timeout=600)
@@ -280,7 +281,7 @@ def test_trials_train_under_a_mirrored_strategy(tmp_path):
 # The child: a 2-trial search that SIGKILLs itself when the second trial starts training.
 KILLED_SEARCH = """
 import signal
-from tfnode import tune
+from tfnode.training import tune
 args = json.loads(sys.argv[1])
 kill = args.pop("kill")
 for key in ("rtol_range", "atol_range"):

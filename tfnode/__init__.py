@@ -1,7 +1,7 @@
 """tfnode: adversarial robustness of Neural ODEs vs. ResNets in TensorFlow 2 / Keras 3.
 
 Public surface: ``tfnode.layers`` (ODEBlock, ODEFunc, ...), ``tfnode.models.get_model``,
-``tfnode.data.load``, ``tfnode.training.train``, ``tfnode.export.export``.
+``tfnode.data.load``, ``tfnode.training.train``, ``tfnode.exports.write.export``.
 """
 
 from tfnode import data, layers, models, optimizers

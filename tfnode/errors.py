@@ -23,17 +23,41 @@ class ConfigError(TfnodeError):
     """A config field with a value that cannot work: ``"<field> <problem>"``.
 
     The library names the config's field; an app names its flag instead
-    (`flag_message`), so that the same check serves the library and every app.
+    (`flag_message`), so that the same check serves the library and every app. The
+    problem may name other fields as ``{field}`` (``"pass {overwrite} to train it
+    again"``): the field's name in the library's message, its flag in the app's. A dotted
+    field names an option (``model_options.rtol``). ``field`` None: a failure whose
+    message only mentions fields (``"try a lower {learning_rate}"``).
     """
 
     def __init__(self, field, problem):
-        super().__init__(f"{field} {problem}")
+        text = _mentions(problem, lambda name: name)
+        super().__init__(text if field is None else f"{field} {text}")
         self.field, self.problem = field, problem
 
     def flag_message(self, flags=None):
-        """The message with ``--<flag>`` for the field (``flags`` maps fields whose flag
-        has another name)."""
-        return f"--{(flags or {}).get(self.field, self.field)} {self.problem}"
+        """The message with ``--<flag>`` for the field and each field it mentions.
+
+        ``flags`` maps fields whose flag has another name; for a dotted field
+        ``a.b`` whose ``a`` is mapped to ``F``, the flag is ``F=b``
+        (``model_options.rtol`` -> ``--model_option=rtol``).
+        """
+        text = _mentions(self.problem, lambda name: _flag(name, flags or {}))
+        return text if self.field is None else f"{_flag(self.field, flags or {})} {text}"
+
+
+def _flag(field, flags):
+    if field in flags:
+        return f"--{flags[field]}"
+    head, dot, rest = field.partition(".")
+    if dot and head in flags:
+        return f"--{flags[head]}={rest}"
+    return f"--{field}"
+
+
+def _mentions(problem, name):
+    """``problem`` with each ``{field}`` replaced by ``name(field)``."""
+    return re.sub(r"\{([a-z_][a-z0-9_.]*)\}", lambda m: name(m.group(1)), problem)
 
 
 def solver_failure(err):

@@ -7,7 +7,7 @@ import re
 import shutil
 import tempfile
 
-from tfnode.errors import TfnodeError
+from tfnode.errors import ConfigError
 from tfnode.version import __version__
 
 
@@ -70,8 +70,9 @@ def _alive(pid):
     return True
 
 
-def check_writable(folder, *, flag):
-    """Raises `TfnodeError` naming ``flag`` unless ``folder`` exists or can be made, writable."""
+def check_writable(folder, *, field):
+    """Raises `ConfigError` naming the config's ``field`` unless ``folder`` exists or can
+    be made, writable."""
     try:
         os.makedirs(folder, exist_ok=True)
         probe = os.path.join(folder, f".write-probe-{os.getpid()}")
@@ -79,7 +80,7 @@ def check_writable(folder, *, flag):
             pass
         os.remove(probe)
     except OSError as err:
-        raise TfnodeError(f"{flag} {folder!r} is not writable ({err.strerror or err})") from None
+        raise ConfigError(field, f"{folder!r} is not writable ({err.strerror or err})") from None
 
 
 def write_json(path, obj):

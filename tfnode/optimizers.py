@@ -1,7 +1,7 @@
 """Optimizers with weight decay as the published recipes apply it.
 
 Registered with Keras (package ``tfnode``): an exported ``model.keras`` holds its
-compiled optimizer, so loading one needs these classes (`tfnode.loading` imports this
+compiled optimizer, so loading one needs these classes (`tfnode.exports.read` imports this
 module).
 """
 

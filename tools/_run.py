@@ -4,6 +4,8 @@ import contextlib
 import os
 import sys
 
+from flags import retired
+
 
 @contextlib.contextmanager
 def _native_stderr_silenced():
@@ -39,6 +41,8 @@ def parse_flags(argv):
         rest = flags.FLAGS(argv)
     except flags.Error as err:
         message = " ".join(str(err).replace("ERROR:: ", "").split())
+        if isinstance(err, flags.UnrecognizedFlagError):
+            message = retired.hint(err.flagname, flags.FLAGS) or message
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     if len(rest) > 1:

@@ -8,7 +8,7 @@
 
 from absl import flags as absl_flags
 
-from flags import common
+from flags import common, configs
 from tools import _run
 
 common.define_evaluate_flags()
@@ -20,9 +20,9 @@ def main(argv):
     def run():
         from tfnode import evaluation
 
-        evaluation.evaluate(common.evaluate_config(FLAGS), record=common.record(FLAGS))
+        evaluation.evaluate(configs.evaluate_config(FLAGS), record=common.record(FLAGS))
 
-    _run.run_main(run)
+    _run.run_main(run, flag_names=configs.flag_names())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 
 from absl import flags as absl_flags
 
-from flags import common
+from flags import common, configs
 from tools import _run
 
 common.define_export_flags()
@@ -19,12 +19,12 @@ def main(argv):
     del argv  # tools._run.parse_flags refuses positional arguments
 
     def run():
-        from tfnode import export
+        from tfnode.exports import write as export
 
-        path = export.export_trained(**common.export_kwargs(FLAGS))
+        path = export.export_trained(**configs.export_kwargs(FLAGS))
         print(f"tfnode: SavedModel {path}  (saved_model_cli show --dir {path} --all)")
 
-    _run.run_main(run)
+    _run.run_main(run, flag_names=configs.flag_names())
 
 
 if __name__ == "__main__":

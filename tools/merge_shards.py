@@ -1,7 +1,7 @@
 """Merges the shards of a sharded evaluation into one report.
 
     python -m tools.evaluate --flagfile=flags/eval_mnist.cfg --model_path=... \
-        --num_shards=4 --shard_index=0      # ... and 1, 2, 3: one job each
+        --shard=0/4      # ... and 1/4, 2/4, 3/4: one job each
     python -m tools.merge_shards --output_dir=reports/mnist_paper
 
 The shards are read from ``<output_dir>/shards/<i>-of-<N>/``; the merged report is written
@@ -10,10 +10,10 @@ to ``<output_dir>`` (the numbers of one unsharded run: `tfnode.evaluation.shards
 
 from absl import flags as absl_flags
 
-from flags import common
+from flags import common, configs
 from tools import _run
 
-common.define_report_flags()
+common.define_output_flag()
 FLAGS = absl_flags.FLAGS
 
 
@@ -30,7 +30,7 @@ def main(argv):
         print(f"tfnode: merged {len(report['shards'])} shards ({report['num_examples']} "
               f"examples) into {report['paths']['md']}")
 
-    _run.run_main(run)
+    _run.run_main(run, flag_names=configs.flag_names())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 
 from absl import flags as absl_flags
 
-from flags import common
+from flags import common, configs
 from tools import _run
 
 common.define_sweep_flags()
@@ -17,11 +17,11 @@ def main(argv):
     del argv  # tools._run.parse_flags refuses positional arguments
 
     def run():
-        from tfnode import sweep
+        from tfnode.paper import step_sizes
 
-        sweep.run_sweep(common.sweep_config(FLAGS))
+        step_sizes.run_sweep(configs.sweep_config(FLAGS))
 
-    _run.run_main(run)
+    _run.run_main(run, flag_names=configs.flag_names())
 
 
 if __name__ == "__main__":

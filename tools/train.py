@@ -6,7 +6,7 @@
 
 from absl import flags as absl_flags
 
-from flags import common
+from flags import common, configs
 from tools import _run
 
 common.define_train_flags()
@@ -18,9 +18,9 @@ def main(argv):
     def run():
         from tfnode import training
 
-        training.train(common.train_config(FLAGS), record=common.record(FLAGS))
+        training.train(configs.train_config(FLAGS), record=common.record(FLAGS))
 
-    _run.run_main(run)
+    _run.run_main(run, flag_names=configs.flag_names())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ uniformly through ``get(name).run(...)``, which returns an `AttackResult`.
 # Each module registers its attacks on import; the order is the registry's order.
 from tfnode.attacks._utils import (AttackResult, distances, forward_fn, logits_fn, predict,
                                    project)
-from tfnode.attacks.gradient import di2_fgsm, fgsm, input_diversity, pgd, random_start
+from tfnode.attacks.gradient import fgsm, pgd, random_start
+from tfnode.attacks.di2_fgsm import di2_fgsm, input_diversity
 from tfnode.attacks.apgd import apgd, apgd_ce, apgd_dlr
 from tfnode.attacks.square import square_attack
 from tfnode.attacks.boundary import boundary_attack

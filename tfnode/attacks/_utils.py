@@ -136,6 +136,26 @@ def padded(idx, size):
     return np.concatenate([idx, np.full(size - len(idx), idx[0], idx.dtype)])
 
 
+def first_success(state, idx, logits, y):
+    """Early exit: keeps the iterates of ``idx`` the model misclassifies as their
+    adversarials and drops them from the active set; returns the still-active part.
+
+    ``state`` holds the run's ``x_adv``, ``x_first``, ``fooled`` and ``active`` arrays
+    (updated in place); ``logits`` are those of the rows ``idx``.
+    """
+    wrong = np.argmax(logits, axis=-1) != y[idx]
+    done = idx[wrong]
+    state["x_first"][done] = state["x_adv"][done]
+    state["fooled"][done] = True
+    state["active"][done] = False
+    return ~wrong
+
+
+def row_mask(mask, ndim):
+    """A per-sample boolean ``mask [N]`` shaped to broadcast over ``ndim``-d inputs."""
+    return np.reshape(mask, (-1,) + (1,) * (ndim - 1))
+
+
 def distances(x_adv, x):
     """Per-sample ``(l2, linf)`` distances as numpy arrays."""
     d = np.reshape(np.asarray(x_adv, np.float64) - np.asarray(x, np.float64), (len(x), -1))

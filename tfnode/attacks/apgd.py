@@ -125,6 +125,39 @@ def apgd_start(x, *, eps, seed, ids=None, clip_min=0.0, clip_max=1.0):
     return project(x + eps * t, x, eps=eps, clip_min=clip_min, clip_max=clip_max)
 
 
+class _Checkpoints:
+    """The reference's checkpoints (``counter3``, ``k``, ``reduced_last_check``,
+    ``loss_best_last_check`` and ``check_oscillation`` in ``attack_single_run``): the first
+    after 22% of the steps, each next one 3% sooner, down to 6%. At one, a sample halves
+    its step if the loss rose in at most ``rho * k`` of the ``k`` steps since the last, or
+    if it did not halve at the last one and its best loss did not improve since.
+    """
+
+    def __init__(self, num_steps, rho, loss_best):
+        self.k, self.since_check, self.rho = max(int(0.22 * num_steps), 1), 0, rho
+        self.k_min = max(int(0.06 * num_steps), 1)
+        self.k_decrease = max(int(0.03 * num_steps), 1)
+        # As if halved at a check before the first (the reference starts
+        # reduced_last_check at ones): there, only the oscillation test can halve.
+        self.halved_last_check = np.ones(len(loss_best), bool)
+        self.loss_best_last_check = loss_best.copy()
+
+    def after_step(self, i, loss_steps, loss_best):
+        """None between checkpoints; at one (after step ``i``), the samples that halve."""
+        self.since_check += 1
+        if self.since_check != self.k:
+            return None
+        k = self.k
+        # Python's index -1 at the first checkpoint (i = k - 1) is the reference's torch
+        # index -1: the last row of loss_steps, still zero unless num_steps = 1.
+        rises = sum(loss_steps[i - c] > loss_steps[i - c - 1] for c in range(k))
+        halve = (rises <= k * self.rho) | (~self.halved_last_check
+                                           & (self.loss_best_last_check >= loss_best))
+        self.halved_last_check, self.loss_best_last_check = halve, loss_best.copy()
+        self.k, self.since_check = max(k - self.k_decrease, self.k_min), 0
+        return halve
+
+
 def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, seed, ids,
                 todo, early_exit, gradients):
     """One APGD run on the samples ``todo``: ``attack_single_run`` of the reference.
@@ -156,11 +189,6 @@ def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, 
             gradients[idx] += 1
         return loss, wrong, grad
 
-    # Checkpoints: the first after 22% of the steps, then each 3% sooner, down to 6%.
-    k = max(int(0.22 * num_steps), 1)
-    k_min = max(int(0.06 * num_steps), 1)
-    k_decrease = max(int(0.03 * num_steps), 1)
-
     x_adv = apgd_start(x, eps=eps, seed=seed, ids=ids, clip_min=clip_min,
                        clip_max=clip_max).numpy()
     loss, fooled, grad = evaluate(x_adv)
@@ -170,11 +198,7 @@ def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, 
     step = np.full((n,) + per_sample[1:], 2.0 * eps, np.float32)
     x_prev = x_adv
     loss_steps = np.zeros((num_steps, n), np.float32)
-    # As if halved at a check before the first (the reference starts reduced_last_check
-    # at ones): there, only the oscillation test can halve.
-    halved_last_check = np.ones(n, bool)
-    loss_best_last_check = loss_best.copy()
-    since_check = 0
+    checkpoints = _Checkpoints(num_steps, rho, loss_best)
     for i in range(num_steps):
         if not active.any():
             break
@@ -201,21 +225,13 @@ def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, 
         grad_best = np.where(np.reshape(better, per_sample), grad, grad_best)
         loss_best = np.where(better, loss, loss_best)
 
-        since_check += 1
-        if since_check == k:
-            # Python's index -1 at the first checkpoint (i = k - 1) is the reference's
-            # torch index -1: the last row of loss_steps, still zero unless num_steps = 1.
-            rises = sum(loss_steps[i - c] > loss_steps[i - c - 1] for c in range(k))
-            halve = (rises <= k * rho) | (~halved_last_check
-                                          & (loss_best_last_check >= loss_best))
-            halved_last_check = halve
-            loss_best_last_check = loss_best.copy()
-            if halve.any():
-                step[halve] /= 2.0
-                x_adv = np.where(np.reshape(halve, per_sample), x_best, x_adv)
-                grad = np.where(np.reshape(halve, per_sample), grad_best, grad)
-            k = max(k - k_decrease, k_min)
-            since_check = 0
+        # The reference's `if counter3 == k:` block: at a checkpoint the samples that
+        # halve their step restart from their best point and its gradient.
+        halve = checkpoints.after_step(i, loss_steps, loss_best)
+        if halve is not None and halve.any():
+            step[halve] /= 2.0
+            x_adv = np.where(np.reshape(halve, per_sample), x_best, x_adv)
+            grad = np.where(np.reshape(halve, per_sample), grad_best, grad)
     return x_best, loss_best, x_best_adv, fooled
 
 

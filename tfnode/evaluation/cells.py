@@ -6,7 +6,7 @@ Pure functions over arrays and dicts, shared by the evaluation runner
 recomputes every number of a sharded run with them: neither imports the other.
 """
 
-from tfnode import audit as audit_lib, checks, outcomes
+from tfnode.evaluation import audit as audit_lib, checks, outcomes
 
 
 def shard_range(n, num_shards, shard_index):

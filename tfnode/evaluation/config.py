@@ -10,10 +10,9 @@ described in `tfnode.evaluation.schedule`.
 import dataclasses
 from typing import Mapping
 
-import numpy as np
-
-from tfnode import attacks, audit as audit_lib, outcomes
-from tfnode.errors import TfnodeError
+from tfnode import attacks, registry
+from tfnode.errors import ConfigError, TfnodeError
+from tfnode.evaluation import audit as audit_lib, outcomes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +20,7 @@ class EvalConfig:
     """Everything an evaluation depends on; recorded verbatim in ``report.json``.
 
     Attributes:
-      model_path: the model to evaluate (`tfnode.loading.load_model`).
+      model_path: the model to evaluate (`tfnode.exports.read.load_model`).
       dataset: dataset name.
       split: dataset split.
       attacks: registered attack names (`tfnode.attacks.available()`).
@@ -36,11 +35,11 @@ class EvalConfig:
       attack_options: ``{attack or audit variant: {option: value}}`` over the defaults.
       seed: seed of random starts, transforms and proposals (keyed per example by its
         index where the attack allows, else ``seed + k`` for batch k of a call).
-      audit: add the gradient-masking audit (`tfnode.audit`) and its verdict.
+      audit: add the gradient-masking audit (`tfnode.evaluation.audit`) and its verdict.
       per_sample_steps: evaluate ODE models with per-sample steps where they apply
-        (`tfnode.loading.with_per_sample_steps`), so no result depends on the batch.
+        (`tfnode.exports.read.with_per_sample_steps`), so no result depends on the batch.
       tolerance_grid: rtol = atol values of the attack-time x inference-time grid.
-      trajectories: measure the paper's bound (`tfnode.trajectories`).
+      trajectories: measure the paper's bound (`tfnode.evaluation.trajectories`).
       schedule: ``"fast"`` or ``"exhaustive"`` (see `tfnode.evaluation.schedule`).
       num_shards: split the examples into this many contiguous shards ...
       shard_index: ... and evaluate this one (0-based); `tfnode.evaluation.shards.merge` joins the
@@ -86,17 +85,38 @@ def conventions(schedule):
     return SCHEDULES[schedule].format(survivors=names)
 
 
-def _is_count(value, least):
-    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-            and value >= least)
+def _each(rule, expected, least=0):
+    """A rule for a tuple of at least ``least`` values, each passing ``rule``."""
+    return registry.Rule(lambda v: isinstance(v, (tuple, list)) and len(v) >= least
+                         and all(rule.ok(x) for x in v), expected)
+
+
+# The fields' own rules (`tfnode.registry.check`); the checks across fields follow them.
+RULES = {
+    "eps": _each(registry.PROBABILITY, "one or more budgets in [0, 1] (the pixel range of "
+                 "the inputs)", least=1),
+    "eps_scale": registry.POSITIVE,
+    "num_examples": registry.COUNT,
+    "batch_size": registry.COUNT,
+    "num_shards": registry.COUNT,
+    "shard_index": registry.NONNEGATIVE_COUNT,
+    "schedule": registry.one_of(*SCHEDULES),
+    "tolerance_grid": _each(registry.POSITIVE, "a list of tolerances > 0"),
+    "seed": registry.NONNEGATIVE_COUNT,
+    "audit": registry.BOOL,
+    "per_sample_steps": registry.BOOL,
+    "trajectories": registry.BOOL,
+}
 
 
 def resolve_options(config):
     """``{name: options}`` of every attack the run may need, checked before any work.
 
     Raises:
+      ConfigError: a field its rule (`RULES`) rejects, or fields that do not go together.
       TfnodeError: one line naming the bad attack, option or value.
     """
+    registry.check(config, RULES)
     _check_sizes(config)
     _check_budgets(config)
     names = list(config.attacks)
@@ -115,8 +135,8 @@ def resolve_options(config):
                 for name in dict.fromkeys(names)}
     for name in config.attacks:
         if attacks.get(name).needs_source and not config.source_model_path:
-            raise TfnodeError(f"{name} needs a source model (--source_model_path: the model "
-                              "the adversarials are crafted on)")
+            raise ConfigError("source_model_path", f"is unset, and attack {name!r} needs a "
+                              "source model (the model the adversarials are crafted on)")
     for v in audit_lib.VARIANTS:
         if config.audit or v.name in given:
             resolved[v.name] = attacks.get(v.attack).options(
@@ -126,43 +146,26 @@ def resolve_options(config):
 
 
 def _check_sizes(config):
-    """The counts, the schedule and the shard."""
-    for name, value in (("num_examples", config.num_examples),
-                        ("batch_size", config.batch_size), ("num_shards", config.num_shards)):
-        if not _is_count(value, 1):
-            raise TfnodeError(f"{name} must be an integer >= 1, got {value!r}")
-    if config.schedule not in SCHEDULES:
-        raise TfnodeError(f"schedule must be one of {list(SCHEDULES)}, got "
-                          f"{config.schedule!r}")
-    if not _is_count(config.shard_index, 0) or config.shard_index >= config.num_shards:
-        raise TfnodeError(f"shard_index must be an integer in [0, {config.num_shards - 1}] "
+    """The shard (the fields' own rules passed)."""
+    if config.shard_index >= config.num_shards:
+        raise ConfigError("shard_index", f"must be an integer in [0, {config.num_shards - 1}] "
                           f"(num_shards {config.num_shards}), got {config.shard_index!r}")
     if config.num_shards > 1 and (config.tolerance_grid or config.trajectories):
-        raise TfnodeError("num_shards > 1 does not combine with tolerance_grid or "
-                          "trajectories (their summaries do not merge); run them unsharded")
+        raise ConfigError("num_shards", f"{config.num_shards} (a sharded run) does not combine "
+                          "with {tolerance_grid} or {trajectories} (their summaries do not "
+                          "merge); run them unsharded")
 
 
 def _check_budgets(config):
-    """The attacks and eps given (each once), the tolerances and the seed."""
+    """Some attacks, and each attack and eps given once (the fields' own rules passed)."""
     if not config.attacks:
-        raise TfnodeError(f"no attacks given; expected some of {attacks.available()}")
-    if not config.eps:
-        raise TfnodeError("no eps given; give at least one budget")
-    for e in config.eps:
-        if not 0.0 <= e <= 1.0:
-            raise TfnodeError(f"eps {e:g} is outside [0, 1], the pixel range of the inputs")
+        raise ConfigError("attacks", f"is empty; expected some of {attacks.available()}")
     keys = [outcomes.eps_key(e) for e in config.eps]
     twice = sorted({k for k in keys if keys.count(k) > 1}, key=float)
     if twice:
         # Cells are keyed by eps (to 6 significant digits): a repeated budget would
         # silently overwrite its twin.
-        raise TfnodeError(f"eps {', '.join(twice)} given twice; give each budget once")
+        raise ConfigError("eps", f"{', '.join(twice)} given twice; give each budget once")
     for name in config.attacks:
         if list(config.attacks).count(name) > 1:
-            raise TfnodeError(f"attack {name!r} given twice in --attacks; give each once")
-    if any(not t > 0 for t in config.tolerance_grid):
-        raise TfnodeError(f"tolerance_grid takes tolerances > 0, got "
-                          f"{list(config.tolerance_grid)}")
-    if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
-        raise TfnodeError(f"seed must be an integer >= 0, got {config.seed!r}")
-
+            raise ConfigError("attacks", f"{name!r} given twice; give each once")

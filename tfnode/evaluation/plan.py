@@ -1,18 +1,19 @@
 """Which attack jobs run on which model: the attacks asked for, on the evaluated model or
 (``needs_source``) on the source model, and with ``audit`` the audit's attacks and
-variants (`tfnode.audit.plan`), some on a solver surrogate of the model."""
+variants (`tfnode.evaluation.audit.plan`), some on a solver surrogate of the model."""
 
 import dataclasses
 
 import numpy as np
 
-from tfnode import attacks, audit as audit_lib, models
+from tfnode import attacks, models
+from tfnode.evaluation import audit as audit_lib
 from tfnode.evaluation.config import EvalConfig
 
 
 @dataclasses.dataclass
 class Job:
-    """One attack of one model's sweep: what runs, on which model, and its report meta.
+    """One attack of one model's evaluation: what runs, on which model, and its report meta.
 
     Attributes:
       name: the attack's or audit variant's name (its key in the report).
@@ -43,7 +44,7 @@ class Run:
       source: the source model, or None.
       log: where progress lines go.
       verbose: show progress bars.
-      progress: the finished cells on disk (`tfnode.progress.Progress`), or None.
+      progress: the finished cells on disk (`tfnode.evaluation.progress.Progress`), or None.
     """
     config: EvalConfig
     options: dict
@@ -63,7 +64,7 @@ def jobs(run, model, info):
     Args:
       run: the `Run`.
       model: the evaluated model.
-      info: its info (`tfnode.loading.load_model`), which the audit's plan reads.
+      info: its info (`tfnode.exports.read.load_model`), which the audit's plan reads.
     """
     names, variants, skipped = list(run.config.attacks), [], {}
     if run.config.audit:
@@ -91,7 +92,7 @@ def jobs(run, model, info):
 
 
 def meta(attack, spec, options, *, crafted_on, **extra):
-    """An attack's ``meta`` in the report: what the checks read (`tfnode.checks`)."""
+    """An attack's ``meta`` in the report: what the checks read (`tfnode.evaluation.checks`)."""
     return {"attack": attack, "kind": spec.kind, "crafted_on": crafted_on, "options": options,
             "iterations": spec.iterations(options) if spec.iterations else None,
             **{k: v for k, v in extra.items() if v is not None}}

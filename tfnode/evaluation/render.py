@@ -9,7 +9,9 @@ import os
 
 import numpy as np
 
-from tfnode import figures, files, loading, outcomes
+from tfnode import figures, files
+from tfnode.evaluation import outcomes
+from tfnode.exports import read as loading
 
 
 def _headers(report):
@@ -18,7 +20,7 @@ def _headers(report):
 
 
 def _eps_label(report, key):
-    """An eps key as the user gave it (``8/255`` with ``--eps_scale=255``)."""
+    """An eps key as the user gave it (``8/255`` for budgets given as fractions of 255)."""
     labels = dict(zip((outcomes.eps_key(e) for e in report["eps"]), _headers(report)))
     return labels.get(key, key)
 

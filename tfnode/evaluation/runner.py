@@ -1,13 +1,13 @@
-"""Adversarial evaluation: the sweep over (model, attack, eps) cells, and its report.
+"""Adversarial evaluation: the (model, attack, eps) cells, and its report.
 
 `evaluate` loads one model (and optionally a second one to compare with, and a source
 model for transfer), takes the first ``num_examples`` images of a split in a fixed order,
 runs every attack (from `tfnode.attacks.registry`; with ``audit`` also the audit's, from
-`tfnode.audit.plan`: `tfnode.evaluation.plan`) at every eps in batches of ``batch_size``
+`tfnode.evaluation.audit.plan`: `tfnode.evaluation.plan`) at every eps in batches of ``batch_size``
 (`tfnode.evaluation.batches`) under the fast or the exhaustive schedule
 (`tfnode.evaluation.schedule`), and fills
 ``report["models"][label]["attacks"][name]["cells"][eps_key]``. Each cell keeps which
-examples stayed robust (`tfnode.outcomes`), so the per-example worst case over attacks
+examples stayed robust (`tfnode.evaluation.outcomes`), so the per-example worst case over attacks
 is computed from the cells and can be recomputed from ``report.json`` alone.
 """
 
@@ -17,14 +17,15 @@ import time
 
 import numpy as np
 
-from tfnode import attacks, checks, data, files, loading, outcomes, progress
-from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, config as config_lib, \
-    measurements, plan, render, schedule
+from tfnode import attacks, data, files
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, checks, \
+    config as config_lib, measurements, outcomes, plan, progress, render, schedule
 from tfnode.errors import TfnodeError
+from tfnode.exports import read as loading
 
 
 def evaluate(config, *, record=None, log=print, verbose=1):
-    """Runs the attack sweep of ``config`` and writes the report; returns the report dict.
+    """Runs the evaluation of ``config`` and writes the report; returns the report dict.
 
     Args:
       config: an `EvalConfig`.
@@ -55,10 +56,10 @@ def _load_models(config):
     compared one, and the source model where an attack needs it (else None, None)."""
     ds_info = data.info(config.dataset)
     loaded = []
-    for path, flag in ((config.model_path, "--model_path"),
-                       (config.compare_model_path, "--compare_model_path")):
+    for path, field in ((config.model_path, "model_path"),
+                        (config.compare_model_path, "compare_model_path")):
         if path:
-            model, info = loading.load_model(path, flag=flag)
+            model, info = loading.load_model(path, field=field)
             loading.check_input_shape(info, ds_info.shape, ds_info.name, path)
             if config.per_sample_steps:
                 model, info = loading.with_per_sample_steps(model, info)
@@ -67,7 +68,7 @@ def _load_models(config):
     if config.source_model_path and (config.audit or any(
             attacks.get(n).needs_source for n in config.attacks)):
         source, source_info = loading.load_model(config.source_model_path,
-                                                 flag="--source_model_path")
+                                                 field="source_model_path")
         loading.check_input_shape(source_info, ds_info.shape, ds_info.name,
                                   config.source_model_path)
     return loaded, source, source_info
@@ -80,12 +81,13 @@ def _output_dir(config, info):
     if config.num_shards > 1:
         output_dir = os.path.join(output_dir, "shards",
                                   f"{config.shard_index}-of-{config.num_shards}")
-    files.check_writable(output_dir, flag="--output_dir")
+    files.check_writable(output_dir, field="output_dir")
     return output_dir
 
 
 def _progress(config, output_dir, log):
-    """The finished cells on disk (`tfnode.progress`), keyed by the settings and models."""
+    """The finished cells on disk (`tfnode.evaluation.progress`), keyed by the settings
+    and models."""
     return progress.Progress(output_dir, {
         "config": dataclasses.asdict(config), "tfnode": files.versions()["tfnode"],
         "models": [progress.model_fingerprint(p) for p in (
@@ -153,7 +155,7 @@ def _evaluate_model(run, model, info, label, index=0):
     config, x, y = run.config, run.x, run.y
     t0 = time.time()
     correct = attacks.predict(model, x, batch_size=config.batch_size) == y
-    sweep = schedule.Sweep(model, x, y, run.ids, correct, config.batch_size, config.seed,
+    target = schedule.Target(model, x, y, run.ids, correct, config.batch_size, config.seed,
                            config.schedule == "fast", run.log, run.verbose, label,
                            progress=run.progress, model_index=index)
     out = {"info": info, "clean_accuracy": float(correct.mean()),
@@ -163,23 +165,23 @@ def _evaluate_model(run, model, info, label, index=0):
     jobs, skipped = plan.jobs(run, model, info)
     if config.audit:
         out["audit_skipped"] = skipped
-    if sweep.fast:  # the attacks that run on survivors come after all the others
+    if target.fast:  # the attacks that run on survivors come after all the others
         jobs.sort(key=lambda job: job.spec.survivors_only)
     for job in jobs:
-        saved = sweep.restore(job, "job")
+        saved = target.restore(job, "job")
         if saved is not None:  # finished by a killed run of the same evaluation
             out["attacks"][job.name], arrays = saved
-            sweep.arrays.update({(job.name, key): fields for key, fields in arrays.items()})
+            target.arrays.update({(job.name, key): fields for key, fields in arrays.items()})
             run.log(f"tfnode: {label}: {job.name}: finished before, read back")
             continue
-        out["attacks"][job.name] = schedule.run_job(sweep, job, out["attacks"])
-        sweep.keep(job, "job", out["attacks"][job.name],
-                   {key: fields for (name, key), fields in sweep.arrays.items()
+        out["attacks"][job.name] = schedule.run_job(target, job, out["attacks"])
+        target.keep(job, "job", out["attacks"][job.name],
+                   {key: fields for (name, key), fields in target.arrays.items()
                     if name == job.name})
     # report.json sorts its keys: the order the attacks ran in is kept here.
     out["attack_order"] = list(out["attacks"])
     cells_lib.finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
                      batch_size=config.batch_size)
-    out.update(measurements.measure(run, sweep, info))
-    out["_arrays"] = sweep.arrays
+    out.update(measurements.measure(run, target, info))
+    out["_arrays"] = target.arrays
     return out

@@ -1,10 +1,10 @@
-"""One attack job of one model's sweep, under either schedule: its cells, one per eps.
+"""One attack job of one model's evaluation, under either schedule: its cells, one per eps.
 
 Two schedules (`tfnode.evaluation.config.SCHEDULES`; the report records which ran and its
 conventions):
 
 * ``fast`` (the default) attacks only what is still robust, AutoAttack's answer to the
-  cost of a sweep. A gradient attack keeps each sample's first adversarial and stops
+  cost of a target. A gradient attack keeps each sample's first adversarial and stops
   attacking it (``early_exit``); an attack's eps run in increasing order, each only on
   the examples it left robust at the eps below (a perturbation within the smaller ball is
   within the larger one: it is carried forward as the evidence); an attack whose queries
@@ -29,13 +29,13 @@ import time
 
 import numpy as np
 
-from tfnode import attacks, outcomes
-from tfnode.evaluation import batches, cells as cells_lib
+from tfnode import attacks
+from tfnode.evaluation import batches, cells as cells_lib, outcomes
 
 
 @dataclasses.dataclass
-class Sweep:
-    """The fixed inputs of one model's sweep.
+class Target:
+    """The fixed inputs of one model's evaluation: the model under attack and its examples.
 
     Attributes:
       model: the evaluated model.
@@ -49,7 +49,7 @@ class Sweep:
       label: the model's label in the report.
       arrays: ``{(job name, eps key or "summary"): per-example arrays}`` of every cell,
         for merging shards (`tfnode.evaluation.shards`).
-      progress: the finished cells on disk (`tfnode.progress.Progress`), or None ...
+      progress: the finished cells on disk (`tfnode.evaluation.progress.Progress`), or None ...
       model_index: ... and this model's place in the run.
     """
     model: object
@@ -84,11 +84,11 @@ class Sweep:
                                pad_to_batch=pad_to_batch)
 
 
-def early_exit(sweep, job):
+def early_exit(target, job):
     """Whether ``job`` exits early: only in the fast schedule, and only on the evaluated
     model itself: a surrogate's or a source model's first adversarial is where IT is
     first fooled, not the model."""
-    return sweep.fast and job.crafted_on is sweep.model
+    return target.fast and job.crafted_on is target.model
 
 
 def _prior(done):
@@ -103,11 +103,11 @@ def _prior(done):
     return robust, names
 
 
-def run_job(sweep, job, done):
-    """Runs ``job`` (a `tfnode.evaluation.plan.Job`) on ``sweep`` (a `Sweep`).
+def run_job(target, job, done):
+    """Runs ``job`` (a `tfnode.evaluation.plan.Job`) on ``target`` (a `Target`).
 
     Args:
-      sweep: the model's sweep; each cell's per-example arrays go to ``sweep.arrays``.
+      target: the model's `Target`; each cell's per-example arrays go to ``target.arrays``.
       job: the attack job; its ``meta`` gets the schedule's marks.
       done: ``{name: result}`` of the attacks already run on this model (for
         ``survivors_only``).
@@ -116,22 +116,22 @@ def run_job(sweep, job, done):
       ``{"meta", "cells", "throughput"}`` (and ``"summary"`` for a distance-minimizing
       attack).
     """
-    prior, names = _prior(done) if sweep.fast and job.spec.survivors_only else (None, [])
+    prior, names = _prior(done) if target.fast and job.spec.survivors_only else (None, [])
     if prior is not None and names:
         job.meta["survivors_of"] = names
-    if sweep.fast:  # robust accuracy cannot rise with eps: nothing for that check to see
+    if target.fast:  # robust accuracy cannot rise with eps: nothing for that check to see
         job.meta["eps_on_survivors"] = True
-        job.meta["early_exit"] = bool(job.spec.early_exit and early_exit(sweep, job))
+        job.meta["early_exit"] = bool(job.spec.early_exit and early_exit(target, job))
     start = time.time()
     if job.spec.minimizes_distance:
-        out = _distance_job(sweep, job, prior)
+        out = _distance_job(target, job, prior)
     else:
-        out = {"meta": job.meta, "cells": _budget_cells(sweep, job, prior)}
+        out = {"meta": job.meta, "cells": _budget_cells(target, job, prior)}
     attacked = sum(c["attacked"] for c in out["cells"].values()) if not \
         job.spec.minimizes_distance else out["summary"]["attacked"]
     out["throughput"] = cells_lib.throughput(
-        time.time() - start, len(sweep.y) * len(out["cells"]), attacked)
-    sweep.log(f"tfnode: {sweep.label}: {job.name}: {out['throughput']['seconds']:.1f} s, "
+        time.time() - start, len(target.y) * len(out["cells"]), attacked)
+    target.log(f"tfnode: {target.label}: {job.name}: {out['throughput']['seconds']:.1f} s, "
               f"{out['throughput']['examples_x_eps_per_second'] or 0:.1f} examples x eps "
               f"per second ({attacked} attacked)")
     return out
@@ -145,27 +145,27 @@ class _Carry:
     own: np.ndarray  # examples this attack's own adversarial fooled so far
 
 
-def _budget_cells(sweep, job, prior):
+def _budget_cells(target, job, prior):
     """An attack within each eps (in increasing order; see the module docstring)."""
     cells = {}
-    carry = _Carry(sweep.correct.copy(), sweep.x.copy(), np.zeros(len(sweep.y), bool))
+    carry = _Carry(target.correct.copy(), target.x.copy(), np.zeros(len(target.y), bool))
     for e in sorted(job.eps):
         start = time.time()
         key = outcomes.eps_key(e)
-        saved = sweep.restore(job, f"eps-{key}")
+        saved = target.restore(job, f"eps-{key}")
         if saved is not None:  # a killed run finished this cell: continue after it
-            cells[key] = _restored_cell(sweep, job, key, saved, carry)
+            cells[key] = _restored_cell(target, job, key, saved, carry)
         else:
-            cells[key] = _budget_cell(sweep, job, e, prior, carry, start)
+            cells[key] = _budget_cell(target, job, e, prior, carry, start)
     return cells
 
 
-def _restored_cell(sweep, job, key, saved, carry):
+def _restored_cell(target, job, key, saved, carry):
     """A cell a killed run finished, and what the next eps continues from."""
     cell, arrays = saved
-    sweep.arrays[(job.name, key)] = arrays["example"]
+    target.arrays[(job.name, key)] = arrays["example"]
     carry.own = arrays["example"]["own"]
-    if sweep.fast:
+    if target.fast:
         rows = arrays.get("carry", {})
         if "rows" in rows:
             carry.x[rows["rows"]] = rows["x"]
@@ -173,51 +173,51 @@ def _restored_cell(sweep, job, key, saved, carry):
     return cell
 
 
-def _budget_cell(sweep, job, e, prior, carry, start):
+def _budget_cell(target, job, e, prior, carry, start):
     """The cell of eps ``e``: the examples the schedule attacks there, crafted,
     confirmed and counted; ``carry`` moves on to the next eps."""
-    n = len(sweep.y)
+    n = len(target.y)
     key = outcomes.eps_key(e)
     todo = np.ones(n, bool)
-    if sweep.fast:
+    if target.fast:
         todo = carry.robust_below.copy()
         if prior is not None and prior(key) is not None:
             todo &= prior(key)
     idx = np.flatnonzero(todo)
     x_adv, robust = carry.x.copy(), np.zeros(n, bool)
-    crafted, rerun = batches.craft_confirmed(sweep, job, e, idx, x_adv, robust,
-                                             early_exit=early_exit(sweep, job))
-    fooled_here = todo & sweep.correct & ~robust
-    carried = carry.own.copy() if sweep.fast else np.zeros(n, bool)
-    carry.own = (carry.own | fooled_here) if sweep.fast else fooled_here
-    if sweep.fast:
+    crafted, rerun = batches.craft_confirmed(target, job, e, idx, x_adv, robust,
+                                             early_exit=early_exit(target, job))
+    fooled_here = todo & target.correct & ~robust
+    carried = carry.own.copy() if target.fast else np.zeros(n, bool)
+    carry.own = (carry.own | fooled_here) if target.fast else fooled_here
+    if target.fast:
         carry.x[fooled_here] = x_adv[fooled_here]
         carry.robust_below = robust
-    per_example = _per_example(sweep, job, x_adv, todo, carry.own, crafted, idx)
-    sweep.arrays[(job.name, key)] = per_example
-    cell = {**cells_lib.cell(e, sweep.correct, robust, per_example),
+    per_example = _per_example(target, job, x_adv, todo, carry.own, crafted, idx)
+    target.arrays[(job.name, key)] = per_example
+    cell = {**cells_lib.cell(e, target.correct, robust, per_example),
             "carried": int(carried.sum()), "exit_not_confirmed": int(len(rerun)),
             "seconds": time.time() - start}
     # What the next eps continues from: the adversarials found here (only they
     # changed) and the examples still robust.
-    rows = np.flatnonzero(fooled_here) if sweep.fast else np.zeros(0, np.int64)
-    sweep.keep(job, f"eps-{key}", cell, {
+    rows = np.flatnonzero(fooled_here) if target.fast else np.zeros(0, np.int64)
+    target.keep(job, f"eps-{key}", cell, {
         "example": per_example, "robust": {"robust": robust},
         "carry": {"rows": rows, "x": x_adv[rows]}})
     return cell
 
 
-def _per_example(sweep, job, x_adv, todo, own, crafted, idx):
+def _per_example(target, job, x_adv, todo, own, crafted, idx):
     """A budget cell's per-example arrays (`tfnode.evaluation.cells.cell`)."""
-    n = len(sweep.y)
+    n = len(target.y)
     per_example = {"own": own, "attacked": todo, "l2": None, "linf": None}
-    per_example["l2"], per_example["linf"] = attacks.distances(x_adv, sweep.x)
+    per_example["l2"], per_example["linf"] = attacks.distances(x_adv, target.x)
     if crafted["queries"] is not None:
         per_example["queries"] = _spread(crafted["queries"], idx, n)
     if crafted["gradients"] is not None:
         per_example["gradients"] = _spread(crafted["gradients"], idx, n)
-    if job.crafted_on is not sweep.model:  # how the crafting model itself fared
-        per_example["source_correct"] = sweep.predict(job.crafted_on, x_adv) == sweep.y
+    if job.crafted_on is not target.model:  # how the crafting model itself fared
+        per_example["source_correct"] = target.predict(job.crafted_on, x_adv) == target.y
     return per_example
 
 
@@ -227,7 +227,7 @@ def _spread(values, idx, n):
     return out
 
 
-def _distance_job(sweep, job, prior):
+def _distance_job(target, job, prior):
     """One unbounded run; an eps cell counts the adversarials found within eps (Linf).
 
     The fast schedule runs it only on the examples every attack before it left robust at
@@ -243,45 +243,45 @@ def _distance_job(sweep, job, prior):
     With batch-shared solver steps a decision can still change with the batch; those
     are counted in ``num_found_not_confirmed_in_evaluation_batches``.
     """
-    n = len(sweep.y)
+    n = len(target.y)
     keys = [outcomes.eps_key(e) for e in job.eps]
     smallest = min(job.eps)
     candidates = np.ones(n, bool)
     survivors = prior(outcomes.eps_key(smallest)) if prior is not None else None
-    if sweep.fast:
-        candidates = sweep.correct & (survivors if survivors is not None else True)
+    if target.fast:
+        candidates = target.correct & (survivors if survivors is not None else True)
     idx = np.flatnonzero(candidates)
     start = time.time()
-    x_adv = sweep.x.copy()
+    x_adv = target.x.copy()
     queries, is_adv, confirmed = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
     if len(idx):
-        crafted = batches.craft(sweep, job, None, idx, early_exit=False)
+        crafted = batches.craft(target, job, None, idx, early_exit=False)
         x_adv[idx] = crafted["x_adv"]
         queries[idx], is_adv[idx] = crafted["queries"], crafted["is_adv"]
         xla = bool(job.options.get("xla", False))
-        confirmed[idx] = sweep.predict(sweep.model, crafted["x_adv"], xla=xla,
-                                       pad_to_batch=xla) != sweep.y[idx]
-    found = sweep.correct & is_adv & confirmed
-    l2, linf = attacks.distances(x_adv, sweep.x)
+        confirmed[idx] = target.predict(target.model, crafted["x_adv"], xla=xla,
+                                       pad_to_batch=xla) != target.y[idx]
+    found = target.correct & is_adv & confirmed
+    l2, linf = attacks.distances(x_adv, target.x)
     seconds = time.time() - start
     cells = {}
     for e, key in zip(job.eps, keys):
         within = found & (linf <= e + 1e-6)
-        base = sweep.correct
-        if survivors is not None and sweep.fast:
-            base = prior(key) if prior(key) is not None else sweep.correct
+        base = target.correct
+        if survivors is not None and target.fast:
+            base = prior(key) if prior(key) is not None else target.correct
         per_example = {"own": within, "attacked": candidates, "l2": l2, "linf": linf,
                        "queries": queries}
-        sweep.arrays[(job.name, key)] = per_example
-        cells[key] = {**cells_lib.cell(e, sweep.correct, base & ~within, per_example),
+        target.arrays[(job.name, key)] = per_example
+        cells[key] = {**cells_lib.cell(e, target.correct, base & ~within, per_example),
                       "seconds": seconds}
     summary_arrays = {"found": found, "candidates": candidates, "l2": l2, "linf": linf,
-                      "queries": queries, "not_confirmed": sweep.correct & is_adv & ~confirmed}
-    sweep.arrays[(job.name, "summary")] = summary_arrays
-    over = ("the clean-correct examples" if not sweep.fast else
+                      "queries": queries, "not_confirmed": target.correct & is_adv & ~confirmed}
+    target.arrays[(job.name, "summary")] = summary_arrays
+    over = ("the clean-correct examples" if not target.fast else
             "the clean-correct examples" + (f" that {', '.join(job.meta['survivors_of'])} "
                                             f"left robust at eps {smallest:g}"
                                             if survivors is not None else ""))
     return {"meta": job.meta, "cells": cells,
-            "summary": {**cells_lib.summary(summary_arrays, sweep.correct), "over": over,
+            "summary": {**cells_lib.summary(summary_arrays, target.correct), "over": over,
                         "seconds": seconds}}

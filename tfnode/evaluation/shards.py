@@ -1,6 +1,6 @@
 """Sharded evaluations: each shard's per-example arrays, and the merge into one report.
 
-``tools.evaluate --num_shards=N --shard_index=i`` evaluates the contiguous slice i of the
+``tools.evaluate --shard=i/N`` (i from 0) evaluates the contiguous slice i of the
 examples (`tfnode.evaluation.cells.shard_range`) and writes its report to
 ``<output_dir>/shards/<i>-of-<N>/`` together with `tfnode.evaluation.arrays.FILE` (every cell's per-example
 distances, queries and masks). `merge` joins N such shards: it concatenates the
@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
-from tfnode import checks, files, outcomes
-from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, render
-from tfnode.errors import TfnodeError
+from tfnode import files
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, checks, outcomes, render
+from tfnode.errors import ConfigError, TfnodeError
 
 def shard_dir(output_dir, index, count):
     """Where shard ``index`` of ``count`` writes its report."""
@@ -47,11 +47,11 @@ def find(output_dir):
     found = sorted(glob.glob(os.path.join(output_dir, "shards", "*-of-*")),
                    key=lambda p: int(os.path.basename(p).split("-")[0]))
     if not found:
-        raise TfnodeError(f"--output_dir {output_dir!r} has no shards "
+        raise ConfigError("output_dir", f"{output_dir!r} has no shards "
                           f"(expected {shard_dir(output_dir, 0, 'N')} and the others)")
     counts = sorted({os.path.basename(p).split("-of-")[1] for p in found})
     if len(counts) > 1:
-        raise TfnodeError(f"--output_dir {output_dir!r} holds shards of runs with "
+        raise ConfigError("output_dir", f"{output_dir!r} holds shards of runs with "
                           f"num_shards {' and '.join(counts)}; keep one run's shards there")
     return found
 
@@ -91,7 +91,7 @@ def merge(folders, output_dir):
                         for label in first["models"]}
     merged["warnings"] = [w for label, res in merged["models"].items()
                           for w in checks.warnings(label, res["checks"])]
-    files.check_writable(output_dir, flag="--output_dir")
+    files.check_writable(output_dir, field="output_dir")
     merged["paths"] = render.write_report(merged, output_dir)
     return merged
 

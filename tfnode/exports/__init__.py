@@ -1,2 +1,3 @@
-"""Exports in TF Serving's layout (the writer and the reader move here as the
-regrouping goes on: docs/architecture.md)."""
+"""Exports in TF Serving's layout: `layout` (the folders and the files beside the
+SavedModel), `write` (the SavedModel writer and re-export) and `read` (the model reader).
+"""

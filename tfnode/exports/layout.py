@@ -1,6 +1,7 @@
 """TF Serving's export layout: ``<export_dir>/<name>/<version>/``, the files beside the
-SavedModel under ``assets.extra/``, and version numbers. The writer (`tfnode.export`)
-and the reader (`tfnode.loading`) both depend on this module and not on each other.
+SavedModel under ``assets.extra/``, and version numbers. The writer (`tfnode.exports.write`)
+and the reader (`tfnode.exports.read`) both depend on this module; the reader never
+imports the writer (the writer loads the model it re-exports through the reader).
 """
 
 import os
@@ -37,5 +38,6 @@ def next_version(model_base):
 
 
 def check_writable(export_dir):
-    """Raises `TfnodeError` unless ``export_dir`` exists or can be made, and is writable."""
-    files.check_writable(export_dir, flag="--export_dir")
+    """Raises `ConfigError` (``export_dir``) unless ``export_dir`` exists or can be made,
+    and is writable."""
+    files.check_writable(export_dir, field="export_dir")

@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from tfnode import ode
-from tfnode.layers.odefunc import xla_enabled
+from tfnode.layers.odefunc import ODEFunc, xla_enabled
+from tfnode.layers.tiny import TinyConfig
 
 
 def deserialize_sublayer(config, key):
@@ -100,6 +101,14 @@ class ODEBlock(keras.layers.Layer):
         sample is done.
       **kwargs: standard layer arguments.
     """
+
+    # The layer's default (TFP's adjoint dopri5) and the models' (tfnode's own loop, its
+    # step XLA-compiled); tests/test_solvers.py runs the shared test for every solver.
+    TINY_CONFIGS = (
+        TinyConfig(lambda cls: cls(ODEFunc(4)), (5, 5, 4), label="adjoint"),
+        TinyConfig(lambda cls: cls(ODEFunc(4), gradient="backprop"), (5, 5, 4),
+                   label="backprop"),
+    )
 
     def __init__(self, odefunc, *, solver="dopri5", rtol=1e-3, atol=1e-3, t1=1.0,
                  first_step_size=None, max_num_steps=1000, step_size=None, gradient=None,

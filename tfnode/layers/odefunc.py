@@ -13,6 +13,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfnode.layers.tiny import TinyConfig
+
 _XLA = threading.local()
 
 
@@ -94,6 +96,8 @@ class GroupNorm(keras.layers.Layer):
       **kwargs: standard layer arguments.
     """
 
+    TINY_CONFIGS = (TinyConfig(lambda cls: cls(2), (4, 4, 6)),)
+
     def __init__(self, groups=32, *, epsilon=1e-5, gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
         self.groups = int(groups)
@@ -153,6 +157,9 @@ class ConcatConv2D(keras.layers.Layer):
       use_bias: add a bias.
       **kwargs: standard layer arguments (``name``, ``dtype``, ...).
     """
+
+    TINY_CONFIGS = (TinyConfig(lambda cls: cls(6, strides=2), (6, 6, 3), (3, 3, 6),
+                               time_input=True),)
 
     def __init__(self, filters, kernel_size=3, *, strides=1, padding="same", use_bias=True,
                  **kwargs):
@@ -215,6 +222,12 @@ class ODEFunc(keras.layers.Layer):
         al. 2017). Only the initialization differs from Chen et al.'s function.
       **kwargs: standard layer arguments.
     """
+
+    TINY_CONFIGS = (
+        TinyConfig(lambda cls: cls(4), (5, 5, 4), time_input=True, label="time"),
+        TinyConfig(lambda cls: cls(4, time_dependent=False), (5, 5, 4), time_input=True,
+                   label="no_time"),
+    )
 
     def __init__(self, filters=64, *, time_dependent=True, zero_init=False, **kwargs):
         super().__init__(**kwargs)

@@ -23,6 +23,18 @@ import keras
 from keras import ops
 
 from tfnode.layers.ode_block import build_time_function
+from tfnode.layers.odefunc import ODEFunc
+from tfnode.layers.tiny import TinyConfig
+
+
+def _function(channels=4):
+    return ODEFunc(channels, time_dependent=False)
+
+
+# The shared layer test's instance of a block of one function, and of two.
+_ONE_FUNCTION = (TinyConfig(lambda cls: cls(_function(), step_size=0.1), (5, 5, 4)),)
+_TWO_FUNCTIONS = (TinyConfig(lambda cls: cls(_function(), _function(), step_size=0.1),
+                             (5, 5, 4)),)
 
 
 class SchemeBlock(keras.layers.Layer):
@@ -30,7 +42,7 @@ class SchemeBlock(keras.layers.Layer):
 
     Shared: the function sub-layers (named in `FUNCTIONS`), the step size, and the Keras
     contract (build, config round trip). `increment` is the scheme's update direction,
-    what `tfnode.trajectories` measures a block's Lipschitz ratio on (for a ResNet block
+    what `tfnode.evaluation.trajectories` measures a block's Lipschitz ratio on (for a ResNet block
     its residual function), computed without dividing by ``h``.
     """
 
@@ -90,6 +102,8 @@ class ResidualBlock(SchemeBlock):
       **kwargs: standard layer arguments.
     """
 
+    TINY_CONFIGS = _ONE_FUNCTION
+
     def __init__(self, residual_fn, *, step_size=1.0, **kwargs):
         super().__init__(residual_fn=residual_fn, step_size=step_size, **kwargs)
 
@@ -110,6 +124,8 @@ class PolyBlock(SchemeBlock):
       **kwargs: standard layer arguments.
     """
 
+    TINY_CONFIGS = _ONE_FUNCTION
+
     def __init__(self, residual_fn, *, step_size=1.0, **kwargs):
         super().__init__(residual_fn=residual_fn, step_size=step_size, **kwargs)
 
@@ -127,6 +143,8 @@ class HeunBlock(SchemeBlock):
       step_size: ``h``.
       **kwargs: standard layer arguments.
     """
+
+    TINY_CONFIGS = _ONE_FUNCTION
 
     def __init__(self, residual_fn, *, step_size=1.0, **kwargs):
         super().__init__(residual_fn=residual_fn, step_size=step_size, **kwargs)
@@ -153,6 +171,7 @@ class FractalBlock(SchemeBlock):
     """
 
     FUNCTIONS = ("first_fn", "second_fn")
+    TINY_CONFIGS = _TWO_FUNCTIONS
 
     def __init__(self, first_fn, second_fn, *, step_size=1.0, **kwargs):
         super().__init__(first_fn=first_fn, second_fn=second_fn, step_size=step_size,
@@ -180,6 +199,8 @@ class RevBlock(SchemeBlock):
     """
 
     FUNCTIONS = ("first_fn", "second_fn")
+    TINY_CONFIGS = (TinyConfig(lambda cls: cls(_function(2), _function(2), step_size=0.1),
+                               (5, 5, 4)),)
 
     def __init__(self, first_fn, second_fn, *, step_size=1.0, **kwargs):
         super().__init__(first_fn=first_fn, second_fn=second_fn, step_size=step_size,
@@ -212,6 +233,8 @@ class ShortcutA(keras.layers.Layer):
       strides: spatial subsampling factor.
       **kwargs: standard layer arguments.
     """
+
+    TINY_CONFIGS = (TinyConfig(lambda cls: cls(8, strides=2), (6, 6, 4), (3, 3, 8)),)
 
     def __init__(self, filters, *, strides=2, **kwargs):
         super().__init__(**kwargs)

@@ -25,7 +25,9 @@ def head(x, width, num_classes):
     return keras.layers.Dense(num_classes, name="logits")(x)
 
 
-@register("node")
+# The shared model test's node: a fixed-step solver (tests/test_layers.py and
+# tests/test_solvers.py cover the adaptive ones, which compile their step with XLA).
+@register("node", test_options=dict(width=4, solver="rk4", step_size=0.5))
 def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, atol=1e-3,
            t1=1.0, first_step_size=None, max_num_steps=1000, step_size=None,
            gradient="backprop", per_sample_steps=False, zero_init=False):

@@ -37,7 +37,7 @@ def _add_scaled(shortcut, residual, step_size, name):
     return keras.layers.Add(name=f"{name}_add")([shortcut, residual])
 
 
-@register("resnet")
+@register("resnet", test_options=dict(width=4, num_blocks=1))
 def mnist_resnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
     """Chen et al.'s ResNet: stem, ``num_blocks`` x ``y + h f(y)``, head.
 
@@ -58,7 +58,7 @@ def _basic_block(x, filters, strides, step_size, name):
     return keras.layers.ReLU(name=f"{name}_out")(_add_scaled(shortcut, out, step_size, name))
 
 
-@register("resnet56")
+@register("resnet56", test_options=dict(depth=8))
 def resnet56(*, input_shape, num_classes, depth=56, step_size=1.0):
     """He et al. 2016's CIFAR ResNet (depth = 6n + 2; 56 by default) with step size h."""
     if (depth - 2) % 6 or depth < 8:
@@ -86,12 +86,17 @@ def _bottleneck(x, planes, strides, step_size, name):
     return keras.layers.ReLU(name=f"{name}_out")(_add_scaled(shortcut, out, step_size, name))
 
 
-@register("resnet50")
-def resnet50(*, input_shape, num_classes, step_size=1.0):
-    """Bottleneck ResNet-50 sized for 32x32 inputs ([3, 4, 6, 3] blocks, 3x3 stem)."""
+@register("resnet50", test_options=dict(base_width=2))
+def resnet50(*, input_shape, num_classes, step_size=1.0, base_width=64):
+    """Bottleneck ResNet-50 sized for 32x32 inputs ([3, 4, 6, 3] blocks, 3x3 stem).
+
+    ``base_width`` is the stem's and the first stage's bottleneck channels, doubled at
+    each later stage (64: the published network).
+    """
     inputs = keras.Input(input_shape, name="images")
-    x = keras.layers.ReLU()(_bn("stem_bn")(_conv(64, 3, 1, "stem_conv")(inputs)))
-    for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+    x = keras.layers.ReLU()(_bn("stem_bn")(_conv(base_width, 3, 1, "stem_conv")(inputs)))
+    for stage, blocks in enumerate((3, 4, 6, 3)):
+        planes = base_width * 2 ** stage
         for i in range(blocks):
             strides = 2 if stage > 0 and i == 0 else 1
             x = _bottleneck(x, planes, strides, step_size, f"stage{stage + 1}_block{i + 1}")
@@ -110,12 +115,14 @@ def _preact_block(x, filters, strides, step_size, name):
     return _add_scaled(shortcut, out, step_size, name)
 
 
-@register("preact_resnet18")
-def preact_resnet18(*, input_shape, num_classes, step_size=1.0):
-    """Pre-activation ResNet-18 ([2, 2, 2, 2] blocks, 64-512 channels)."""
+@register("preact_resnet18", test_options=dict(base_width=2))
+def preact_resnet18(*, input_shape, num_classes, step_size=1.0, base_width=64):
+    """Pre-activation ResNet-18 ([2, 2, 2, 2] blocks of ``base_width`` to 8 x
+    ``base_width`` channels; 64: the published 64-512)."""
     inputs = keras.Input(input_shape, name="images")
-    x = _conv(64, 3, 1, "stem_conv")(inputs)
-    for stage, filters in enumerate((64, 128, 256, 512)):
+    x = _conv(base_width, 3, 1, "stem_conv")(inputs)
+    for stage in range(4):
+        filters = base_width * 2 ** stage
         for i in range(2):
             strides = 2 if stage > 0 and i == 0 else 1
             x = _preact_block(x, filters, strides, step_size, f"stage{stage + 1}_block{i + 1}")

@@ -5,7 +5,8 @@ Each is the MNIST ``resnet`` (Chen et al. 2018's stem and head, ``num_blocks`` b
 ``h`` (`tfnode.layers.residual`), so the families differ only in how they discretize:
 
 * ``polynet``: ``y + h F(y) + h^2 F(F(y))`` (`tfnode.layers.PolyBlock`).
-* ``heun``: Heun's method (`tfnode.layers.HeunBlock`).
+* ``heunnet``: Heun's method (`tfnode.layers.HeunBlock`); registered as ``heun`` before
+  that name was the solver's too (``heun`` still builds it).
 * ``fractalnet``: FractalNet's expansion rule, two functions per block
   (`tfnode.layers.FractalBlock`).
 * ``revnet``: RevNet's additive coupling, two functions on half the channels each
@@ -23,6 +24,9 @@ from tfnode import layers
 from tfnode.errors import TfnodeError
 from tfnode.models.odenet import head, stem
 from tfnode.models.registry import register
+
+# The shared model test's options for every scheme net: two blocks of 4 channels.
+TINY = dict(width=4, num_blocks=2)
 
 
 def _function(width, name):
@@ -54,7 +58,7 @@ def scheme_net(name, make_block, *, input_shape, num_classes, width, num_blocks,
     return keras.Model(inputs, head(x, width, num_classes), name=name)
 
 
-@register("polynet")
+@register("polynet", test_options=TINY)
 def polynet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
     """PolyNet poly-2 blocks with step ``h`` (Zhang et al. 2017)."""
     return scheme_net("polynet", one_function(layers.PolyBlock), input_shape=input_shape,
@@ -62,15 +66,15 @@ def polynet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
                        step_size=step_size)
 
 
-@register("heun")
-def heun(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
-    """Heun (explicit RK2) blocks with step ``h``."""
-    return scheme_net("heun", one_function(layers.HeunBlock), input_shape=input_shape,
+@register("heunnet", test_options=TINY, aliases=("heun",))
+def heunnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
+    """Heun (explicit RK2) blocks with step ``h``: the scheme net of the solver ``heun``."""
+    return scheme_net("heunnet", one_function(layers.HeunBlock), input_shape=input_shape,
                        num_classes=num_classes, width=width, num_blocks=num_blocks,
                        step_size=step_size)
 
 
-@register("fractalnet")
+@register("fractalnet", test_options=TINY)
 def fractalnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
     """FractalNet expansion-rule blocks with step ``h`` (Larsson et al. 2017)."""
     return scheme_net("fractalnet", two_functions(layers.FractalBlock, split=False),
@@ -78,7 +82,7 @@ def fractalnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.
                        num_blocks=num_blocks, step_size=step_size)
 
 
-@register("revnet")
+@register("revnet", test_options=TINY)
 def revnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
     """RevNet additive-coupling blocks with step ``h`` (Gomez et al. 2017); ``width``
     must be even (the coupling splits the channels)."""

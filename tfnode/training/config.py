@@ -5,8 +5,9 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-from tfnode import data, defenses, models, registry, strategies
-from tfnode.errors import TfnodeError
+from tfnode import data, models, registry
+from tfnode.errors import ConfigError
+from tfnode.training import defenses, strategies
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("cosine", "constant", "step")
@@ -37,11 +38,11 @@ class TrainConfig:
       validation_size: hold out the last this many training examples and report the
         accuracy on them after every epoch (``val_accuracy``), for choosing settings
         without the test split. 0: train on the whole training split.
-      defense: a registered defense (`tfnode.defenses.available`). None: standard
+      defense: a registered defense (`tfnode.training.defenses.available`). None: standard
         training.
       defense_options: options of ``defense`` over its published defaults for
         ``dataset``.
-      strategy: a `tfnode.strategies` name (``default``, ``mirrored``, ``tpu``).
+      strategy: a `tfnode.training.strategies` name (``default``, ``mirrored``, ``tpu``).
       deterministic: turn on TensorFlow's op determinism (for GPUs, whose kernels may
         reduce in any order; on CPU tfnode's training repeats bit for bit without it,
         see docs/training.md). It stays on in the process.
@@ -55,7 +56,7 @@ class TrainConfig:
       export_name: name of the export; default ``<model>_<dataset>[_<defense>]``.
       overwrite: delete ``model_dir``'s resume state, finished record and epoch
         checkpoints and train from scratch. Without it a run resumes from its last saved
-        state (`tfnode.resume`), and a finished one returns its metrics without training.
+        state (`tfnode.training.resume`), and a finished one returns its metrics without training.
     """
     model: str = "node"
     dataset: str = "mnist"
@@ -113,12 +114,12 @@ def check(config):
     accepted = models.model_options(config.model)
     for key in config.model_options:
         if key not in accepted:
-            raise TfnodeError(f"--{key} does not apply to --model={config.model}; it takes "
-                              f"{sorted(accepted)}")
+            raise ConfigError(f"model_options.{key}", f"does not apply to model "
+                              f"{config.model!r}; it takes {sorted(accepted)}")
     registry.check(config, RULES)
     if config.defense is None:
         if config.defense_options:
-            raise TfnodeError("defense options were given without a defense (--defense)")
+            raise ConfigError("defense_options", "were given without a defense ({defense})")
         return None
     return defenses.get(config.defense).options(config.defense_options,
                                                 dataset=config.dataset)

@@ -8,9 +8,11 @@ import time
 import keras
 import tensorflow as tf
 
-from tfnode import data, defenses, errors, export, files, models, resume, strategies
-from tfnode.errors import TfnodeError
-from tfnode.training import config as config_lib, fit, run_dir
+from tfnode import data, errors, files, models
+from tfnode.errors import ConfigError, TfnodeError
+from tfnode.exports import write as export
+from tfnode.training import (config as config_lib, defenses, fit, resume, run_dir,
+                             strategies)
 
 
 @dataclasses.dataclass
@@ -74,8 +76,9 @@ def _start(config, log):
     keras.utils.set_random_seed(c.seed)
     strat = strategies.get(c.strategy)
     if c.batch_size % strat.num_replicas_in_sync:
-        raise TfnodeError(f"--batch_size {c.batch_size} does not split over the "
-                          f"{strat.num_replicas_in_sync} replicas of --strategy={c.strategy}")
+        raise ConfigError("batch_size", f"{c.batch_size} does not split over the "
+                          f"{strat.num_replicas_in_sync} replicas of {{strategy}} "
+                          f"{c.strategy!r}")
     with strat.scope():  # variables in the strategy's scope (mirrored)
         net = models.get_model(c.model, dataset=c.dataset, **c.model_options)
     export.check_writable(c.export_dir)
@@ -177,12 +180,12 @@ def _fit(run, streams, callbacks, verbose):
         failure = errors.solver_failure(err)
         if failure is None:
             raise
-        raise TfnodeError(f"{failure}. Training stopped; "
-                          f"{run_dir.last_good(c.model_dir)}") from None
+        raise ConfigError(None, f"{failure}. Training stopped; "
+                                f"{run_dir.last_good(c.model_dir)}") from None
     if checkpointer.failure:
-        raise TfnodeError(f"{checkpointer.failure}; training stopped and nothing after it "
-                          "was saved (try a lower --learning_rate). "
-                          f"{run_dir.last_good(c.model_dir)}")
+        raise ConfigError(None, f"{checkpointer.failure}; training stopped and nothing "
+                                "after it was saved (try a lower {learning_rate}). "
+                                f"{run_dir.last_good(c.model_dir)}")
     return checkpointer.history, checkpointer.note, time.time() - fit_start
 
 

@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 
-from tfnode import export, files, resume
-from tfnode.errors import TfnodeError
+from tfnode import files
+from tfnode.errors import ConfigError
+from tfnode.exports import layout
+from tfnode.training import resume
 
 SETTINGS = "run_settings.json"
 FINISHED = "finished.json"
@@ -54,9 +56,9 @@ def check_resume_settings(model_dir, run_settings):
     differ = (files.saved_settings_differ(path, run_settings)
               if os.path.isdir(backup_dir(model_dir)) else [])
     if differ:
-        raise TfnodeError(f"--model_dir {model_dir!r} holds an unfinished run with other "
-                          f"settings ({', '.join(differ)}); resume it with the same flags, "
-                          "or pass another --model_dir")
+        raise ConfigError("model_dir", f"{model_dir!r} holds an unfinished run with other "
+                          f"settings ({', '.join(differ)}); resume it with the same settings, "
+                          "or pass another {model_dir}")
     files.write_json(path, run_settings)
 
 
@@ -80,10 +82,10 @@ def finished_run(model_dir, target, log):
         os.remove(path)
         return None
     export_path = finished["export_path"]
-    metrics_path = export.extra_file(export_path, export.METRICS)
+    metrics_path = layout.extra_file(export_path, layout.METRICS)
     if not metrics_path:
-        raise TfnodeError(f"--model_dir {model_dir!r} holds a finished run whose export "
-                          f"{export_path!r} is gone; pass --overwrite to train it again")
+        raise ConfigError("model_dir", f"{model_dir!r} holds a finished run whose export "
+                          f"{export_path!r} is gone; pass {{overwrite}} to train it again")
     with open(metrics_path) as f:
         metrics = json.load(f)
     metrics["export_path"] = export_path
@@ -100,7 +102,7 @@ def finish(model_dir, target, export_path):
 
 
 def backup_dir(model_dir):
-    """Where the run's resume states live (`tfnode.resume`)."""
+    """Where the run's resume states live (`tfnode.training.resume`)."""
     return os.path.join(model_dir, "backup")
 
 
@@ -109,13 +111,13 @@ def last_good(model_dir):
     kept = resume.states(backup_dir(model_dir))
     return ((f"the last good state, {kept[0][1]} (step {kept[0][0]}), is kept; a rerun "
              "resumes from it" if kept else "no state was saved before it")
-            + " (other settings need --overwrite or another --model_dir)")
+            + " (other settings need {overwrite} or another {model_dir})")
 
 
 def refuse_old_backup(model_dir):
     """Refuses a resume state of Keras' BackupAndRestore (an older tfnode)."""
     if (os.path.isfile(os.path.join(backup_dir(model_dir), "training_metadata.json"))
             and not resume.states(backup_dir(model_dir))):
-        raise TfnodeError(f"--model_dir {model_dir!r} holds the resume state of an older "
+        raise ConfigError("model_dir", f"{model_dir!r} holds the resume state of an older "
                           "tfnode (Keras' BackupAndRestore), which this one does not read: "
-                          "finish it with that version, or pass --overwrite to start over")
+                          "finish it with that version, or pass {overwrite} to start over")

@@ -7,15 +7,16 @@ Robustness") list the checks a real evaluation needs. With ``audit=True`` the ev
 runs, next to the requested attacks, the audit's own PGD variants (`VARIANTS`: through
 solver surrogates, stronger, unbounded) that apply to the model, and every registered
 attack marked ``in_audit`` (APGD, Square, Boundary, and transfer when a source model is
-given). The verdict is the per-example worst case over all of them (`tfnode.outcomes`)
-and the checks of `tfnode.checks`.
+given). The verdict is the per-example worst case over all of them (`tfnode.evaluation.outcomes`)
+and the checks of `tfnode.evaluation.checks`.
 """
 
 import dataclasses
 from typing import Callable, Mapping
 
-from tfnode import attacks, checks, models, ode, outcomes
+from tfnode import attacks, models, ode
 from tfnode.errors import TfnodeError
+from tfnode.evaluation import checks, outcomes
 
 UNBOUNDED_EPS = 1.0
 # The tolerance of the tight surrogate (100x the default 1e-3).
@@ -37,7 +38,7 @@ class Variant:
       overrides: option overrides over the user's options of ``attack``.
       solver_options: a surrogate's `tfnode.models.with_solver_options`.
       applies: ``applies(blocks) -> None, or why the variant does not apply`` over the
-        model's ODE block descriptions (`tfnode.loading.ode_blocks`).
+        model's ODE block descriptions (`tfnode.exports.read.ode_blocks`).
       compares_with: the attack the checks compare it with.
     """
     name: str
@@ -147,7 +148,7 @@ def plan(info, *, has_source):
     registered = list(dict.fromkeys(v.compares_with for v in chosen))
     for name in attacks.available(in_audit=True):
         if attacks.get(name).needs_source and not has_source:
-            skipped[name] = "needs --source_model_path"
+            skipped[name] = "needs a source model (source_model_path)"
         else:
             registered.append(name)
     return chosen, registered, {k: r for k, r in skipped.items() if r}
@@ -158,12 +159,12 @@ def verdict(result, findings, eps_keys):
 
     Args:
       result: the model's result, its cells complete.
-      findings: `tfnode.checks.run_all` of it.
+      findings: `tfnode.evaluation.checks.run_all` of it.
       eps_keys: the report's eps keys.
 
     Returns:
       ``{"worst_case", "masking_suspected", "not_converged", "tolerance"}``: the
-      per-example worst case per eps (`tfnode.outcomes.worst_case`), whether a check
+      per-example worst case per eps (`tfnode.evaluation.outcomes.worst_case`), whether a check
       that flags masking failed, and the eps keys at which a standard attack had not
       converged (a stronger variant of it found more adversarials than the tolerance
       allows).
@@ -187,7 +188,7 @@ def tolerance_grid(model, info, x, y, eps, tolerances, *, craft, predict, pgd_op
 
     Args:
       model: the Keras model.
-      info: its `tfnode.loading.load_model` info.
+      info: its `tfnode.exports.read.load_model` info.
       x: images.
       y: labels.
       eps: budgets.

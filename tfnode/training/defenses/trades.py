@@ -11,9 +11,9 @@ gradients, as there. With ``beta = 0`` this is standard training.
 import keras
 import tensorflow as tf
 
-from tfnode.defenses import registry
-from tfnode.defenses._inner import ascend, cross_entropy
 from tfnode.registry import COUNT, NONNEGATIVE, POSITIVE
+from tfnode.training.defenses import registry
+from tfnode.training.defenses._inner import ascend, cross_entropy
 
 
 def kl_divergence(natural_logits, adversarial_logits):
@@ -23,23 +23,26 @@ def kl_divergence(natural_logits, adversarial_logits):
                          axis=-1)
 
 
-def trades_step(model, x, y, *, seed, eps, step_size, num_steps, beta):
-    """One TRADES step: ``(loss, natural logits, gradients)``."""
+def trades_loss(model, x, y, *, seed, eps, step_size, num_steps, beta):
+    """TRADES' loss on one batch: ``(CE + beta * KL, the natural logits)``.
+
+    The adversarials enter as constants (the authors' ``x_adv`` is a detached tensor),
+    and so does ``p(x)`` of the inner maximization.
+    """
     natural = tf.stop_gradient(model(x, training=False))
     start = x + 0.001 * keras.random.normal(tf.shape(x), seed=seed)
-    x_adv = ascend(lambda v: tf.reduce_sum(kl_divergence(natural, model(v, training=False))),
-                   x, start, eps=eps, step_size=step_size, num_steps=num_steps)
-    with tf.GradientTape() as tape:
-        logits = model(x, training=True)
-        robust = tf.reduce_mean(kl_divergence(logits, model(x_adv, training=True)))
-        loss = cross_entropy(y, logits) + beta * robust
-    return loss, logits, tape.gradient(loss, model.trainable_weights)
+    x_adv = tf.stop_gradient(ascend(
+        lambda v: tf.reduce_sum(kl_divergence(natural, model(v, training=False))), x, start,
+        eps=eps, step_size=step_size, num_steps=num_steps))
+    logits = model(x, training=True)
+    robust = tf.reduce_mean(kl_divergence(logits, model(x_adv, training=True)))
+    return cross_entropy(y, logits) + beta * robust, logits
 
 
 # MNIST: train_trades_mnist.py (eps 0.3, 40 steps of 0.01, beta 1); CIFAR-10:
 # train_trades_cifar10.py (eps 0.031, 10 steps of 0.007, beta 6).
 registry.register(registry.DefenseSpec(
-    name="trades", step=trades_step,
+    name="trades", fn=trades_loss,
     defaults={"eps": 0.3, "step_size": 0.01, "num_steps": 40, "beta": 1.0},
     dataset_defaults={"cifar10": {"eps": 0.031, "step_size": 0.007, "num_steps": 10,
                                   "beta": 6.0}},

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 
 from tfnode import files
-from tfnode.errors import TfnodeError
+from tfnode.errors import ConfigError
 
 FOLDER = "progress"
 _SETTINGS = "settings.json"
@@ -46,11 +46,11 @@ class Progress:
             saved = json.load(f)
         differ = files.differing_settings(saved, self.settings)
         if differ:
-            raise TfnodeError(
-                f"--output_dir {output_dir!r} holds the finished cells of an unfinished "
-                f"evaluation with other settings ({', '.join(differ)}); run it again with the "
-                f"same flags to finish it, or delete {self.folder} or pass another "
-                "--output_dir")
+            raise ConfigError(
+                "output_dir",
+                f"{output_dir!r} holds the finished cells of an unfinished evaluation with "
+                f"other settings ({', '.join(differ)}); run it again with the same settings "
+                f"to finish it, or delete {self.folder} or pass another {{output_dir}}")
         self.resumed = True
         log(f"tfnode: resuming the evaluation in {output_dir}: its finished cells are read "
             f"from {self.folder}")

@@ -15,7 +15,7 @@ A difference of robust accuracies counts only beyond `TOLERANCE`; exactly at it 
 
 import numpy as np
 
-from tfnode import outcomes
+from tfnode.evaluation import outcomes
 
 # Robust accuracy differences up to this are noise (2 points): random starts, and
 # attacks that return their last iterate rather than their best.

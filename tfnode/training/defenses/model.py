@@ -1,24 +1,24 @@
-"""`DefendedModel`: a model trained by a registered defense inside Keras' own ``fit``."""
+"""`DefendedModel`: a model trained on a registered defense's loss inside Keras' own ``fit``."""
 
 import keras
 import tensorflow as tf
 
-from tfnode.defenses import registry
 from tfnode.errors import TfnodeError
+from tfnode.training.defenses import registry
 
 
 class DefendedModel(keras.Model):
-    """Wraps a model so that ``fit`` trains it with a defense's train step.
+    """Wraps a model so that ``fit`` trains it on a defense's loss.
 
     ``call`` is the wrapped model's, so evaluation, checkpoints and callbacks see the
-    same weights; only ``train_step`` differs from Keras': it asks the defense for the
-    loss, the logits the metrics are computed on and the gradients, and applies them
-    with the compiled optimizer. Export the wrapped model (``wrapped``), not this
-    wrapper.
+    same weights; only ``train_step`` differs from Keras': it takes the gradient of the
+    defense's per-batch loss (`DefenseSpec.loss`) under its tape and applies it with the
+    compiled optimizer. A custom training loop does the same with any defense. Export
+    the wrapped model (``wrapped``), not this wrapper.
 
     Args:
       model: the Keras model to train.
-      defense: a registered defense name (`tfnode.defenses.available`).
+      defense: a registered defense name (`tfnode.training.defenses.available`).
       options: its options, already checked (`DefenseSpec.options`).
       seed: seed of the defense's random starts.
     """
@@ -43,21 +43,18 @@ class DefendedModel(keras.Model):
     def call(self, inputs, training=False):
         return self.wrapped(inputs, training=training)
 
-    def step_options(self):
-        """The options the defense's step sees now: ``eps`` ramped by ``eps_warmup``."""
-        options = dict(self.defense_options)
-        warmup = options.pop(registry.EPS_WARMUP, 0)
-        if warmup:
-            # optimizer.iterations is checkpointed, so a resumed run continues the ramp.
-            done = tf.cast(self.optimizer.iterations + 1, tf.float32)
-            options["eps"] = options["eps"] * tf.minimum(1.0, done / float(warmup))
-        return options
-
     def train_step(self, data):
         x, y = data[0], data[1]
-        loss, logits, grads = self.spec.step(self.wrapped, x, y, seed=self.seed_generator,
-                                             **self.step_options())
+        weights = self.wrapped.trainable_weights
+        # The one place the gradient is taken and applied: the loss function crafts its
+        # adversarials under this tape too, but they enter the loss stop-gradient'd, so
+        # backprop never runs through the attack (and in the traced train function the
+        # attack's recorded ops cost nothing).
+        with tf.GradientTape() as tape:
+            loss, logits = self.spec.loss(self.wrapped, x, y, self.optimizer.iterations,
+                                          seed=self.seed_generator, **self.defense_options)
+        grads = tape.gradient(loss, weights)
         # Keras' own train step updates the same tracker (what fit logs as "loss").
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-        self.optimizer.apply_gradients(zip(grads, self.wrapped.trainable_weights))
+        self.optimizer.apply_gradients(zip(grads, weights))
         return self.compute_metrics(x, y, logits, sample_weight=None)

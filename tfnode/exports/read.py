@@ -13,7 +13,7 @@ import tensorflow as tf
 # the layers register on import of tfnode.layers below.
 from tfnode import attacks, models, ode, optimizers  # noqa: F401
 from tfnode.exports import layout
-from tfnode.errors import TfnodeError
+from tfnode.errors import ConfigError, TfnodeError
 from tfnode.layers import ODEBlock
 
 # The ODEBlock attributes that describe how a block is solved (recorded in reports).
@@ -21,12 +21,12 @@ BLOCK_FIELDS = ("name", "solver", "rtol", "atol", "t1", "step_size", "gradient",
                 "first_step_size", "max_num_steps", "per_sample_steps")
 
 
-def _load_failure(flag, path, what, err):
-    return TfnodeError(f"{flag} {path!r}: cannot load {what} "
+def _load_failure(field, path, what, err):
+    return ConfigError(field, f"{path!r}: cannot load {what} "
                        f"({type(err).__name__}: {str(err).splitlines()[0][:200]})")
 
 
-def check_keras_file(keras_file, *, flag="--model_path"):
+def check_keras_file(keras_file, *, field="model_path"):
     """Refuses a ``.keras`` file that would need code from the file, naming the layer.
 
     A ``Lambda`` layer stores Python bytecode, and a class that is neither Keras' own
@@ -35,20 +35,21 @@ def check_keras_file(keras_file, *, flag="--model_path"):
     that does not name the layer; this reads the file's ``config.json`` first.
 
     Raises:
-      TfnodeError: the file is not a Keras archive, or holds such a layer.
+      ConfigError: naming ``field``: the file is not a Keras archive, or holds such a
+        layer.
     """
     try:
         with zipfile.ZipFile(keras_file) as archive:
             config = json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise TfnodeError(f"{flag} {keras_file!r} is not a Keras model archive "
+        raise ConfigError(field, f"{keras_file!r} is not a Keras model archive "
                           f"({type(err).__name__}: {str(err)[:120]})") from None
     for obj, owner in _objects(config, None):
         fields = obj.get("config")
         name = fields.get("name") if isinstance(fields, dict) else None
         where = f"layer {name or owner!r} ({obj['class_name']})"
         if obj["class_name"] in ("Lambda", "__lambda__"):
-            raise TfnodeError(f"{flag} {keras_file!r}: {where} holds Python code; tfnode does "
+            raise ConfigError(field, f"{keras_file!r}: {where} holds Python code; tfnode does "
                               "not load code from model files (rebuild the model without "
                               "Lambda layers)")
         registered = obj.get("registered_name")
@@ -61,7 +62,7 @@ def check_keras_file(keras_file, *, flag="--model_path"):
         # hold values, not classes; __lambda__ (Python bytecode) is refused above.
         marker = re.fullmatch(r"__\w+__", obj["class_name"]) is not None
         if not known and not marker:
-            raise TfnodeError(f"{flag} {keras_file!r}: {where} is of a class neither Keras nor "
+            raise ConfigError(field, f"{keras_file!r}: {where} is of a class neither Keras nor "
                               f"tfnode knows ({registered or module + '.' + obj['class_name']}); "
                               "tfnode does not load code from model files")
 
@@ -82,16 +83,16 @@ def _objects(node, owner):
             yield from _objects(value, owner)
 
 
-def load_model(path, *, flag="--model_path"):
+def load_model(path, *, field="model_path"):
     """Loads a logits model from a ``.keras`` file or an export folder.
 
-    An export folder of `tfnode.export` holds ``model.keras`` next to the SavedModel; that
+    An export folder of `tfnode.exports.write` holds ``model.keras`` next to the SavedModel; that
     is preferred (it differentiates exactly as the trained model). A bare SavedModel
     folder is used through its ``serving_default`` signature's ``logits``.
 
     Args:
       path: the file or folder.
-      flag: the flag that named it, for error messages.
+      field: the config field that named it, for error messages.
 
     Returns:
       ``(model, info)``: a logits callable and a dict with ``path``, ``format``,
@@ -103,20 +104,20 @@ def load_model(path, *, flag="--model_path"):
         keras_file = os.path.join(path, "model.keras")
     info = {"path": path}
     if os.path.isfile(keras_file) and keras_file.endswith(".keras"):
-        check_keras_file(keras_file, flag=flag)
+        check_keras_file(keras_file, field=field)
         try:
             # safe_mode (Keras' default, given here so that no caller can drop it): no
             # Python code in the file is ever run; check_keras_file names the culprit.
             model = keras.models.load_model(keras_file, safe_mode=True)
         except Exception as err:  # noqa: BLE001  any load failure is a user error here
-            raise _load_failure(flag, path, repr(keras_file), err) from None
+            raise _load_failure(field, path, repr(keras_file), err) from None
         info.update(format="keras", name=model.name, input_shape=tuple(model.input_shape[1:]),
                     ode_blocks=ode_blocks(model))
     elif os.path.isfile(os.path.join(path, "saved_model.pb")):
-        model, input_shape = _signature_logits(path, flag)
+        model, input_shape = _signature_logits(path, field)
         info.update(format="saved_model", name=_export_name(path), input_shape=input_shape)
     else:
-        raise TfnodeError(f"{flag} {path!r} is not a model: expected a .keras file or a "
+        raise ConfigError(field, f"{path!r} is not a model: expected a .keras file or a "
                           "SavedModel folder (savedmodels/<name>/<version>)")
     metrics = layout.extra_file(path, "metrics.json") if os.path.isdir(path) else None
     if metrics:
@@ -130,22 +131,22 @@ def load_model(path, *, flag="--model_path"):
     return model, info
 
 
-def _signature_logits(path, flag):
+def _signature_logits(path, field):
     """``(logits tf.function, input shape)`` of a SavedModel's ``serving_default``."""
     try:
         loaded = tf.saved_model.load(path)
     except Exception as err:  # noqa: BLE001
-        raise _load_failure(flag, path, "the SavedModel", err) from None
+        raise _load_failure(field, path, "the SavedModel", err) from None
     if "serving_default" not in loaded.signatures:
-        raise TfnodeError(f"{flag} {path!r}: SavedModel has no serving_default signature")
+        raise ConfigError(field, f"{path!r}: SavedModel has no serving_default signature")
     signature = loaded.signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
     if len(inputs) != 1:
-        raise TfnodeError(f"{flag} {path!r}: serving_default takes {len(inputs)} inputs; "
+        raise ConfigError(field, f"{path!r}: serving_default takes {len(inputs)} inputs; "
                           "expected one image tensor")
     (arg, spec), = inputs.items()
     if "logits" not in signature.structured_outputs:
-        raise TfnodeError(f"{flag} {path!r}: serving_default returns no 'logits'")
+        raise ConfigError(field, f"{path!r}: serving_default returns no 'logits'")
 
     def logits(x):
         assert loaded is not None  # the closure keeps the SavedModel's variables alive
@@ -223,7 +224,7 @@ def check_input_shape(info, shape, dataset, path):
 def probe(model, x, y, batch_size):
     """Cheap measurements of a model on the first batch: whether two identical calls give
     the same logits, whether a sample's logits change alone vs in the batch, and the
-    fraction of zero or non-finite input gradients (`tfnode.checks` judges them); and
+    fraction of zero or non-finite input gradients (`tfnode.evaluation.checks` judges them); and
     each ODE block's solve statistics on that batch."""
     fn = attacks.logits_fn(model)
     xb, yb = tf.constant(x[:batch_size]), y[:batch_size]

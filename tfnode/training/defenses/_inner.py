@@ -2,8 +2,9 @@
 cross-entropy on logits.
 
 The evaluation's attacks (`tfnode.attacks`) run eagerly over numpy batches; a defense's
-inner maximization runs inside ``fit``'s compiled train step, so it is a
-``tf.while_loop``. Both project with the one projection, `tfnode.attacks.project`.
+inner maximization runs inside the training loop's compiled step (``fit``'s train
+function, or a custom loop's), so it is a ``tf.while_loop``. Both project with the one
+projection, `tfnode.attacks.project`.
 """
 
 import tensorflow as tf
@@ -21,8 +22,9 @@ def ascend(objective, x, start, *, eps, step_size, num_steps, clip_min=0.0, clip
     """``num_steps`` steps ``x' <- P(x' + step_size * sign(grad objective(x')))``.
 
     ``P`` projects onto the Linf ball of radius ``eps`` around ``x`` and the input range
-    (`tfnode.attacks.project`). The result carries no gradient (the defenses train on it
-    as a constant input, as Madry et al. and Zhang et al. do).
+    (`tfnode.attacks.project`). Each iterate is stop-gradient'd; a loss function still
+    wraps the result in ``tf.stop_gradient``, so that the training loop's tape never
+    differentiates the ``tf.while_loop`` itself.
 
     Args:
       objective: ``objective(x_adv) -> scalar`` to increase.

@@ -1,5 +1,5 @@
 """A tolerance search's trials as pages: the Pareto front, ``trials.md``, ``trials.png``
-and ``best.cfg``, a flagfile ``tools.train`` takes as is (`tfnode.tune` runs the
+and ``best.cfg``, a flagfile ``tools.train`` takes as is (`tfnode.training.tune` runs the
 search)."""
 
 import os
@@ -30,7 +30,7 @@ def best_flagfile(config, best):
              f"--model={config.recipe.model}", f"--dataset={config.recipe.dataset}"]
     options = {**config.recipe.model_options, **{k: best[k] for k in ("rtol", "atol", "solver",
                                                                  "width") if k in best}}
-    lines += [f"--{k}={v}" for k, v in sorted(options.items())]
+    lines += [f"--model_option={k}={v}" for k, v in sorted(options.items())]
     # The trial's own budget, so that the flagfile repeats it; drop --steps_per_epoch (and
     # raise --epochs) for a full-length run.
     if config.recipe.steps_per_epoch:
@@ -43,7 +43,7 @@ def best_flagfile(config, best):
 
 
 def markdown(summary):
-    """``trials.md`` of a `tfnode.tune` search: one row per completed trial."""
+    """``trials.md`` of a `tfnode.training.tune` search: one row per completed trial."""
     config, rows, front = summary["config"], summary["trials"], summary["pareto_front"]
     recipe = config["recipe"]  # each trial's training (tfnode.training.TrainConfig)
     extra = [k for k in ("solver", "width") if any(k in r for r in rows)]

@@ -17,7 +17,7 @@ import os
 
 import tensorflow as tf
 
-from tfnode.errors import TfnodeError
+from tfnode.errors import ConfigError, TfnodeError
 from tfnode.registry import Registry
 
 _STRATEGIES = Registry("strategy")
@@ -41,14 +41,14 @@ def _mirrored():
 # kept so that the flag and the TF_CONFIG checks are in place when Keras fixes it; until then `check` refuses it in one line. (When it runs, only one worker
 # may write the export: worker 0, from strategy.cluster_resolver.)
 MULTI_WORKER_BLOCKED = (
-    "--strategy=multi_worker: Keras 3's fit does not run under "
+    "'multi_worker': Keras 3's fit does not run under "
     "MultiWorkerMirroredStrategy (its per-step log reduction fails; keras-team/keras#20585, "
-    "open); use --strategy=mirrored on one machine")
+    "open); use 'mirrored' on one machine")
 
 
 def _multi_worker():
     if not os.environ.get("TF_CONFIG"):
-        raise TfnodeError("--strategy=multi_worker needs TF_CONFIG (the cluster and this "
+        raise ConfigError("strategy", "'multi_worker' needs TF_CONFIG (the cluster and this "
                           "worker's task) in the environment of every worker")
     try:
         json.loads(os.environ["TF_CONFIG"])
@@ -64,7 +64,8 @@ def _tpu():
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError) as err:
-        raise TfnodeError(f"--strategy=tpu: no TPU found ({str(err).splitlines()[0]})") from None
+        raise ConfigError("strategy",
+                          f"'tpu': no TPU found ({str(err).splitlines()[0]})") from None
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -79,11 +80,11 @@ def available():
 
 
 def check(name):
-    """Raises a one-line `TfnodeError` for an unknown strategy name, or one that cannot
-    run with this Keras (``multi_worker``)."""
+    """Raises a one-line `TfnodeError` for an unknown strategy name, or a `ConfigError`
+    (``strategy``) for one that cannot run with this Keras (``multi_worker``)."""
     _STRATEGIES.lookup(name)
     if name == "multi_worker":
-        raise TfnodeError(MULTI_WORKER_BLOCKED)
+        raise ConfigError("strategy", MULTI_WORKER_BLOCKED)
 
 
 def get(name):

@@ -17,10 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import files, layers, loading, models
-from tfnode.errors import TfnodeError
-# The layout's names, read by tfnode.loading too (neither module imports the other's
-# writer or reader through it).
+from tfnode import files, layers, models
+from tfnode.errors import ConfigError, TfnodeError
+# The reader loads the model that `export_trained` re-exports; it never imports the writer.
+from tfnode.exports import read as loading
+# The layout's names, read by the reader too (neither module reaches the other through
+# the layout).
 from tfnode.exports.layout import (ASSETS_EXTRA, METRICS, WARMUP_BATCH_SIZES,  # noqa: F401
                                    WARMUP_FILE, check_writable, extra_file, next_version)
 
@@ -132,7 +134,8 @@ def export(model, export_dir, name, *, version=None, extra_files=None):
 def _latest_weights(folder):
     found = sorted(f for f in os.listdir(folder) if re.fullmatch(r"epoch_\d+\.weights\.h5", f))
     if not found:
-        raise TfnodeError(f"--model_path {folder!r} holds no epoch_NNN.weights.h5 checkpoint")
+        raise ConfigError("model_path",
+                          f"{folder!r} holds no epoch_NNN.weights.h5 checkpoint")
     return os.path.join(folder, found[-1])
 
 
@@ -150,37 +153,38 @@ def _weights_file(source):
 def _source_model(source, model, dataset, model_options):
     """``(Keras model, metrics.json path or None)`` of a `export_trained` source."""
     if not os.path.exists(source):
-        raise TfnodeError(f"--model_path {source!r} does not exist")
+        raise ConfigError("model_path", f"{source!r} does not exist")
     weights = _weights_file(source)
     if weights is None:
         net, info = loading.load_model(source)
         if info["format"] != "keras":
-            raise TfnodeError(f"--model_path {source!r} is a SavedModel without model.keras; "
-                              "expected a .keras file, a tfnode export or a run's checkpoints")
+            raise ConfigError("model_path", f"{source!r} is a SavedModel without "
+                              "model.keras; expected a .keras file, a tfnode export or a "
+                              "run's checkpoints")
         # An export's metrics go along, also when its model.keras is named directly.
         folder = source if os.path.isdir(source) else (
             os.path.dirname(source) if os.path.basename(source) == "model.keras" else None)
         return net, extra_file(folder, "metrics.json") if folder else None
     if model is None:
-        raise TfnodeError(f"--model_path {weights!r} is a weights file: give --model (and "
-                          "the model options and --dataset it was trained with)")
+        raise ConfigError("model_path", f"{weights!r} is a weights file: give {{model}} "
+                          "(and the {model_options} and {dataset} it was trained with)")
     net = models.get_model(model, dataset=dataset, **(model_options or {}))
-    misfit = f"--model_path {weights!r} does not fit --model={model} " \
+    misfit = f"{weights!r} does not fit {{model}}={model} " \
              f"{dict(model_options or {})} on {dataset}"
     try:
         # Keras loads a file of a deeper model into a shallower one without a word (the
         # extra blocks are ignored), so the variable counts are compared first.
         stored = _stored_variables(weights)
         if stored != len(net.weights):
-            raise TfnodeError(f"{misfit} (the file holds {stored} variables, the model "
-                              f"has {len(net.weights)})")
+            raise ConfigError("model_path", f"{misfit} (the file holds {stored} variables, "
+                              f"the model has {len(net.weights)})")
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # "Skipping ...": weights left at their init
             net.load_weights(weights)
     except TfnodeError:
         raise
     except Exception as err:  # noqa: BLE001  a mismatch or a broken file is the user's
-        raise TfnodeError(f"{misfit} ({type(err).__name__}: "
+        raise ConfigError("model_path", f"{misfit} ({type(err).__name__}: "
                           f"{str(err).splitlines()[0][:160]})") from None
     return net, None
 
@@ -212,24 +216,28 @@ def export_trained(source, *, export_dir, name, version=None, report=None, model
 
     Returns:
       The path of the version folder.
+
+    Raises:
+      ConfigError: a bad argument, named as the field of ``tools.export`` that gives it
+        (``source`` as ``model_path``, ``name`` as ``export_name``).
     """
     if not source:
-        raise TfnodeError("--model_path is required: a .keras file, an export folder "
+        raise ConfigError("model_path", "is required: a .keras file, an export folder "
                           "(savedmodels/<name>/<version>) or a run's checkpoints")
     if not name:
-        raise TfnodeError("--export_name is required: the folder under --export_dir and the "
-                          "model name TF Serving serves")
+        raise ConfigError("export_name", "is required: the folder under {export_dir} and "
+                          "the model name TF Serving serves")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise TfnodeError(f"--export_name {name!r}: expected letters, digits, '.', '_' or "
+        raise ConfigError("export_name", f"{name!r}: expected letters, digits, '.', '_' or "
                           "'-' (it is a folder name and TF Serving's model name)")
     if report is not None:
         try:
             with open(report) as f:
                 parsed = json.load(f)
         except (OSError, ValueError) as err:
-            raise TfnodeError(f"--report {report!r}: cannot read it as JSON ({err})") from None
+            raise ConfigError("report", f"{report!r}: cannot read it as JSON ({err})") from None
         if not isinstance(parsed, dict) or "models" not in parsed:
-            raise TfnodeError(f"--report {report!r} is not a tools.evaluate report.json "
+            raise ConfigError("report", f"{report!r} is not a tools.evaluate report.json "
                               "(no 'models')")
     check_writable(export_dir)
     net, metrics = _source_model(source, model, dataset, model_options)

@@ -25,9 +25,11 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tfnode import attacks, data, files, loading, models, registry, strategies, trials
-from tfnode.training import TrainConfig, check as check_recipe, fit as fit_lib
-from tfnode.errors import TfnodeError
+from tfnode import attacks, data, files, models, registry
+from tfnode.errors import ConfigError, TfnodeError
+from tfnode.exports import read as loading
+from tfnode.training import fit as fit_lib, strategies, trials
+from tfnode.training.config import TrainConfig, check as check_recipe
 
 TUNERS = ("bayesian", "hyperband", "random")
 OBJECTIVES = ("clean", "robust", "score")
@@ -93,21 +95,25 @@ RULES = {"tuner": registry.one_of(*TUNERS), "objective": registry.one_of(*OBJECT
 
 
 def validate(config):
-    """One-line `TfnodeError` for a config that cannot work, before any work."""
+    """One-line `ConfigError` (or `TfnodeError`) for a config that cannot work, before
+    any work. The recipe's fields are named as themselves (``model``, not ``recipe.model``):
+    the apps give them as flags of their own."""
     c, r = config, config.recipe
     registry.check(c, RULES)
     accepted = models.model_options(r.model)
     if not {"rtol", "atol"} <= set(accepted):
-        raise TfnodeError(f"--model={r.model} has no solver tolerances to tune; expected an "
-                          "ODE model (e.g. node)")
+        raise ConfigError("model", f"{r.model!r} has no solver tolerances to tune; expected "
+                          "an ODE model (e.g. node)")
     for key in r.model_options:
         if key in ("rtol", "atol"):
-            raise TfnodeError(f"--{key}: tools.tune searches it; give --{key}_range")
+            raise ConfigError(f"model_options.{key}",
+                              f"is searched by tools.tune; give {{{key}_range}} instead")
         if key not in accepted:
-            raise TfnodeError(f"--{key} does not apply to --model={r.model}")
-    for flag, (lo, hi) in (("rtol_range", c.rtol_range), ("atol_range", c.atol_range)):
+            raise ConfigError(f"model_options.{key}", f"does not apply to model {r.model!r}; "
+                              f"it takes {sorted(accepted)}")
+    for field, (lo, hi) in (("rtol_range", c.rtol_range), ("atol_range", c.atol_range)):
         if not 0 < lo < hi:
-            raise TfnodeError(f"--{flag} {lo:g},{hi:g}: expected 0 < low < high")
+            raise ConfigError(field, f"{lo:g},{hi:g}: expected 0 < low < high")
     for solver in c.solvers:
         models.get_model(r.model, dataset=r.dataset, **{**r.model_options, "solver": solver})
     # The model options were checked above (rtol and atol are searched, not given).
@@ -255,13 +261,13 @@ def tune(config, *, log=print, verbose=0):
       ``{"trials": [...], "best": {...} or None, "resumed": int, "role": str}``.
     """
     validate(config)
-    files.check_writable(config.output_dir, flag="--tune_dir")
+    files.check_writable(config.output_dir, field="output_dir")
     role = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
     keras.utils.set_random_seed(config.recipe.seed)
     x, y = data.load_arrays(config.recipe.dataset, "train", data_dir=config.recipe.data_dir)
     if config.recipe.validation_size >= len(x):
-        raise TfnodeError(f"--validation_size {config.recipe.validation_size}: the {config.recipe.dataset} "
-                          f"training split has only {len(x)} examples")
+        raise ConfigError("validation_size", f"{config.recipe.validation_size}: the "
+                          f"{config.recipe.dataset} training split has only {len(x)} examples")
     validation = (x[-config.recipe.validation_size:].astype("float32") / 255.0,
                   y[-config.recipe.validation_size:])
     train_ds = data.load(config.recipe.dataset, "train", batch_size=config.recipe.batch_size,

@@ -27,7 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnode import ode, outcomes
+from tfnode import ode
+from tfnode.evaluation import outcomes
 from tfnode.layers import ODEBlock, SchemeBlock
 from tfnode.layers.odefunc import xla_enabled
 
@@ -163,7 +164,7 @@ def report_entry(model, info, x, eps, *, craft, batch_size, seed):
 
     Args:
       model: the Keras model.
-      info: its `tfnode.loading.load_model` info.
+      info: its `tfnode.exports.read.load_model` info.
       x: clean images.
       eps: budgets.
       craft: ``craft(model, eps, title) -> x_adv``, the evaluation's PGD.

@@ -22,8 +22,11 @@ import os
 import time
 from typing import Mapping
 
-from tfnode import attacks, evaluation, export, figures, files, models, outcomes, training
-from tfnode.errors import TfnodeError
+from tfnode import attacks, evaluation, figures, files, models, registry, training
+from tfnode.errors import ConfigError, TfnodeError
+from tfnode.evaluation import outcomes
+from tfnode.evaluation.config import RULES as EVAL_RULES
+from tfnode.exports import layout
 
 # TrainConfig fields that a sweep passes through to every member's training.
 TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule",
@@ -75,37 +78,47 @@ def member_name(h):
     return f"h_{float(h):g}"
 
 
-def _validate(config):
-    if not config.step_sizes:
-        raise TfnodeError("step_sizes: give at least one step size")
-    for h in config.step_sizes:
-        if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
-            raise TfnodeError(f"step_sizes must be numbers > 0, got {h!r}")
+_STEP_SIZE = registry.Rule(lambda h: registry.POSITIVE.ok(h) and math.isfinite(h),
+                          "a number > 0")
+
+# The fields' own rules (`tfnode.registry.check`); `validate` checks the rest.
+RULES = {
+    "step_sizes": registry.Rule(
+        lambda v: isinstance(v, (tuple, list)) and len(v) >= 1
+        and all(_STEP_SIZE.ok(h) for h in v), "one or more numbers > 0"),
+    "eps": EVAL_RULES["eps"],
+    "num_examples": registry.COUNT,
+    "batch_size": registry.COUNT,
+}
+
+
+def validate(config):
+    """Raises a one-line `ConfigError` (or `TfnodeError`) for a sweep that cannot work,
+    before any training: its step sizes, model, source and training options, transfer
+    attack and budgets."""
+    registry.check(config, RULES)
     names = [member_name(h) for h in config.step_sizes]
     if len(set(names)) != len(names):
-        raise TfnodeError(f"step_sizes has duplicates: {list(config.step_sizes)}")
+        raise ConfigError("step_sizes", f"has duplicates: {list(config.step_sizes)}")
     if "step_size" not in models.model_options(config.model):
-        raise TfnodeError(f"model {config.model!r} takes no step_size; a step-size sweep "
+        raise ConfigError("model", f"{config.model!r} takes no step_size; a step-size sweep "
                           "needs one of "
                           f"{[m for m in models.available() if 'step_size' in models.model_options(m)]}")
     if "step_size" in config.model_options:
-        raise TfnodeError("model_options: step_size is what the sweep varies; give "
-                          "step_sizes instead")
+        raise ConfigError("model_options.step_size", "is what the sweep varies; give "
+                          "{step_sizes} instead")
     unknown = sorted(set(config.train_options) - set(TRAIN_OPTIONS))
     if unknown:
-        raise TfnodeError(f"train_options: unknown option {unknown[0]!r}; a sweep passes "
-                          f"{list(TRAIN_OPTIONS)}")
+        raise ConfigError("train_options", f"has an unknown option {unknown[0]!r}; a sweep "
+                          f"passes {list(TRAIN_OPTIONS)}")
     spec = attacks.get(config.transfer_attack)
     if not spec.transferable:
-        raise TfnodeError(f"transfer_attack {config.transfer_attack!r} cannot be "
+        raise ConfigError("transfer_attack", f"{config.transfer_attack!r} cannot be "
                           f"transferred; expected one of {attacks.available(transferable=True)}")
-    for e in config.eps:
-        if not 0 <= e <= 1:
-            raise TfnodeError(f"eps {e!r} is outside [0, 1], the pixel range of the inputs")
     accepted = models.model_options(config.source_model)
     for key in config.source_options:
         if key not in accepted:
-            raise TfnodeError(f"source_options: {key!r} does not apply to source model "
+            raise ConfigError(f"source_options.{key}", "does not apply to source model "
                               f"{config.source_model!r}; it takes {sorted(accepted)}")
     for name, options in ((config.model, {**config.model_options, "step_size": 1.0}),
                           (config.source_model, dict(config.source_options))):
@@ -131,9 +144,9 @@ def _check_same_sweep(config):
     settings = {k: v for k, v in _settings(config).items() if k != "output_dir"}
     differ = files.saved_settings_differ(path, settings)
     if differ:
-        raise TfnodeError(f"--output_dir {config.output_dir!r} holds a sweep with other "
+        raise ConfigError("output_dir", f"{config.output_dir!r} holds a sweep with other "
                           f"settings ({', '.join(differ)}); re-run it with the same "
-                          "flags, or pass another --output_dir")
+                          "settings, or pass another {output_dir}")
     if not os.path.isfile(path):
         files.write_json(path, settings)
 
@@ -149,7 +162,7 @@ def _export_path(config, name):
 def _train_member(config, name, model, model_options, log, verbose):
     """Trains one member unless its export exists; returns ``(export path, trained now)``."""
     path = _export_path(config, name)
-    if export.extra_file(path, "metrics.json"):
+    if layout.extra_file(path, "metrics.json"):
         return path, False
     log(f"tfnode: sweep member {name}: training {model} {dict(model_options)}")
     member = _member_dir(config, name)
@@ -189,7 +202,7 @@ def _evaluate_member(config, name, source_path, log, verbose):
 
 
 def _row(config, name, h, report):
-    with open(export.extra_file(_export_path(config, name), "metrics.json")) as f:
+    with open(layout.extra_file(_export_path(config, name), "metrics.json")) as f:
         metrics = json.load(f)
     (result,) = report["models"].values()
     cells = result["attacks"]["transfer"]["cells"]
@@ -218,8 +231,8 @@ def run_sweep(config, *, log=print, verbose=1):
       ``done_now``: the members trained or evaluated by this call.
     """
     start = time.time()
-    _validate(config)
-    files.check_writable(config.output_dir, flag="--output_dir")
+    validate(config)
+    files.check_writable(config.output_dir, field="output_dir")
     _check_same_sweep(config)
     done_now = []
     source_path, trained = _train_member(config, "source", config.source_model,
@@ -236,7 +249,7 @@ def run_sweep(config, *, log=print, verbose=1):
         if trained or evaluated:
             done_now.append(name)
         rows.append(_row(config, name, float(h), report))
-    with open(export.extra_file(source_path, "metrics.json")) as f:
+    with open(layout.extra_file(source_path, "metrics.json")) as f:
         source_metrics = json.load(f)
     sweep = {"config": _settings(config), "members": rows,
              "source": {"model": config.source_model, "options": dict(config.source_options),
@@ -285,7 +298,7 @@ def sweep_markdown(sweep):
 def _train_recipe(config):
     options = config["train_options"]
     return ", ".join(f"{k} {v}" for k, v in sorted(options.items()) if v is not None) or \
-        "the sweep's recipe (tfnode.sweep.RECIPE over TrainConfig's defaults)"
+        "the sweep's recipe (tfnode.paper.step_sizes.RECIPE over TrainConfig's defaults)"
 
 
 def plot_sweep(sweep, path):

@@ -24,10 +24,10 @@ import weakref
 import keras
 import tensorflow as tf
 
-from tfnode.defenses import registry
-from tfnode.defenses._inner import cross_entropy
 from tfnode.errors import TfnodeError
 from tfnode.registry import COUNT, NONNEGATIVE, NONNEGATIVE_COUNT, POSITIVE
+from tfnode.training.defenses import registry
+from tfnode.training.defenses._inner import cross_entropy
 
 _SPLITS = weakref.WeakKeyDictionary()
 
@@ -60,25 +60,30 @@ def split_first_layer(model):
     return first, rest
 
 
-def yopo_step(model, x, y, *, seed, eps, step_size, outer_steps, inner_steps):
-    """One YOPO-m-n step: ``(mean loss of the m passes, last logits, gradients)``."""
+def yopo_loss(model, x, y, *, seed, eps, step_size, outer_steps, inner_steps):
+    """YOPO-m-n's loss on one batch: ``(mean CE of the m passes, the last pass's logits)``.
+
+    The authors' code accumulates, before one optimizer step, the weights' gradients of
+    the m passes' cross-entropies and, for the first layer, of the m ``-H``. Here that is
+    the gradient of one objective, their sum, with every ``eta`` and adjoint ``p``
+    stop-gradient'd (constants, as their ``eta`` and detached ``p`` are); the
+    adjoint of each pass is taken with a tape of its own, since the next pass needs it.
+    The value returned is the mean cross-entropy of the m passes (what their code logs):
+    ``mean + (objective - stop_gradient(objective))`` is that value exactly (``a - a``
+    is 0 in floating point) and has the objective's gradient.
+    """
     first, rest = split_first_layer(model)
-    weights = model.trainable_weights
-    first_index = {id(w): k for k, w in enumerate(weights)}
     eta = keras.random.uniform(tf.shape(x), -eps, eps, seed=seed)
-    eta = tf.clip_by_value(x + eta, 0.0, 1.0) - x
-    total = [tf.zeros_like(w) for w in weights]
-    losses = []
+    eta = tf.stop_gradient(tf.clip_by_value(x + eta, 0.0, 1.0) - x)
+    losses, terms = [], []
     logits = None
     for _ in range(outer_steps):
         with tf.GradientTape() as tape:
             z = first(x + eta, training=True)
             logits = rest(z, training=True)
             loss = cross_entropy(y, logits)
-        *grads, dz = tape.gradient(loss, weights + [z])
-        total = [t if g is None else t + g for t, g in zip(total, grads)]
+        p = -tf.stop_gradient(tape.gradient(loss, z))
         losses.append(loss)
-        p = -tf.stop_gradient(dz)
 
         def hamiltonian(e, p=p):
             return tf.reduce_sum(first(tf.clip_by_value(x + e, 0.0, 1.0), training=True) * p)
@@ -89,21 +94,19 @@ def yopo_step(model, x, y, *, seed, eps, step_size, outer_steps, inner_steps):
                 h = hamiltonian(eta)
             eta = tf.clip_by_value(eta - step_size * tf.sign(tape.gradient(h, eta)), -eps, eps)
             eta = tf.stop_gradient(tf.clip_by_value(x + eta, 0.0, 1.0) - x)
-        with tf.GradientTape() as tape:
-            descent = -hamiltonian(eta)
-        for w, g in zip(first.trainable_weights,
-                        tape.gradient(descent, first.trainable_weights)):
-            if g is not None:
-                k = first_index[id(w)]
-                total[k] = total[k] + g
-    return tf.add_n(losses) / len(losses), logits, total
+        # The pass's cross-entropy, then the first layer's -H at the new eta: the order in
+        # which the authors' code adds them to the accumulated gradient.
+        terms += [loss, -hamiltonian(eta)]
+    objective = tf.add_n(terms)
+    mean = tf.stop_gradient(tf.add_n(losses) / len(losses))
+    return mean + (objective - tf.stop_gradient(objective)), logits
 
 
 # CIFAR-10: YOPO-5-3 (eps 8/255, sigma 2/255); MNIST: YOPO-5-10 (eps 0.3, sigma 0.01),
 # the authors' config.py files. Their learning rates are set for the gradient summed
 # over the m passes (CIFAR-10: SGD 0.2 / m; MNIST: 0.01 / m).
 registry.register(registry.DefenseSpec(
-    name="yopo", step=yopo_step,
+    name="yopo", fn=yopo_loss,
     defaults={"eps": 0.3, "step_size": 0.01, "outer_steps": 5, "inner_steps": 10},
     dataset_defaults={"cifar10": {"eps": 8 / 255, "step_size": 2 / 255, "inner_steps": 3}},
     rules={"eps": NONNEGATIVE, "step_size": POSITIVE, "outer_steps": COUNT,

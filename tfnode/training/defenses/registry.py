@@ -1,0 +1,131 @@
+"""The defense registry: adversarial training as per-batch loss functions.
+
+A defense is a loss function (`DefenseSpec.fn`): given the model and a batch it returns
+the training loss and the logits the training metrics are computed on. Its adversarials
+are crafted inside it and enter the loss through ``tf.stop_gradient`` (the defenses
+train on them as constant inputs, as Madry et al. 2018 and Zhang et al. 2019 do), so any
+training loop takes the gradient of the loss under its own ``tf.GradientTape`` and
+applies it: `tfnode.training.defenses.DefendedModel` inside Keras' ``fit`` (so
+checkpoints, resume, callbacks and metrics are those of standard training), or a custom
+loop. A new defense is its module, its `register` call and its test.
+"""
+
+import dataclasses
+import types
+from typing import Any, Callable, Mapping
+
+import tensorflow as tf
+
+from tfnode.registry import NONNEGATIVE_COUNT, Registry, resolve_options
+
+# Every defense with an ``eps`` also takes ``eps_warmup``: the radius grows linearly from
+# 0 to ``eps`` over that many optimizer steps (0: the full radius from the first step).
+# From scratch at MNIST's eps 0.3, PGD-AT can sit at chance for thousands of steps (Madry
+# et al. train for 100k); a linear eps ramp is Gowal et al. 2018's (IBP) remedy, and a
+# short budget needs it. `warm_up` applies it for every defense (`DefenseSpec.loss`), so
+# no loss function knows of it.
+EPS_WARMUP = "eps_warmup"
+
+
+def warm_up(options, step):
+    """The options a loss function sees at optimizer step ``step``: ``eps_warmup`` taken
+    out and ``eps`` scaled by ``min(1, (step + 1) / eps_warmup)``.
+
+    Args:
+      options: a defense's options (`DefenseSpec.options`).
+      step: the optimizer's iteration count before this step (``optimizer.iterations``:
+        it is checkpointed, so a resumed run continues the ramp).
+
+    Returns:
+      A new dict; without a warm-up ``eps`` is left as given (a Python number).
+    """
+    options = dict(options)
+    warmup = options.pop(EPS_WARMUP, 0)
+    if warmup:
+        done = tf.cast(step + 1, tf.float32)
+        options["eps"] = options["eps"] * tf.minimum(1.0, done / float(warmup))
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenseSpec:
+    """One registered defense.
+
+    Attributes:
+      name: the name ``--defense`` takes.
+      fn: ``fn(model, x, y, *, seed, **options) -> (loss, logits)``, the defense's loss
+        on one batch, called under the training loop's gradient tape (traced inside
+        ``fit``'s train function, or a custom loop's); ``seed`` is a
+        `keras.random.SeedGenerator`. Its adversarials carry no gradient. It gets the
+        options without ``eps_warmup`` (`loss` ramps ``eps`` first).
+      defaults: every option with its published default (MNIST's where they differ);
+        ``eps_warmup`` (0) is added to every defense with an ``eps``.
+      rules: a `tfnode.registry.Rule` per option.
+      summary: one line for docs and ``--help``.
+      reference: the paper the defense is from.
+      dataset_defaults: ``{dataset: {option: value}}`` where the published setting for
+        that dataset differs.
+      metrics_on: what the training metrics (``accuracy``) are computed on.
+    """
+    name: str
+    fn: Callable
+    defaults: Mapping[str, Any]
+    rules: Mapping[str, Any]
+    summary: str
+    reference: str
+    dataset_defaults: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict)
+    metrics_on: str = "the adversarial examples"
+
+    def __post_init__(self):
+        defaults, rules = dict(self.defaults), dict(self.rules)
+        if "eps" in defaults:
+            defaults.setdefault(EPS_WARMUP, 0)
+            rules.setdefault(EPS_WARMUP, NONNEGATIVE_COUNT)
+        object.__setattr__(self, "defaults", types.MappingProxyType(defaults))
+        object.__setattr__(self, "rules", types.MappingProxyType(rules))
+
+    def options(self, overrides=None, *, dataset=None):
+        """Defaults, then ``dataset``'s, then ``overrides``; checked (one-line errors)."""
+        return resolve_options("defense", self.name, defaults=self.defaults, rules=self.rules,
+                               overrides=overrides, dataset_defaults=self.dataset_defaults,
+                               dataset=dataset)
+
+    def loss(self, model, x, y, step, *, seed, **options):
+        """The defense's loss on one batch, for any training loop to differentiate.
+
+        Call it under a ``tf.GradientTape`` and apply the tape's gradient of ``loss``
+        with respect to ``model.trainable_weights``; that is the whole training step.
+
+        Args:
+          model: the Keras model being trained.
+          x: the batch's inputs, in [0, 1].
+          y: its integer labels.
+          step: the optimizer's iteration count (``optimizer.iterations``), for the
+            ``eps_warmup`` ramp (`warm_up`).
+          seed: a `keras.random.SeedGenerator` for the random starts.
+          **options: the defense's options (`options`), ``eps_warmup`` included.
+
+        Returns:
+          ``(loss, logits)``: the scalar to differentiate (and log), and the logits the
+          training metrics are computed on (`metrics_on`).
+        """
+        return self.fn(model, x, y, seed=seed, **warm_up(options, step))
+
+
+_REGISTRY = Registry("defense")
+
+
+def register(spec):
+    """Adds ``spec`` to the registry (each name once); returns it."""
+    return _REGISTRY.add(spec.name, spec)
+
+
+def get(name):
+    """The `DefenseSpec` of ``name``; a one-line `TfnodeError` for an unknown name."""
+    return _REGISTRY.lookup(name)
+
+
+def available():
+    """Registered names, in registration order."""
+    return list(_REGISTRY)
