@@ -3,7 +3,7 @@
 Each ``*_config`` function reads the flags of one app and returns the config its tfnode
 function takes; tfnode modules are imported inside the functions, so that an app parses
 its flags before TensorFlow is first imported (`tools._run.run_main`). Errors name the
-flag; a library error names a config field, which `FLAG_NAMES` maps back to its flag.
+flag; a library error names a config field, which `flag_names` maps back to its flag.
 """
 
 import dataclasses
@@ -22,7 +22,7 @@ TUNE_OPTIONS = ("tuner", "max_trials", "executions_per_trial", "objective", "eps
 def flag_names(*, tune=False):
     """``{config field: flag}`` for fields whose flag has another name (for
     `tfnode.errors.ConfigError.flag_message`)."""
-    names = {"num_shards": "shard", "shard_index": "shard", "model_options": "model_option",
+    names = {"num_shards": "shard", "shard_index": "shard", "eps_scale": "eps", "model_options": "model_option",
              "defense_options": "defense_option", "attack_options": "attack_option",
              "source_options": "source_option",
              "transfer_attack": "attack_option=transfer.attack",
@@ -39,10 +39,17 @@ def _error(message):
 
 
 def value(text):
-    """A flag value as a number, a bool or a string (``40``, ``0.01``, ``true``, ``pgd``)."""
+    """A flag value as a number, a bool or a string (``40``, ``0.01``, ``8/255``,
+    ``true``, ``pgd``)."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    top, slash, bottom = text.partition("/")
+    if slash:
+        try:
+            return float(top) / float(bottom)
+        except (ValueError, ZeroDivisionError):
+            return text.strip()
     for cast in (int, float):
         try:
             return cast(text)
@@ -52,20 +59,20 @@ def value(text):
 
 
 def options(flag, values, example):
-    """``["num_blocks=3", ...]`` -> ``{"num_blocks": 3}`` (each option given once)."""
+    """``["num_blocks=3", ...]`` -> ``{"num_blocks": 3}``; an option given again takes
+    its last value, so that a command line overrides its flagfile."""
     out = {}
     for item in values:
         key, sep, text = item.partition("=")
         if not (sep and key.strip() and text.strip()):
             raise _error(f"--{flag} {item!r}: expected OPTION=VALUE, e.g. {example}")
-        if key.strip() in out:
-            raise _error(f"--{flag} {key.strip()}: given twice; give each option once")
         out[key.strip()] = value(text)
     return out
 
 
 def named_options(flag, values, example):
-    """``["pgd.num_steps=100", ...]`` -> ``{"pgd": {"num_steps": 100}}``."""
+    """``["pgd.num_steps=100", ...]`` -> ``{"pgd": {"num_steps": 100}}`` (the last value
+    of an option given again)."""
     out = {}
     for item in values:
         key, sep, text = item.partition("=")
@@ -92,12 +99,14 @@ def defense_options(defense, values):
     return named.get(defense, {})
 
 
-def model_options(flag_values, model=None):
+def model_options(flag_values):
     """The model options of ``--model_option`` and its short forms (``--solver``,
     ``--width``).
 
     A short form left at its default is passed only to models that take it; one the user
-    gave is always passed, so that a model which does not take it is an error. An int
+    gave is always passed, so that a model which does not take it is an error; where
+    ``--model_option`` gives the same option, its value wins (a flagfile's ``--solver``
+    is overridden by ``--model_option=solver=rk4`` on the command line). An int
     given for an option whose default is a float (``step_size=1``) becomes that float.
     """
     from tfnode import models
@@ -105,15 +114,13 @@ def model_options(flag_values, model=None):
     fv = flag_values
     given = options("model_option", fv.model_option, "rtol=1e-4")
     try:
-        accepted = models.model_options(model or fv.model)
+        accepted = models.model_options(fv.model)
     except ValueError:  # an unknown model: the library reports it on one line
         accepted = {}
     for name in SHORT_FORMS:
         if name not in fv or fv[name].value is None:
             continue
         if name in given:
-            if fv[name].present:
-                raise _error(f"--{name} and --model_option={name}=...: give one of them")
             continue
         if fv[name].present or name in accepted:
             given[name] = fv[name].value
@@ -236,8 +243,6 @@ def sweep_config(flag_values):
 
     fv = flag_values
     model = model_options(fv)
-    if "step_size" in model:
-        raise _error("--model_option step_size: a sweep varies it; give --step_sizes")
     transfer = attack_options(fv.attack_option)
     if set(transfer) - {"transfer"} or set(transfer.get("transfer", {})) - {"attack"}:
         raise _error("--attack_option: tools.sweep takes transfer.attack=NAME only (the "

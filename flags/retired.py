@@ -22,9 +22,24 @@ RETIRED = {
 }
 
 
-def hint(name, defined):
+# Where an app's replacement is not the general one: {app: {old flag: how to write it,
+# or None where the app never took that setting}}.
+_NOT_EVALUATED = ("rtol", "atol", "first_step_size", "step_size", "gradient")
+BY_APP = {
+    "tune": {"rtol": "--tune_option=rtol_range=LOW,HIGH (the search's range)",
+             "atol": "--tune_option=atol_range=LOW,HIGH (the search's range)"},
+    "sweep": {"step_size": "--step_sizes (the sweep's list)", "tune_dir": None},
+    "evaluate": {**dict.fromkeys(_NOT_EVALUATED), "tune_dir": None},
+    "export": {"tune_dir": None},
+    "merge_shards": {"tune_dir": None},
+}
+
+
+def hint(name, defined, app=None):
     """``"--rtol was replaced by ..."`` if ``name`` is a retired flag whose replacement
-    the app defines (``defined``: its flag names), else None."""
-    if name in RETIRED and RETIRED[name][0] in defined:
-        return f"--{name} was replaced by {RETIRED[name][1]}"
-    return None
+    the app (``app``: its module name, e.g. ``"tune"``) defines (``defined``: its flag
+    names), else None."""
+    if name not in RETIRED or RETIRED[name][0] not in defined:
+        return None
+    text = BY_APP.get(app, {}).get(name, RETIRED[name][1])
+    return f"--{name} was replaced by {text}" if text else None

@@ -29,10 +29,10 @@ CASES = {
 
 # A retired flag: what replaced it, where the app has the replacement (flags/retired.py).
 RETIRED = {"train": "--rtol was replaced by --model_option=rtol=VALUE",
-           "tune": "--rtol was replaced by --model_option=rtol=VALUE",
+           "tune": "--rtol was replaced by --tune_option=rtol_range=LOW,HIGH",
            "sweep": "--rtol was replaced by --model_option=rtol=VALUE",
            "export": "--rtol was replaced by --model_option=rtol=VALUE",
-           "evaluate": "--rtol was replaced by --model_option=rtol=VALUE",
+           "evaluate": "Unknown command line flag 'rtol'",
            "report": "Unknown command line flag 'rtol'",
            "merge_shards": "Unknown command line flag 'rtol'"}
 CASES["retired_flag"] = (["--rtol=1e-3"], "{retired}")

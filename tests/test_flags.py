@@ -107,8 +107,9 @@ def test_the_parsers_of_lists_fractions_shards_and_options():
                                             "per_sample_steps=true", "depth=8"],
                            "x=1") == {"rtol": 1e-4, "gradient": "adjoint",
                                       "per_sample_steps": True, "depth": 8}
-    with pytest.raises(TfnodeError, match="--model_option rtol: given twice"):
-        configs.options("model_option", ["rtol=1", "rtol=2"], "x=1")
+    # Given again (a flagfile, then the command line): the last value.
+    assert configs.options("model_option", ["rtol=1", "rtol=2"], "x=1") == {"rtol": 2}
+    assert configs.value("8/255") == 8 / 255 and configs.value("a/b") == "a/b"
     with pytest.raises(TfnodeError, match="expected OPTION=VALUE"):
         configs.options("model_option", ["rtol"], "x=1")
 
@@ -134,17 +135,18 @@ def test_model_options_merge_the_short_forms(argv, expected):
     assert got == expected and all(type(got[k]) is type(v) for k, v in expected.items())
 
 
-def test_a_short_form_and_its_model_option_together_are_refused():
+def test_a_model_option_overrides_its_short_form(tmp_path):
     from flags import configs
-    from tfnode.errors import TfnodeError
     from tools import train  # noqa: F401
 
+    flagfile = tmp_path / "node.cfg"  # a flagfile's short form, the command line's option
+    flagfile.write_text("--model=node\n--solver=dopri5\n--width=16\n--model_option=rtol=1e-3\n")
     fv = absl_flags.FLAGS
     fv.unparse_flags()
-    fv(["app", "--width=16", "--model_option=width=8"])
+    fv(["app", f"--flagfile={flagfile}", "--model_option=solver=rk4",
+        "--model_option=rtol=1e-4"])
     try:
-        with pytest.raises(TfnodeError, match="--width and --model_option=width"):
-            configs.model_options(fv)
+        assert configs.model_options(fv) == {"solver": "rk4", "width": 16, "rtol": 1e-4}
     finally:
         fv.unparse_flags()
 

@@ -113,7 +113,7 @@ def test_bad_sweeps_fail_before_any_work(mnist_dir, tmp_path, counted_training, 
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--model_option=step_size=0.1"], "a sweep varies it; give --step_sizes"),
+    (["--model_option=step_size=0.1"], "step_size is what the sweep varies"),
     (["--source_option=depth"], "expected OPTION=VALUE"),
     (["--step_sizes=1,x"], "--step_sizes must be a comma-separated list of numbers"),
     (["--eps=0.1,2"], "outside [0, 1]"),
@@ -122,6 +122,7 @@ def test_sweep_flags_are_checked_in_one_line(argv, match):
     from absl import flags as absl_flags
 
     from flags import configs
+    from tfnode.paper import step_sizes
     from tools import sweep as app  # noqa: F401  (defines the flags)
 
     fv = absl_flags.FLAGS
@@ -129,7 +130,7 @@ def test_sweep_flags_are_checked_in_one_line(argv, match):
     fv(["sweep"] + argv)
     try:
         with pytest.raises(TfnodeError, match=match.replace("[", r"\[").replace("]", r"\]")):
-            configs.sweep_config(fv)
+            step_sizes.validate(configs.sweep_config(fv))  # the app's, then the library's
     finally:
         fv.unparse_flags()
 

@@ -42,7 +42,8 @@ def parse_flags(argv):
     except flags.Error as err:
         message = " ".join(str(err).replace("ERROR:: ", "").split())
         if isinstance(err, flags.UnrecognizedFlagError):
-            message = retired.hint(err.flagname, flags.FLAGS) or message
+            app = os.path.splitext(os.path.basename(argv[0]))[0]
+            message = retired.hint(err.flagname, flags.FLAGS, app) or message
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     if len(rest) > 1:

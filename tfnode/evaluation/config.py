@@ -151,7 +151,7 @@ def _check_sizes(config):
         raise ConfigError("shard_index", f"must be an integer in [0, {config.num_shards - 1}] "
                           f"(num_shards {config.num_shards}), got {config.shard_index!r}")
     if config.num_shards > 1 and (config.tolerance_grid or config.trajectories):
-        raise ConfigError("num_shards", f"{config.num_shards} (a sharded run) does not combine "
+        raise ConfigError("num_shards", f"of {config.num_shards} shards does not combine "
                           "with {tolerance_grid} or {trajectories} (their summaries do not "
                           "merge); run them unsharded")
 

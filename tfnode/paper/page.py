@@ -13,7 +13,8 @@ import shutil
 
 from tfnode import files
 from tfnode.evaluation import outcomes
-from tfnode.paper.runs import gather, model_name, options_text, pct
+from tfnode.figures import pct
+from tfnode.paper.runs import gather, model_name, options_text
 from tfnode.paper.verdicts import claims, clean_warnings
 
 PAPER_SOURCE = ("Chu, Wei & Zhao, \"Towards Natural Robustness Against Adversarial "

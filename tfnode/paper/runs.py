@@ -66,11 +66,6 @@ def gather(patterns):
     return out
 
 
-def pct(v):
-    """A fraction as a percentage with two decimals; ``-`` for None."""
-    return "-" if v is None else f"{100 * v:.2f}"
-
-
 def model_name(result, label):
     """The model's registered name, and its defense if it was adversarially trained."""
     trained = trained_info(result)

@@ -10,7 +10,8 @@ import os
 
 from tfnode import models
 from tfnode.errors import TfnodeError
-from tfnode.paper.runs import model_name, options_text, pct, trained_info
+from tfnode.figures import pct
+from tfnode.paper.runs import model_name, options_text, trained_info
 
 
 def _is_ode(result):

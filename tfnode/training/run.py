@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from tfnode import data, errors, files, models
-from tfnode.errors import ConfigError, TfnodeError
+from tfnode.errors import ConfigError
 from tfnode.exports import write as export
 from tfnode.training import (config as config_lib, defenses, fit, resume, run_dir,
                              strategies)
