@@ -5,8 +5,8 @@
 
 Flattens both JSON files to ``a.b[3].c`` paths, keeps the numeric leaves (not bools),
 drops those that measure the run rather than the model (times, throughputs, paths,
-versions, the flag record), and prints every path whose value differs or that only one
-file has. Exit status 0 only when the kept numbers are identical, bit for bit.
+versions, the flag record: ``flags``, ``record``), and prints every path whose value
+differs or that only one file has. Exit status 0 only when the kept numbers are identical, bit for bit.
 """
 
 import json
@@ -15,7 +15,7 @@ import sys
 
 # Path parts that are not results: how long, where, which code, which flags.
 NOT_RESULTS = re.compile(r"time|seconds|wall|per_second|throughput|path|dir$|version|date"
-                         r"|^flags$|commit|host|pid", re.IGNORECASE)
+                         r"|^flags$|^record$|commit|host|pid", re.IGNORECASE)
 
 
 def numbers(tree, prefix=""):
