@@ -447,3 +447,15 @@ def test_training_does_not_retrace_between_batches_or_epochs():
     # Epoch 1 traced the step (a few calls of the function per trace); epochs 2 and 3,
     # three batches each, ran the traced graph without a single new Python call.
     assert seen[0] > 0 and seen[0] == seen[1] == seen[2], seen
+
+
+def test_sublayers_walks_nested_models_and_filters_by_kind():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="inner_dense")],
+                             name="inner")
+    outer = keras.Sequential([keras.Input((4,)), inner, keras.layers.Dense(2, name="head")])
+    names = {layer.name for layer in layers.sublayers(outer)
+             if not isinstance(layer, keras.layers.InputLayer)}
+    assert names == {"inner", "inner_dense", "head"}  # the model itself left out
+    dense = layers.sublayers(outer, keras.layers.Dense)
+    assert sorted(layer.name for layer in dense) == ["head", "inner_dense"]
+    assert layers.sublayers(object()) == []  # not a Keras layer: nothing to walk

@@ -29,13 +29,13 @@ import tensorflow as tf
 
 from tfnode import ode
 from tfnode.evaluation import outcomes
-from tfnode.layers import ODEBlock, SchemeBlock
+from tfnode.layers import ODEBlock, SchemeBlock, sublayers
 from tfnode.layers.odefunc import xla_enabled
 
 
 def stages(model):
     """``("ode", block)`` or ``("residual", [blocks])`` for a model, or None if neither."""
-    found = list(model._flatten_layers(include_self=False, recursive=True))
+    found = sublayers(model)
     odes = [layer for layer in found if isinstance(layer, ODEBlock)]
     if len(odes) == 1:
         return "ode", odes[0]

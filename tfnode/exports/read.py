@@ -14,7 +14,7 @@ import tensorflow as tf
 from tfnode import attacks, models, ode, optimizers  # noqa: F401
 from tfnode.exports import layout
 from tfnode.errors import ConfigError, TfnodeError
-from tfnode.layers import ODEBlock
+from tfnode.layers import ODEBlock, sublayers
 
 # The ODEBlock attributes that describe how a block is solved (recorded in reports).
 BLOCK_FIELDS = ("name", "solver", "rtol", "atol", "t1", "step_size", "gradient",
@@ -162,10 +162,7 @@ def _export_name(path):
 
 
 def _ode_block_layers(model):
-    if not isinstance(model, keras.Model):  # a SavedModel's signature: no layers to see
-        return []
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, ODEBlock)]
+    return sublayers(model, ODEBlock)  # a SavedModel's signature: none
 
 
 def solve_stats(model):

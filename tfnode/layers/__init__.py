@@ -5,7 +5,8 @@ from tfnode.layers.odefunc import ConcatConv2D, GroupNorm, ODEFunc, group_norm, 
 from tfnode.layers.residual import (FractalBlock, HeunBlock, PolyBlock, ResidualBlock,
                                    RevBlock, SchemeBlock, ShortcutA)
 from tfnode.layers.tiny import TinyConfig
+from tfnode.layers.walk import sublayers
 
 __all__ = ["ConcatConv2D", "FractalBlock", "GroupNorm", "HeunBlock", "ODEBlock", "ODEFunc",
            "PolyBlock", "ResidualBlock", "RevBlock", "SchemeBlock", "ShortcutA",
-           "SolveMetric", "TinyConfig", "group_norm", "no_xla"]
+           "SolveMetric", "TinyConfig", "group_norm", "no_xla", "sublayers"]

@@ -3,7 +3,7 @@
 import keras
 
 from tfnode.errors import TfnodeError
-from tfnode.layers import ODEBlock
+from tfnode.layers import ODEBlock, sublayers
 
 # ODEBlock options that change how a block is solved, not what it learned.
 SOLVER_OPTIONS = ("solver", "rtol", "atol", "first_step_size", "max_num_steps", "step_size",
@@ -44,7 +44,7 @@ def with_solver_options(model, **options):
         return layer
 
     copy = keras.models.clone_model(model, clone_function=clone)
-    for layer in copy._flatten_layers(include_self=False, recursive=True):
+    for layer in sublayers(copy):
         if id(layer) in replaced:
             layer.set_weights(replaced[id(layer)].get_weights())
     return copy
