@@ -459,3 +459,15 @@ def test_sublayers_walks_nested_models_and_filters_by_kind():
     dense = layers.sublayers(outer, keras.layers.Dense)
     assert sorted(layer.name for layer in dense) == ["head", "inner_dense"]
     assert layers.sublayers(object()) == []  # not a Keras layer: nothing to walk
+
+
+def test_the_ode_block_takes_every_option_of_a_solve():
+    import inspect
+
+    from tfnode import models, ode
+
+    # ode.OPTIONS (read off ode.validate) names the block's recorded fields and the
+    # solver options a trained model can be re-solved with: the block must take each.
+    taken = inspect.signature(layers.ODEBlock.__init__).parameters
+    assert set(ode.OPTIONS) <= set(taken) and "t1" in ode.OPTIONS
+    assert set(models.SOLVER_OPTIONS) == set(ode.OPTIONS) - {"t1"}

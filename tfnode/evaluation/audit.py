@@ -126,9 +126,7 @@ def _why_not(v, info):
     for block in blocks:  # every re-solved block must be a valid block
         merged = {**block, **v.solver_options}
         try:
-            ode.validate(**{k: merged[k] for k in (
-                "solver", "rtol", "atol", "t1", "step_size", "first_step_size",
-                "max_num_steps", "gradient", "per_sample_steps")})
+            ode.validate(**{k: merged[k] for k in ode.OPTIONS})
         except TfnodeError as err:
             return f"block {block['name']}: {err}"
     return None

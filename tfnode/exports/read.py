@@ -17,8 +17,7 @@ from tfnode.errors import ConfigError, TfnodeError
 from tfnode.layers import ODEBlock, sublayers
 
 # The ODEBlock attributes that describe how a block is solved (recorded in reports).
-BLOCK_FIELDS = ("name", "solver", "rtol", "atol", "t1", "step_size", "gradient",
-                "first_step_size", "max_num_steps", "per_sample_steps")
+BLOCK_FIELDS = ("name", *ode.OPTIONS)
 
 
 def _load_failure(field, path, what, err):

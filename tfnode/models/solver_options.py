@@ -2,12 +2,13 @@
 
 import keras
 
+from tfnode import ode
 from tfnode.errors import TfnodeError
 from tfnode.layers import ODEBlock, sublayers
 
 # ODEBlock options that change how a block is solved, not what it learned.
-SOLVER_OPTIONS = ("solver", "rtol", "atol", "first_step_size", "max_num_steps", "step_size",
-                  "gradient", "per_sample_steps")
+# (Those of a solve but t1, which changes what the block computes.)
+SOLVER_OPTIONS = tuple(name for name in ode.OPTIONS if name != "t1")
 
 
 def with_solver_options(model, **options):

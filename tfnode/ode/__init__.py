@@ -18,11 +18,12 @@ from tfnode.ode.adaptive_loop import initial_step_size
 from tfnode.ode.fixed import num_fixed_steps
 from tfnode.ode.stats import SolveStats
 from tfnode.ode.tableaux import TABLEAUX, Tableau, get, register
-from tfnode.ode.solving import ADJOINT_SOLVERS, GRADIENTS, adaptive, solve, uses_tfp, validate
+from tfnode.ode.solving import (ADJOINT_SOLVERS, GRADIENTS, OPTIONS, adaptive, solve, uses_tfp,
+                                validate)
 
 # The registry under the name every caller uses: a dict of name -> Tableau.
 SOLVERS = TABLEAUX
 
-__all__ = ["ADJOINT_SOLVERS", "GRADIENTS", "SOLVERS", "SolveStats", "TABLEAUX", "Tableau",
+__all__ = ["ADJOINT_SOLVERS", "GRADIENTS", "OPTIONS", "SOLVERS", "SolveStats", "TABLEAUX", "Tableau",
            "adaptive", "get", "initial_step_size", "num_fixed_steps", "register", "solve",
            "uses_tfp", "validate"]

@@ -19,6 +19,8 @@ of its options (`validate`).
 Every solve returns the state at ``t1`` and its `SolveStats`.
 """
 
+import inspect
+
 from tfnode.errors import TfnodeError
 from tfnode.ode import tableaux
 from tfnode.ode.adaptive_loop import batch_loop, per_sample_loop
@@ -70,6 +72,11 @@ def validate(*, solver, rtol, atol, t1, step_size, first_step_size, max_num_step
     if max_num_steps is not None and int(max_num_steps) < 1:
         raise TfnodeError(f"max_num_steps must be >= 1 or None, got {max_num_steps!r}")
 
+
+
+# The options of a solve, read off `validate`'s signature: the one list of them (a block's
+# recorded fields, the audit's re-solves and the solver options of a model all use it).
+OPTIONS = tuple(inspect.signature(validate).parameters)
 
 def solve(fn, y0, *, solver="dopri5", t0=0.0, t1=1.0, rtol=1e-3, atol=1e-3,
           first_step_size=None, max_num_steps=None, step_size=None, gradient=None,
