@@ -257,3 +257,25 @@ def test_attacks_on_the_survivors_of_others_are_judged_by_what_they_added():
 
     assert not verdict(boundary)  # 1 in 10 that both gradient attacks missed: masking
     assert verdict(left)          # nothing beyond them
+
+
+def test_the_models_are_compared_per_example_on_the_worst_case_and_each_attack():
+    """Model A survives PGD on 0-5 and Square on 0-3 (worst case 0-3); model B survives
+    both on 3-9 (worst case 3-9): on the worst case A alone holds 0-2 and B alone 4-9,
+    by hand: McNemar's exact p = 2 P(X <= 3), X ~ Bin(9, 1/2) = 2 * 130 / 512."""
+    a = result({"pgd": attack(cells={"0.1": mask(range(6))}),
+                "square": attack("score-based", cells={"0.1": mask(range(4))}),
+                "pgd_unbounded": attack(cells={"0.1": mask([])}, role="sanity")})
+    b = result({"pgd": attack(cells={"0.1": mask(range(3, 10))}),
+                "square": attack("score-based", cells={"0.1": mask(range(3, 10))})})
+    for res in (a, b):
+        res["worst_case"] = outcomes.worst_case(res, ["0.1"])
+    rows = {r["attack"]: r for r in cells_lib.comparisons({"A": a, "B": b}, ["0.1", "0.3"])}
+    assert set(rows) == {"pgd", "square", "worst case"}  # not the sanity attack
+    wc = rows["worst case"]
+    assert (wc["a"], wc["b"], wc["eps"]) == ("A", "B", "0.1")
+    assert (wc["a_only"], wc["b_only"], wc["both"], wc["neither"]) == (3, 6, 1, 0)
+    assert wc["p_value"] == pytest.approx(2 * 130 / 512)
+    assert (rows["pgd"]["a_only"], rows["pgd"]["b_only"]) == (3, 4)
+    assert a["worst_case"]["0.1"]["ci95"][0] < 0.4 < a["worst_case"]["0.1"]["ci95"][1]
+    assert cells_lib.comparisons({"A": a}, ["0.1"]) == []

@@ -163,3 +163,35 @@ def test_a_stored_model_keras_still_loads_to_its_logits(tmp_path):
     serve = tf.saved_model.load(version).signatures["serving_default"]
     np.testing.assert_allclose(serve(images=tf.constant(images))["logits"], logits, rtol=0,
                                atol=tol)
+
+
+def test_the_fingerprint_names_the_weights_in_either_format(tmp_path):
+    """sha256 over (name, shape, float32 bytes) in ``model.weights`` order, written out
+    here independently: the ``.keras`` file and its bare SavedModel agree, and one ulp in
+    one weight, or two weights in another order, give another fingerprint."""
+    import hashlib
+    import shutil
+
+    model, info = read.load_model(os.path.join(DATA, "node_tiny.keras"))
+    digest = hashlib.sha256()
+    for w in model.weights:
+        value = np.asarray(w.numpy(), "<f4")
+        digest.update(w.path.encode() + b"\0" + repr(value.shape).encode() + b"\0"
+                      + value.tobytes())
+    assert info["fingerprint"] == digest.hexdigest()[:12]
+
+    version = write.export_trained(os.path.join(DATA, "node_tiny.keras"),
+                                   export_dir=str(tmp_path), name="node_tiny")
+    bare = str(tmp_path / "bare")
+    shutil.copytree(version, bare, ignore=shutil.ignore_patterns("model.keras"))
+    _, bare_info = read.load_model(bare)
+    assert bare_info["format"] == "saved_model"
+    assert bare_info["fingerprint"] == info["fingerprint"]
+
+    weights = read.weights_of(model)
+    name, value = weights[0]
+    nudged = np.nextafter(value.ravel()[0], np.float32(np.inf), dtype=np.float32)
+    changed = value.copy()
+    changed.ravel()[0] = nudged
+    assert read.fingerprint([(name, changed)] + weights[1:]) != info["fingerprint"]
+    assert read.fingerprint([weights[1], weights[0]] + weights[2:]) != info["fingerprint"]

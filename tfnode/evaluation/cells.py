@@ -6,6 +6,7 @@ Pure functions over arrays and dicts, shared by the evaluation runner
 recomputes every number of a sharded run with them: neither imports the other.
 """
 
+from tfnode import stats
 from tfnode.evaluation import audit as audit_lib, checks, outcomes
 
 
@@ -31,7 +32,8 @@ def cell(eps, correct, robust, per_example):
     fooled = correct & ~robust
     own, attacked = per_example["own"], per_example["attacked"]
     out = {"eps": eps, "robust": outcomes.encode(robust),
-           "robust_accuracy": float(robust.mean()),
+           "robust_accuracy": float(robust.mean()), "num_examples": int(robust.size),
+           "ci95": list(stats.wilson(int(robust.sum()), robust.size)),
            "attack_success_rate": float(fooled.sum() / num_correct) if num_correct else None,
            "num_clean_correct": num_correct, "num_fooled": int(fooled.sum()),
            "attacked": int(attacked.sum()),
@@ -67,6 +69,44 @@ def throughput(seconds, examples_x_eps, attacked):
     return {"seconds": seconds, "examples_x_eps": examples_x_eps, "attacked": attacked,
             "examples_x_eps_per_second": examples_x_eps / seconds if seconds else None,
             "attacked_per_second": attacked / seconds if seconds else None}
+
+
+def comparisons(models, eps_keys):
+    """Every pair of models of one report, compared on the same examples: per attack
+    both ran and per eps, and for the per-example worst case, the exact McNemar test of
+    "robust" (`tfnode.stats.mcnemar`; ``a_only``: robust under the first model only).
+
+    Args:
+      models: ``report["models"]`` with their cells and worst case filled.
+      eps_keys: the eps keys to compare.
+
+    Returns:
+      ``[{"a", "b", "attack", "eps", **mcnemar}]``; the worst case is attack
+      ``"worst case"``. Empty with fewer than two models.
+    """
+    labels = list(models)
+    out = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            ra, rb = models[a], models[b]
+            rows = [(name, ra["attacks"][name]["cells"], rb["attacks"][name]["cells"])
+                    for name in outcomes.budget_attacks(ra) if name in rb["attacks"]]
+            rows.append(("worst case", ra.get("worst_case") or {},
+                         rb.get("worst_case") or {}))
+            for name, cells_a, cells_b in rows:
+                for key in eps_keys:
+                    if key in cells_a and key in cells_b:
+                        out.append({"a": a, "b": b, "attack": name, "eps": key,
+                                    **stats.mcnemar(_robust(cells_a, key, ra),
+                                                    _robust(cells_b, key, rb))})
+    return out
+
+
+def _robust(cells, key, result):
+    """The examples robust in a cell (its mask) or in a worst-case entry (recomputed)."""
+    if "robust" in cells[key]:
+        return outcomes.decode(cells[key]["robust"])
+    return outcomes.worst_case_mask(result, cells[key]["attacks"], key)
 
 
 def finish(out, eps_keys, *, audit, batch_size):

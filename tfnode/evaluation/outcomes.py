@@ -17,6 +17,8 @@ import base64
 
 import numpy as np
 
+from tfnode import stats
+
 
 def encode(mask):
     """A bool array as ``{"n": N, "bits": base64 of its packed bits}`` (JSON-friendly)."""
@@ -76,11 +78,20 @@ def worst_case(result, eps_keys):
                   if not result["attacks"][n]["meta"].get("survivors_of")] or list(robust)
         strongest = min(single, key=lambda name: robust[name].mean())
         out[k] = {"robust_accuracy": float(survive.mean()), "num_robust": int(survive.sum()),
-                  "num_examples": int(survive.size), "attacks": list(robust),
+                  "num_examples": int(survive.size),
+                  "ci95": list(stats.wilson(int(survive.sum()), survive.size)),
+                  "attacks": list(robust),
                   "decisive": decisive,
                   "strongest_single": {"attack": strongest,
                                        "robust_accuracy": float(robust[strongest].mean())}}
     return out
+
+
+def worst_case_mask(result, names, eps_key):
+    """The examples robust under every attack of ``names`` at ``eps_key`` (the mask
+    behind a `worst_case` entry, whose ``attacks`` are ``names``)."""
+    return np.logical_and.reduce([decode(result["attacks"][n]["cells"][eps_key]["robust"])
+                                  for n in names])
 
 
 def _broken(result, name, mask, robust, clean):

@@ -39,16 +39,20 @@ def markdown(report):
              "example counts as robust only if it survives every attack at that eps.", ""]
     if report.get("conventions"):  # reports before the schedules have none
         lines += [f"Schedule {report['conventions']}.", ""]
-    lines += ["| model | clean | " + " | ".join(f"worst case, eps {h}" for h in head) + " |",
+    lines += [f"n = {report['num_examples']} images in every cell; brackets: the 95% Wilson "
+              "interval.", "",
+              "| model | clean | " + " | ".join(f"worst case, eps {h}" for h in head) + " |",
               "|---|---|" + "---|" * len(head)]
     for label, res in report["models"].items():
         wc = res.get("worst_case", {})
         not_conv = set((res.get("verdict") or {}).get("not_converged", []))
-        lines.append(f"| {label} | {figures.pct(res['clean_accuracy'])} | " + " | ".join(
-            (figures.pct(wc[k]["robust_accuracy"]) + (" (standard attack not converged)"
-                                              if k in not_conv else "")) if k in wc else "-"
+        lines.append(f"| {_model_ref(label, res)} | {figures.pct(res['clean_accuracy'])} | "
+                     + " | ".join(
+            (_with_interval(wc[k]) + (" (standard attack not converged)"
+                                      if k in not_conv else "")) if k in wc else "-"
             for k in keys) + " |")
     lines.append("")
+    lines += _comparison_markdown(report)
     for label, res in report["models"].items():
         lines += _verdict_markdown(report, label, res, keys)
     if report["warnings"]:
@@ -65,7 +69,7 @@ def markdown(report):
                          + (" (on the survivors of the attacks above)"
                             if attack["meta"].get("survivors_of") else "")
                          + f" | {figures.pct(res['clean_accuracy'])} | " + " | ".join(
-                             figures.pct(attack["cells"][k]["robust_accuracy"])
+                             _with_interval(attack["cells"][k])
                              if k in attack["cells"] else "-" for k in keys) + " |")
     lines.append("")
     lines += _model_notes(report)
@@ -73,6 +77,35 @@ def markdown(report):
     lines += ["", "Attack settings: `" + json.dumps(report["attack_options"], sort_keys=True)
               + "`", "", f"Versions: `{json.dumps(report['versions'], sort_keys=True)}`", ""]
     return "\n".join(lines)
+
+
+def _model_ref(label, res):
+    """A model's label with its weights' fingerprint (`tfnode.exports.read.fingerprint`)."""
+    fp = (res.get("info") or {}).get("fingerprint")
+    return f"{label} `{fp}`" if fp else label
+
+
+def _with_interval(entry):
+    """A cell's robust accuracy (%) with its 95% Wilson interval, where it has one."""
+    ci = entry.get("ci95")
+    text = figures.pct(entry["robust_accuracy"])
+    return text if not ci or ci[0] is None else f"{text} [{figures.pct(ci[0])}, {figures.pct(ci[1])}]"
+
+
+def _comparison_markdown(report):
+    """The two models' worst cases on the same examples: the exact McNemar test."""
+    rows = [c for c in report.get("comparisons") or [] if c["attack"] == "worst case"]
+    if not rows:
+        return []
+    lines = ["Worst case, paired on the same images (exact two-sided McNemar test; "
+             "uncorrected p, one test per eps):", "",
+             "| models | eps | difference (points) | robust under the first only | "
+             "under the second only | p |", "|---|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {c['a']} vs {c['b']} | {_eps_label(report, c['eps'])} | "
+                     f"{100 * c['difference']:+.2f} | {c['a_only']} | {c['b_only']} | "
+                     f"{c['p_value']:.3g} |")
+    return lines + [""]
 
 
 def _verdict_markdown(report, label, res, keys):
@@ -128,7 +161,9 @@ def _model_notes(report):
         if rates:
             lines.append(f"- {label}: examples x eps per second: {', '.join(rates)}")
         info = res["info"]
-        lines.append(f"- {label}: {info['path']} ({info['format']}), per-sample steps "
+        lines.append(f"- {label}: {info['path']} ({info['format']}"
+                     + (f", weights {info['fingerprint']}" if info.get("fingerprint") else "")
+                     + "), per-sample steps "
                      f"{info.get('per_sample_steps', 'off')}"
                      + (f", ODE blocks {info['ode_blocks']}" if info.get("ode_blocks") else ""))
         for block, stats in res.get("probes", {}).get("solve_stats", {}).items():

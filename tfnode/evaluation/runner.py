@@ -139,9 +139,12 @@ def _finish_report(run, report, output_dir, start):
     report["warnings"] = [w for label, res in report["models"].items()
                           for w in checks.warnings(label, res["checks"])]
     report["wall_seconds"] = time.time() - start
+    report["comparisons"] = cells_lib.comparisons(
+        report["models"], [outcomes.eps_key(e) for e in run.eps])
     arrays = {label: res.pop("_arrays") for label, res in report["models"].items()}
-    if run.config.num_shards > 1:
-        arrays_lib.save(os.path.join(output_dir, arrays_lib.FILE), arrays)
+    # Every report keeps its per-example arrays (distances, queries): a shard's merge and
+    # the paired tests of `tfnode.paper` recompute from them.
+    arrays_lib.save(os.path.join(output_dir, arrays_lib.FILE), arrays)
     report["paths"] = render.write_report(report, output_dir)
     run.progress.clear()
     for w in report["warnings"]:

@@ -86,12 +86,16 @@ def merge(folders, output_dir):
     merged["num_examples"] = sum(r["num_examples"] for r in reports)
     merged["shards"] = [{**r["shard"], "wall_seconds": r["wall_seconds"]} for r in reports]
     merged["wall_seconds"] = max(r["wall_seconds"] for r in reports)
+    joined = {label: _joined_all([a[label] for _, a in shards]) for label in first["models"]}
     merged["models"] = {label: _merge_model([r["models"][label] for r in reports],
-                                            [a[label] for _, a in shards], first)
+                                            joined[label], first)
                         for label in first["models"]}
+    merged["comparisons"] = cells_lib.comparisons(
+        merged["models"], [outcomes.eps_key(e) for e in first["eps"]])
     merged["warnings"] = [w for label, res in merged["models"].items()
                           for w in checks.warnings(label, res["checks"])]
     files.check_writable(output_dir, field="output_dir")
+    arrays_lib.save(os.path.join(output_dir, arrays_lib.FILE), joined)
     merged["paths"] = render.write_report(merged, output_dir)
     return merged
 
@@ -105,8 +109,15 @@ def _joined(arrays, name, field):
                            for a, v in zip(arrays, values)])
 
 
+def _joined_all(arrays):
+    """One model's per-example arrays of every cell, joined over the shards in order."""
+    return {cell: {f: _joined(arrays, cell, f) for f in {f for a in arrays for f in a[cell]}}
+            for cell in arrays[0]}
+
+
 def _merge_model(results, arrays, report):
-    """One model's merged result from its shard results and per-example arrays."""
+    """One model's merged result from its shard results and its joined per-example
+    arrays (`_joined_all`)."""
     out = {k: v for k, v in results[0].items()
            if k not in ("attacks", "worst_case", "checks", "verdict")}
     correct = np.concatenate([outcomes.decode(r["clean_correct"]) for r in results])
@@ -116,8 +127,7 @@ def _merge_model(results, arrays, report):
         attack = results[0]["attacks"][name]
         cells = {}
         for key, first_cell in attack["cells"].items():
-            fields = {f for a in arrays for f in a[(name, key)]}
-            per = {f: _joined(arrays, (name, key), f) for f in fields}
+            per = arrays[(name, key)]
             robust = np.concatenate([outcomes.decode(r["attacks"][name]["cells"][key]["robust"])
                                      for r in results])
             new = cells_lib.cell(first_cell["eps"], correct, robust, per)
@@ -128,8 +138,7 @@ def _merge_model(results, arrays, report):
             cells[key] = new
         merged = {"meta": attack["meta"], "cells": cells}
         if "summary" in attack:
-            per = {f: _joined(arrays, (name, "summary"), f)
-                   for f in {f for a in arrays for f in a[(name, "summary")]}}
+            per = arrays[(name, "summary")]
             merged["summary"] = {**cells_lib.summary(per, correct),
                                  "over": attack["summary"]["over"],
                                  "seconds": sum(r["attacks"][name]["summary"]["seconds"]

@@ -1,5 +1,6 @@
 """Loading a model to evaluate: a ``.keras`` file or an export folder, and its ODE blocks."""
 
+import hashlib
 import json
 import os
 import re
@@ -82,6 +83,36 @@ def _objects(node, owner):
             yield from _objects(value, owner)
 
 
+def fingerprint(named_weights):
+    """A model's weights in 12 hex digits: sha256 over each weight's name, shape and
+    float32 bytes, in order.
+
+    Args:
+      named_weights: ``[(name, value)]`` in ``model.weights`` order; a SavedModel's
+        variables carry the same names with ``:0`` appended, which is dropped, so a
+        ``.keras`` file and the SavedModel exported from it agree (`weights_of`).
+
+    Returns:
+      The first 12 hex digits: a short name that tells two models at one path apart.
+    """
+    digest = hashlib.sha256()
+    for name, value in named_weights:
+        array = np.ascontiguousarray(np.asarray(value, dtype="<f4"))
+        digest.update(re.sub(r":\d+$", "", name).encode() + b"\0")
+        digest.update(repr(tuple(array.shape)).encode() + b"\0")
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:12]
+
+
+def weights_of(model):
+    """``[(name, value)]`` of a Keras model (``model.weights``: the variable paths) or a
+    loaded SavedModel (its ``variables``, which `tfnode.exports.write` tracks in the
+    same order)."""
+    if isinstance(model, keras.Model):
+        return [(w.path, w.numpy()) for w in model.weights]
+    return [(v.name, v.numpy()) for v in model.variables]
+
+
 def load_model(path, *, field="model_path"):
     """Loads a logits model from a ``.keras`` file or an export folder.
 
@@ -95,7 +126,8 @@ def load_model(path, *, field="model_path"):
 
     Returns:
       ``(model, info)``: a logits callable and a dict with ``path``, ``format``,
-      ``input_shape`` ``(H, W, C)`` and, when known, ``name``, ``ode_blocks`` (see
+      ``input_shape`` ``(H, W, C)``, ``fingerprint`` (of its weights, `fingerprint`)
+      and, when known, ``name``, ``ode_blocks`` (see
       `ode_blocks`) and ``trained`` (from the export's ``metrics.json``).
     """
     keras_file = path
@@ -111,10 +143,11 @@ def load_model(path, *, field="model_path"):
         except Exception as err:  # noqa: BLE001  any load failure is a user error here
             raise _load_failure(field, path, repr(keras_file), err) from None
         info.update(format="keras", name=model.name, input_shape=tuple(model.input_shape[1:]),
-                    ode_blocks=ode_blocks(model))
+                    ode_blocks=ode_blocks(model), fingerprint=fingerprint(weights_of(model)))
     elif os.path.isfile(os.path.join(path, "saved_model.pb")):
-        model, input_shape = _signature_logits(path, field)
-        info.update(format="saved_model", name=_export_name(path), input_shape=input_shape)
+        model, input_shape, loaded = _signature_logits(path, field)
+        info.update(format="saved_model", name=_export_name(path), input_shape=input_shape,
+                    fingerprint=fingerprint(weights_of(loaded)))
     else:
         raise ConfigError(field, f"{path!r} is not a model: expected a .keras file or a "
                           "SavedModel folder (savedmodels/<name>/<version>)")
@@ -131,7 +164,8 @@ def load_model(path, *, field="model_path"):
 
 
 def _signature_logits(path, field):
-    """``(logits tf.function, input shape)`` of a SavedModel's ``serving_default``."""
+    """``(logits tf.function, input shape, the loaded SavedModel)`` of a SavedModel's
+    ``serving_default``."""
     try:
         loaded = tf.saved_model.load(path)
     except Exception as err:  # noqa: BLE001
@@ -151,7 +185,7 @@ def _signature_logits(path, field):
         assert loaded is not None  # the closure keeps the SavedModel's variables alive
         return signature(**{arg: x})["logits"]
 
-    return tf.function(logits, reduce_retracing=True), tuple(spec.shape[1:])
+    return tf.function(logits, reduce_retracing=True), tuple(spec.shape[1:]), loaded
 
 
 def _export_name(path):

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfnode import data, errors, files, models
 from tfnode.errors import ConfigError
-from tfnode.exports import write as export
+from tfnode.exports import read as reader, write as export
 from tfnode.training import (config as config_lib, defenses, fit, resume, run_dir,
                              strategies)
 
@@ -208,6 +208,8 @@ def _metrics(run, test, history, *, timings, note, record):
         "train_history": history, **timings,
         "eval_batch_size": c.eval_batch_size, "resumed": run.resumed or None,
         "resume_note": note, "num_params": int(run.net.count_params()),
+        # Names the model wherever a path could name two (`tfnode.exports.read.fingerprint`).
+        "fingerprint": reader.fingerprint(reader.weights_of(run.net)),
         "settings": {**run.settings, "data_dir": c.data_dir, "model_dir": c.model_dir},
         "record": record or {}, "versions": files.versions(),
         "op_determinism": bool(c.deterministic)}
