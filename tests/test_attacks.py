@@ -275,19 +275,25 @@ def test_xla_rows_do_not_depend_on_the_other_rows_at_a_fixed_shape():
     np.testing.assert_array_equal(fn(tf.constant(x[perm])).numpy(), base[perm])
 
 
-@pytest.mark.parametrize("xla", [True, False])
-def test_boundary_oracle_is_the_computation_predict_confirms_with(xla):
+@pytest.mark.parametrize("xla,pad", [(True, "batch"), (True, "bucket"), (False, "bucket")])
+def test_boundary_oracle_is_the_computation_predict_confirms_with(xla, pad):
     model = tiny_ode_net()
     x = images(6, seed=5)
-    y = attacks.predict(model, x, batch_size=8, xla=xla, pad_to_batch=xla)
-    res = attacks.boundary_attack(model, x, y, max_queries=40, seed=0, batch_size=8,
-                                  xla=xla)
+    query = attacks.confirm_kwargs({"xla": xla, "pad": pad})
+    y = attacks.predict(model, x, batch_size=16, **query)
+    res = attacks.boundary_attack(model, x, y, max_queries=40, seed=0, batch_size=16,
+                                  xla=xla, pad=pad)
     assert res.is_adv.sum() >= 3
     np.testing.assert_array_equal(
-        res.is_adv, attacks.predict(model, res.x_adv, batch_size=8, xla=xla,
-                                    pad_to_batch=xla) != y)
-    if xla:  # every query, whatever the number of samples left, ran at one shape
+        res.is_adv, attacks.predict(model, res.x_adv, batch_size=16, **query) != y)
+    if xla:  # "batch": every query at one shape; "bucket": 6 samples in calls of 8
         assert attacks.forward_fn(model).experimental_get_tracing_count() == 1
+        assert query["pad_to_batch"] == (pad == "batch")
+
+
+def test_boundary_refuses_an_unknown_pad():
+    with pytest.raises(TfnodeError, match="pad"):
+        attacks.boundary_attack(lambda x: x, images(1), np.zeros(1, int), pad="half")
 
 
 def test_boundary_attack_reports_samples_it_cannot_break():

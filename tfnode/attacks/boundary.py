@@ -23,21 +23,27 @@ _STATS_EVERY = 10
 _SPHERICAL_WINDOW, _SOURCE_WINDOW = 100, 30
 
 
+PADS = ("bucket", "batch")
+
+
 class _Oracle:
     """Top-1 decisions of the model, counting one query per sample per decision.
 
-    Queries go through `tfnode.attacks.predict`: with ``xla`` every call is padded to
-    ``batch_size`` (one XLA-compiled shape, whose rows do not depend on each other);
-    otherwise through the relaxed graph of any batch size. The evaluation confirms the
-    adversarials with the same call.
+    Queries go through `tfnode.attacks.predict`: with ``xla`` every call is padded, to
+    the `bucket` size that holds it (``pad="bucket"``: a few compiled shapes, and a call
+    of 20 samples computes 32 rows, not the batch's 128) or to ``batch_size`` itself
+    (``pad="batch"``: one compiled shape); otherwise through the relaxed graph of any
+    batch size. The evaluation confirms the adversarials with the same call
+    (`confirm_kwargs`).
     """
 
-    def __init__(self, model, y, max_queries, batch_size, xla):
+    def __init__(self, model, y, max_queries, batch_size, xla, pad):
         self.model = model
         self.y = y
         self.max_queries = max_queries
         self.batch_size = batch_size
         self.xla = xla
+        self.pad = pad
         self.queries = np.zeros(len(y), np.int64)
 
     def remaining(self):
@@ -50,9 +56,20 @@ class _Oracle:
         if np.any(self.queries[idx] >= self.max_queries):
             raise RuntimeError("boundary attack bug: a sample's query budget was exceeded")
         self.queries[idx] += 1
-        preds = predict(self.model, candidates, batch_size=self.batch_size, xla=self.xla,
-                        pad_to_batch=self.xla)
+        preds = predict(self.model, candidates, batch_size=self.batch_size,
+                        **confirm_kwargs({"xla": self.xla, "pad": self.pad}))
         return preds != self.y[idx]
+
+
+def confirm_kwargs(options):
+    """The `tfnode.attacks.predict` options of a query-based attack's oracle, from its
+    options (``xla``, default off; ``pad``, default ``"bucket"``): confirm the attack's
+    adversarials with them (at the decision boundary an adaptive solver turns another
+    compilation's rounding into other steps)."""
+    xla, pad = options.get("xla", False), options.get("pad", "bucket")
+    if pad not in PADS:
+        raise TfnodeError(f"unknown boundary pad {pad!r}; expected one of {list(PADS)}")
+    return {"xla": bool(xla), "pad_to_batch": bool(xla) and pad == "batch"}
 
 
 def _flat_norm(v):
@@ -141,7 +158,8 @@ def _proposals(x, x_adv, rng, spherical_step, source_step, clip_min, clip_max):
 
 def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source_step=0.1,
                     step_adaptation=1.5, init="blended_noise", init_attempts=50,
-                    clip_min=0.0, clip_max=1.0, seed=0, batch_size=None, xla=True):
+                    clip_min=0.0, clip_max=1.0, seed=0, batch_size=None, xla=True,
+                    pad="bucket"):
     """Minimizes the L2 distance of a misclassified point to ``x`` from decisions alone.
 
     Args:
@@ -162,9 +180,12 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
       seed: seed of the noise and the proposals.
       batch_size: model batch size for the queries (default: all samples at once). An
         adaptive ODE solver's decisions can depend on the batch, so it is an input.
-      xla: query the XLA-compiled model, every call padded to ``batch_size`` (an
-        ODE-Net's forward solve runs faster compiled whole; the padding costs where
-        fewer samples are left). False: the relaxed graph, no padding.
+      xla: query the XLA-compiled model (an ODE-Net's forward solve runs faster
+        compiled whole), every call padded as ``pad`` says. False: the relaxed graph,
+        no padding.
+      pad: with ``xla``, ``"bucket"``: pad a call to the `bucket` size that holds it
+        (the batch or one of its halvings down to 8), ``"batch"``: to ``batch_size``
+        itself (one compiled shape; more rows computed where fewer samples are left).
 
     Returns:
       An `AttackResult`: per sample the closest adversarial found (``x`` itself where
@@ -172,8 +193,8 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
       queries spent (<= ``max_queries``) and ``details["initial_l2"]``, the L2
       distance right after the initialization (0 where none was found). The oracle
       queries through `tfnode.attacks.predict`; confirm its decisions with the same
-      call (``xla=xla, pad_to_batch=xla`` and the same ``batch_size``): at the decision
-      boundary an adaptive solver turns another compilation's rounding into other steps.
+      call (`confirm_kwargs` and the same ``batch_size``): at the decision boundary an
+      adaptive solver turns another compilation's rounding into other steps.
     """
     check_positive_int(max_queries, "max_queries")
     check_positive_int(init_attempts, "init_attempts")
@@ -188,7 +209,8 @@ def boundary_attack(model, x, y, *, max_queries=1000, spherical_step=0.1, source
     y = np.asarray(y, np.int64)
     n = len(x)
     rng = np.random.default_rng(seed)
-    oracle = _Oracle(model, y, max_queries, batch_size or max(n, 1), bool(xla))
+    confirm_kwargs({"pad": pad})  # refuses an unknown pad
+    oracle = _Oracle(model, y, max_queries, batch_size or max(n, 1), bool(xla), pad)
     best, is_adv = _initialize(oracle, x, rng, clip_min, clip_max, init_attempts,
                                search_steps=10)
     best = best.astype(np.float64)
@@ -253,10 +275,10 @@ def _adapt(idx, sph_stats, src_stats, sph_steps, src_steps, factor):
 registry.register(registry.AttackSpec(
     name="boundary", fn=boundary_attack, kind="decision-based",
     defaults={"max_queries": 1000, "spherical_step": 0.1, "source_step": 0.1,
-              "step_adaptation": 1.5, "xla": True},
+              "step_adaptation": 1.5, "xla": True, "pad": "bucket"},
     rules={"max_queries": registry.COUNT, "spherical_step": registry.FRACTION,
            "source_step": registry.FRACTION, "step_adaptation": registry.ABOVE_ONE,
-           "xla": registry.BOOL},
+           "xla": registry.BOOL, "pad": registry.one_of(*PADS)},
     takes_batch_size=True, survivors_only=True, minimizes_distance=True, in_audit=True,
     summary="decision-based Boundary Attack, batched, exact per-sample query count, "
             "blended-noise start; an eps cell counts the adversarials found within eps "

@@ -237,7 +237,7 @@ def _distance_job(target, job, prior):
 
     The attack's adversarials are confirmed on the whole evaluation batches through the
     same computation its oracle used (`tfnode.attacks.predict` with the attack's ``xla``
-    option, padded to the batch size where it is on): at the decision boundary an
+    and ``pad`` options: `tfnode.attacks.confirm_kwargs`): at the decision boundary an
     adaptive solver turns a rounding difference into other steps, so another
     compilation of the model could throw real adversarials away.
     With batch-shared solver steps a decision can still change with the batch; those
@@ -258,9 +258,9 @@ def _distance_job(target, job, prior):
         crafted = batches.craft(target, job, None, idx, early_exit=False)
         x_adv[idx] = crafted["x_adv"]
         queries[idx], is_adv[idx] = crafted["queries"], crafted["is_adv"]
-        xla = bool(job.options.get("xla", False))
-        confirmed[idx] = target.predict(target.model, crafted["x_adv"], xla=xla,
-                                       pad_to_batch=xla) != target.y[idx]
+        confirmed[idx] = target.predict(
+            target.model, crafted["x_adv"], **attacks.confirm_kwargs(job.options)
+        ) != target.y[idx]
     found = target.correct & is_adv & confirmed
     l2, linf = attacks.distances(x_adv, target.x)
     seconds = time.time() - start

@@ -159,7 +159,9 @@ def load_model(path, *, field="model_path"):
         except (OSError, ValueError):
             saved = {}  # metrics only label the report; a broken file is not fatal
         info["trained"] = {k: saved.get(k) for k in (
-            "model", "dataset", "model_options", "clean_accuracy", "mean_nfe_test", "defense")}
+            "model", "dataset", "model_options", "clean_accuracy", "mean_nfe_test", "defense",
+            "fingerprint")}
+        info["trained"]["seed"] = (saved.get("settings") or {}).get("seed")
     return model, info
 
 
