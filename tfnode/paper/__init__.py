@@ -9,7 +9,8 @@ its writer) over `verdicts` (the paper's claims judged from the measured numbers
 from tfnode.paper.page import PAPER, RELATED, document, write
 from tfnode.paper.runs import gather
 from tfnode.paper.step_sizes import SweepConfig, run_sweep
-from tfnode.paper.verdicts import claims, clean_warnings
+from tfnode.paper.claims import CLAIMS, Claim
+from tfnode.paper.verdicts import clean_warnings, judge
 
-__all__ = ["PAPER", "RELATED", "SweepConfig", "claims", "clean_warnings",
+__all__ = ["CLAIMS", "Claim", "PAPER", "RELATED", "SweepConfig", "clean_warnings", "judge",
            "document", "gather", "run_sweep", "write"]

@@ -11,11 +11,12 @@ import os
 import re
 import shutil
 
-from tfnode import files
+from tfnode import files, stats
 from tfnode.evaluation import outcomes
 from tfnode.figures import pct
+from tfnode.paper import claims as claims_lib
 from tfnode.paper.runs import gather, model_name, options_text
-from tfnode.paper.verdicts import claims, clean_warnings
+from tfnode.paper.verdicts import clean_warnings, judge
 
 PAPER_SOURCE = ("Chu, Wei & Zhao, \"Towards Natural Robustness Against Adversarial "
                 "Examples\", arXiv 2012.02452, clean test accuracy")
@@ -33,9 +34,17 @@ RELATED = (
 )
 
 
-def _training_rows(runs):
-    lines = ["| model | dataset | options | defense | clean (%) | paper (%) | mean NFE | "
-             "params | epochs | train min | run |", "| --- " * 11 + "|"]
+def _fingerprints(gathered):
+    """``{model path: fingerprint}`` of every evaluated model (a model's metrics.json
+    written before training recorded it has none of its own)."""
+    return {os.path.normpath(res["info"]["path"]): res["info"]["fingerprint"]
+            for report in gathered["evaluations"] for res in report["models"].values()
+            if (res.get("info") or {}).get("fingerprint") and res["info"].get("path")}
+
+
+def _training_rows(runs, fingerprints=None):
+    lines = ["| model | dataset | options | defense | seed | clean (%) [95% CI] | paper (%) | "
+             "mean NFE | params | epochs | train min | run |", "| --- " * 12 + "|"]
     for m in runs:
         options = m.get("model_options") or {}
         paper = None
@@ -45,11 +54,15 @@ def _training_rows(runs):
         epochs = f"{settings.get('epochs')}" + (
             f" x {settings['steps_per_epoch']}" if settings.get("steps_per_epoch") else "")
         nfe = m.get("mean_nfe_test")
+        fp = m.get("fingerprint") or (fingerprints or {}).get(os.path.normpath(m["_run"]))
+        n = 10000  # tools.train tests on the whole test split (10,000 images here)
+        clean = _interval(stats.proportion(round(m["clean_accuracy"] * n), n))
         lines.append(
             f"| {m['model']} | {m['dataset']} | {options_text(options)} | "
-            f"{m.get('defense') or '-'} | {pct(m['clean_accuracy'])} | {pct(paper)} | "
-            f"{'-' if nfe is None else f'{nfe:.1f}'} | {m.get('num_params', 0):,} | {epochs} "
-            f"| {m.get('train_seconds', 0) / 60:.1f} | `{m['_run']}` |")
+            f"{m.get('defense') or '-'} | {settings.get('seed', '-')} | {clean} | "
+            f"{pct(paper)} | {'-' if nfe is None else f'{nfe:.1f}'} | "
+            f"{m.get('num_params', 0):,} | {epochs} | {m.get('train_seconds', 0) / 60:.1f} | "
+            f"`{m['_run']}`" + (f" @{fp}" if fp else "") + " |")
     return lines
 
 
@@ -91,17 +104,22 @@ def _evaluation_section(report, output_path):
              + (" The worst case is per example over every attack run (the audit)."
                 if report.get("audit") else ""), ""]
     for label, res in report["models"].items():
-        lines += [f"**{model_name(res, label)}** (clean {pct(res['clean_accuracy'])}%)", "",
+        info = res.get("info") or {}
+        lines += [f"**{model_name(res, label)}** `{info.get('path', label)}`"
+                  + (f" @{info['fingerprint']}" if info.get("fingerprint") else "")
+                  + f" (clean {pct(res['clean_accuracy'])}%)", "",
                   "| attack | " + " | ".join(f"eps {k}" for k in keys) + " |",
                   "| --- " * (len(keys) + 1) + "|"]
         for name, attack in res["attacks"].items():
+            if (attack.get("meta") or {}).get("role") == "sanity":
+                continue  # PGD at eps 1 checks the attack, it is no robustness number
             cells = attack.get("cells", {})
             lines.append(f"| {name} | " + " | ".join(
-                pct(cells[k]["robust_accuracy"]) if k in cells else "-" for k in keys) + " |")
+                _cell_text(cells[k]) if k in cells else "-" for k in keys) + " |")
         wc = res.get("worst_case") or {}
         if wc:
             lines.append("| **worst case** | " + " | ".join(
-                pct(wc[k]["robust_accuracy"]) if k in wc else "-" for k in keys) + " |")
+                _cell_text(wc[k]) if k in wc else "-" for k in keys) + " |")
         verdict = res.get("verdict")
         lines.append("")
         if verdict:
@@ -139,49 +157,96 @@ def _sweep_section(sweep, output_path):
     return lines + [""]
 
 
-def _summary_rows(evaluations):
-    eps = sorted({e for r in evaluations for e in r["eps"]})
-    keys = [outcomes.eps_key(e) for e in eps]
-    lines = ["| run | model | options | clean | " + " | ".join(f"eps {k}" for k in keys)
-             + " | attacks | images |", "| --- " * (len(keys) + 6) + "|"]
-    for report in evaluations:
-        for label, res in report["models"].items():
-            trained = (res.get("info") or {}).get("trained") or {}
-            wc = res.get("worst_case") or {}
-            lines.append(
-                f"| `{os.path.dirname(report['_path'])}` | {model_name(res, label)} | "
-                f"{options_text(trained.get('model_options') or {})} | "
-                f"{pct(res['clean_accuracy'])} | "
-                + " | ".join(pct(wc[k]["robust_accuracy"]) if k in wc else "-"
-                             for k in keys)
-                + f" | {', '.join(res['attacks'])} | {report['num_examples']} |")
+def _cell_text(cell):
+    """A report cell's robust accuracy (%) and its 95% Wilson interval."""
+    ci = cell.get("ci95")
+    if not ci or ci[0] is None:
+        return pct(cell["robust_accuracy"])
+    return f"{pct(cell['robust_accuracy'])} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _interval(prop):
+    """``17.00 [10.9, 25.6]``: a stored proportion with its 95% Wilson interval."""
+    low, high = prop["ci95"]
+    return f"{pct(prop['p'])} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _p(value):
+    return "-" if value is None else f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
+
+
+RULE = ("Each claim's primary cells are declared before its runs "
+        "(`tfnode/paper/claims.py`): the per-example worst case over the run's attacks (or "
+        "the one attack named) at eps 0.1, 0.2 and 0.3. Per cell the two models are "
+        "compared on the same images by the exact two-sided McNemar test, and the p-values "
+        "of one claim's cells are Holm-corrected. A cell is **supported** or "
+        "**contradicted** only where the corrected p is below 0.05 and every seed run's "
+        "difference has the same sign; otherwise it shows no difference measurable at that "
+        "n. An image counts as robust only if it is classified correctly clean and under "
+        "every attack (a clean-wrong image is not robust); n counts every image attacked.")
+
+
+def _claim_section(judged):
+    claim = judged["claim"]
+    words = (f"> {claim.words}" if claim.verbatim else
+             f"> {claim.words}\n\n(The section as read for this project, not a quotation: "
+             "the paper's body is not reachable from the machines tfnode is built on; "
+             "check it against the PDF.)")
+    lines = [f"### {claim.title} ({claim.section})", "", words, ""]
+    if claim.not_run:
+        return lines + [f"Not judged here: {claim.not_run}.", ""]
+    for run in judged["runs"]:
+        lines += [f"`{run['run']}`: {run['a']} `{run['a_ref']}` against {run['b']} "
+                  f"`{run['b_ref']}`, {run['n']} images, "
+                  + ("the per-example worst case over " + ", ".join(run["attacks"])
+                     if claim.attack == "worst case" else claim.attack)
+                  + ". Robust accuracy (%) [95% Wilson interval]:", "",
+                  f"| eps | {run['a']} | {run['b']} | robust under {run['a']} only | under "
+                  f"{run['b']} only | p (McNemar) | p (Holm) | seed runs (difference, points) "
+                  "| verdict |", "|---" * 9 + "|"]
+        for c in run["cells"]:
+            seeds = ", ".join(f"{100 * d:+.1f}" for d in c["seeds"]) or "-"
+            lines.append(f"| {c['eps']} | {_interval(c['a'])} | {_interval(c['b'])} | "
+                         f"{c['test']['a_only']} | {c['test']['b_only']} | "
+                         f"{_p(c['test']['p_value'])} | {_p(c['p_holm'])} | {seeds} | "
+                         f"{c['verdict']} |")
+        declared = [seed for r, seed in claim.seed_runs if r == os.path.basename(run["run"])]
+        seeds_note = (f"seed runs {', '.join(f'`{r}`' for r in run['seed_runs'])}"
+                      if run["seed_runs"] else "its seed runs are not run yet" if declared
+                      else "one training seed: the seed spread is not measured")
+        lines += ["", f"Verdict on `{run['run']}`: **{run['verdict']}** ({seeds_note}).", ""]
+        d = run.get("distances")
+        if d:
+            lines += [f"{claim.attack} L2 distance to the nearest adversarial found, on the "
+                      f"{d['n']} images clean-correct for both where it found one for both "
+                      f"({d['found_a']} and {d['found_b']} found): median {d['median_a']:.3f} "
+                      f"({run['a']}) against {d['median_b']:.3f} ({run['b']}), paired "
+                      f"Wilcoxon signed-rank p = {_p(d['p_value'])}.", ""]
+    if judged["missing"]:
+        lines += ["Not run yet: " + ", ".join(f"`{m}`" for m in judged["missing"]) + ".", ""]
     return lines
 
 
 def document(gathered, *, output_path, command=None):
     """The results page (markdown) for ``gathered`` runs, to be written at
     ``output_path`` (image links are relative to it)."""
-    lines = ["# The paper's experiments, measured", "",
+    lines = ["# The paper's claims, measured", "",
              "Generated by `tools.report`" + (f": `{command}`" if command else "") + ". "
-             "Every number below comes from the run folder named beside it; the published "
-             "numbers are quoted with their sources. Training budgets are each run's own "
+             "Every number below comes from the run folder named beside it; every model is "
+             "named by its path and the fingerprint of its weights (`@` sha256 over each "
+             "weight's name, shape and float32 bytes). Training budgets are each run's own "
              "(epochs column): the paper's models were trained longer.", "",
-             "## What the measurements say about the paper's claims", ""]
-    lines += claims(gathered) + [""]
+             f"Paper: {claims_lib.SOURCE}.", "", "## The claims", "", RULE, ""]
+    for judged in judge(gathered):
+        lines += _claim_section(judged)
     warnings = clean_warnings(gathered)
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
-    if gathered["evaluations"]:
-        lines += ["## Summary: worst case per model", "",
-                  "Robust accuracy (%) of each evaluated model: clean, and the per-example "
-                  "worst case over the attacks its run used (listed), per Linf eps. Runs "
-                  "with different attacks or images are not directly comparable.", ""]
-        lines += _summary_rows(gathered["evaluations"]) + [""]
     if gathered["training"]:
         lines += ["## Trained models", "", f"Paper: {PAPER_SOURCE}.", ""]
-        lines += _training_rows(gathered["training"]) + [""]
+        lines += _training_rows(gathered["training"], _fingerprints(gathered)) + [""]
     if gathered["evaluations"]:
-        lines += ["## Robustness", ""]
+        lines += ["## Every run", ""]
         for report in gathered["evaluations"]:
             lines += _evaluation_section(report, output_path)
     if gathered["sweeps"]:

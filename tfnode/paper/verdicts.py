@@ -1,17 +1,24 @@
 """What the measured numbers say about the paper's claims (Chu et al. 2020).
 
-`claims` judges the paper's two claims (ODE-Nets are more robust than ResNets; a smaller
-step size h makes a ResNet more robust) from the gathered runs (`tfnode.paper.runs`),
-naming the run behind every verdict; `clean_warnings` names the models whose robust
+`judge` holds every declared claim (`tfnode.paper.claims`) against the runs it names,
+by one rule: per primary cell (eps) the exact McNemar test of the two models on the same
+images, Holm-corrected across the claim's eps; a cell is "supported" or "contradicted"
+only where the corrected p is below 0.05 and every seed run's difference has the same
+sign, otherwise "no difference measurable at n = ..."; a run's verdict is its cells'
+(one direction, else "mixed"). `clean_warnings` names the models whose robust
 accuracies are not comparable with the others' for want of clean accuracy.
 """
 
 import os
 
-from tfnode import models
+import numpy as np
+
+from tfnode import models, stats
 from tfnode.errors import TfnodeError
+from tfnode.evaluation import outcomes
 from tfnode.figures import pct
-from tfnode.paper.runs import model_name, options_text, trained_info
+from tfnode.paper import claims as claims_lib
+from tfnode.paper.runs import trained_info
 
 
 def _is_ode(result):
@@ -47,111 +54,155 @@ def _defaults(model):
         return {}
 
 
-def _step_size_families(evaluations):
-    """Evaluated models that differ only in their step size h, evaluated alike
-    (adversarially trained models excluded).
+def _is_ode(result):
+    return bool((result.get("info") or {}).get("ode_blocks"))
+
+
+def _step_size(result):
+    trained = trained_info(result)
+    return {**_defaults(trained.get("model")),
+            **(trained.get("model_options") or {})}.get("step_size")
+
+
+def run_name(report):
+    """A run's name: its folder's name (the name a claim declares)."""
+    return os.path.basename(os.path.normpath(os.path.dirname(report["_path"])))
+
+
+def pair(report, comparison):
+    """``(label_a, label_b)``: the model the claim says is more robust, and the other;
+    None if the report does not hold such a pair.
+
+    ``"ode_vs_other"``: the first ODE model and the first model without ODE blocks;
+    ``"small_h_vs_large_h"``: the models with the smallest and the largest step size.
+    """
+    labels = list(report["models"])
+    if comparison == "ode_vs_other":
+        odes = [lb for lb in labels if _is_ode(report["models"][lb])]
+        others = [lb for lb in labels if not _is_ode(report["models"][lb])]
+        return (odes[0], others[0]) if odes and others else None
+    sized = [(h, lb) for lb in labels
+             for h in [_step_size(report["models"][lb])] if h is not None]
+    if len({h for h, _ in sized}) < 2:
+        return None
+    return min(sized)[1], max(sized)[1]
+
+
+def robust_mask(result, attack, key):
+    """The examples robust in ``attack``'s cell at eps ``key`` (``"worst case"``: under
+    every attack of the run); None where the run has no such cell."""
+    if attack == "worst case":
+        wc = (result.get("worst_case") or {}).get(key)
+        return None if wc is None else outcomes.worst_case_mask(result, wc["attacks"], key)
+    cell = ((result["attacks"].get(attack) or {}).get("cells") or {}).get(key)
+    return None if cell is None else outcomes.decode(cell["robust"])
+
+
+def model_ref(report, label):
+    """A model's path and weights' fingerprint: the name no other model can share."""
+    info = report["models"][label].get("info") or {}
+    return f"{info.get('path', label)} @{info.get('fingerprint', '?')}"
+
+
+def _differences(report, comparison, attack, keys):
+    """``{eps key: robust accuracy of a - of b}`` of a seed run (None: no such pair)."""
+    labels = pair(report, comparison)
+    if labels is None:
+        return None
+    out = {}
+    for key in keys:
+        a, b = (robust_mask(report["models"][lb], attack, key) for lb in labels)
+        if a is not None and b is not None:
+            out[key] = float(a.mean() - b.mean())
+    return out
+
+
+def _cell_verdict(p_holm, difference, seeds, n):
+    """One primary cell's verdict (see the module docstring)."""
+    if p_holm is None or p_holm >= stats.ALPHA or difference == 0:
+        return f"no difference measurable at n = {n}"
+    sign = np.sign(difference)
+    if any(np.sign(d) != sign for d in seeds):
+        return "seeds disagree"
+    return "supported" if sign > 0 else "contradicted"
+
+
+def _overall(verdicts, n):
+    directions = {v for v in verdicts if v in ("supported", "contradicted", "seeds disagree")}
+    if not directions:
+        return f"no difference measurable at n = {n}"
+    return directions.pop() if len(directions) == 1 else "mixed"
+
+
+def _judge_run(claim, report, seed_reports):
+    labels = pair(report, claim.comparison)
+    if labels is None:
+        return None
+    a_label, b_label = labels
+    a_res, b_res = report["models"][a_label], report["models"][b_label]
+    cells = []
+    for key in claim.primary_eps:
+        a, b = robust_mask(a_res, claim.attack, key), robust_mask(b_res, claim.attack, key)
+        if a is None or b is None:
+            continue
+        cells.append({"eps": key, "a": stats.proportion(int(a.sum()), a.size),
+                      "b": stats.proportion(int(b.sum()), b.size), "test": stats.mcnemar(a, b)})
+    for cell, p in zip(cells, stats.holm([c["test"]["p_value"] for c in cells])):
+        cell["p_holm"] = p
+        cell["seeds"] = [d[cell["eps"]] for d in (
+            _differences(r, claim.comparison, claim.attack, [cell["eps"]]) or {}
+            for r in seed_reports) if cell["eps"] in d]
+        cell["verdict"] = _cell_verdict(p, cell["test"]["difference"], cell["seeds"],
+                                        cell["test"]["n"])
+    n = report["num_examples"]
+    out = {"run": os.path.dirname(report["_path"]), "a": a_label, "b": b_label,
+           "a_ref": model_ref(report, a_label), "b_ref": model_ref(report, b_label),
+           "n": n, "attacks": outcomes.budget_attacks(a_res), "cells": cells,
+           "seed_runs": [os.path.dirname(r["_path"]) for r in seed_reports],
+           "verdict": _overall([c["verdict"] for c in cells], n)}
+    if claim.distances:
+        out["distances"] = _distance_test(report, claim.attack, a_label, b_label)
+    return out
+
+
+def _distance_test(report, attack, a_label, b_label):
+    """The paired Wilcoxon test of the attack's per-example L2 distances, over the
+    examples clean-correct for both where both have an adversarial (from the report's
+    per-example arrays)."""
+    from tfnode.evaluation import arrays as arrays_lib
+
+    path = os.path.join(os.path.dirname(report["_path"]), arrays_lib.FILE)
+    if not os.path.isfile(path):
+        return None
+    arrays = arrays_lib.load(path)
+    found = {lb: arrays[lb][(attack, "summary")] for lb in (a_label, b_label)}
+    both = found[a_label]["found"] & found[b_label]["found"]
+    return {**stats.wilcoxon(found[a_label]["l2"][both], found[b_label]["l2"][both]),
+            "found_a": int(found[a_label]["found"].sum()),
+            "found_b": int(found[b_label]["found"].sum())}
+
+
+def judge(gathered):
+    """Every declared claim held against the gathered runs it names.
 
     Returns:
-      ``{(model, other options, attacks, num_examples): [(h, [(worst case by eps key,
-      run folder), ...]), ...]}`` sorted by h, only groups with at least two step sizes.
+      ``[{"claim": Claim, "runs": [run result], "missing": [run names not gathered]}]``
+      in the order of `tfnode.paper.claims.CLAIMS`; a run result has the two models
+      (``a``: the one the claim says is more robust), their references, ``n``, the
+      primary ``cells`` (each with both proportions, the McNemar test, the Holm-
+      corrected p, the seed runs' differences and its verdict) and the run's
+      ``verdict``.
     """
-    groups = {}
-    for report in evaluations:
-        for label, res in report["models"].items():
-            trained = trained_info(res)
-            options = {**_defaults(trained.get("model")), **(trained.get("model_options") or {})}
-            wc = res.get("worst_case") or {}
-            if options.get("step_size") is None or not wc or trained.get("defense"):
-                continue
-            h = options.pop("step_size")
-            key = (model_name(res, label), options_text(options), tuple(res["attacks"]),
-                   report["num_examples"])
-            groups.setdefault(key, {}).setdefault(h, []).append(
-                ({k: v["robust_accuracy"] for k, v in wc.items()},
-                 os.path.dirname(report["_path"])))
-    return {k: [(h, v[h]) for h in sorted(v)] for k, v in groups.items() if len(v) > 1}
-
-
-def _verdict(support, contradict):
-    """A claim's verdict from the cells that support it and those that contradict it."""
-    return ("contradicted" if contradict and not support else "supported"
-            if support and not contradict else "mixed" if support else
-            "neither (equal everywhere)")
-
-
-def _step_size_line(model, attacks, n, smaller, larger):
-    """One claim-2 line: ``smaller``/``larger`` are (h, worst case by eps key, run)."""
-    (hs, small, small_run), (hl, large, large_run) = smaller, larger
-    keys = [k for k in small if k in large]
-    verdict = _verdict([k for k in keys if small[k] > large[k]],
-                       [k for k in keys if small[k] < large[k]])
-    return (f"   - {model}, h {hs:g} (`{small_run}`) against h {hl:g} (`{large_run}`), "
-            f"worst case over {', '.join(attacks)} on {n} images: **{verdict}** ("
-            + "; ".join(f"eps {k}: {pct(small[k])} vs {pct(large[k])}" for k in keys)
-            + ").")
-
-
-def claims(gathered):
-    """What the measured numbers say about the paper's two claims; a list of lines.
-
-    1. ODE-Nets are more robust than ResNets (Chu et al. 2020, Sec. 4.2): in every
-       evaluation with an ODE model and a model without ODE blocks, each attack's (and
-       the worst case's) robust accuracy at each eps, ODE against the other.
-    2. A smaller step size h makes a ResNet more robust (Sec. 4.1): in every sweep, the
-       smallest h against h = 1 (or the largest h) at each eps.
-    """
-    lines = ["1. *ODE-Nets are more robust than ResNets* (Sec. 4.2)."]
-    compared = False
+    by_name = {}
     for report in gathered["evaluations"]:
-        models = report["models"]
-        odes = [(lb, r) for lb, r in models.items() if _is_ode(r)]
-        others = [(lb, r) for lb, r in models.items() if not _is_ode(r)]
-        for (ol, ode), (rl, res) in ((o, r) for o in odes for r in others):
-            compared = True
-            support, contradict = [], []
-            rows = [(n, a.get("cells", {}), res["attacks"].get(n, {}).get("cells", {}))
-                    for n, a in ode["attacks"].items()]
-            rows.append(("worst case", ode.get("worst_case") or {}, res.get("worst_case") or {}))
-            for name, mine, theirs in rows:
-                for key in mine:
-                    if key not in theirs or "robust_accuracy" not in mine[key]:
-                        continue
-                    a, b = mine[key]["robust_accuracy"], theirs[key]["robust_accuracy"]
-                    if a != b:
-                        (support if a > b else contradict).append(
-                            f"{name} eps {key}: {pct(a)} vs {pct(b)}")
-            verdict = _verdict(support, contradict)
-            lines.append(f"   - `{os.path.dirname(report['_path'])}`, {model_name(ode, ol)} vs "
-                         f"{model_name(res, rl)}: **{verdict}**; ODE-Net higher at "
-                         f"{len(support)} cells, lower at {len(contradict)}"
-                         + (f" (lower: {'; '.join(contradict[:6])}"
-                            + (", ..." if len(contradict) > 6 else "") + ")"
-                            if contradict else "") + ".")
-    if not compared:
-        lines.append("   - no run evaluates an ODE model beside a model without ODE blocks.")
-    lines.append("2. *A smaller step size h makes a ResNet more robust* (Sec. 4.1).")
-    families = _step_size_families(gathered["evaluations"])
-    if not gathered["sweeps"] and not families:
-        lines.append("   - no step-size sweep among the runs.")
-    for (model, _, attacks, n), members in families.items():
-        (hs, smalls), (hl, larges) = members[0], members[-1]
-        for small in smalls:
-            for large in larges:
-                lines.append(_step_size_line(model, attacks, n, (hs, *small), (hl, *large)))
-    for sweep in gathered["sweeps"]:
-        rows = sorted(sweep["members"], key=lambda r: r["step_size"])
-        if len(rows) < 2:
-            continue
-        small, large = rows[0], rows[-1]
-        diffs = {k: small["robust_accuracy"][k] - large["robust_accuracy"][k]
-                 for k in small["robust_accuracy"]}
-        up = [k for k, d in diffs.items() if d > 0]
-        verdict = ("supported" if len(up) == len(diffs) else "contradicted" if not up
-                   else "mixed")
-        lines.append(
-            f"   - `{os.path.dirname(sweep['_path'])}`: h {small['step_size']:g} against h "
-            f"{large['step_size']:g}: **{verdict}** ("
-            + "; ".join(f"eps {k}: {pct(small['robust_accuracy'][k])} vs "
-                        f"{pct(large['robust_accuracy'][k])}" for k in diffs)
-            + f"; clean {pct(small['clean_accuracy'])} vs {pct(large['clean_accuracy'])}).")
-    return lines
+        by_name.setdefault(run_name(report), report)
+    out = []
+    for claim in claims_lib.CLAIMS:
+        judged = [r for r in (
+            _judge_run(claim, by_name[name], [by_name[seed] for run, seed in claim.seed_runs
+                                              if run == name and seed in by_name])
+            for name in claim.runs if name in by_name) if r]
+        declared = list(claim.runs) + [seed for _, seed in claim.seed_runs]
+        out.append({"claim": claim, "runs": judged,
+                    "missing": [name for name in declared if name not in by_name]})
+    return out
