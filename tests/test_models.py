@@ -166,8 +166,8 @@ def test_a_stored_model_keras_still_loads_to_its_logits(tmp_path):
 
 
 def test_the_fingerprint_names_the_weights_in_either_format(tmp_path):
-    """sha256 over (name, shape, float32 bytes) in ``model.weights`` order, written out
-    here independently: the ``.keras`` file and its bare SavedModel agree, and one ulp in
+    """sha256 over (the weight's own name, shape, float32 bytes) in ``model.weights``
+    order, written out here independently: the ``.keras`` file and its bare SavedModel agree, and one ulp in
     one weight, or two weights in another order, give another fingerprint."""
     import hashlib
     import shutil
@@ -176,7 +176,7 @@ def test_the_fingerprint_names_the_weights_in_either_format(tmp_path):
     digest = hashlib.sha256()
     for w in model.weights:
         value = np.asarray(w.numpy(), "<f4")
-        digest.update(w.path.encode() + b"\0" + repr(value.shape).encode() + b"\0"
+        digest.update(w.name.encode() + b"\0" + repr(value.shape).encode() + b"\0"
                       + value.tobytes())
     assert info["fingerprint"] == digest.hexdigest()[:12]
 

@@ -54,6 +54,9 @@ def test_train_app_exports_a_servable_model(mnist_dir, tmp_path, capsys):
     out = served(images=tf.constant(x))
     assert set(out) == {"logits", "probabilities", "classes"}
     keras_model = keras.models.load_model(version_dir / "model.keras")
+    # metrics.json names the weights the export holds, in either format.
+    from tfnode.exports import read
+    assert metrics["fingerprint"] == read.load_model(str(version_dir))[1]["fingerprint"]
     # A fresh process that never imported tfnode.training loads it too (the file holds its
     # compiled optimizer, a tfnode class).
     proc = subprocess.run(

@@ -88,9 +88,12 @@ def fingerprint(named_weights):
     float32 bytes, in order.
 
     Args:
-      named_weights: ``[(name, value)]`` in ``model.weights`` order; a SavedModel's
-        variables carry the same names with ``:0`` appended, which is dropped, so a
-        ``.keras`` file and the SavedModel exported from it agree (`weights_of`).
+      named_weights: ``[(name, value)]`` in ``model.weights`` order. Only a name's last
+        part counts (``kernel``, ``gamma``): the path before it depends on how the model
+        was built (a freshly built nested layer's variable is ``block1/block1_fn/...``,
+        the same one loaded from ``model.keras`` is ``block1_fn/...``) and a SavedModel
+        appends ``:0``; so the model in training, its ``.keras`` file and its SavedModel
+        agree (`weights_of`).
 
     Returns:
       The first 12 hex digits: a short name that tells two models at one path apart.
@@ -98,10 +101,15 @@ def fingerprint(named_weights):
     digest = hashlib.sha256()
     for name, value in named_weights:
         array = np.ascontiguousarray(np.asarray(value, dtype="<f4"))
-        digest.update(re.sub(r":\d+$", "", name).encode() + b"\0")
+        digest.update(_short_name(name).encode() + b"\0")
         digest.update(repr(tuple(array.shape)).encode() + b"\0")
         digest.update(array.tobytes())
     return digest.hexdigest()[:12]
+
+
+def _short_name(name):
+    """``"block1/block1_fn/norm1/gamma:0"`` -> ``"gamma"``."""
+    return re.sub(r":\d+$", "", name).rsplit("/", 1)[-1]
 
 
 def weights_of(model):
