@@ -76,8 +76,9 @@ def define_recipe_flags():
     flags.DEFINE_integer("epochs", 4, "Training epochs.")
     flags.DEFINE_float("learning_rate", 3e-3, "Peak learning rate.")
     flags.DEFINE_string("optimizer", "adam", "adam or sgd (momentum 0.9).")
-    flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, or step "
-                        "(x0.1 at 50% and 75% of training).")
+    flags.DEFINE_string("lr_schedule", "cosine", "cosine (to 0), constant, step "
+                        "(x0.1 at 50% and 75% of training) or halve50 (x0.5 every 50 "
+                        "epochs).")
     flags.DEFINE_integer("validation_size", 0, "Hold out the last N training examples and "
                          "report their accuracy after each epoch (val_accuracy in "
                          "metrics.json): choose settings on them, never on the test split.")

@@ -275,3 +275,16 @@ def test_readme_main_job(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "sm" / "node_mnist" / "1" / "assets.extra" / "metrics.json").read_text())
     assert metrics["clean_accuracy"] >= 0.985, metrics["clean_accuracy"]
+
+
+def test_halve50_halves_the_learning_rate_every_50_epochs():
+    """Chu et al.'s Appendix A (as read): 100 epochs of 10 steps at lr 0.1 -> 0.1 for
+    epochs 1-50, 0.05 for 51-100; 150 epochs -> a third value 0.025; 50 epochs: constant."""
+    from tfnode.training import fit
+
+    sched = fit._learning_rate("halve50", 0.1, 1000, 100)
+    assert [float(sched(s)) for s in (0, 499, 500, 999)] == pytest.approx(
+        [0.1, 0.1, 0.05, 0.05])
+    sched = fit._learning_rate("halve50", 0.1, 1500, 150)
+    assert float(sched(1000)) == pytest.approx(0.025) and float(sched(999)) == pytest.approx(0.05)
+    assert fit._learning_rate("halve50", 0.1, 500, 50) == 0.1

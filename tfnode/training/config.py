@@ -10,7 +10,7 @@ from tfnode.errors import ConfigError
 from tfnode.training import defenses, strategies
 
 OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("cosine", "constant", "step")
+LR_SCHEDULES = ("cosine", "constant", "step", "halve50")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +29,9 @@ class TrainConfig:
       batch_size: training batch size (under a strategy: the global batch).
       learning_rate: peak learning rate.
       optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
-      lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, or ``"step"`` (x0.1 at 50%
-        and 75% of the steps).
+      lr_schedule: ``"cosine"`` decay to 0, ``"constant"``, ``"step"`` (x0.1 at 50%
+        and 75% of the steps), or ``"halve50"`` (x0.5 every 50 epochs, Chu et al.
+        2020's Appendix A as read).
       weight_decay: L2 weight decay added to the gradients before the update, as
         PyTorch's optimizers apply it (`tfnode.optimizers`; 0: none).
       seed: seed of weight init and shuffling.

@@ -7,11 +7,21 @@ import tensorflow as tf
 from tfnode import data, optimizers
 
 
-def _learning_rate(schedule, learning_rate, total_steps):
+def _learning_rate(schedule, learning_rate, total_steps, epochs=1):
     if schedule == "constant":
         return learning_rate
     if schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    if schedule == "halve50":
+        # x0.5 every 50 epochs: Chu et al. 2020's Appendix A (as read for issue 27).
+        per_epoch = max(1, total_steps // max(1, epochs))
+        # PiecewiseConstantDecay switches after a bound: step 50 * per_epoch (0-based) is
+        # epoch 51's first.
+        bounds = [50 * k * per_epoch - 1 for k in range(1, (epochs - 1) // 50 + 1)]
+        if not bounds:
+            return learning_rate
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            bounds, [learning_rate * 0.5 ** k for k in range(len(bounds) + 1)])
     # "step": x0.1 at 50% and 75% of training, the shape of Chen et al.'s schedule.
     bounds = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -28,7 +38,7 @@ def compile_for_training(model, config, total_steps):
     """Compiles ``model`` as every tfnode training does: cross-entropy on logits,
     accuracy, and the config's optimizer with its schedule over ``total_steps`` steps."""
     model.compile(optimizer=_optimizer(config.optimizer, _learning_rate(
-                      config.lr_schedule, config.learning_rate, total_steps),
+                      config.lr_schedule, config.learning_rate, total_steps, config.epochs),
                       config.weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
