@@ -53,7 +53,7 @@ def test_every_model_trains_a_step_and_round_trips_through_model_keras(name, tmp
 
 def test_registry_has_the_papers_models():
     assert {"node", "resnet", "resnet56", "resnet50", "preact_resnet18", "polynet", "heunnet",
-            "fractalnet", "revnet"} <= set(NAMES)
+            "fractal_rk2", "revnet"} <= set(NAMES)
 
 
 def test_heun_is_the_old_name_of_heunnet():
@@ -62,6 +62,8 @@ def test_heun_is_the_old_name_of_heunnet():
     assert models.spec("heun") is models.spec("heunnet")
     assert models.model_options("heun") == models.model_options("heunnet")
     assert models.get_model("heun", dataset="mnist", width=4, num_blocks=1).name == "heunnet"
+    # fractalnet was renamed for what it is (the identity join is not FractalNet's).
+    assert "fractalnet" not in NAMES and models.spec("fractalnet") is models.spec("fractal_rk2")
 
 
 def test_a_registry_entry_is_checked():

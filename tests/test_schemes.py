@@ -11,7 +11,7 @@ from tfnode import layers, models
 from tfnode.evaluation import trajectories
 from tfnode.errors import TfnodeError
 
-SCHEMES = ("polynet", "heun", "fractalnet", "revnet")
+SCHEMES = ("polynet", "heun", "fractal_rk2", "revnet")
 SHAPE = (3, 3, 4)
 
 
@@ -46,7 +46,7 @@ def expected(name, y, h, a, b):
         return y + h * apply(a, y) + h * h * apply(a, apply(a, y))
     if name == "heun":
         return y + h / 2 * (apply(a, y) + apply(a, y + h * apply(a, y)))
-    if name == "fractalnet":
+    if name == "fractal_rk2":
         return y + h / 2 * apply(a, y) + h / 2 * apply(b, y + h * apply(a, y))
     first, second = np.split(y, 2, axis=-1)
     first = first + h * apply(a, second)
@@ -58,7 +58,7 @@ def block(name, h, a, b):
         return layers.PolyBlock(MatrixFn(a), step_size=h)
     if name == "heun":
         return layers.HeunBlock(MatrixFn(a), step_size=h)
-    cls = layers.FractalBlock if name == "fractalnet" else layers.RevBlock
+    cls = layers.FractalRK2Block if name == "fractal_rk2" else layers.RevBlock
     return cls(MatrixFn(a), MatrixFn(b), step_size=h)
 
 
@@ -76,7 +76,7 @@ def limit(name, y, a, b):
     """``(block(y) - y) / h`` as h -> 0: each scheme's update direction at h = 0."""
     if name in ("polynet", "heun"):
         return apply(a, y)
-    if name == "fractalnet":
+    if name == "fractal_rk2":
         return (apply(a, y) + apply(b, y)) / 2
     first, second = np.split(y, 2, axis=-1)
     return np.concatenate([apply(a, second), apply(b, first)], axis=-1)
@@ -103,7 +103,7 @@ def test_h_scales_the_update_and_h_to_zero_is_the_identity(name):
 def test_fractal_join_with_one_function_twice_is_heun():
     a, _ = matrices(SHAPE[-1], seed=4)
     y = np.random.default_rng(5).normal(size=(2,) + SHAPE).astype(np.float32)
-    np.testing.assert_allclose(layers.FractalBlock(MatrixFn(a), MatrixFn(a), step_size=0.3)(y),
+    np.testing.assert_allclose(layers.FractalRK2Block(MatrixFn(a), MatrixFn(a), step_size=0.3)(y),
                                layers.HeunBlock(MatrixFn(a), step_size=0.3)(y), atol=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_revnet_block_is_invertible():
 @pytest.mark.parametrize("make", [
     lambda: layers.PolyBlock(layers.ODEFunc(8, time_dependent=False), step_size=0.1),
     lambda: layers.HeunBlock(layers.ODEFunc(8, time_dependent=False), step_size=0.1),
-    lambda: layers.FractalBlock(layers.ODEFunc(8, time_dependent=False),
+    lambda: layers.FractalRK2Block(layers.ODEFunc(8, time_dependent=False),
                                 layers.ODEFunc(8, time_dependent=False), step_size=0.1),
     lambda: layers.RevBlock(layers.ODEFunc(4, time_dependent=False),
                             layers.ODEFunc(4, time_dependent=False), step_size=0.1),

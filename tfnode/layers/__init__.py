@@ -2,11 +2,11 @@
 
 from tfnode.layers.ode_block import ODEBlock, SolveMetric
 from tfnode.layers.odefunc import ConcatConv2D, GroupNorm, ODEFunc, group_norm, no_xla
-from tfnode.layers.residual import (FractalBlock, HeunBlock, PolyBlock, ResidualBlock,
+from tfnode.layers.residual import (FractalRK2Block, HeunBlock, PolyBlock, ResidualBlock,
                                    RevBlock, SchemeBlock, ShortcutA)
 from tfnode.layers.tiny import TinyConfig
 from tfnode.layers.walk import sublayers
 
-__all__ = ["ConcatConv2D", "FractalBlock", "GroupNorm", "HeunBlock", "ODEBlock", "ODEFunc",
+__all__ = ["ConcatConv2D", "FractalRK2Block", "GroupNorm", "HeunBlock", "ODEBlock", "ODEFunc",
            "PolyBlock", "ResidualBlock", "RevBlock", "SchemeBlock", "ShortcutA",
            "SolveMetric", "TinyConfig", "group_norm", "no_xla", "sublayers"]

@@ -8,10 +8,11 @@ Networks") read the skip connections of well-known architectures as schemes for
 * `PolyBlock` (PolyNet's poly-2 module): ``y + h F(y) + h^2 F(F(y))``, the second-order
   expansion of backward Euler's ``(I - h F)^{-1} y``.
 * `HeunBlock`: ``y + h/2 (f(y) + f(y + h f(y)))``, Heun's method (explicit RK2).
-* `FractalBlock` (FractalNet's expansion rule, Larsson et al. 2017): the mean join of a
-  shallow column (the identity) and a deep column of two Euler steps with their own
-  functions, ``y + h/2 f1(y) + h/2 f2(y + h f1(y))``; Lu et al. map it to a two-stage
-  Runge-Kutta scheme, and with ``f1 = f2`` it is Heun's method.
+* `FractalRK2Block`: the two-stage Runge-Kutta scheme Lu et al. map FractalNet's
+  expansion rule (Larsson et al. 2017) to, ``y + h/2 f1(y) + h/2 f2(y + h f1(y))``: the
+  mean join of the identity and a deep column of two Euler steps with their own
+  functions; with ``f1 = f2`` it is Heun's method. It is not FractalNet's block:
+  FractalNet's shallow column is a convolution, so its join keeps no identity path.
 * `RevBlock` (RevNet's additive coupling, Gomez et al. 2017): the channels split into
   ``(X, Y)``, ``X' = X + h f1(Y)``, ``Y' = Y + h f2(X')``, a semi-implicit Euler step.
 
@@ -155,13 +156,16 @@ class HeunBlock(SchemeBlock):
 
 
 @keras.saving.register_keras_serializable(package="tfnode")
-class FractalBlock(SchemeBlock):
-    """FractalNet's expansion rule as a scheme: ``y + h/2 f1(y) + h/2 f2(y + h f1(y))``.
+class FractalRK2Block(SchemeBlock):
+    """The two-stage Runge-Kutta reading of FractalNet's expansion rule:
+    ``y + h/2 f1(y) + h/2 f2(y + h f1(y))``.
 
-    The join (an elementwise mean, Larsson et al. 2017) of the shallow column ``y`` and
-    the deep column ``z + h f2(z)``, ``z = y + h f1(y)``, two Euler steps with their own
-    functions. Lu et al. 2018 map the expansion rule to a two-stage Runge-Kutta scheme;
-    with ``f1 = f2`` this block is `HeunBlock`.
+    An elementwise mean join (as FractalNet's, Larsson et al. 2017) of the identity
+    ``y`` and the deep column ``z + h f2(z)``, ``z = y + h f1(y)``, two Euler steps with
+    their own functions: the scheme Lu et al. 2018 map the expansion rule to; with
+    ``f1 = f2`` this block is `HeunBlock`. FractalNet's own shallow column is a
+    convolution, not the identity, so its join has no identity path: this block is the
+    scheme, named for what it is, not FractalNet.
 
     Args:
       first_fn: ``f1``, a layer with ``call(t, y)``.

@@ -7,14 +7,16 @@ Each is the MNIST ``resnet`` (Chen et al. 2018's stem and head, ``num_blocks`` b
 * ``polynet``: ``y + h F(y) + h^2 F(F(y))`` (`tfnode.layers.PolyBlock`).
 * ``heunnet``: Heun's method (`tfnode.layers.HeunBlock`); registered as ``heun`` before
   that name was the solver's too (``heun`` still builds it).
-* ``fractalnet``: FractalNet's expansion rule, two functions per block
-  (`tfnode.layers.FractalBlock`).
+* ``fractal_rk2``: the two-stage Runge-Kutta scheme Lu et al. 2018 read into
+  FractalNet's expansion rule, two functions per block (`tfnode.layers.FractalRK2Block`;
+  registered as ``fractalnet`` before it was named for what it is: its shallow column
+  is the identity, FractalNet's is a convolution).
 * ``revnet``: RevNet's additive coupling, two functions on half the channels each
   (`tfnode.layers.RevBlock`).
 
 A block's functions are `tfnode.layers.ODEFunc` without time, the ResNet's residual
 branch. Parameters therefore differ with the scheme at the same width and depth
-(FractalNet's blocks hold two functions, RevNet's two of half the width); the reports
+(fractal_rk2's blocks hold two functions, RevNet's two of half the width); the reports
 record them.
 """
 
@@ -74,10 +76,12 @@ def heunnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
                        step_size=step_size)
 
 
-@register("fractalnet", test_options=TINY)
-def fractalnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
-    """FractalNet expansion-rule blocks with step ``h`` (Larsson et al. 2017)."""
-    return scheme_net("fractalnet", two_functions(layers.FractalBlock, split=False),
+@register("fractal_rk2", test_options=TINY, aliases=("fractalnet",))
+def fractal_rk2(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0):
+    """Blocks of the two-stage Runge-Kutta reading of FractalNet's expansion rule
+    (Lu et al. 2018, after Larsson et al. 2017) with step ``h``: not FractalNet itself,
+    whose join has no identity column (`tfnode.layers.FractalRK2Block`)."""
+    return scheme_net("fractal_rk2", two_functions(layers.FractalRK2Block, split=False),
                        input_shape=input_shape, num_classes=num_classes, width=width,
                        num_blocks=num_blocks, step_size=step_size)
 

@@ -96,7 +96,7 @@ CLAIMS = (
           "eps causes is bounded by c|eps|. " + ABSTRACT_BOUND[0].upper() + ABSTRACT_BOUND[1:],
           False, comparison="small_h_vs_large_h",
           runs=("mnist_steps_resnet", "mnist_steps_polynet", "mnist_steps_heun",
-                "mnist_steps_fractalnet", "mnist_steps_revnet"),
+                "mnist_steps_fractal_rk2", "mnist_steps_revnet"),
           seed_runs=(("mnist_steps_resnet", "mnist_steps_resnet_seed1"),
                      ("mnist_steps_resnet", "mnist_steps_resnet_seed2"))),
     Claim("step_size_experiment", "small h brings no obvious robustness; very small h "
