@@ -12,6 +12,7 @@ import pytest
 from absl import flags as absl_flags
 
 from tfnode import attacks, evaluation, layers, models
+from tfnode.errors import TfnodeError
 from tfnode.evaluation import EvalConfig, audit, outcomes, plan, schedule
 from tfnode.exports import read as loading, write as export
 
@@ -304,3 +305,22 @@ def test_ode_block_subclasses_keep_their_class_and_get_per_sample_steps(tmp_path
     assert type(blocks[0]) is TracedODEBlock and blocks[0].per_sample_steps
     x = np.random.default_rng(0).random((2, 6, 6, 4)).astype(np.float32)
     np.testing.assert_allclose(per_sample(x), loaded(x), atol=1e-2)
+
+
+def test_an_audit_attack_named_in_attacks_runs_alone(mnist_dir, saved):
+    """--attacks=pgd_adjoint: PGD through the adjoint beside PGD, without the rest of the
+    audit; on a model it does not apply to (a CNN) it is skipped, with the reason."""
+    report = evaluation.evaluate(EvalConfig(
+        model_path=saved["node"], compare_model_path=saved["cnn"], data_dir=mnist_dir,
+        attacks=("pgd_adjoint",), eps=(0.1,), num_examples=6, batch_size=6,
+        attack_options={"pgd": {"num_steps": 2}, "pgd_adjoint": {"num_steps": 2}},
+        output_dir=str(saved["tmp"] / "adjoint")), log=lambda *_: None, verbose=0)
+    node, cnn = report["models"].values()
+    assert list(node["attacks"]) == ["pgd", "pgd_adjoint"]
+    assert node["attacks"]["pgd_adjoint"]["meta"]["crafted_on"] == "surrogate"
+    assert node["attacks"]["pgd_adjoint"]["meta"]["options"]["num_steps"] == 2
+    assert list(cnn["attacks"]) == ["pgd"] and "pgd_adjoint" in cnn["audit_skipped"]
+    assert "verdict" not in node  # not an audit
+    with pytest.raises(TfnodeError, match="unknown attack 'pgd_adjont'"):
+        evaluation.evaluate(EvalConfig(model_path=saved["node"], attacks=("pgd_adjont",),
+                                       data_dir=mnist_dir), log=lambda *_: None, verbose=0)

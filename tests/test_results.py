@@ -220,3 +220,23 @@ def test_the_step_size_claim_pairs_the_smallest_h_with_the_largest(tmp_path):
     assert "**supported** (one training seed: the seed spread is not measured)" in md
     assert "| 0.1 | 40.00 [33.5, 46.9] | 15.00 [10.7, 20.6] | 50 | 0 |" in md
     assert "Not judged here: the paper's comparison is PreAct-ResNet18 on CIFAR-10" in md
+
+
+def test_two_attacks_on_the_ode_model_and_survivor_cells_are_not_judged_as_own(tmp_path):
+    """The adjoint finding compares pgd_adjoint with pgd on the ODE model; an attack that
+    ran on other attacks' survivors (fast schedule) has no cells of its own to judge."""
+    import numpy as np
+
+    from tfnode.evaluation import outcomes
+
+    node = masked_result(True, {"0.1": range(10)})
+    mask = np.zeros(200, bool)
+    mask[:50] = True
+    node["attacks"]["pgd_adjoint"] = {"meta": {"kind": "white-box", "crafted_on": "surrogate"},
+                                      "cells": {"0.1": {"robust": outcomes.encode(mask)}}}
+    pair_run(tmp_path, "mnist_adjoint", node, masked_result(False, {"0.1": range(60)}))
+    (run,) = verdict_of(tmp_path, "adjoint_masking")["runs"]
+    assert (run["a"], run["b"]) == ("node pgd_adjoint", "node pgd")
+    assert run["cells"][0]["test"]["a_only"] == 40 and run["verdict"] == "supported"
+    node["attacks"]["pgd"]["meta"]["survivors_of"] = ["fgsm"]
+    assert paper.verdicts.robust_mask(node, "pgd", "0.1") is None

@@ -119,7 +119,16 @@ def resolve_options(config):
     registry.check(config, RULES)
     _check_sizes(config)
     _check_budgets(config)
-    names = list(config.attacks)
+    unknown = [n for n in config.attacks
+               if n not in attacks.available() and n not in audit_lib.NAMES]
+    if unknown:
+        raise TfnodeError(f"unknown attack {unknown[0]!r}; expected one of "
+                          f"{attacks.available() + list(audit_lib.NAMES)}")
+    # An audit attack named in attacks runs without the rest of the audit (with the
+    # attack it is a variant of, which it is read against).
+    named_variants = [audit_lib.variant(n) for n in config.attacks if n in audit_lib.NAMES]
+    names = [n for n in config.attacks if n not in audit_lib.NAMES]
+    names += [v.attack for v in named_variants]
     if config.audit:
         names += [v.compares_with for v in audit_lib.VARIANTS]
         names += attacks.available(in_audit=True)
@@ -134,11 +143,13 @@ def resolve_options(config):
     resolved = {name: attacks.get(name).options(given.get(name), dataset=config.dataset)
                 for name in dict.fromkeys(names)}
     for name in config.attacks:
+        if name in audit_lib.NAMES:
+            continue
         if attacks.get(name).needs_source and not config.source_model_path:
             raise ConfigError("source_model_path", f"is unset, and attack {name!r} needs a "
                               "source model (the model the adversarials are crafted on)")
     for v in audit_lib.VARIANTS:
-        if config.audit or v.name in given:
+        if config.audit or v.name in given or v in named_variants:
             resolved[v.name] = attacks.get(v.attack).options(
                 {**given.get(v.attack, {}), **v.overrides, **given.get(v.name, {})},
                 dataset=config.dataset, label=v.name)

@@ -66,10 +66,18 @@ def jobs(run, model, info):
       model: the evaluated model.
       info: its info (`tfnode.exports.read.load_model`), which the audit's plan reads.
     """
-    names, variants, skipped = list(run.config.attacks), [], {}
+    named = [n for n in run.config.attacks if n in audit_lib.NAMES]
+    names = [n for n in run.config.attacks if n not in audit_lib.NAMES]
+    variants, skipped = [], {}
     if run.config.audit:
         variants, registered, skipped = audit_lib.plan(info, has_source=run.source is not None)
         names += [n for n in registered if n not in names]
+    elif named:  # audit attacks named in attacks: those alone, where they apply
+        applicable, _, why_not = audit_lib.plan(info, has_source=run.source is not None)
+        variants = [v for v in applicable if v.name in named]
+        skipped = {n: why for n, why in why_not.items() if n in named}
+        names += [audit_lib.variant(n).attack for n in named
+                  if audit_lib.variant(n).attack not in names]
     out = []
     for name in names:
         spec = attacks.get(name)

@@ -66,7 +66,7 @@ def _load_models(config):
             loaded.append((model, info))
     source = source_info = None
     if config.source_model_path and (config.audit or any(
-            attacks.get(n).needs_source for n in config.attacks)):
+            attacks.get(n).needs_source for n in config.attacks if n in attacks.available())):
         source, source_info = loading.load_model(config.source_model_path,
                                                  field="source_model_path")
         loading.check_input_shape(source_info, ds_info.shape, ds_info.name,
@@ -166,7 +166,7 @@ def _evaluate_model(run, model, info, label, index=0):
            "probes": loading.probe(model, x, y, config.batch_size), "attacks": {}}
     run.log(f"tfnode: {label}: clean accuracy {out['clean_accuracy']:.4f} ({len(y)} images)")
     jobs, skipped = plan.jobs(run, model, info)
-    if config.audit:
+    if config.audit or skipped:
         out["audit_skipped"] = skipped
     if target.fast:  # the attacks that run on survivors come after all the others
         jobs.sort(key=lambda job: job.spec.survivors_only)

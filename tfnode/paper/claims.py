@@ -61,6 +61,10 @@ class Claim:
       distances: also compare the attack's per-example L2 distances (paired Wilcoxon;
         a distance-minimizing attack such as the Boundary Attack).
       not_run: why tfnode does not judge it here ("" if it does).
+      attacks_compared: ``(attack a, attack b)``: compare two attacks on the run's ODE
+        model instead of two models (``a`` the one said to leave more images robust).
+      note: what the page says of ``words`` instead of the default (a quotation, or the
+        section as read).
     """
 
     key: str
@@ -75,6 +79,8 @@ class Claim:
     seed_runs: tuple = ()
     distances: bool = False
     not_run: str = ""
+    attacks_compared: tuple = ()
+    note: str = ""
 
 
 SEED_RUNS = (("mnist_gradient", "mnist_seed1"), ("mnist_gradient", "mnist_seed2"))
@@ -104,6 +110,15 @@ CLAIMS = (
           "A ResNet with a small step size h shows no obvious gain in robustness, and a very "
           "small h makes the network hard to train.", False,
           comparison="small_h_vs_large_h", runs=("mnist_resnet_step_sizes",)),
+    Claim("adjoint_masking", "PGD through TFP's adjoint gradient overstates the ODE-Net's "
+          "robustness", "not a claim of the paper: Huang et al. 2020's warning that an "
+          "adaptive solver's gradient can mask",
+          "PGD that differentiates the ODE-Net through TFP's DormandPrince and its adjoint "
+          "gradient (what a TFP or torchdiffeq user attacks through) leaves more images "
+          "robust than PGD through the exact gradient of the solve the model computes.",
+          False, runs=("mnist_adjoint",), attacks_compared=("pgd_adjoint", "pgd"),
+          note="A hypothesis tfnode tests as a candidate explanation of the paper's "
+               "results, declared before its run; not the paper's words."),
     Claim("beats_adversarial_training", "ODE-Nets beat TRADES and YOPO", "Abstract; Sec. 4.2.3",
           ABSTRACT_AT, True,
           not_run="the paper's comparison is PreAct-ResNet18 on CIFAR-10, and CIFAR-10 is not "

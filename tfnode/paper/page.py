@@ -189,9 +189,10 @@ RULE = ("Each claim's primary cells are declared before its runs "
 def _claim_section(judged):
     claim = judged["claim"]
     words = (f"> {claim.words}" if claim.verbatim else
-             f"> {claim.words}\n\n(The section as read for this project, not a quotation: "
-             "the paper's body is not reachable from the machines tfnode is built on; "
-             "check it against the PDF.)")
+             f"> {claim.words}\n\n(" + (claim.note or "The section as read for this "
+                                          "project, not a quotation: the paper's body is "
+                                          "not reachable from the machines tfnode is built "
+                                          "on; check it against the PDF.") + ")")
     lines = [f"### {claim.title} ({claim.section})", "", words, ""]
     if claim.not_run:
         return lines + [f"Not judged here: {claim.not_run}.", ""]

@@ -94,7 +94,10 @@ def robust_mask(result, attack, key):
     if attack == "worst case":
         wc = (result.get("worst_case") or {}).get(key)
         return None if wc is None else outcomes.worst_case_mask(result, wc["attacks"], key)
-    cell = ((result["attacks"].get(attack) or {}).get("cells") or {}).get(key)
+    entry = result["attacks"].get(attack) or {}
+    if (entry.get("meta") or {}).get("survivors_of"):
+        return None  # run on other attacks' survivors: its cells are not its own
+    cell = (entry.get("cells") or {}).get(key)
     return None if cell is None else outcomes.decode(cell["robust"])
 
 
@@ -135,14 +138,22 @@ def _overall(verdicts, n):
 
 
 def _judge_run(claim, report, seed_reports):
-    labels = pair(report, claim.comparison)
+    if claim.attacks_compared:  # two attacks on the run's ODE model
+        odes = [lb for lb, res in report["models"].items() if _is_ode(res)]
+        if not odes:
+            return None
+        labels = (odes[0], odes[0])
+        attack_a, attack_b = claim.attacks_compared
+    else:
+        labels = pair(report, claim.comparison)
+        attack_a = attack_b = claim.attack
     if labels is None:
         return None
     a_label, b_label = labels
     a_res, b_res = report["models"][a_label], report["models"][b_label]
     cells = []
     for key in claim.primary_eps:
-        a, b = robust_mask(a_res, claim.attack, key), robust_mask(b_res, claim.attack, key)
+        a, b = robust_mask(a_res, attack_a, key), robust_mask(b_res, attack_b, key)
         if a is None or b is None:
             continue
         cells.append({"eps": key, "a": stats.proportion(int(a.sum()), a.size),
@@ -155,13 +166,15 @@ def _judge_run(claim, report, seed_reports):
         cell["verdict"] = _cell_verdict(p, cell["test"]["difference"], cell["seeds"],
                                         cell["test"]["n"])
     n = report["num_examples"]
+    if claim.attacks_compared:
+        a_label, b_label = (f"{a_label} {attack_a}", f"{b_label} {attack_b}")
     out = {"run": os.path.dirname(report["_path"]), "a": a_label, "b": b_label,
-           "a_ref": model_ref(report, a_label), "b_ref": model_ref(report, b_label),
+           "a_ref": model_ref(report, labels[0]), "b_ref": model_ref(report, labels[1]),
            "n": n, "attacks": outcomes.budget_attacks(a_res), "cells": cells,
            "seed_runs": [os.path.dirname(r["_path"]) for r in seed_reports],
            "verdict": _overall([c["verdict"] for c in cells], n)}
     if claim.distances:
-        out["distances"] = _distance_test(report, claim.attack, a_label, b_label)
+        out["distances"] = _distance_test(report, claim.attack, *labels)
     return out
 
 
