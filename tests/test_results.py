@@ -240,3 +240,28 @@ def test_two_attacks_on_the_ode_model_and_survivor_cells_are_not_judged_as_own(t
     assert run["cells"][0]["test"]["a_only"] == 40 and run["verdict"] == "supported"
     node["attacks"]["pgd"]["meta"]["survivors_of"] = ["fgsm"]
     assert paper.verdicts.robust_mask(node, "pgd", "0.1") is None
+
+
+def test_a_fresh_clone_regenerates_docs_paper_md_with_no_diff(tmp_path, monkeypatch):
+    """docs/paper.md is what `python -m tools.report --flagfile=flags/paper.cfg` writes
+    from the models and reports committed under evidence/: nothing on it is typed in."""
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(repo)
+    flags_file = {}
+    for line in open(os.path.join("flags", "paper.cfg")):
+        if line.startswith("--"):
+            name, value = line.strip()[2:].split("=", 1)
+            flags_file[name] = value
+    out = tmp_path / "docs" / "paper.md"
+    paper.write(flags_file["runs"].split(","), str(out),
+                command="python -m tools.report --flagfile=flags/paper.cfg")
+    committed = open(flags_file["output"]).read()
+    assert out.read_text() == committed, (
+        "docs/paper.md differs from what its runs give: run "
+        "python -m tools.report --flagfile=flags/paper.cfg and commit the result")
+    figures = tmp_path / "docs" / "paper_figures"
+    for png in figures.iterdir() if figures.is_dir() else []:
+        assert png.read_bytes() == open(os.path.join("docs", "paper_figures", png.name),
+                                        "rb").read()
