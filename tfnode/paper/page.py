@@ -47,7 +47,9 @@ def _fingerprints(gathered):
               for res in report["models"].values() if (res.get("info") or {}).get("path")}
     out = {}
     for path in sorted(paths):
-        if os.path.exists(path):
+        if any(os.path.isfile(f) for f in (os.path.join(path, "model.keras"),
+                                           os.path.join(path, "saved_model.pb"))) or (
+                path.endswith(".keras") and os.path.isfile(path)):
             out[path] = read.load_model(path)[1]["fingerprint"]
     return out
 
