@@ -16,6 +16,8 @@ CFGS = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
 def _app(cfg):
     """The app a flagfile is written for, by its name."""
     name = os.path.basename(cfg)
+    if name == "paper.cfg":  # docs/paper.md's page
+        return "report"
     if name.startswith("eval_"):
         return "evaluate"
     return "sweep" if name.endswith("_step_sizes.cfg") else "train"
@@ -49,7 +51,7 @@ def test_flagfile_sets_only_flags_of_its_app(cfg):
 @pytest.mark.parametrize("cfg", CFGS, ids=os.path.basename)
 def test_flagfile_parses(cfg):
     from flags import configs
-    from tools import evaluate, sweep, train  # noqa: F401  (define the apps' flags)
+    from tools import evaluate, report, sweep, train  # noqa: F401  (define the apps' flags)
 
     fv = absl_flags.FLAGS
     fv.unparse_flags()
@@ -62,6 +64,8 @@ def test_flagfile_parses(cfg):
         step_sizes.validate(config)  # every model, source and training option is valid
         assert len(config.step_sizes) >= 5 and config.eps == (0.1, 0.3, 0.5)
         assert config.transfer_attack == "fgsm"
+    elif _app(cfg) == "report":
+        assert fv.runs and fv.output == "docs/paper.md"
     elif _app(cfg) == "evaluate":
         config = configs.evaluate_config(fv)
         assert all(0 <= e <= 1 for e in config.eps)
