@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfnode import attacks, evaluation
+from tfnode import attacks, evaluation, stats
 from tfnode.evaluation import audit, outcomes
 from tfnode.evaluation import render
 from tfnode.evaluation import EvalConfig, plan, schedule
@@ -135,8 +135,12 @@ def test_report_md_shows_the_per_example_worst_case_of_report_json(tmp_path):
     assert row[0] == "tiny" and len(row) == 2 + len(keys)
     assert float(row[1]) == pytest.approx(100 * saved["clean_accuracy"], abs=5e-3)
     for k, value in zip(keys, row[2:]):
-        assert float(value) == pytest.approx(
+        assert _number(value) == pytest.approx(
             100 * saved["worst_case"][k]["robust_accuracy"], abs=5e-3), k
+        assert _interval(value) == pytest.approx(
+            [100 * v for v in stats.wilson(saved["worst_case"][k]["num_robust"],
+                                           saved["worst_case"][k]["num_examples"])],
+            abs=5e-3), k
     # The verdict's line per eps: the worst case, then the strongest single attack.
     for k in keys:
         wc = saved["verdict"]["worst_case"][k]
@@ -156,8 +160,18 @@ def test_report_md_shows_the_per_example_worst_case_of_report_json(tmp_path):
         row = rows[name]
         assert len(row) == 4 + len(keys)
         for k, value in zip(keys, row[4:]):
-            assert float(value) == pytest.approx(
+            assert _number(value) == pytest.approx(
                 100 * attack["cells"][k]["robust_accuracy"], abs=5e-3), (name, k)
+
+
+def _number(cell):
+    """``"12.50 [2.24, 47.09]"`` -> 12.5 (a report.md cell: the value, its interval)."""
+    return float(cell.split(" [")[0])
+
+
+def _interval(cell):
+    """``"12.50 [2.24, 47.09]"`` -> [2.24, 47.09]."""
+    return [float(v) for v in cell.split(" [")[1].rstrip("]").split(", ")]
 
 
 def _audit_jobs(attack_options):

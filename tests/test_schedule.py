@@ -258,10 +258,11 @@ def test_shards_merge_to_the_unsharded_report(tiny_run):
         for k, cell in attack["cells"].items():
             other = b["attacks"][name]["cells"][k]
             assert cell["robust"] == other["robust"], (name, k)
-            numbers = {f for f in cell if f not in ("seconds", "robust")}
-            assert set(other) - {"seconds", "robust"} == numbers
+            numbers = {f for f in cell if f not in ("seconds", "robust", "ci95")}
+            assert set(other) - {"seconds", "robust", "ci95"} == numbers
             assert {f: cell[f] for f in numbers} == pytest.approx(
                 {f: other[f] for f in numbers}), (name, k)
+            assert cell["ci95"] == pytest.approx(other["ci95"]), (name, k)
             fooled += cell["num_fooled"]
     assert fooled > 0
     assert a["worst_case"] == b["worst_case"]
