@@ -3,6 +3,7 @@ do not depend on the batch, monotone eps, never more robust than the exhaustive 
 and sharded runs that merge to the unsharded report."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -288,6 +289,26 @@ def test_bad_shard_input_is_one_line(tiny_run):
         shards.merge(shards.find(str(out)), str(out))
     with pytest.raises(TfnodeError, match="has no shards"):
         shards.find(str(tiny_run["tmp"] / "nothing"))
+
+
+def test_shards_of_other_weights_do_not_merge(tiny_run):
+    out = tiny_run["tmp"] / "two"
+    for i in (0, 1):
+        evaluation.evaluate(EvalConfig(model_path=tiny_run["path"], attacks=("fgsm",),
+                                       eps=(0.1,), num_examples=4, num_shards=2,
+                                       shard_index=i, output_dir=str(out)),
+                            log=lambda *_: None, verbose=0)
+    folders = shards.find(str(out))
+    shards.merge(folders, str(out))  # the same model: merges
+    path = os.path.join(folders[1], "report.json")
+    with open(path) as f:
+        report = json.load(f)
+    assert report["models"]["tiny"]["info"]["fingerprint"]
+    report["models"]["tiny"]["info"]["fingerprint"] = "0" * 12  # the file replaced
+    with open(path, "w") as f:
+        json.dump(report, f)
+    with pytest.raises(TfnodeError, match="^model 'tiny' has other weights in some shards"):
+        shards.merge(folders, str(out))
 
 def _target(model, x, y, fast):
     return schedule.Target(model, x, y, np.arange(len(y)), np.ones(len(y), bool), len(y), 0,

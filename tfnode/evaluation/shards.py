@@ -60,8 +60,8 @@ def merge(folders, output_dir):
     """Merges the shard reports in ``folders`` into one report in ``output_dir``.
 
     Raises:
-      TfnodeError: a folder that is not a shard, shards of different runs, or a shard
-        missing or given twice.
+      TfnodeError: a folder that is not a shard, shards of different runs or of models
+        with different weights, or a shard missing or given twice.
 
     Returns:
       The merged report dict (also written as ``report.json``, ``report.md``, plots).
@@ -80,6 +80,7 @@ def merge(folders, output_dir):
                                     ignore=("shard_index", "output_dir")):
             raise TfnodeError("the shards come from different runs: their configs differ "
                               "in more than shard_index and output_dir")
+    _check_same_models(reports)
     first = reports[0]
     merged = {k: v for k, v in first.items() if k not in ("shard", "paths", "models",
                                                           "warnings", "wall_seconds")}
@@ -98,6 +99,18 @@ def merge(folders, output_dir):
     arrays_lib.save(os.path.join(output_dir, arrays_lib.FILE), joined)
     merged["paths"] = render.write_report(merged, output_dir)
     return merged
+
+
+def _check_same_models(reports):
+    """Every shard evaluated the same weights: a model file replaced between two shards
+    (same path, other weights) would otherwise merge into one report."""
+    for label in reports[0]["models"]:
+        prints = {r["shard"]["index"]: (r["models"].get(label, {}).get("info") or {}).get(
+            "fingerprint") for r in reports}
+        if len(set(prints.values())) > 1:
+            raise TfnodeError(f"model {label!r} has other weights in some shards "
+                              f"(fingerprints by shard: {prints}); evaluate every shard on "
+                              "one model")
 
 
 def _joined(arrays, name, field):
