@@ -265,3 +265,65 @@ def test_a_fresh_clone_regenerates_docs_paper_md_with_no_diff(tmp_path, monkeypa
     for png in figures.iterdir() if figures.is_dir() else []:
         assert png.read_bytes() == open(os.path.join("docs", "paper_figures", png.name),
                                         "rb").read()
+
+
+def test_the_four_attacks_are_judged_together_on_the_images_both_runs_attacked(tmp_path):
+    """Gradient run on 200 images, Boundary run on the first 100: an image is robust in
+    the joint run only where both runs leave it robust, and only the first 100 count.
+    Node: PGD leaves 0..59, Boundary 0..9 -> 10 of 100; ResNet: PGD 0..79, Boundary
+    0..49 -> 50 of 100; every discordant pair goes the ResNet's way (40, p = 2^-39)."""
+    import numpy as np
+
+    from tfnode.evaluation import outcomes
+
+    pair_run(tmp_path, "mnist_gradient", masked_result(True, {"0.1": range(60)}),
+             masked_result(False, {"0.1": range(80)}))
+    node_b = masked_result(True, {"0.1": range(10)}, n=100)
+    resnet_b = masked_result(False, {"0.1": range(50)}, n=100)
+    for res in (node_b, resnet_b):
+        res["attacks"]["boundary"] = res["attacks"].pop("pgd")
+    pair_run(tmp_path, "mnist_boundary", node_b, resnet_b, n=100)
+    judged = verdict_of(tmp_path, "natural_robustness_all_attacks")
+    (run,) = judged["runs"]
+    assert judged["missing"] == ["mnist_seed1", "mnist_seed2"]
+    assert run["name"] == "mnist_gradient+mnist_boundary" and run["n"] == 100
+    assert run["attacks"] == ["pgd", "boundary"]
+    (cell,) = run["cells"]
+    assert (cell["a"]["k"], cell["b"]["k"], cell["a"]["n"]) == (10, 50, 100)
+    assert (cell["test"]["a_only"], cell["test"]["b_only"]) == (0, 40)
+    assert cell["verdict"] == "contradicted"
+    # Joined by the models' paths: a Boundary run on another model is not joined.
+    report = json.loads((tmp_path / "mnist_boundary" / "report.json").read_text())
+    report["models"]["node"]["info"]["path"] = "m/other"
+    write(tmp_path / "mnist_boundary" / "report.json", report)
+    judged = verdict_of(tmp_path, "natural_robustness_all_attacks")
+    assert judged["runs"] == [] and judged["unjoined"] == ["mnist_gradient+mnist_boundary"]
+    md = paper.document(paper.gather([str(tmp_path / "*")]), output_path=str(tmp_path / "p.md"))
+    assert ("`mnist_gradient+mnist_boundary` not judged: the runs do not hold the same "
+            "models on the same dataset split") in md
+    assert outcomes.decode(report["models"]["resnet"]["clean_correct"]).all()
+
+
+def test_boundary_distances_get_a_verdict_from_the_paired_wilcoxon(tmp_path):
+    """The ResNet's adversarials are twice as far on each of 12 images (both found one):
+    every paired difference has the ODE-Net's sign, p = 2 / 2^12 (exact): contradicted."""
+    import numpy as np
+
+    from tfnode.evaluation import arrays as arrays_lib
+
+    node = masked_result(True, {"0.1": []}, n=12)
+    resnet = masked_result(False, {"0.1": []}, n=12)
+    for res in (node, resnet):
+        res["attacks"]["boundary"] = res["attacks"].pop("pgd")
+    pair_run(tmp_path, "mnist_boundary", node, resnet, n=12)
+    l2 = np.linspace(0.5, 2.0, 12)
+    found = np.ones(12, bool)
+    arrays_lib.save(str(tmp_path / "mnist_boundary" / arrays_lib.FILE), {
+        "node": {("boundary", "summary"): {"found": found, "l2": l2}},
+        "resnet": {("boundary", "summary"): {"found": found, "l2": 2 * l2}}})
+    (run,) = verdict_of(tmp_path, "natural_robustness_boundary")["runs"]
+    d = run["distances"]
+    assert d["n"] == 12 and d["p_value"] == pytest.approx(2 / 2 ** 12)
+    assert d["verdict"] == "contradicted"
+    md = paper.document(paper.gather([str(tmp_path / "*")]), output_path=str(tmp_path / "p.md"))
+    assert "Verdict on the distances (larger is more robust): **contradicted**." in md

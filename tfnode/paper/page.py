@@ -200,7 +200,8 @@ RULE = ("Each claim's primary cells are declared before its runs "
 
 def _claim_section(judged):
     claim = judged["claim"]
-    words = (f"> {claim.words}" if claim.verbatim else
+    words = (f"> {claim.words}" + (f"\n\n({claim.note})" if claim.note else "")
+             if claim.verbatim else
              f"> {claim.words}\n\n(" + (claim.note or "The section as read for this "
                                           "project, not a quotation: the paper's body is "
                                           "not reachable from the machines tfnode is built "
@@ -225,7 +226,7 @@ def _claim_section(judged):
                          f"{c['test']['a_only']} | {c['test']['b_only']} | "
                          f"{_p(c['test']['p_value'])} | {_p(c['p_holm'])} | {seeds} | "
                          f"{c['verdict']} |")
-        declared = [seed for r, seed in claim.seed_runs if r == os.path.basename(run["run"])]
+        declared = [seed for r, seed in claim.seed_runs if r == run["name"]]
         seeds_note = (f"seed runs {', '.join(f'`{r}`' for r in run['seed_runs'])}"
                       if run["seed_runs"] else "its seed runs are not run yet" if declared
                       else "one training seed: the seed spread is not measured")
@@ -236,7 +237,11 @@ def _claim_section(judged):
                       f"{d['n']} images clean-correct for both where it found one for both "
                       f"({d['found_a']} and {d['found_b']} found): median {d['median_a']:.3f} "
                       f"({run['a']}) against {d['median_b']:.3f} ({run['b']}), paired "
-                      f"Wilcoxon signed-rank p = {_p(d['p_value'])}.", ""]
+                      f"Wilcoxon signed-rank p = {_p(d['p_value'])}. Verdict on the "
+                      f"distances (larger is more robust): **{d['verdict']}**.", ""]
+    for name in judged.get("unjoined", ()):
+        lines += [f"`{name}` not judged: the runs do not hold the same models on the same "
+                  "dataset split.", ""]
     if judged["missing"]:
         lines += ["Not run yet: " + ", ".join(f"`{m}`" for m in judged["missing"]) + ".", ""]
     return lines

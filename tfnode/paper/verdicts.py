@@ -54,10 +54,6 @@ def _defaults(model):
         return {}
 
 
-def _is_ode(result):
-    return bool((result.get("info") or {}).get("ode_blocks"))
-
-
 def _step_size(result):
     trained = trained_info(result)
     return {**_defaults(trained.get("model")),
@@ -174,7 +170,11 @@ def _judge_run(claim, report, seed_reports):
            "seed_runs": [os.path.dirname(r["_path"]) for r in seed_reports],
            "verdict": _overall([c["verdict"] for c in cells], n)}
     if claim.distances:
-        out["distances"] = _distance_test(report, claim.attack, *labels)
+        d = _distance_test(report, claim.attack, *labels)
+        if d:  # farther adversarials: more robust, the direction the claim predicts
+            d["verdict"] = _cell_verdict(d["p_value"], d["median_difference"] or 0.0, [],
+                                         d["n"])
+        out["distances"] = d
     return out
 
 
@@ -195,27 +195,90 @@ def _distance_test(report, attack, a_label, b_label):
             "found_b": int(found[b_label]["found"].sum())}
 
 
+def joint_report(reports):
+    """The per-example worst case over several runs' attacks, as one report: the runs'
+    models matched by path, on the images every run attacked (the first ``n`` of the
+    same dataset split, ``n`` the smallest run's). None where the runs differ in dataset
+    or split, or a model of the first run is missing from another.
+
+    The joint report holds, per model, each run's budget attacks (a name two runs share
+    is prefixed with its run's name) with their cells cut to ``n`` images, and a
+    ``worst_case`` entry at every eps all runs have; `robust_mask` reads it as any
+    report's.
+    """
+    first = reports[0]
+    if any((r["dataset"], r["split"]) != (first["dataset"], first["split"]) for r in reports):
+        return None
+    n = min(r["num_examples"] for r in reports)
+    keys = set.intersection(*({outcomes.eps_key(e) for e in r["eps"]} for r in reports))
+    models_out = {}
+    for label, res in first["models"].items():
+        path = os.path.normpath((res.get("info") or {}).get("path") or label)
+        parts = [next((m for m in r["models"].values() if os.path.normpath(
+            (m.get("info") or {}).get("path") or "") == path), None) for r in reports]
+        if any(p is None for p in parts):
+            return None
+        attacks, per_key = {}, {k: [] for k in keys}
+        for report, part in zip(reports, parts):
+            for name in outcomes.budget_attacks(part):
+                attack = part["attacks"][name]
+                joint = name if name not in attacks else f"{run_name(report)}/{name}"
+                attacks[joint] = {"meta": {k: v for k, v in attack["meta"].items()
+                                           if k != "survivors_of"},
+                                  "cells": {k: {"robust": outcomes.encode(
+                                      outcomes.decode(c["robust"])[:n])}
+                                      for k, c in attack["cells"].items() if k in keys}}
+                for k in attacks[joint]["cells"]:
+                    per_key[k].append(joint)
+        models_out[label] = {"info": res.get("info") or {}, "attacks": attacks,
+                             "clean_correct": outcomes.encode(
+                                 outcomes.decode(res["clean_correct"])[:n]),
+                             "worst_case": {k: {"attacks": names}
+                                            for k, names in per_key.items() if names}}
+    folders = " + ".join(os.path.dirname(r["_path"]) for r in reports)
+    return {"_path": os.path.join(folders, "report.json"), "num_examples": n,
+            "dataset": first["dataset"], "split": first["split"], "models": models_out}
+
+
 def judge(gathered):
     """Every declared claim held against the gathered runs it names.
 
     Returns:
       ``[{"claim": Claim, "runs": [run result], "missing": [run names not gathered]}]``
-      in the order of `tfnode.paper.claims.CLAIMS`; a run result has the two models
+      in the order of `tfnode.paper.claims.CLAIMS`; a run result has its declared
+      ``name`` (``"a+b"`` for a joint run, `joint_report`), the two models
       (``a``: the one the claim says is more robust), their references, ``n``, the
       primary ``cells`` (each with both proportions, the McNemar test, the Holm-
       corrected p, the seed runs' differences and its verdict) and the run's
-      ``verdict``.
+      ``verdict``; ``unjoined`` names the joint runs whose parts do not hold the same
+      models on the same dataset split.
     """
     by_name = {}
     for report in gathered["evaluations"]:
         by_name.setdefault(run_name(report), report)
+    unjoined = set()
+    for claim in claims_lib.CLAIMS:  # "a+b": the worst case over runs a and b together
+        for name in claim.runs:
+            parts = name.split(claims_lib.JOINT)
+            if len(parts) > 1 and all(p in by_name for p in parts):
+                joint = joint_report([by_name[p] for p in parts])
+                if joint is None:
+                    unjoined.add(name)
+                else:
+                    by_name[name] = joint
     out = []
     for claim in claims_lib.CLAIMS:
-        judged = [r for r in (
-            _judge_run(claim, by_name[name], [by_name[seed] for run, seed in claim.seed_runs
-                                              if run == name and seed in by_name])
-            for name in claim.runs if name in by_name) if r]
-        declared = list(claim.runs) + [seed for _, seed in claim.seed_runs]
+        judged = []
+        for name in claim.runs:
+            result = name in by_name and _judge_run(
+                claim, by_name[name], [by_name[seed] for run, seed in claim.seed_runs
+                                       if run == name and seed in by_name])
+            if result:
+                judged.append({**result, "name": name})
+        declared = [part for name in claim.runs for part in name.split(claims_lib.JOINT)]
+        declared += [seed for _, seed in claim.seed_runs]
         out.append({"claim": claim, "runs": judged,
-                    "missing": [name for name in declared if name not in by_name]})
+                    "unjoined": [name for name in claim.runs if name in unjoined],
+                    "missing": [name for name in dict.fromkeys(declared)
+                                if name not in by_name]})
     return out
