@@ -327,3 +327,63 @@ def test_boundary_distances_get_a_verdict_from_the_paired_wilcoxon(tmp_path):
     assert d["verdict"] == "contradicted"
     md = paper.document(paper.gather([str(tmp_path / "*")]), output_path=str(tmp_path / "p.md"))
     assert "Verdict on the distances (larger is more robust): **contradicted**." in md
+
+
+def sweep_member(root, h, clean, robust_by_eps, n=200):
+    """A sweep member's evaluation report: ``clean`` images clean-correct (the first
+    ones), ``robust_by_eps`` under the transfer attack."""
+    import numpy as np
+
+    from tfnode.evaluation import outcomes
+
+    res = masked_result(False, robust_by_eps, step_size=h, n=n)
+    res["attacks"]["transfer"] = res["attacks"].pop("pgd")
+    res["clean_correct"] = outcomes.encode(np.arange(n) < clean)
+    res["info"]["path"] = f"sweep/h_{h:g}"
+    write(root / "members" / f"h_{h:g}" / "eval" / "report.json",
+          {"eps": [0.1, 0.3, 0.5], "num_examples": n, "dataset": "mnist", "split": "test",
+           "models": {"resnet": res}})
+    return {"name": f"h_{h:g}", "step_size": h, "clean_accuracy": clean / n,
+            "robust_accuracy": {k: len(v) / n for k, v in robust_by_eps.items()},
+            "report": str(root / "members" / f"h_{h:g}" / "eval" / "report.json")}
+
+
+def test_the_sweep_is_held_against_sec_4_1_member_by_member(tmp_path):
+    """h = 0.1 equals h = 1 everywhere; h = 1e-6 loses 70 / 30 / 0 robust images and 50
+    clean ones, with no image going the other way (p = 2^-69, 2^-29, 2^-49): no gain in
+    robustness (supported), and the smallest h trains worse (supported). Then h = 0.1
+    gains 60 images at eps 0.1 (p = 2^-59): the no-gain claim is contradicted."""
+    root = tmp_path / "mnist_resnet_step_sizes"
+    same = {"0.1": range(100), "0.3": range(50), "0.5": range(10)}
+
+    def write_sweep(h01):
+        members = [sweep_member(root, 1.0, 200, same), sweep_member(root, 0.1, 200, h01),
+                   sweep_member(root, 1e-6, 150, {"0.1": range(30), "0.3": range(20),
+                                                  "0.5": range(10)})]
+        write(root / "sweep.json", {
+            "config": {"model": "resnet", "dataset": "mnist", "eps": [0.1, 0.3, 0.5],
+                       "transfer_attack": "fgsm", "num_examples": 200},
+            "source": {"model": "resnet", "options": {"num_blocks": 3}}, "members": members})
+
+    write_sweep(same)
+    judged = verdict_of(tmp_path, "step_size_experiment")
+    assert judged["missing"] == []
+    (run,) = judged["runs"]
+    assert run["n"] == 200 and run["b_ref"] == "sweep/h_1 @0123abcd4567"
+    cells = {(c["h"], c["eps"]): c for c in run["cells"]}
+    assert len(cells) == 6
+    assert cells[(0.1, "0.1")]["verdict"] == "no difference measurable at n = 200"
+    assert (cells[(1e-6, "0.1")]["test"]["b_only"], cells[(1e-6, "0.3")]["test"]["b_only"]) == (
+        70, 30)
+    assert cells[(1e-6, "0.1")]["verdict"] == "less than at h = 1"
+    assert cells[(1e-6, "0.5")]["verdict"] == "no difference measurable at n = 200"
+    assert [c["test"]["b_only"] for c in run["clean"]] == [0, 50]
+    assert run["robustness"] == "supported" and run["training"] == "supported"
+    md = paper.document(paper.gather([str(root)]), output_path=str(tmp_path / "p.md"))
+    assert "| 1e-06 | 0.1 | 15.00 [10.7, 20.6] | 50.00 [43.1, 56.9] | 0 | 70 |" in md
+    assert ("no obvious gain in robustness: **supported**; a very small h trains badly "
+            "(the smallest h's clean accuracy against h = 1's): **supported**") in md
+
+    write_sweep({"0.1": range(160), "0.3": range(50), "0.5": range(10)})
+    (run,) = verdict_of(tmp_path, "step_size_experiment")["runs"]
+    assert run["robustness"] == "contradicted"

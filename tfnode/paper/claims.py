@@ -37,7 +37,7 @@ ABSTRACT_AT = ("Finally, we show that the natural robustness of Neural ODEs is e
 
 PRIMARY_EPS = ("0.1", "0.2", "0.3")
 # Joins run names into one run: the per-example worst case over both runs' attacks, on
-# the images both attacked (`tfnode.paper.verdicts.joint_report`).
+# the images both attacked (`tfnode.paper.runs.joint_report`).
 JOINT = "+"
 
 
@@ -52,8 +52,10 @@ class Claim:
       words: the paper's words (``verbatim``) or the section as read (not verbatim).
       verbatim: whether ``words`` quotes the paper.
       comparison: ``"ode_vs_other"`` (an ODE model against a model without ODE blocks
-        in one run) or ``"small_h_vs_large_h"`` (the smallest step size h against the
-        largest, one model family in one run).
+        in one run), ``"small_h_vs_large_h"`` (the smallest step size h against the
+        largest, one model family in one run) or ``"sweep"`` (every member of a step-size
+        sweep against its h = 1 member, `tfnode.paper.verdicts`: a "no gain" claim on
+        robustness and a "trains badly" claim on clean accuracy).
       runs: the run folders (their names) that judge it; ``"a+b"`` (`JOINT`) is one run:
         the per-example worst case over runs a's and b's attacks on the same models, on
         the images both attacked.
@@ -124,7 +126,8 @@ CLAIMS = (
           "trains badly", "Sec. 4.1 (ResNet-56 on CIFAR-10, h = 1 ... 1e-10)",
           "A ResNet with a small step size h shows no obvious gain in robustness, and a very "
           "small h makes the network hard to train.", False,
-          comparison="small_h_vs_large_h", runs=("mnist_resnet_step_sizes",)),
+          comparison="sweep", runs=("mnist_resnet_step_sizes",), attack="transfer",
+          primary_eps=("0.1", "0.3", "0.5")),
     Claim("adjoint_masking", "PGD through TFP's adjoint gradient overstates the ODE-Net's "
           "robustness", "not a claim of the paper: Huang et al. 2020's warning that an "
           "adaptive solver's gradient can mask",

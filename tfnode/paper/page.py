@@ -198,6 +198,30 @@ RULE = ("Each claim's primary cells are declared before its runs "
         "every attack (a clean-wrong image is not robust); n counts every image attacked.")
 
 
+def _sweep_claim_lines(run):
+    """A step-size sweep held against Sec. 4.1 (`tfnode.paper.verdicts._judge_sweep`)."""
+    lines = [f"`{run['run']}`: every member against h = 1 `{run['b_ref']}` on the same "
+             f"{run['n']} images, under {run['attack']} (robust accuracy, %, [95% Wilson "
+             "interval]; exact McNemar, Holm over the table's rows):", "",
+             "| h | eps | robust (h) | robust (h = 1) | robust at h only | at h = 1 only | "
+             "p (McNemar) | p (Holm) | |", "|---" * 9 + "|"]
+    for c in run["cells"]:
+        lines.append(f"| {c['h']:g} | {c['eps']} | {_interval(c['a'])} | {_interval(c['b'])} "
+                     f"| {c['test']['a_only']} | {c['test']['b_only']} | "
+                     f"{_p(c['test']['p_value'])} | {_p(c['p_holm'])} | {c['verdict']} |")
+    lines += ["", f"Clean accuracy (%) against h = 1's {_interval(run['b_clean'])}:", "",
+              "| h | clean | correct at h only | at h = 1 only | p (McNemar) | p (Holm) | "
+              "| model |", "|---" * 8 + "|"]
+    for c in run["clean"]:
+        lines.append(f"| {c['h']:g} | {_interval(c['a'])} | {c['test']['a_only']} | "
+                     f"{c['test']['b_only']} | {_p(c['test']['p_value'])} | "
+                     f"{_p(c['p_holm'])} | {c['verdict']} | `{c['ref']}` |")
+    return lines + ["", f"Verdict on `{run['run']}`: no obvious gain in robustness: "
+                        f"**{run['robustness']}**; a very small h trains badly (the smallest "
+                        f"h's clean accuracy against h = 1's): **{run['training']}** (one "
+                        "training seed: the seed spread is not measured).", ""]
+
+
 def _claim_section(judged):
     claim = judged["claim"]
     words = (f"> {claim.words}" + (f"\n\n({claim.note})" if claim.note else "")
@@ -212,6 +236,9 @@ def _claim_section(judged):
     if claim.not_run:
         return lines + [f"Not judged here: {claim.not_run}.", ""]
     for run in judged["runs"]:
+        if run.get("sweep"):
+            lines += _sweep_claim_lines(run)
+            continue
         lines += [f"`{run['run']}`: {run['a']} `{run['a_ref']}` against {run['b']} "
                   f"`{run['b_ref']}`, {run['n']} images, "
                   + ("the per-example worst case over " + ", ".join(run["attacks"])

@@ -2,7 +2,8 @@
 
 `gather` reads the runs' files (a training export's ``metrics.json``, an evaluation's
 ``report.json``, a sweep's ``sweep.json``); the helpers below read one run's model the
-same way for the claims (`tfnode.paper.verdicts`) and the page (`tfnode.paper.page`).
+same way for the claims (`tfnode.paper.verdicts`) and the page (`tfnode.paper.page`);
+`joint_report` joins runs of the same models into one.
 """
 
 import glob
@@ -10,6 +11,7 @@ import json
 import os
 
 from tfnode.errors import ConfigError
+from tfnode.evaluation import outcomes
 from tfnode.exports import layout
 
 RUN_FILES = ("sweep.json", "report.json", "metrics.json")
@@ -91,3 +93,53 @@ def trained_info(res):
         except (OSError, ValueError):
             pass  # Unknown; the model stays in its family as before.
     return trained
+
+
+def run_name(report):
+    """A run's name: its folder's name (the name a claim declares)."""
+    return os.path.basename(os.path.normpath(os.path.dirname(report["_path"])))
+
+
+def joint_report(reports):
+    """The per-example worst case over several runs' attacks, as one report: the runs'
+    models matched by path, on the images every run attacked (the first ``n`` of the
+    same dataset split, ``n`` the smallest run's). None where the runs differ in dataset
+    or split, or a model of the first run is missing from another.
+
+    The joint report holds, per model, each run's budget attacks (a name two runs share
+    is prefixed with its run's name) with their cells cut to ``n`` images, and a
+    ``worst_case`` entry at every eps all runs have; `robust_mask` reads it as any
+    report's.
+    """
+    first = reports[0]
+    if any((r["dataset"], r["split"]) != (first["dataset"], first["split"]) for r in reports):
+        return None
+    n = min(r["num_examples"] for r in reports)
+    keys = set.intersection(*({outcomes.eps_key(e) for e in r["eps"]} for r in reports))
+    models_out = {}
+    for label, res in first["models"].items():
+        path = os.path.normpath((res.get("info") or {}).get("path") or label)
+        parts = [next((m for m in r["models"].values() if os.path.normpath(
+            (m.get("info") or {}).get("path") or "") == path), None) for r in reports]
+        if any(p is None for p in parts):
+            return None
+        attacks, per_key = {}, {k: [] for k in keys}
+        for report, part in zip(reports, parts):
+            for name in outcomes.budget_attacks(part):
+                attack = part["attacks"][name]
+                joint = name if name not in attacks else f"{run_name(report)}/{name}"
+                attacks[joint] = {"meta": {k: v for k, v in attack["meta"].items()
+                                           if k != "survivors_of"},
+                                  "cells": {k: {"robust": outcomes.encode(
+                                      outcomes.decode(c["robust"])[:n])}
+                                      for k, c in attack["cells"].items() if k in keys}}
+                for k in attacks[joint]["cells"]:
+                    per_key[k].append(joint)
+        models_out[label] = {"info": res.get("info") or {}, "attacks": attacks,
+                             "clean_correct": outcomes.encode(
+                                 outcomes.decode(res["clean_correct"])[:n]),
+                             "worst_case": {k: {"attacks": names}
+                                            for k, names in per_key.items() if names}}
+    folders = " + ".join(os.path.dirname(r["_path"]) for r in reports)
+    return {"_path": os.path.join(folders, "report.json"), "num_examples": n,
+            "dataset": first["dataset"], "split": first["split"], "models": models_out}

@@ -18,7 +18,7 @@ from tfnode.errors import TfnodeError
 from tfnode.evaluation import outcomes
 from tfnode.figures import pct
 from tfnode.paper import claims as claims_lib
-from tfnode.paper.runs import trained_info
+from tfnode.paper.runs import joint_report, run_name, trained_info
 
 
 def _is_ode(result):
@@ -58,11 +58,6 @@ def _step_size(result):
     trained = trained_info(result)
     return {**_defaults(trained.get("model")),
             **(trained.get("model_options") or {})}.get("step_size")
-
-
-def run_name(report):
-    """A run's name: its folder's name (the name a claim declares)."""
-    return os.path.basename(os.path.normpath(os.path.dirname(report["_path"])))
 
 
 def pair(report, comparison):
@@ -195,49 +190,85 @@ def _distance_test(report, attack, a_label, b_label):
             "found_b": int(found[b_label]["found"].sum())}
 
 
-def joint_report(reports):
-    """The per-example worst case over several runs' attacks, as one report: the runs'
-    models matched by path, on the images every run attacked (the first ``n`` of the
-    same dataset split, ``n`` the smallest run's). None where the runs differ in dataset
-    or split, or a model of the first run is missing from another.
+def _load_json(path):
+    import json
 
-    The joint report holds, per model, each run's budget attacks (a name two runs share
-    is prefixed with its run's name) with their cells cut to ``n`` images, and a
-    ``worst_case`` entry at every eps all runs have; `robust_mask` reads it as any
-    report's.
-    """
-    first = reports[0]
-    if any((r["dataset"], r["split"]) != (first["dataset"], first["split"]) for r in reports):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
         return None
-    n = min(r["num_examples"] for r in reports)
-    keys = set.intersection(*({outcomes.eps_key(e) for e in r["eps"]} for r in reports))
-    models_out = {}
-    for label, res in first["models"].items():
-        path = os.path.normpath((res.get("info") or {}).get("path") or label)
-        parts = [next((m for m in r["models"].values() if os.path.normpath(
-            (m.get("info") or {}).get("path") or "") == path), None) for r in reports]
-        if any(p is None for p in parts):
+
+
+def _no_gain_verdict(cells, n):
+    """A "no gain" claim: contradicted by any cell where the smaller h is significantly
+    more robust; supported where some are significantly less robust and none more."""
+    signs = {np.sign(c["test"]["difference"]) for c in cells
+             if c["p_holm"] is not None and c["p_holm"] < stats.ALPHA}
+    if 1 in signs:
+        return "contradicted"
+    return "supported" if -1 in signs else f"no difference measurable at n = {n}"
+
+
+def _judge_sweep(claim, sweep):
+    """Sec. 4.1's claim on a step-size sweep (`tfnode.paper.step_sizes`): every member
+    against the h = 1 member on the same images, by exact McNemar tests, robustness per
+    eps (``claim.attack``'s cells) and clean accuracy, each family Holm-corrected.
+
+    Robustness ("no obvious gain"): `_no_gain_verdict`. Training ("a very small h trains
+    badly"): supported where the smallest h's clean accuracy is significantly below
+    h = 1's, contradicted where above.
+    """
+    rows = []
+    for row in sweep["members"]:
+        report = _load_json(os.path.join(sweep["_run"], "members", row["name"], "eval",
+                                         "report.json"))
+        if report is None:
             return None
-        attacks, per_key = {}, {k: [] for k in keys}
-        for report, part in zip(reports, parts):
-            for name in outcomes.budget_attacks(part):
-                attack = part["attacks"][name]
-                joint = name if name not in attacks else f"{run_name(report)}/{name}"
-                attacks[joint] = {"meta": {k: v for k, v in attack["meta"].items()
-                                           if k != "survivors_of"},
-                                  "cells": {k: {"robust": outcomes.encode(
-                                      outcomes.decode(c["robust"])[:n])}
-                                      for k, c in attack["cells"].items() if k in keys}}
-                for k in attacks[joint]["cells"]:
-                    per_key[k].append(joint)
-        models_out[label] = {"info": res.get("info") or {}, "attacks": attacks,
-                             "clean_correct": outcomes.encode(
-                                 outcomes.decode(res["clean_correct"])[:n]),
-                             "worst_case": {k: {"attacks": names}
-                                            for k, names in per_key.items() if names}}
-    folders = " + ".join(os.path.dirname(r["_path"]) for r in reports)
-    return {"_path": os.path.join(folders, "report.json"), "num_examples": n,
-            "dataset": first["dataset"], "split": first["split"], "models": models_out}
+        ((label, result),) = report["models"].items()
+        rows.append({"h": float(row["step_size"]), "result": result,
+                     "ref": f"{(result.get('info') or {}).get('path', label)} "
+                            f"@{(result.get('info') or {}).get('fingerprint', '?')}",
+                     "n": report["num_examples"]})
+    rows.sort(key=lambda r: -r["h"])
+    if not rows or rows[0]["h"] != 1.0 or len(rows) < 2:
+        return None
+    base, others = rows[0], rows[1:]
+    base_clean = outcomes.decode(base["result"]["clean_correct"])
+    cells, clean = [], []
+    for row in others:
+        correct = outcomes.decode(row["result"]["clean_correct"])
+        clean.append({"h": row["h"], "ref": row["ref"],
+                      "a": stats.proportion(int(correct.sum()), correct.size),
+                      "test": stats.mcnemar(correct, base_clean)})
+        for key in claim.primary_eps:
+            a = robust_mask(row["result"], claim.attack, key)
+            b = robust_mask(base["result"], claim.attack, key)
+            if a is not None and b is not None:
+                cells.append({"h": row["h"], "eps": key,
+                              "a": stats.proportion(int(a.sum()), a.size),
+                              "b": stats.proportion(int(b.sum()), b.size),
+                              "test": stats.mcnemar(a, b)})
+    for family in (cells, clean):
+        for entry, p in zip(family, stats.holm([e["test"]["p_value"] for e in family])):
+            entry["p_holm"] = p
+            significant = p is not None and p < stats.ALPHA
+            difference = entry["test"]["difference"]
+            entry["verdict"] = (("more" if difference > 0 else "less") + " than at h = 1"
+                                if significant and difference else
+                                f"no difference measurable at n = {entry['test']['n']}")
+    n = base["n"]
+    smallest = clean[-1]
+    if smallest["p_holm"] is not None and smallest["p_holm"] < stats.ALPHA and \
+            smallest["test"]["difference"]:
+        training = "supported" if smallest["test"]["difference"] < 0 else "contradicted"
+    else:
+        training = f"no difference measurable at n = {n}"
+    base_correct = stats.proportion(int(base_clean.sum()), base_clean.size)
+    return {"sweep": True, "run": sweep["_run"], "n": n, "attack": claim.attack,
+            "b_ref": base["ref"], "b_clean": base_correct, "cells": cells, "clean": clean,
+            "robustness": _no_gain_verdict(cells, n), "training": training,
+            "seed_runs": [], "verdict": None}
 
 
 def judge(gathered):
@@ -256,6 +287,9 @@ def judge(gathered):
     by_name = {}
     for report in gathered["evaluations"]:
         by_name.setdefault(run_name(report), report)
+    sweeps = {}
+    for sweep in gathered.get("sweeps", ()):
+        sweeps.setdefault(os.path.basename(os.path.normpath(sweep["_run"])), sweep)
     unjoined = set()
     for claim in claims_lib.CLAIMS:  # "a+b": the worst case over runs a and b together
         for name in claim.runs:
@@ -270,6 +304,11 @@ def judge(gathered):
     for claim in claims_lib.CLAIMS:
         judged = []
         for name in claim.runs:
+            if claim.comparison == "sweep":
+                result = name in sweeps and _judge_sweep(claim, sweeps[name])
+                if result:
+                    judged.append({**result, "name": name})
+                continue
             result = name in by_name and _judge_run(
                 claim, by_name[name], [by_name[seed] for run, seed in claim.seed_runs
                                        if run == name and seed in by_name])
@@ -277,8 +316,9 @@ def judge(gathered):
                 judged.append({**result, "name": name})
         declared = [part for name in claim.runs for part in name.split(claims_lib.JOINT)]
         declared += [seed for _, seed in claim.seed_runs]
+        known = sweeps if claim.comparison == "sweep" else by_name
         out.append({"claim": claim, "runs": judged,
                     "unjoined": [name for name in claim.runs if name in unjoined],
                     "missing": [name for name in dict.fromkeys(declared)
-                                if name not in by_name]})
+                                if name not in known]})
     return out
