@@ -387,3 +387,22 @@ def test_the_sweep_is_held_against_sec_4_1_member_by_member(tmp_path):
     write_sweep({"0.1": range(160), "0.3": range(50), "0.5": range(10)})
     (run,) = verdict_of(tmp_path, "step_size_experiment")["runs"]
     assert run["robustness"] == "contradicted"
+
+
+def test_the_page_leaves_the_gathered_runs_as_read(runs, tmp_path):
+    """The page names each model by the fingerprint of its file; the runs it was given
+    keep what they recorded."""
+    import copy
+
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.save(str(tmp_path / "m.keras"))
+    gathered = paper.gather([str(runs / "reports" / "pair")])
+    for res in gathered["evaluations"][0]["models"].values():
+        res["info"] = {**(res.get("info") or {}), "path": str(tmp_path / "m.keras"),
+                       "fingerprint": "recorded"}
+    before = copy.deepcopy(gathered)
+    md = paper.document(gathered, output_path=str(runs / "p.md"))
+    assert gathered == before
+    assert "@recorded" not in md and f"`{tmp_path / 'm.keras'}` @" in md

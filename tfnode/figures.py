@@ -11,6 +11,15 @@ def pct(v):
     return "-" if v is None else f"{100 * v:.2f}"
 
 
+def pct_interval(v, ci):
+    """``17.00 [10.9, 25.6]``: a proportion (%) and its 95% interval to one decimal (a
+    finer interval would claim a precision it does not have); the proportion alone
+    where there is no interval."""
+    if not ci or ci[0] is None:
+        return pct(v)
+    return f"{pct(v)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
 @contextlib.contextmanager
 def figure(path, *, xlabel, ylabel, title, legend_size=7):
     """A 6x4 in. axes to draw on; labelled, then written to ``path`` atomically as PNG."""

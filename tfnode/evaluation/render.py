@@ -87,9 +87,7 @@ def _model_ref(label, res):
 
 def _with_interval(entry):
     """A cell's robust accuracy (%) with its 95% Wilson interval, where it has one."""
-    ci = entry.get("ci95")
-    text = figures.pct(entry["robust_accuracy"])
-    return text if not ci or ci[0] is None else f"{text} [{figures.pct(ci[0])}, {figures.pct(ci[1])}]"
+    return figures.pct_interval(entry["robust_accuracy"], entry.get("ci95"))
 
 
 def _comparison_markdown(report):

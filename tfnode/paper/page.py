@@ -7,13 +7,14 @@ Every number it prints comes from a run it names; none is typed in here except t
 published ones in `PAPER` and `RELATED`, each with its source.
 """
 
+import copy
 import os
 import re
 import shutil
 
 from tfnode import files, stats
 from tfnode.evaluation import outcomes
-from tfnode.figures import pct
+from tfnode.figures import pct, pct_interval
 from tfnode.paper import claims as claims_lib
 from tfnode.paper.runs import gather, model_name, options_text
 from tfnode.paper.verdicts import clean_warnings, judge
@@ -171,16 +172,12 @@ def _sweep_section(sweep, output_path):
 
 def _cell_text(cell):
     """A report cell's robust accuracy (%) and its 95% Wilson interval."""
-    ci = cell.get("ci95")
-    if not ci or ci[0] is None:
-        return pct(cell["robust_accuracy"])
-    return f"{pct(cell['robust_accuracy'])} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return pct_interval(cell["robust_accuracy"], cell.get("ci95"))
 
 
 def _interval(prop):
     """``17.00 [10.9, 25.6]``: a stored proportion with its 95% Wilson interval."""
-    low, high = prop["ci95"]
-    return f"{pct(prop['p'])} [{100 * low:.1f}, {100 * high:.1f}]"
+    return pct_interval(prop["p"], prop["ci95"])
 
 
 def _p(value):
@@ -277,6 +274,7 @@ def _claim_section(judged):
 def document(gathered, *, output_path, command=None):
     """The results page (markdown) for ``gathered`` runs, to be written at
     ``output_path`` (image links are relative to it)."""
+    gathered = copy.deepcopy(gathered)  # the caller's runs stay as read
     fingerprints = _fingerprints(gathered)
     for report in gathered["evaluations"]:  # the page names each model by its file
         for res in report["models"].values():
