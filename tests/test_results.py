@@ -406,3 +406,29 @@ def test_the_page_leaves_the_gathered_runs_as_read(runs, tmp_path):
     md = paper.document(gathered, output_path=str(runs / "p.md"))
     assert gathered == before
     assert "@recorded" not in md and f"`{tmp_path / 'm.keras'}` @" in md
+
+
+def test_the_seed_spread_stands_beside_the_verdict(tmp_path):
+    """Seed 0's run on 200 images is cut to the seed runs' first 100: the node keeps
+    0..19 of them robust (20 of 100), the ResNet 0..59 (60); seed 1: 30 vs 10; seed 2:
+    5 vs 50. Clean accuracy comes from each model's metrics.json."""
+    runs_dir = tmp_path / "runs"
+    for seed, (node_r, resnet_r, n) in enumerate(((range(20), range(60), 200),
+                                                   (range(30), range(10), 100),
+                                                   (range(5), range(50), 100))):
+        node, resnet = (masked_result(ode, {"0.1": r}, n=n)
+                        for ode, r in ((True, node_r), (False, resnet_r)))
+        for res, name in ((node, "node"), (resnet, "resnet")):
+            path = tmp_path / "models" / f"{name}_seed{seed}"
+            res["info"]["path"] = str(path)
+            write(path / "metrics.json",
+                  metrics(name, 0.99 - seed / 1000, settings={"epochs": 4, "seed": seed}))
+        pair_run(runs_dir, "mnist_gradient" if seed == 0 else f"mnist_seed{seed}",
+                 node, resnet, n=n)
+    gathered = paper.gather([str(runs_dir / "*"), str(tmp_path / "models" / "*")])
+    md = paper.document(gathered, output_path=str(tmp_path / "p.md"))
+    assert "robust accuracy (%) [95% Wilson interval] at eps 0.1 on the first 100 images" in md
+    assert ("| `mnist_gradient` | 0 | 99.00 | 99.00 | 20.00 [13.3, 28.9] | 60.00 [50.2, 69.1] "
+            "| -40.0 |") in md
+    assert "| `mnist_seed1` | 1 | 98.90 | 98.90 | 30.00 [21.9, 39.6] | 10.00 [5.5, 17.4] | +20.0 |" in md
+    assert "| `mnist_seed2` | 2 | 98.80 | 98.80 |" in md

@@ -15,9 +15,9 @@ import shutil
 from tfnode import files, stats
 from tfnode.evaluation import outcomes
 from tfnode.figures import pct, pct_interval
-from tfnode.paper import claims as claims_lib
+from tfnode.paper import claims as claims_lib, seeds as seeds_lib
 from tfnode.paper.runs import gather, model_name, options_text
-from tfnode.paper.verdicts import clean_warnings, judge
+from tfnode.paper.verdicts import clean_warnings, judge, runs_by_name
 
 PAPER_SOURCE = ("Chu, Wei & Zhao, \"Towards Natural Robustness Against Adversarial "
                 "Examples\", arXiv 2012.02452, clean test accuracy")
@@ -263,6 +263,8 @@ def _claim_section(judged):
                       f"({run['a']}) against {d['median_b']:.3f} ({run['b']}), paired "
                       f"Wilcoxon signed-rank p = {_p(d['p_value'])}. Verdict on the "
                       f"distances (larger is more robust): **{d['verdict']}**.", ""]
+    if judged.get("spread") and judged["spread"]["rows"]:
+        lines += seeds_lib.markdown(judged["spread"])
     for name in judged.get("unjoined", ()):
         lines += [f"`{name}` not judged: the runs do not hold the same models on the same "
                   "dataset split.", ""]
@@ -288,8 +290,10 @@ def document(gathered, *, output_path, command=None):
              "weight's name, shape and float32 bytes). Training budgets are each run's own "
              "(epochs column): the paper's models were trained longer.", "",
              f"Paper: {claims_lib.SOURCE}.", "", "## The claims", "", RULE, ""]
+    by_name, _ = runs_by_name(gathered)
     for judged in judge(gathered):
-        lines += _claim_section(judged)
+        lines += _claim_section({**judged, "spread": seeds_lib.spread(judged["claim"], by_name,
+                                                                  gathered)})
     warnings = clean_warnings(gathered)
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]

@@ -271,6 +271,26 @@ def _judge_sweep(claim, sweep):
             "seed_runs": [], "verdict": None}
 
 
+def runs_by_name(gathered):
+    """``({run name: report}, {joint run names that do not join})``: the gathered
+    evaluations by the names claims declare (the first of a name wins), with every
+    declared joint run ``"a+b"`` whose parts are gathered (`joint_report`)."""
+    by_name = {}
+    for report in gathered["evaluations"]:
+        by_name.setdefault(run_name(report), report)
+    unjoined = set()
+    for claim in claims_lib.CLAIMS:  # "a+b": the worst case over runs a and b together
+        for name in claim.runs:
+            parts = name.split(claims_lib.JOINT)
+            if len(parts) > 1 and all(p in by_name for p in parts):
+                joint = joint_report([by_name[p] for p in parts])
+                if joint is None:
+                    unjoined.add(name)
+                else:
+                    by_name[name] = joint
+    return by_name, unjoined
+
+
 def judge(gathered):
     """Every declared claim held against the gathered runs it names.
 
@@ -284,22 +304,10 @@ def judge(gathered):
       ``verdict``; ``unjoined`` names the joint runs whose parts do not hold the same
       models on the same dataset split.
     """
-    by_name = {}
-    for report in gathered["evaluations"]:
-        by_name.setdefault(run_name(report), report)
+    by_name, unjoined = runs_by_name(gathered)
     sweeps = {}
     for sweep in gathered.get("sweeps", ()):
         sweeps.setdefault(os.path.basename(os.path.normpath(sweep["_run"])), sweep)
-    unjoined = set()
-    for claim in claims_lib.CLAIMS:  # "a+b": the worst case over runs a and b together
-        for name in claim.runs:
-            parts = name.split(claims_lib.JOINT)
-            if len(parts) > 1 and all(p in by_name for p in parts):
-                joint = joint_report([by_name[p] for p in parts])
-                if joint is None:
-                    unjoined.add(name)
-                else:
-                    by_name[name] = joint
     out = []
     for claim in claims_lib.CLAIMS:
         judged = []
