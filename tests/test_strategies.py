@@ -78,6 +78,26 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(generated, tmp_path):
     assert diff < 1e-5, diff
 
 
+def test_a_defense_under_two_replicas_trains_what_one_device_trains(generated, tmp_path):
+    """PGD-AT (no random start: each replica's noise would be its own draw) over two
+    logical CPUs: each replica's loss is its half's mean, and the optimizer sums the
+    replicas' gradients, so unscaled the step would be twice one device's."""
+    data_dir, env = generated
+    defended = dict(defense="pgd_at", defense_options={
+        "rand_init": False, "num_steps": 2, "eps": 0.1, "step_size": 0.05})
+    one = _finish(_run(_kwargs(data_dir, tmp_path, "one", **defended), env))
+    two = _finish(_run(_kwargs(data_dir, tmp_path, "two", strategy="mirrored", **defended),
+                       {**env, "TEST_LOGICAL_CPUS": "2"}))
+    init = _finish(_run(_kwargs(data_dir, tmp_path, "init", learning_rate=1e-30, **defended),
+                        env))
+    assert one["replicas"] == 1 and two["replicas"] == 2
+    weights = {name: h5_arrays(tmp_path / name / "checkpoints" / "epoch_001.weights.h5")
+               for name in ("one", "two", "init")}
+    assert _max_difference(weights["one"], weights["init"]) > 1e-3  # it trained
+    diff = _max_difference(weights["one"], weights["two"])
+    assert diff < 1e-5, diff
+
+
 # Slow (--run-slow): two epochs under the mirrored strategy; its exactness against one
 # device is the test above.
 @pytest.mark.slow

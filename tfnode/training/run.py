@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfnode import data, errors, files, models
 from tfnode.errors import ConfigError
 from tfnode.exports import read as reader, write as export
-from tfnode.training import (config as config_lib, defenses, fit, resume, run_dir,
+from tfnode.training import (config as config_lib, defenses, fit, loop, resume, run_dir,
                              strategies)
 
 
@@ -37,7 +37,7 @@ def train(config, *, record=None, log=print, callbacks=(), verbose=1):
       config: a `tfnode.training.TrainConfig`.
       record: extra settings to store in ``metrics.json`` (e.g. all flags of the app).
       log: where progress lines go.
-      callbacks: extra Keras callbacks for ``fit``.
+      callbacks: extra Keras callbacks for the training loop (`tfnode.training.loop`).
       verbose: Keras progress-bar verbosity.
 
     Returns:
@@ -59,7 +59,7 @@ def train(config, *, record=None, log=print, callbacks=(), verbose=1):
     run.log(f"tfnode: evaluating on the {run.config.dataset} test split "
             f"(batch {run.config.eval_batch_size})")
     eval_start = time.time()
-    test = run.trainer.evaluate(streams[2], verbose=verbose, return_dict=True)
+    test = loop.evaluate(run.trainer, streams[2], strategy=run.strategy)
     metrics = _metrics(run, test, history, timings={
         "train_seconds": fit_seconds, "eval_seconds": time.time() - eval_start},
         note=note, record=record)
@@ -162,20 +162,19 @@ def _fit(run, streams, callbacks, verbose):
             + (f", defense {c.defense} {run.defense_options}" if c.defense else ""))
     fit_start = time.time()
     epoch, done_in_epoch = divmod(state["step"] if state else 0, steps)
-    common = dict(shuffle=False,  # the dataset shuffles itself (seeded); Keras would warn
-                  validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    common = dict(strategy=run.strategy, validation_data=val_ds, callbacks=callbacks,
+                  verbose=verbose)
     try:
         if epoch < c.epochs and done_in_epoch:
-            # The rest of an interrupted epoch first, then whole epochs: Keras' fit starts
-            # an epoch only at its first step.
-            run.trainer.fit(fit.train_stream(c, epoch * steps + done_in_epoch),
-                            initial_epoch=epoch, epochs=epoch + 1,
-                            steps_per_epoch=steps - done_in_epoch, **common)
+            # The rest of an interrupted epoch first, then whole epochs: an epoch starts
+            # at its first step, as in Keras' fit.
+            loop.fit(run.trainer, fit.train_stream(c, epoch * steps + done_in_epoch),
+                     initial_epoch=epoch, epochs=epoch + 1,
+                     steps_per_epoch=steps - done_in_epoch, **common)
             epoch += 1
         if epoch < c.epochs and not checkpointer.failure and not run.trainer.stop_training:
-            run.trainer.fit(first if epoch == 0 else fit.train_stream(c, epoch * steps),
-                            initial_epoch=epoch, epochs=c.epochs, steps_per_epoch=steps,
-                            **common)
+            loop.fit(run.trainer, first if epoch == 0 else fit.train_stream(c, epoch * steps),
+                     initial_epoch=epoch, epochs=c.epochs, steps_per_epoch=steps, **common)
     except tf.errors.OpError as err:
         failure = errors.solver_failure(err)
         if failure is None:

@@ -1,4 +1,5 @@
-"""`DefendedModel`: a model trained on a registered defense's loss inside Keras' own ``fit``."""
+"""`DefendedModel`: a model trained on a registered defense's loss by the training loop
+(`tfnode.training.loop`, which runs Keras' train step, here this one)."""
 
 import keras
 import tensorflow as tf
@@ -8,12 +9,14 @@ from tfnode.training.defenses import registry
 
 
 class DefendedModel(keras.Model):
-    """Wraps a model so that ``fit`` trains it on a defense's loss.
+    """Wraps a model so that the training loop (or Keras' ``fit``) trains it on a
+    defense's loss.
 
     ``call`` is the wrapped model's, so evaluation, checkpoints and callbacks see the
     same weights; only ``train_step`` differs from Keras': it takes the gradient of the
     defense's per-batch loss (`DefenseSpec.loss`) under its tape and applies it with the
-    compiled optimizer. A custom training loop does the same with any defense. Export
+    compiled optimizer, under any tf.distribute strategy (the loss scaled for the
+    replicas' sum). Export
     the wrapped model (``wrapped``), not this wrapper.
 
     Args:
@@ -53,7 +56,12 @@ class DefendedModel(keras.Model):
         with tf.GradientTape() as tape:
             loss, logits = self.spec.loss(self.wrapped, x, y, self.optimizer.iterations,
                                           seed=self.seed_generator, **self.defense_options)
-        grads = tape.gradient(loss, weights)
+            # The loss is this replica's batch mean; the optimizer sums the replicas'
+            # gradients. Scaled by 1 / replicas (as Keras' own losses are), the sum is the
+            # global batch's mean gradient (tf.nn.compute_average_loss); one device: x1.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas if replicas > 1 else loss
+        grads = tape.gradient(scaled, weights)
         # Keras' own train step updates the same tracker (what fit logs as "loss").
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         self.optimizer.apply_gradients(zip(grads, weights))
