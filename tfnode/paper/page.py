@@ -181,7 +181,11 @@ def _interval(prop):
 
 
 def _p(value):
-    return "-" if value is None else f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
+    if value is None:
+        return "-"
+    if value == 0:  # below the smallest double: the test's tail underflowed
+        return "< 1e-300"
+    return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
 
 
 RULE = ("Each claim's primary cells are declared before its runs "
