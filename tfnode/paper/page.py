@@ -206,17 +206,18 @@ def _sweep_claim_lines(run):
              "interval]; exact McNemar, Holm over the table's rows):", "",
              "| h | eps | robust (h) | robust (h = 1) | robust at h only | at h = 1 only | "
              "p (McNemar) | p (Holm) | |", "|---" * 9 + "|"]
+    def tested(c):  # the paired test's columns, then the row's verdict
+        return (f"{c['test']['a_only']} | {c['test']['b_only']} | {_p(c['test']['p_value'])} "
+                f"| {_p(c['p_holm'])} | {c['verdict']} |")
+
     for c in run["cells"]:
         lines.append(f"| {c['h']:g} | {c['eps']} | {_interval(c['a'])} | {_interval(c['b'])} "
-                     f"| {c['test']['a_only']} | {c['test']['b_only']} | "
-                     f"{_p(c['test']['p_value'])} | {_p(c['p_holm'])} | {c['verdict']} |")
+                     f"| {tested(c)}")
     lines += ["", f"Clean accuracy (%) against h = 1's {_interval(run['b_clean'])}:", "",
               "| h | clean | correct at h only | at h = 1 only | p (McNemar) | p (Holm) | "
               "| model |", "|---" * 8 + "|"]
     for c in run["clean"]:
-        lines.append(f"| {c['h']:g} | {_interval(c['a'])} | {c['test']['a_only']} | "
-                     f"{c['test']['b_only']} | {_p(c['test']['p_value'])} | "
-                     f"{_p(c['p_holm'])} | {c['verdict']} | `{c['ref']}` |")
+        lines.append(f"| {c['h']:g} | {_interval(c['a'])} | {tested(c)} `{c['ref']}` |")
     return lines + ["", f"Verdict on `{run['run']}`: no obvious gain in robustness: "
                         f"**{run['robustness']}**; a very small h trains badly (the smallest "
                         f"h's clean accuracy against h = 1's): **{run['training']}** (one "
