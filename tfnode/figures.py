@@ -20,6 +20,11 @@ def pct_interval(v, ci):
     return f"{pct(v)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def pct_proportion(prop):
+    """`pct_interval` of a stored proportion (`tfnode.stats.proportion`); ``-`` for None."""
+    return "-" if prop is None else pct_interval(prop["p"], prop["ci95"])
+
+
 @contextlib.contextmanager
 def figure(path, *, xlabel, ylabel, title, legend_size=7):
     """A 6x4 in. axes to draw on; labelled, then written to ``path`` atomically as PNG."""

@@ -14,7 +14,7 @@ import shutil
 
 from tfnode import files, stats
 from tfnode.evaluation import outcomes
-from tfnode.figures import pct, pct_interval
+from tfnode.figures import pct, pct_interval, pct_proportion
 from tfnode.paper import claims as claims_lib, seeds as seeds_lib
 from tfnode.paper.runs import gather, model_name, options_text
 from tfnode.paper.verdicts import clean_warnings, judge, runs_by_name
@@ -177,7 +177,7 @@ def _cell_text(cell):
 
 def _interval(prop):
     """``17.00 [10.9, 25.6]``: a stored proportion with its 95% Wilson interval."""
-    return pct_interval(prop["p"], prop["ci95"])
+    return pct_proportion(prop)
 
 
 def _p(value):

@@ -66,9 +66,6 @@ def markdown(spread):
     def clean(row):
         return "-" if row["clean"] is None else figures.pct(row["clean"])
 
-    def robust(row):
-        return "-" if row["robust"] is None else figures.pct_interval(row["robust"]["p"], row["robust"]["ci95"])
-
     lines = [f"Seed spread: each training seed's pair, clean accuracy (%) on the whole test "
              f"split and robust accuracy (%) [95% Wilson interval] at eps {spread['eps']} on "
              f"the first {spread['n']} images:", "",
@@ -79,8 +76,9 @@ def markdown(spread):
         seed = a["seed"] if a["seed"] == b["seed"] else f"{a['seed']} / {b['seed']}"
         difference = ("-" if a["robust"] is None or b["robust"] is None
                       else f"{100 * (a['robust']['p'] - b['robust']['p']):+.1f}")
-        lines.append(f"| `{row['run']}` | {seed} | {clean(a)} | {clean(b)} | {robust(a)} | "
-                     f"{robust(b)} | {difference} |")
+        lines.append(f"| `{row['run']}` | {seed} | {clean(a)} | {clean(b)} | "
+                     f"{figures.pct_proportion(a['robust'])} | "
+                     f"{figures.pct_proportion(b['robust'])} | {difference} |")
     return lines + ["", "(a: " + ", ".join(dict.fromkeys(r["a"]["label"] for r in
                                                           spread["rows"]))
                     + "; b: " + ", ".join(dict.fromkeys(r["b"]["label"] for r in
