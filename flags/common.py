@@ -106,6 +106,8 @@ def define_train_flags():
     define_model_flags()
     define_recipe_flags()
     define_strategy_flag()
+    flags.DEFINE_integer("collective_timeout", 600, "multi_worker: seconds a step's "
+                         "all-reduce waits for the other workers before the run fails.")
     define_export_target_flags()
     flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs "
                         "(default runs/<model>_<dataset>).")

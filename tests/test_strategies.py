@@ -4,8 +4,11 @@ devices must be set before TensorFlow starts."""
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,12 +20,35 @@ from tfnode.errors import TfnodeError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Then tfnode.training.train, on generated MNIST-format files (conftest.CHILD_PRELUDE).
+# TEST_KILL_AT_STEP: the process kills itself (SIGKILL) after that training step;
+# TEST_TOOL: the run goes through tools.train's flags (argv[1]: a JSON list of flags).
 TRAIN = """
+import signal
+import keras
 from tfnode import training
-metrics = training.train(training.TrainConfig(**json.loads(sys.argv[1])), verbose=0,
-                         log=lambda m: None)
-print(json.dumps({"replicas": metrics["replicas"], "export": metrics["export_path"],
-                  "accuracy": metrics["clean_accuracy"]}))
+
+class Kill(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == int(os.environ["TEST_KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def reported(train):
+    def run(*args, **kwargs):
+        metrics = train(*args, **kwargs)
+        print(json.dumps({"replicas": metrics["replicas"], "export": metrics["export_path"],
+                          "accuracy": metrics["clean_accuracy"],
+                          "fingerprint": metrics["fingerprint"]}))
+        return metrics
+    return run
+
+if os.environ.get("TEST_TOOL"):  # the user's path: tools.train's flags and main
+    from tools import _run, train as tool
+    training.train = reported(training.train)
+    sys.argv = ["train", *json.loads(sys.argv[1])]
+    _run.app_run(tool.main)
+reported(training.train)(training.TrainConfig(**json.loads(sys.argv[1])), verbose=0,
+                         log=lambda m: None,
+                         callbacks=[Kill()] if os.environ.get("TEST_KILL_AT_STEP") else [])
 """
 
 
@@ -41,10 +67,29 @@ def _kwargs(data_dir, tmp_path, name, **overrides):
             "export_name": name, **overrides}
 
 
+def _flags(kwargs):
+    """``tools.train``'s flags for `TrainConfig` fields."""
+    args = []
+    for key, value in kwargs.items():
+        if key == "model_options":
+            args += [f"--model_option={k}={_text(v)}" for k, v in value.items()]
+        elif key == "defense_options":
+            args += [f"--defense_option={kwargs['defense']}.{k}={_text(v)}"
+                     for k, v in value.items()]
+        else:
+            args.append(f"--{key}={_text(value)}")
+    return args
+
+
+def _text(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _run(kwargs, env, **popen):
     from conftest import CHILD_PRELUDE
 
-    return subprocess.Popen([sys.executable, "-c", CHILD_PRELUDE + TRAIN, json.dumps(kwargs)],
+    args = _flags(kwargs) if env.get("TEST_TOOL") else kwargs
+    return subprocess.Popen([sys.executable, "-c", CHILD_PRELUDE + TRAIN, json.dumps(args)],
                             cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **popen)
 
@@ -116,15 +161,87 @@ def test_train_runs_two_epochs_mirrored_and_refuses_a_batch_the_replicas_cannot_
     assert proc.returncode != 0 and "does not split over the 2 replicas" in err
 
 
-def test_multi_worker_is_refused_with_the_keras_issue(generated, tmp_path):
-    # Keras 3's fit cannot run under MultiWorkerMirroredStrategy (its log reduction
-    # fails; keras-team/keras#20585): a one-line error before any work, not a crash.
-    from tests.conftest import train_run
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
-    data_dir, _ = generated
-    with pytest.raises(TfnodeError, match="keras-team/keras#20585"):
-        train_run(**_kwargs(data_dir, tmp_path, "mw", strategy="multi_worker"))
-    assert not (tmp_path / "mw").exists() and not (tmp_path / "sm").exists()
+
+def _workers(kwargs, env, count=2, kill=None):
+    """``count`` worker processes on localhost, each with its TF_CONFIG; ``kill``:
+    ``(worker, step)``, that worker kills itself after that step."""
+    hosts = [f"localhost:{p}" for p in _free_ports(count)]
+    procs = []
+    for i in range(count):
+        task = {"TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
+                                         "task": {"type": "worker", "index": i}})}
+        if kill and kill[0] == i:
+            task["TEST_KILL_AT_STEP"] = str(kill[1])
+        procs.append(_run({**kwargs, "strategy": "multi_worker"}, {**env, **task}))
+    return procs
+
+
+def test_two_workers_resume_after_a_worker_is_killed_and_train_what_two_replicas_train(
+        generated, tmp_path):
+    """Two worker processes (MultiWorkerMirroredStrategy, one CPU replica each), the
+    adaptive ODE-Net: worker 1 is killed (SIGKILL) after step 3 of 6; worker 0 must exit
+    with the one-line error in bounded time, not hang; both restarted, they resume from
+    the chief's state at step 2 and end where an uninterrupted run over two replicas of
+    one process ends (each replica on the same half of every batch; a sum of two
+    gradients does not depend on its order, so the match is exact by construction)."""
+    data_dir, env = generated
+    kwargs = _kwargs(data_dir, tmp_path, "mirrored", steps_per_epoch=3, epochs=2,
+                     checkpoint_steps=2, strategy="mirrored")
+    _finish(_run(kwargs, {**env, "TEST_LOGICAL_CPUS": "2"}))
+    init = {**kwargs, "learning_rate": 1e-30, "model_dir": str(tmp_path / "init"),
+            "export_name": "init"}
+    _finish(_run(init, {**env, "TEST_LOGICAL_CPUS": "2"}))
+    two = {**kwargs, "model_dir": str(tmp_path / "two"), "export_name": "two",
+           "collective_timeout": 120}
+    start = time.time()
+    chief, killed = _workers(two, env, kill=(1, 3))
+    _, err = chief.communicate(timeout=300)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert chief.returncode == 1 and "restart every worker with the same flags" in err, err[-3000:]
+    assert time.time() - start < 240  # bounded: the heartbeats, not a hang
+    assert not (tmp_path / "sm" / "two").exists()
+    results = [_finish(p) for p in _workers(two, env)]  # resumes from state-2 (step 2)
+    assert [r["replicas"] for r in results] == [2, 2]
+    assert results[0]["fingerprint"] == results[1]["fingerprint"]  # the workers agree
+    assert results[0]["export"].endswith(os.path.join("two", "1")) and results[1]["export"] is None
+    assert os.listdir(tmp_path / "sm" / "two") == ["1"]  # one export, the chief's
+    assert not [n for n in os.listdir(tmp_path / "two") if n.startswith(".worker")]
+    weights = {name: h5_arrays(tmp_path / name / "checkpoints" / "epoch_002.weights.h5")
+               for name in ("mirrored", "two", "init")}
+    assert _max_difference(weights["mirrored"], weights["init"]) > 1e-3  # it trained
+    diff = _max_difference(weights["mirrored"], weights["two"])
+    assert diff < 1e-6, diff
+
+
+def test_a_defense_under_two_workers_trains_what_one_process_trains(generated, tmp_path):
+    """PGD-AT over two worker processes against one process with the same global batch,
+    two steps. A fixed-step solver: no accept/reject decision that a rounding difference
+    could flip, so the gap is the summation order's rounding alone."""
+    data_dir, env = generated
+    defended = dict(defense="pgd_at", defense_options={
+        "rand_init": False, "num_steps": 2, "eps": 0.1, "step_size": 0.05},
+        model_options={"width": 4, "solver": "rk4", "step_size": 0.25})
+    _finish(_run(_kwargs(data_dir, tmp_path, "one", **defended), env))
+    _finish(_run(_kwargs(data_dir, tmp_path, "init", learning_rate=1e-30, **defended), env))
+    # Through tools.train: the strategy must be made before any other TF op of the tool.
+    two = [_finish(p) for p in _workers(_kwargs(data_dir, tmp_path, "two", **defended),
+                                        {**env, "TEST_TOOL": "1"})]
+    assert two[0]["fingerprint"] == two[1]["fingerprint"]
+    weights = {name: h5_arrays(tmp_path / name / "checkpoints" / "epoch_001.weights.h5")
+               for name in ("one", "two", "init")}
+    assert _max_difference(weights["one"], weights["init"]) > 1e-3  # it trained
+    diff = _max_difference(weights["one"], weights["two"])
+    assert diff < 1e-5, diff
 
 
 def test_strategy_names_and_bad_input():
@@ -134,3 +251,23 @@ def test_strategy_names_and_bad_input():
     os.environ.pop("TF_CONFIG", None)
     with pytest.raises(TfnodeError, match="needs TF_CONFIG"):
         strategies.get("multi_worker")
+
+
+def test_cluster_reads_tf_config_with_the_chief_first(monkeypatch):
+    spec = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}}
+    for task, place in [({"type": "chief", "index": 0}, (0, 3)),
+                        ({"type": "worker", "index": 0}, (1, 3)),
+                        ({"type": "worker", "index": "1"}, (2, 3))]:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({**spec, "task": task}))
+        assert strategies.cluster() == place
+    monkeypatch.setenv("TF_CONFIG", "{cluster")
+    with pytest.raises(TfnodeError, match="TF_CONFIG is not JSON"):
+        strategies.cluster()
+    for bad in ({"cluster": spec["cluster"]}, {**spec, "task": {"type": "worker", "index": 2}},
+                {**spec, "task": {"type": "ps", "index": 0}}, ["worker"]):
+        monkeypatch.setenv("TF_CONFIG", json.dumps(bad))
+        with pytest.raises(TfnodeError, match="naming a chief or worker task"):
+            strategies.cluster()
+    monkeypatch.delenv("TF_CONFIG")
+    assert strategies.cluster() is None
+    assert strategies.worker(strategies.get("default")) == (0, 1, True)

@@ -43,7 +43,13 @@ class TrainConfig:
         training.
       defense_options: options of ``defense`` over its published defaults for
         ``dataset``.
-      strategy: a `tfnode.training.strategies` name (``default``, ``mirrored``, ``tpu``).
+      strategy: a `tfnode.training.strategies` name (``default``, ``mirrored``,
+        ``multi_worker``, ``tpu``). Under ``multi_worker`` every worker runs the same
+        config with its own ``TF_CONFIG``; ``model_dir`` must be a folder every worker
+        sees (the workers resume from the chief's state), and the chief alone writes the
+        state, the logs and the export (docs/scaling.md).
+      collective_timeout: ``multi_worker``: seconds a step's all-reduce waits for the
+        other workers before the run fails (a killed worker is found sooner).
       deterministic: turn on TensorFlow's op determinism (for GPUs, whose kernels may
         reduce in any order; on CPU tfnode's training repeats bit for bit without it,
         see docs/training.md). It stays on in the process.
@@ -74,6 +80,7 @@ class TrainConfig:
     defense: str | None = None
     defense_options: Mapping[str, Any] | None = None
     strategy: str = "default"
+    collective_timeout: int = 600
     deterministic: bool = False
     data_dir: str | None = None
     eval_batch_size: int | None = None
@@ -95,6 +102,7 @@ RULES = {
     "steps_per_epoch": registry.optional(registry.COUNT),
     "checkpoint_steps": registry.optional(registry.COUNT),
     "eval_batch_size": registry.optional(registry.COUNT),
+    "collective_timeout": registry.COUNT,
     "learning_rate": registry.POSITIVE,
     "weight_decay": registry.NONNEGATIVE,
     "validation_size": registry.NONNEGATIVE_COUNT,

@@ -2,6 +2,7 @@
 test split, export it, and record the run."""
 
 import dataclasses
+import functools
 import os
 import time
 
@@ -24,6 +25,7 @@ class _Run:
     net: keras.Model
     settings: dict
     log: callable
+    worker: tuple = (0, 1, True)  # strategies.worker: (index, count, is_chief)
     steps: int = 0
     trainer: keras.Model | None = None
     state: dict | None = None
@@ -53,17 +55,42 @@ def train(config, *, record=None, log=print, callbacks=(), verbose=1):
     finished = _take_over_folder(run)
     if finished is not None:
         return finished
-    streams = _streams(run)
-    _compile_and_restore(run, streams[0])
-    history, note, fit_seconds = _fit(run, streams, callbacks, verbose)
-    run.log(f"tfnode: evaluating on the {run.config.dataset} test split "
-            f"(batch {run.config.eval_batch_size})")
-    eval_start = time.time()
-    test = loop.evaluate(run.trainer, streams[2], strategy=run.strategy)
+    try:
+        streams = _streams(run)
+        _compile_and_restore(run, streams[0])
+        history, note, fit_seconds = _fit(run, streams, callbacks, verbose)
+        run.log(f"tfnode: evaluating on the {run.config.dataset} test split "
+                f"(batch {run.config.eval_batch_size})")
+        eval_start = time.time()
+        test = loop.evaluate(run.trainer, streams[2], strategy=run.strategy)
+    except _CLUSTER_ERRORS as err:
+        if run.worker[1] == 1:
+            raise
+        raise errors.TfnodeError(_lost_worker(run, err)) from None
     metrics = _metrics(run, test, history, timings={
         "train_seconds": fit_seconds, "eval_seconds": time.time() - eval_start},
         note=note, record=record)
     return _export(run, metrics, start)
+
+
+# What a collective op raises when a worker of the cluster died (the coordination
+# service's heartbeats: Unavailable), did not answer within the collective timeout
+# (DeadlineExceeded), or the collectives were aborted after either (Aborted, Cancelled).
+_CLUSTER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                   tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def _lost_worker(run, err):
+    """The one line for a run whose cluster lost a worker: what happened, and that a
+    restart of every worker resumes."""
+    c = run.config
+    index, count, _ = run.worker
+    first = next((line.strip() for line in str(err.message).splitlines()
+                  if "unhealthy" in line or "timed out" in line.lower()),
+                 str(err.message).splitlines()[0].strip())
+    return (f"worker {index} of {count}: a worker stopped or did not answer within "
+            f"{c.collective_timeout} s ({type(err).__name__}: {first[:200]}); restart every "
+            f"worker with the same flags to resume: {run_dir.last_good(c.model_dir)}")
 
 
 def _start(config, log):
@@ -74,30 +101,41 @@ def _start(config, log):
     if c.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(c.seed)
-    strat = strategies.get(c.strategy)
+    strat = strategies.get(c.strategy, collective_timeout=c.collective_timeout)
+    place = strategies.worker(strat)
+    if place[1] > 1:  # every worker's lines on one terminal or log collector stay apart
+        log = functools.partial(_worker_log, log, f"[worker {place[0]}/{place[1]}] ")
     if c.batch_size % strat.num_replicas_in_sync:
         raise ConfigError("batch_size", f"{c.batch_size} does not split over the "
                           f"{strat.num_replicas_in_sync} replicas of {{strategy}} "
                           f"{c.strategy!r}")
     with strat.scope():  # variables in the strategy's scope (mirrored)
         net = models.get_model(c.model, dataset=c.dataset, **c.model_options)
-    export.check_writable(c.export_dir)
-    return _Run(c, defense_options, strat, net, run_dir.settings(c, defense_options), log)
+    if place[2]:
+        export.check_writable(c.export_dir)
+    return _Run(c, defense_options, strat, net, run_dir.settings(c, defense_options), log,
+                worker=place)
+
+
+def _worker_log(log, prefix, message):
+    log(prefix + message)
 
 
 def _take_over_folder(run):
     """Clears the folder for ``overwrite``; the metrics of this run if it is finished;
     else refuses a resume with other settings and records this run's."""
-    c = run.config
+    c, chief = run.config, run.worker[2]
     if c.overwrite:
-        run_dir.clear(c.model_dir)
+        if chief:  # another worker starts from scratch without reading the folder
+            run_dir.clear(c.model_dir)
+        return None
     finished = run_dir.finished_run(c.model_dir, run_dir.export_target(c, run.settings),
-                                    run.log)
+                                    run.log, write=chief)
     if finished is not None:
         run.log(f"tfnode: {c.model_dir} holds this run, finished and exported to "
                 f"{finished['export_path']}; nothing to do (--overwrite trains it again)")
         return finished
-    run_dir.check_resume_settings(c.model_dir, run.settings)
+    run_dir.check_resume_settings(c.model_dir, run.settings, write=chief)
     return None
 
 
@@ -123,8 +161,11 @@ def _compile_and_restore(run, first):
             run.net, c.defense, run.defense_options, seed=c.seed)
         fit.compile_for_training(run.trainer, c, c.epochs * run.steps)
     run_dir.refuse_old_backup(c.model_dir)
-    with strat.scope():
-        run.state = resume.restore(run.trainer, run_dir.backup_dir(c.model_dir), log=run.log)
+    if not (c.overwrite and not run.worker[2]):  # the chief clears it for overwrite
+        with strat.scope():
+            run.state = resume.restore(run.trainer, run_dir.backup_dir(c.model_dir),
+                                       log=run.log)
+    _check_workers_agree(run)
     if c.strategy != "default" or (run.state and run.state.get("metrics")):
         # Under a strategy, see build_for_strategy. Without one Keras builds its compiled
         # metrics only when it traces the first step, after the epoch began: a mid-epoch
@@ -139,6 +180,31 @@ def _compile_and_restore(run, first):
         run.log(f"tfnode: resuming from {s['folder']} ({run.resumed})")
 
 
+def _check_workers_agree(run):
+    """Refuses a multi-worker run whose workers start from different states (a
+    ``model_dir`` that is not one shared folder: a worker found no state, or another).
+
+    Each worker sums every worker's (step, weights fingerprint) and compares the sum with
+    its own times the count: integers below 2**53, so the float sums are exact.
+    """
+    index, count, _ = run.worker
+    if count == 1:
+        return
+    step = int(run.trainer.optimizer.iterations.numpy())
+    mark = int(reader.fingerprint(reader.weights_of(run.net))[:12], 16)
+    own = tf.constant([float(step), float(mark)], tf.float64)
+    strat = run.strategy
+    # In a tf.function: MultiWorkerMirroredStrategy runs eager collectives slowly, and warns.
+    total = tf.function(lambda: strat.reduce(tf.distribute.ReduceOp.SUM,
+                                             strat.run(lambda: own), axis=None))()
+    replicas = strat.num_replicas_in_sync
+    if not bool(tf.reduce_all(total == own * replicas)):
+        raise ConfigError("model_dir", f"worker {index} of {count} starts from step {step} "
+                          "and other workers from another state: {model_dir} must be one "
+                          "folder every worker sees (the workers resume from the chief's "
+                          "state)")
+
+
 def _fit(run, streams, callbacks, verbose):
     """Fits the rest of the run; returns ``(epoch logs, resume note, seconds)``.
 
@@ -148,14 +214,19 @@ def _fit(run, streams, callbacks, verbose):
     """
     c, state, steps = run.config, run.state, run.steps
     first, val_ds, _ = streams
+    # Every worker saves as the chief does (reading a metric or an optimizer variable may
+    # be a collective op, which every worker must run alike); another worker's files go
+    # to a folder of its own, removed at the end (`run_dir.writes`).
+    writes = run_dir.writes(c.model_dir, *run.worker)
     checkpointer = resume.Checkpointer(
-        run_dir.backup_dir(c.model_dir), weights_pattern=os.path.join(
-            c.model_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+        run_dir.backup_dir(writes), weights_pattern=os.path.join(
+            writes, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
         model=run.net, steps_per_epoch=steps, every_steps=c.checkpoint_steps,
         history=state["history"] if state else None,
         metrics=state.get("metrics") if state else None)
-    callbacks = [checkpointer, keras.callbacks.TensorBoard(os.path.join(c.model_dir, "logs")),
+    callbacks = [checkpointer, keras.callbacks.TensorBoard(os.path.join(writes, "logs")),
                  *callbacks]
+    verbose = verbose if run.worker[2] else 0  # one progress bar: the chief's
     run.log(f"tfnode: training {c.model} on {c.dataset} for {c.epochs} epoch(s) of {steps} "
             f"steps, batch {c.batch_size}, {c.optimizer} lr {c.learning_rate} "
             f"({c.lr_schedule})"
@@ -220,10 +291,17 @@ def _export(run, metrics, start):
     c = run.config
     metrics["wall_seconds"] = time.time() - start
     metrics["replicas"] = int(run.strategy.num_replicas_in_sync)
-    path = export.export(run.net, c.export_dir, c.export_name, extra_files={
-        export.METRICS: lambda p: files.write_json(p, metrics),
-        "model.keras": run.net.save,
-    })
+    chief = run.worker[2]
+    writes = run_dir.writes(c.model_dir, *run.worker)
+    path = export.export(run.net, c.export_dir if chief else os.path.join(writes, "export"),
+                         c.export_name, extra_files={
+                             export.METRICS: lambda p: files.write_json(p, metrics),
+                             "model.keras": run.net.save})
+    if not chief:  # its export was the chief's twin, for the same collective ops
+        run_dir.remove_writes(writes)
+        run.log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}; the chief writes "
+                "the export and the run's records")
+        return {**metrics, "export_path": None}
     metrics["export_path"] = path
     run_dir.finish(c.model_dir, run_dir.export_target(c, run.settings), path)
     run.log(f"tfnode: test accuracy {metrics['clean_accuracy']:.4f}"

@@ -50,8 +50,9 @@ def clear(model_dir):
             os.remove(target)
 
 
-def check_resume_settings(model_dir, run_settings):
-    """Refuses to resume a run whose settings differ; records them for a later resume."""
+def check_resume_settings(model_dir, run_settings, *, write=True):
+    """Refuses to resume a run whose settings differ; records them for a later resume
+    (``write``: the chief of several workers alone writes)."""
     path = os.path.join(model_dir, SETTINGS)
     differ = (files.saved_settings_differ(path, run_settings)
               if os.path.isdir(backup_dir(model_dir)) else [])
@@ -59,15 +60,17 @@ def check_resume_settings(model_dir, run_settings):
         raise ConfigError("model_dir", f"{model_dir!r} holds an unfinished run with other "
                           f"settings ({', '.join(differ)}); resume it with the same settings, "
                           "or pass another {model_dir}")
-    files.write_json(path, run_settings)
+    if write:
+        files.write_json(path, run_settings)
 
 
-def finished_run(model_dir, target, log):
+def finished_run(model_dir, target, log, *, write=True):
     """The metrics of the finished run in ``model_dir`` with the settings and export
     ``target`` (`export_target`), else None.
 
     A finished run with other settings (or another export target) is replaced: its
-    export stays, and the new run trains from scratch over its checkpoints and logs.
+    export stays, and the new run trains from scratch over its checkpoints and logs (its
+    record is removed if ``write``: by the chief of several workers alone).
     """
     path = os.path.join(model_dir, FINISHED)
     if not os.path.isfile(path):
@@ -79,7 +82,8 @@ def finished_run(model_dir, target, log):
         log(f"tfnode: {model_dir} holds a finished run with other settings "
             f"({', '.join(differ)}; exported to {finished['export_path']}); training this one "
             "from scratch there")
-        os.remove(path)
+        if write:
+            os.remove(path)
         return None
     export_path = finished["export_path"]
     metrics_path = layout.extra_file(export_path, layout.METRICS)
@@ -99,6 +103,20 @@ def finish(model_dir, target, export_path):
         "settings": target, "export_path": os.path.abspath(export_path)})
     shutil.rmtree(backup_dir(model_dir), ignore_errors=True)
     os.remove(os.path.join(model_dir, SETTINGS))
+
+
+def writes(model_dir, index, count, is_chief):
+    """Where worker ``index`` of ``count`` writes its states, epoch weights and logs:
+    ``model_dir`` for the chief, ``model_dir/.worker-<index>`` for another worker (it
+    writes what the chief writes, since some reads are collective ops every worker must
+    run, and `remove_writes` deletes them at the end: Keras' own multi-worker pattern)."""
+    del count
+    return model_dir if is_chief else os.path.join(model_dir, f".worker-{index}")
+
+
+def remove_writes(folder):
+    """Removes a non-chief worker's `writes` folder."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def backup_dir(model_dir):

@@ -2,9 +2,11 @@
 
 ``default`` is TensorFlow's default strategy (one device); ``mirrored`` replicates over
 the local GPUs (or the logical CPUs a test makes); ``multi_worker`` over several
-machines, each started with its ``TF_CONFIG`` (refused for now: Keras 3's fit does not
-run under it, see `MULTI_WORKER_BLOCKED`); ``tpu`` on a Cloud TPU (untested here). The batch size is
-the global one: each of the N replicas gets ``batch_size / N`` examples per step.
+processes or machines, each started with its ``TF_CONFIG`` (docs/scaling.md); ``tpu`` on
+a Cloud TPU (untested here). Every strategy trains through one loop,
+`tfnode.training.loop` (Keras 3's ``fit`` does not run under MultiWorkerMirroredStrategy,
+keras-team/keras#20585). The batch size is the global one: each of the N replicas gets
+``batch_size / N`` examples per step.
 
 An adaptive solver's step size depends on its batch (one error norm for the whole
 state), so data parallelism changes the numbers: each replica's sub-batch takes its
@@ -23,11 +25,11 @@ from tfnode.registry import Registry
 _STRATEGIES = Registry("strategy")
 
 
-def _default():
+def _default(**_):
     return tf.distribute.get_strategy()
 
 
-def _mirrored():
+def _mirrored(**_):
     # All local GPUs; without any, every logical CPU device (one on a plain machine; a
     # test or a user can split the CPU into several with set_logical_device_configuration).
     gpus = tf.config.list_logical_devices("GPU")
@@ -35,29 +37,48 @@ def _mirrored():
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
-# Keras 3's fit does not run under MultiWorkerMirroredStrategy: it reduces each step's
-# scalar logs with strategy.reduce("MEAN", v, axis=0), which fails for scalars
-# (keras-team/keras#20585, open since TF 2.16 made Keras 3 the default). The strategy is
-# kept so that the flag and the TF_CONFIG checks are in place when Keras fixes it; until then `check` refuses it in one line. (When it runs, only one worker
-# may write the export: worker 0, from strategy.cluster_resolver.)
-MULTI_WORKER_BLOCKED = (
-    "'multi_worker': Keras 3's fit does not run under "
-    "MultiWorkerMirroredStrategy (its per-step log reduction fails; keras-team/keras#20585, "
-    "open); use 'mirrored' on one machine")
+# How long one collective (a step's gradient all-reduce) may wait for the other workers
+# before it fails: a worker that hangs, rather than dies, ends the run in bounded time. A
+# killed worker is found sooner, by the coordination service's heartbeats. Generous: the
+# first step traces and compiles, and an adaptive solver's step takes as long as its
+# hardest batch.
+COLLECTIVE_TIMEOUT_SECONDS = 600
 
 
-def _multi_worker():
+def cluster():
+    """This process's place in the ``TF_CONFIG`` cluster: ``(task index among the
+    workers, number of workers)`` with the chief first, or None without ``TF_CONFIG``.
+
+    Raises:
+      TfnodeError: ``TF_CONFIG`` is not JSON, or names no task of its cluster.
+    """
     if not os.environ.get("TF_CONFIG"):
-        raise ConfigError("strategy", "'multi_worker' needs TF_CONFIG (the cluster and this "
-                          "worker's task) in the environment of every worker")
+        return None
     try:
-        json.loads(os.environ["TF_CONFIG"])
+        spec = json.loads(os.environ["TF_CONFIG"])
+        jobs = spec["cluster"]
+        task = spec["task"]
+        workers = [("chief", i) for i in range(len(jobs.get("chief", [])))] + [
+            ("worker", i) for i in range(len(jobs.get("worker", [])))]
+        return workers.index((task["type"], int(task["index"]))), len(workers)
     except ValueError as err:
         raise TfnodeError(f"TF_CONFIG is not JSON ({err})") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    except (KeyError, TypeError, AttributeError):
+        raise TfnodeError("TF_CONFIG must be {\"cluster\": {\"worker\": [\"host:port\", "
+                          "...]}, \"task\": {\"type\": \"worker\", \"index\": i}}, naming "
+                          "a chief or worker task of its cluster") from None
 
 
-def _tpu():
+def _multi_worker(collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
+    if cluster() is None:
+        raise ConfigError("strategy", "'multi_worker' needs TF_CONFIG (the cluster and this "
+                          "worker's task) in the environment of every worker")
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout))
+
+
+def _tpu(**_):
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
             tpu=os.environ.get("TPU_NAME", ""))
@@ -80,13 +101,22 @@ def available():
 
 
 def check(name):
-    """Raises a one-line `TfnodeError` for an unknown strategy name, or a `ConfigError`
-    (``strategy``) for one that cannot run with this Keras (``multi_worker``)."""
+    """Raises a one-line `TfnodeError` for an unknown strategy name."""
     _STRATEGIES.lookup(name)
-    if name == "multi_worker":
-        raise ConfigError("strategy", MULTI_WORKER_BLOCKED)
 
 
-def get(name):
-    """A new `tf.distribute.Strategy` for ``name``."""
-    return _STRATEGIES.lookup(name)()
+def get(name, **options):
+    """A new `tf.distribute.Strategy` for ``name`` (``multi_worker`` takes
+    ``collective_timeout``, seconds).
+
+    A multi-worker strategy must be made before TensorFlow runs any op in the process.
+    """
+    return _STRATEGIES.lookup(name)(**options)
+
+
+def worker(strategy):
+    """``(index, count, is_chief)`` of this process among the strategy's workers: the
+    chief (the ``chief`` task, else worker 0) alone writes a run's files."""
+    place = cluster() if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+    index, count = place or (0, 1)
+    return index, count, index == 0

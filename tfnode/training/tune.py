@@ -119,6 +119,14 @@ def validate(config):
     # The model options were checked above (rtol and atol are searched, not given).
     check_recipe(dataclasses.replace(r, model_options={}))
     registry.check(r, {"validation_size": registry.COUNT})  # trials are judged on it
+    if r.strategy == "multi_worker":
+        # keras-tuner trains each trial with Keras' fit, which reduces each step's scalar
+        # logs along axis 0 under MultiWorkerMirroredStrategy and fails
+        # (keras-team/keras#20585); tools.train runs there through tfnode's own loop.
+        raise ConfigError("strategy", "'multi_worker': keras-tuner's trials train with "
+                          "Keras' fit, which does not run under MultiWorkerMirroredStrategy "
+                          "(keras-team/keras#20585); tune on one machine ('mirrored'), then "
+                          "train the chosen settings with tools.train --strategy=multi_worker")
 
 
 def robust_mask(clean_pred, adv_pred, y):
