@@ -161,7 +161,9 @@ def define_evaluate_flags():
     flags.DEFINE_string("shard", None, "INDEX/COUNT: split the examples into COUNT "
                         "contiguous shards and evaluate shard INDEX (0-based), e.g. 0/4; "
                         "then merge them with python -m tools.merge_shards "
-                        "--output_dir=<the same folder>. Unset: all examples.")
+                        "--output_dir=<the same folder>. Unset: under TF_CONFIG worker i "
+                        "of N takes shard i/N and the chief merges the shards in a shared "
+                        "--output_dir; else all examples.")
 
 
 @_group

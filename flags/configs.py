@@ -170,6 +170,19 @@ def shard(text):
     return index, count
 
 
+def evaluation_shard(text):
+    """``(index, count, merge)`` of ``tools.evaluate``: ``--shard`` when given (the shards
+    are merged by ``tools.merge_shards``); else, under ``TF_CONFIG``, worker i of N takes
+    shard i and the chief (shard 0) merges them (`tfnode.evaluation.shards.wait_and_merge`);
+    else one shard."""
+    from tfnode import cluster
+
+    place = cluster.place() if text is None else None
+    if place is None or place[1] == 1:
+        return (*shard(text), False)
+    return (*place, True)
+
+
 def train_config(flag_values):
     """The `tfnode.training.TrainConfig` of ``tools.train``'s flags (each flag is the
     field of the same name; ``--model_option`` and its short forms make
@@ -277,7 +290,7 @@ def evaluate_config(flag_values):
                      f"{', '.join(INFERENCE_OPTIONS)} only (the model's other options "
                      "are fixed by its training)")
     eps, scale = budgets(fv)
-    shard_index, num_shards = shard(fv.shard)
+    shard_index, num_shards, merge = evaluation_shard(fv.shard)
     return EvalConfig(
         model_path=fv.model_path, dataset=fv.dataset, split=fv.split,
         attacks=tuple(a.strip() for a in fv.attacks if a.strip()), eps=eps,
@@ -288,7 +301,7 @@ def evaluate_config(flag_values):
         per_sample_steps=inference.get("per_sample_steps", True),
         tolerance_grid=floats("tolerance_grid", fv.tolerance_grid),
         trajectories=fv.trajectories, schedule=fv.schedule, num_shards=num_shards,
-        shard_index=shard_index)
+        shard_index=shard_index, merge_shards=merge)
 
 
 def export_kwargs(flag_values):

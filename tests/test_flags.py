@@ -2,6 +2,7 @@
 only that app's flags; the flag parsers of flags/configs.py; retired flags."""
 
 import glob
+import json
 import os
 
 import pytest
@@ -107,6 +108,20 @@ def test_the_parsers_of_lists_fractions_shards_and_options():
     for bad in ("4/4", "-1/4", "1", "a/b", "1/0"):
         with pytest.raises(TfnodeError, match=f"--shard {bad}: expected INDEX/COUNT"):
             configs.shard(bad)
+    # tools.evaluate's shard: --shard wins; else TF_CONFIG's worker i of N, merged by the chief.
+    os.environ.pop("TF_CONFIG", None)
+    assert configs.evaluation_shard(None) == (0, 1, False)
+    assert configs.evaluation_shard("1/4") == (1, 4, False)
+    cluster = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}}
+    try:
+        os.environ["TF_CONFIG"] = json.dumps({**cluster, "task": {"type": "worker", "index": 1}})
+        assert configs.evaluation_shard(None) == (2, 3, True)
+        assert configs.evaluation_shard("0/2") == (0, 2, False)
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["a:1"]},
+                                              "task": {"type": "worker", "index": 0}})
+        assert configs.evaluation_shard(None) == (0, 1, False)
+    finally:
+        os.environ.pop("TF_CONFIG", None)
     assert configs.options("model_option", ["rtol=1e-4", "gradient=adjoint",
                                             "per_sample_steps=true", "depth=8"],
                            "x=1") == {"rtol": 1e-4, "gradient": "adjoint",

@@ -2,6 +2,7 @@
 do not depend on the batch, monotone eps, never more robust than the exhaustive schedule,
 and sharded runs that merge to the unsharded report."""
 
+import dataclasses
 import json
 import os
 
@@ -289,6 +290,63 @@ def test_bad_shard_input_is_one_line(tiny_run):
         shards.merge(shards.find(str(out)), str(out))
     with pytest.raises(TfnodeError, match="has no shards"):
         shards.find(str(tiny_run["tmp"] / "nothing"))
+
+
+def test_under_tf_config_worker_i_takes_shard_i_and_the_chief_merges(tiny_run, monkeypatch):
+    from tools import evaluate as evaluate_app
+
+    common = [f"--model_path={tiny_run['path']}", "--attacks=fgsm,pgd", "--eps=0.01",
+              "--num_examples=11", "--batch_size=4", "--attack_option=pgd.num_steps=3"]
+    whole_dir, sharded_dir = tiny_run["tmp"] / "whole", tiny_run["tmp"] / "sharded"
+    run_tool(evaluate_app, common + [f"--output_dir={whole_dir}"])
+    hosts = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}}
+    for task in ({"type": "worker", "index": 1}, {"type": "worker", "index": 0},
+                 {"type": "chief", "index": 0}):  # the chief last: it merges at once
+        monkeypatch.setenv("TF_CONFIG", json.dumps({**hosts, "task": task}))
+        run_tool(evaluate_app, common + [f"--output_dir={sharded_dir}"])
+        assert (sharded_dir / "report.json").exists() == (task["type"] == "chief")
+    assert sorted(os.listdir(sharded_dir / "shards")) == ["0-of-3", "1-of-3", "2-of-3"]
+    whole = json.loads((whole_dir / "report.json").read_text())
+    merged = json.loads((sharded_dir / "report.json").read_text())
+    assert merged["num_examples"] == 11 and len(merged["shards"]) == 3
+    assert merged["models"]["tiny"]["worst_case"] == whole["models"]["tiny"]["worst_case"]
+
+
+def test_the_chief_waits_for_a_running_shard_and_leaves_a_missing_one_to_merge_shards(
+        tiny_run):
+    def config(i, out):
+        return EvalConfig(model_path=tiny_run["path"], attacks=("fgsm",), eps=(0.1,),
+                          num_examples=6, batch_size=4, num_shards=2, shard_index=i,
+                          output_dir=str(out))
+
+    def run(i, out):
+        evaluation.evaluate(config(i, out), log=lambda *_: None, verbose=0)
+
+    out = tiny_run["tmp"] / "shared"
+    run(0, out)
+    os.makedirs(shards.shard_dir(str(out), 1, 2))  # shard 1's job has started
+    lines, naps = [], []
+    merged = shards.wait_and_merge(str(out), 2, log=lines.append,
+                                   sleep=lambda s: naps.append(s) or run(1, out))
+    assert merged["num_examples"] == 6 and len(naps) == 1 and (out / "report.json").exists()
+    assert "waiting for shard(s) [1] of 2" in lines[0] and "merged 2 shards" in lines[-1]
+    # A folder the other job does not see: no wait, the merge is left to tools.merge_shards.
+    alone = tiny_run["tmp"] / "alone"
+    lines = []
+    assert evaluation.evaluate(
+        dataclasses.replace(config(0, alone), merge_shards=True),
+        log=lines.append, verbose=0)["shard"]["index"] == 0
+    assert "shard(s) [1] have no folder" in lines[-1]
+    assert f"tools.merge_shards --output_dir={alone}" in lines[-1]
+    assert not (alone / "report.json").exists()
+    # A started shard that stopped changing (its job died): no wait either.
+    stalled = shards.shard_dir(str(alone), 1, 2)
+    os.makedirs(stalled)
+    os.utime(stalled, (0, 0))
+    lines = []
+    assert shards.wait_and_merge(str(alone), 2, log=lines.append, stall_seconds=60,
+                                 sleep=pytest.fail) is None
+    assert "shard(s) [1] have not changed for 60 s" in lines[-1]
 
 
 def test_shards_of_other_weights_do_not_merge(tiny_run):

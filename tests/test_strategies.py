@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import h5_arrays
+from tfnode import cluster
 from tfnode.training import strategies
 from tfnode.errors import TfnodeError
 
@@ -259,15 +260,15 @@ def test_cluster_reads_tf_config_with_the_chief_first(monkeypatch):
                         ({"type": "worker", "index": 0}, (1, 3)),
                         ({"type": "worker", "index": "1"}, (2, 3))]:
         monkeypatch.setenv("TF_CONFIG", json.dumps({**spec, "task": task}))
-        assert strategies.cluster() == place
+        assert cluster.place() == place
     monkeypatch.setenv("TF_CONFIG", "{cluster")
     with pytest.raises(TfnodeError, match="TF_CONFIG is not JSON"):
-        strategies.cluster()
+        cluster.place()
     for bad in ({"cluster": spec["cluster"]}, {**spec, "task": {"type": "worker", "index": 2}},
                 {**spec, "task": {"type": "ps", "index": 0}}, ["worker"]):
         monkeypatch.setenv("TF_CONFIG", json.dumps(bad))
         with pytest.raises(TfnodeError, match="naming a chief or worker task"):
-            strategies.cluster()
+            cluster.place()
     monkeypatch.delenv("TF_CONFIG")
-    assert strategies.cluster() is None
+    assert cluster.place() is None
     assert strategies.worker(strategies.get("default")) == (0, 1, True)

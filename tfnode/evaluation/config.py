@@ -44,6 +44,10 @@ class EvalConfig:
       num_shards: split the examples into this many contiguous shards ...
       shard_index: ... and evaluate this one (0-based); `tfnode.evaluation.shards.merge` joins the
         shards' reports.
+      merge_shards: shard 0 then waits for the other shards' reports in ``output_dir``
+        (a folder every shard's job shares) and merges them
+        (`tfnode.evaluation.shards.wait_and_merge`); ``tools.evaluate`` sets it when the
+        shard comes from ``TF_CONFIG``.
     """
     model_path: str
     dataset: str = "mnist"
@@ -66,6 +70,7 @@ class EvalConfig:
     schedule: str = "fast"
     num_shards: int = 1
     shard_index: int = 0
+    merge_shards: bool = False
 
 
 SCHEDULES = {

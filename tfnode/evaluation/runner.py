@@ -19,7 +19,7 @@ import numpy as np
 
 from tfnode import attacks, data, files
 from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, checks, \
-    config as config_lib, measurements, outcomes, plan, progress, render, schedule
+    config as config_lib, measurements, outcomes, plan, progress, render, schedule, shards
 from tfnode.errors import TfnodeError
 from tfnode.exports import read as loading
 
@@ -34,7 +34,8 @@ def evaluate(config, *, record=None, log=print, verbose=1):
       verbose: show progress bars.
 
     Returns:
-      The report dict (also in ``report.json``), with ``"paths"`` of the files written.
+      The report dict (also in ``report.json``), with ``"paths"`` of the files written:
+      with ``merge_shards``, shard 0 returns the merged report once every shard is in.
     """
     start = time.time()
     options = config_lib.resolve_options(config)
@@ -48,7 +49,11 @@ def evaluate(config, *, record=None, log=print, verbose=1):
         while label in report["models"]:
             label += "'"
         report["models"][label] = _evaluate_model(run, model, info, label, index)
-    return _finish_report(run, report, output_dir, start)
+    report = _finish_report(run, report, output_dir, start)
+    if config.merge_shards and config.shard_index == 0 and config.num_shards > 1:
+        return shards.wait_and_merge(os.path.dirname(os.path.dirname(output_dir)),
+                                     config.num_shards, log=log) or report
+    return report
 
 
 def _load_models(config):
@@ -88,8 +93,10 @@ def _output_dir(config, info):
 def _progress(config, output_dir, log):
     """The finished cells on disk (`tfnode.evaluation.progress`), keyed by the settings
     and models."""
+    # merge_shards changes what shard 0 does after its cells, not a number in them.
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "merge_shards"}
     return progress.Progress(output_dir, {
-        "config": dataclasses.asdict(config), "tfnode": files.versions()["tfnode"],
+        "config": settings, "tfnode": files.versions()["tfnode"],
         "models": [progress.model_fingerprint(p) for p in (
             config.model_path, config.compare_model_path, config.source_model_path) if p]},
         log=log)

@@ -17,6 +17,7 @@ first batch is the unsharded run's when it holds at least one batch).
 import glob
 import json
 import os
+import time
 
 import numpy as np
 
@@ -77,9 +78,9 @@ def merge(folders, output_dir):
     reports = [r for r, _ in shards]
     for r in reports[1:]:
         if files.differing_settings(reports[0]["config"], r["config"],
-                                    ignore=("shard_index", "output_dir")):
+                                    ignore=("shard_index", "output_dir", "merge_shards")):
             raise TfnodeError("the shards come from different runs: their configs differ "
-                              "in more than shard_index and output_dir")
+                              "in more than shard_index, output_dir and merge_shards")
     _check_same_models(reports)
     first = reports[0]
     merged = {k: v for k, v in first.items() if k not in ("shard", "paths", "models",
@@ -99,6 +100,65 @@ def merge(folders, output_dir):
     arrays_lib.save(os.path.join(output_dir, arrays_lib.FILE), joined)
     merged["paths"] = render.write_report(merged, output_dir)
     return merged
+
+
+# How long shard 0 waits for a missing shard whose folder does not change: its job saves
+# each finished cell there (`tfnode.evaluation.progress`), and one cell of Boundary on a
+# slow machine can take tens of minutes.
+STALL_SECONDS = 3600
+POLL_SECONDS = 10
+
+
+def wait_and_merge(output_dir, count, *, log=print, poll_seconds=POLL_SECONDS,
+                   stall_seconds=STALL_SECONDS, sleep=time.sleep):
+    """Shard 0's end of a run whose jobs share ``output_dir`` (the workers of a
+    ``TF_CONFIG`` cluster): waits until each of the ``count`` shards has its report, then
+    merges them (`merge`).
+
+    A shard's folder is made when its job starts and changes as its cells finish. Without
+    a folder (``output_dir`` is not one folder every job sees, or that job has not
+    started) or after ``stall_seconds`` without a change (the job died), it does not wait:
+    it logs that ``tools.merge_shards`` merges them once every shard is done.
+
+    Returns:
+      The merged report dict, or None when it did not merge.
+    """
+    folders = [shard_dir(output_dir, i, count) for i in range(count)]
+    waiting_for = None
+    while True:
+        missing = [i for i, f in enumerate(folders)
+                   if not os.path.isfile(os.path.join(f, "report.json"))]
+        if not missing:
+            report = merge(folders, output_dir)
+            log(f"tfnode: merged {count} shards ({report['num_examples']} examples) into "
+                f"{report['paths']['md']}")
+            return report
+        absent = [i for i in missing if not os.path.isdir(folders[i])]
+        idle = [i for i in missing if i not in absent
+                and time.time() - _last_change(folders[i]) > stall_seconds]
+        reason = (f"shard(s) {absent} have no folder in {output_dir!r} (not one folder "
+                  "every job shares, or those jobs have not started)" if absent else
+                  f"shard(s) {idle} have not changed for {stall_seconds} s" if idle else None)
+        if reason:
+            log(f"tfnode: not merging: {reason}; once every shard is done: "
+                f"python -m tools.merge_shards --output_dir={output_dir}")
+            return None
+        if missing != waiting_for:
+            log(f"tfnode: waiting for shard(s) {missing} of {count} in {output_dir}")
+            waiting_for = missing
+        sleep(poll_seconds)
+
+
+def _last_change(folder):
+    """The latest modification time of ``folder`` and everything in it."""
+    times = [0.0]
+    for root, dirs, names in os.walk(folder):
+        for path in [root] + [os.path.join(root, n) for n in dirs + names]:
+            try:
+                times.append(os.path.getmtime(path))
+            except OSError:  # removed meanwhile (a finished cell's progress files)
+                pass
+    return max(times)
 
 
 def _check_same_models(reports):

@@ -14,12 +14,12 @@ own steps. With per-sample steps (``per_sample_steps=True``) each sample's solve
 its own, and a mirrored run computes what one device computes (tested to 1e-5).
 """
 
-import json
 import os
 
 import tensorflow as tf
 
-from tfnode.errors import ConfigError, TfnodeError
+from tfnode import cluster
+from tfnode.errors import ConfigError
 from tfnode.registry import Registry
 
 _STRATEGIES = Registry("strategy")
@@ -45,32 +45,8 @@ def _mirrored(**_):
 COLLECTIVE_TIMEOUT_SECONDS = 600
 
 
-def cluster():
-    """This process's place in the ``TF_CONFIG`` cluster: ``(task index among the
-    workers, number of workers)`` with the chief first, or None without ``TF_CONFIG``.
-
-    Raises:
-      TfnodeError: ``TF_CONFIG`` is not JSON, or names no task of its cluster.
-    """
-    if not os.environ.get("TF_CONFIG"):
-        return None
-    try:
-        spec = json.loads(os.environ["TF_CONFIG"])
-        jobs = spec["cluster"]
-        task = spec["task"]
-        workers = [("chief", i) for i in range(len(jobs.get("chief", [])))] + [
-            ("worker", i) for i in range(len(jobs.get("worker", [])))]
-        return workers.index((task["type"], int(task["index"]))), len(workers)
-    except ValueError as err:
-        raise TfnodeError(f"TF_CONFIG is not JSON ({err})") from None
-    except (KeyError, TypeError, AttributeError):
-        raise TfnodeError("TF_CONFIG must be {\"cluster\": {\"worker\": [\"host:port\", "
-                          "...]}, \"task\": {\"type\": \"worker\", \"index\": i}}, naming "
-                          "a chief or worker task of its cluster") from None
-
-
 def _multi_worker(collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
-    if cluster() is None:
+    if cluster.place() is None:
         raise ConfigError("strategy", "'multi_worker' needs TF_CONFIG (the cluster and this "
                           "worker's task) in the environment of every worker")
     return tf.distribute.MultiWorkerMirroredStrategy(
@@ -117,6 +93,7 @@ def get(name, **options):
 def worker(strategy):
     """``(index, count, is_chief)`` of this process among the strategy's workers: the
     chief (the ``chief`` task, else worker 0) alone writes a run's files."""
-    place = cluster() if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+    place = (cluster.place() if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+             else None)
     index, count = place or (0, 1)
     return index, count, index == 0
