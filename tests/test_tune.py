@@ -148,7 +148,7 @@ def test_a_clean_wrong_example_is_not_robust_even_if_its_adversarial_is_right(mo
     (["--tune_option=solvers=dopri9"], "dopri9"),
     (["--tune_option=eps=0"], "--tune_option=eps must be a number in (0, 1], got 0"),
     (["--output_dir=AFILE/x"], "--output_dir"),
-    (["--strategy=multi_worker"], "keras-team/keras#20585"),
+    (["--strategy=multi_worker"], "keras-tuner's chief/worker mode"),
     (["--strategy=gpus"], "unknown strategy 'gpus'"),
 ])
 def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys):

@@ -24,11 +24,12 @@ import time
 import keras
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 
 from tfnode import attacks, data, files, models, registry
 from tfnode.errors import ConfigError, TfnodeError
 from tfnode.exports import read as loading
-from tfnode.training import fit as fit_lib, strategies, trials
+from tfnode.training import fit as fit_lib, loop, strategies, trials
 from tfnode.training.config import TrainConfig, check as check_recipe
 
 TUNERS = ("bayesian", "hyperband", "random")
@@ -120,13 +121,13 @@ def validate(config):
     check_recipe(dataclasses.replace(r, model_options={}))
     registry.check(r, {"validation_size": registry.COUNT})  # trials are judged on it
     if r.strategy == "multi_worker":
-        # keras-tuner trains each trial with Keras' fit, which reduces each step's scalar
-        # logs along axis 0 under MultiWorkerMirroredStrategy and fails
-        # (keras-team/keras#20585); tools.train runs there through tfnode's own loop.
-        raise ConfigError("strategy", "'multi_worker': keras-tuner's trials train with "
-                          "Keras' fit, which does not run under MultiWorkerMirroredStrategy "
-                          "(keras-team/keras#20585); tune on one machine ('mirrored'), then "
-                          "train the chosen settings with tools.train --strategy=multi_worker")
+        # Under multi_worker every worker trains the same model in lockstep; keras-tuner's
+        # distributed search gives each of its workers trials of their own.
+        raise ConfigError("strategy", "'multi_worker': a search's workers train different "
+                          "trials (keras-tuner's chief/worker mode, KERASTUNER_* variables: "
+                          "docs/tuning.md), while multi_worker makes every worker train one "
+                          "model; tune with 'default' or 'mirrored', then train the chosen "
+                          "settings with tools.train --strategy=multi_worker")
 
 
 def robust_mask(clean_pred, adv_pred, y):
@@ -190,11 +191,15 @@ class HyperModel(keras_tuner.HyperModel):
         fit_lib.compile_for_training(net, c.recipe, c.recipe.epochs * self.steps_per_epoch)
         return net
 
-    def fit(self, hp, model, train_ds, *, epochs=None, callbacks=None, verbose=0, **kwargs):
+    def fit(self, hp, model, train_ds, *, epochs=None, callbacks=None, verbose=0,
+            strategy=None, **kwargs):
+        """Trains ``model`` through tfnode's training loop (``tools.train``'s, under the
+        trial's strategy) on the endless ``train_ds``, and judges it."""
         c = self.config
         start = time.time()
-        model.fit(train_ds, epochs=epochs or c.recipe.epochs, steps_per_epoch=c.recipe.steps_per_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        loop.fit(model, train_ds, strategy=strategy or tf.distribute.get_strategy(),
+                 epochs=epochs or c.recipe.epochs, steps_per_epoch=self.steps_per_epoch,
+                 callbacks=callbacks or (), verbose=verbose)
         x, y = self.validation
         clean = model.evaluate(x, y, batch_size=c.recipe.batch_size, verbose=0, return_dict=True)
         n = min(c.robust_examples, len(x))
@@ -225,7 +230,8 @@ class _Tuner(keras_tuner.Tuner):
                 model = self.hypermodel.build(hp)
             if config.recipe.strategy != "default":
                 fit_lib.build_for_strategy(model, strategy, args[0])
-            results.append(self.hypermodel.fit(hp, model, *args, epochs=epochs, **kwargs))
+            results.append(self.hypermodel.fit(hp, model, *args, epochs=epochs,
+                                               strategy=strategy, **kwargs))
         metrics = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         self.hypermodel.log(
             f"tfnode: trial {trial.trial_id}: rtol {hp.get('rtol'):.2e}, atol "
@@ -278,10 +284,7 @@ def tune(config, *, log=print, verbose=0):
                           f"{config.recipe.dataset} training split has only {len(x)} examples")
     validation = (x[-config.recipe.validation_size:].astype("float32") / 255.0,
                   y[-config.recipe.validation_size:])
-    train_ds = data.load(config.recipe.dataset, "train", batch_size=config.recipe.batch_size,
-                         data_dir=config.recipe.data_dir, seed=config.recipe.seed,
-                         repeat=config.recipe.steps_per_epoch is not None, drop_remainder=True,
-                         validation_size=config.recipe.validation_size)
+    train_ds = fit_lib.train_stream(config.recipe, 0)  # tools.train's batches
     steps = config.recipe.steps_per_epoch or (len(x) - config.recipe.validation_size) // config.recipe.batch_size
     tuner = _Tuner(oracle=_oracle(config),
                    hypermodel=HyperModel(config, validation, steps, log=log),
