@@ -10,7 +10,10 @@ logits on a batch of real MNIST training images, then times on that batch:
 
 * forward: inference, no gradient;
 * train step: forward, cross-entropy, backward and an SGD update (learning rate 0, so
-  the weights, the steps the solver takes and the NFE stay the same across repeats);
+  the weights, the steps the solver takes and the NFE stay the same across repeats),
+  written out as one ``tf.function``, and as ``tools.train`` runs it ("tfnode training
+  loop": Keras' ``train_step`` with its loss and accuracy metric, in the step function of
+  `tfnode.training.loop`);
 * attack step: the gradient of the cross-entropy with respect to the input images,
   what every PGD step computes;
 
@@ -197,6 +200,25 @@ def _tf_callables(model, x, y, jit_forward, xla=True):
             lambda: attack_step(x, y).numpy())
 
 
+def _loop_step(model, x, y):
+    """A train step as ``tools.train`` runs it: the model compiled with Keras' loss, the
+    accuracy metric and the same SGD (learning rate 0, so that every timed step solves
+    the same ODE), one step of `tfnode.training.loop` (Keras' ``train_step`` in the loop's
+    compiled step function)."""
+    import keras
+    import tensorflow as tf
+
+    from tfnode.training import loop
+
+    trainer = keras.models.clone_model(model)
+    trainer.set_weights(model.get_weights())
+    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0, momentum=0.9),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    step = loop.train_step_function(trainer, tf.distribute.get_strategy())
+    return lambda: float(step((x, y))["loss"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=64)
@@ -243,6 +265,7 @@ def main():
         gap = float(np.max(np.abs(logits["tfnode backprop"]
                                   - np.array(twin("logits")["logits"]))))
         results = {f"{name}|nfe": c[2]() for name, c in variants.items()}
+        results["tfnode training loop|nfe"] = results["tfnode backprop|nfe"]
         results.update({f"{name}|nfe": twin("nfe", variant=name)["nfe"]
                         for name in info["variants"]})
         print(f"MNIST train batch of {args.batch_size}, width {args.width}, dopri5 rtol "
@@ -263,6 +286,8 @@ def main():
         for column, index in (("forward", 0), ("train", 1), ("attack", 4)):
             runs = {name: timed(c[index]) for name, c in variants.items()
                     if column == "forward" or "XLA forward" not in name}
+            if column == "train":
+                runs["tfnode training loop"] = timed(_loop_step(model, x, y))
             runs.update({name: (lambda name=name: twin("time", variant=name,
                                                        what=column)["seconds"])
                          for name in info["variants"]
