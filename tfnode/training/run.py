@@ -4,6 +4,7 @@ test split, export it, and record the run."""
 import dataclasses
 import functools
 import os
+import re
 import time
 
 import keras
@@ -66,7 +67,7 @@ def train(config, *, record=None, log=print, callbacks=(), verbose=1):
     except _CLUSTER_ERRORS as err:
         if run.worker[1] == 1:
             raise
-        raise errors.TfnodeError(_lost_worker(run, err)) from None
+        raise _lost_worker(run, err) from None
     metrics = _metrics(run, test, history, timings={
         "train_seconds": fit_seconds, "eval_seconds": time.time() - eval_start},
         note=note, record=record)
@@ -85,12 +86,15 @@ def _lost_worker(run, err):
     restart of every worker resumes."""
     c = run.config
     index, count, _ = run.worker
-    first = next((line.strip() for line in str(err.message).splitlines()
-                  if "unhealthy" in line or "timed out" in line.lower()),
-                 str(err.message).splitlines()[0].strip())
-    return (f"worker {index} of {count}: a worker stopped or did not answer within "
-            f"{c.collective_timeout} s ({type(err).__name__}: {first[:200]}); restart every "
-            f"worker with the same flags to resume: {run_dir.last_good(c.model_dir)}")
+    # TF's text: "{{function_node ...}} Collective ops is aborted by: Error reported from
+    # /job:worker/task:1: The following tasks are unhealthy ...", over several lines.
+    cause = " ".join(re.sub(r"\{\{.*?\}\}", "", str(err.message)).split())
+    cause = cause.replace("{", "(").replace("}", ")")
+    cause = cause if len(cause) <= 160 else cause[:157] + "..."
+    return ConfigError(None, f"worker {index} of {count}: a worker stopped or did not answer "
+                             f"within {c.collective_timeout} s ({type(err).__name__}: {cause}); "
+                             "restart every worker with the same flags to resume: "
+                             f"{run_dir.last_good(c.model_dir)}")
 
 
 def _start(config, log):
