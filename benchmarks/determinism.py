@@ -35,13 +35,9 @@ fit.compile_for_training(net, TrainConfig(optimizer="adam", learning_rate=1e-3,
                                          lr_schedule="cosine"), steps)
 stream = data.load("mnist", "train", batch_size=128, seed=0, repeat=True,
                    drop_remainder=True, whole_passes=True)
+from benchmarks.step_clock import StepClock
 times = []
-class Clock(keras.callbacks.Callback):
-    def on_train_batch_begin(self, batch, logs=None):
-        self.t = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        times.append(time.perf_counter() - self.t)
-net.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Clock()])
+net.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[StepClock(times)])
 digest = hashlib.sha256(b"".join(w.tobytes() for w in net.get_weights())).hexdigest()[:16]
 print(json.dumps({"digest": digest, "seconds_per_step": float(np.mean(times[1:]))}))
 """

@@ -22,13 +22,14 @@ gradient all-reduce moves per worker (the model's trainable float32 parameters).
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 
 from absl import app, flags
+
+from tfnode import cluster
 
 flags.DEFINE_string("model", "node", "A registered model, with tools.train's defaults.")
 flags.DEFINE_integer("steps", 30, "Training steps per timed call or run.")
@@ -50,17 +51,10 @@ net = models.get_model(model_name, dataset="mnist")
 fit.compile_for_training(net, config, 2 * steps * repeats + 10)
 stream = fit.train_stream(config, 0)
 
-class Clock(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.times = []
-    def on_train_batch_begin(self, batch, logs=None):
-        self.t = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter() - self.t)
+from benchmarks.step_clock import StepClock
 
 def run(kind):
-    clock = Clock()
+    clock = StepClock()
     if kind == "fit":
         net.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
     else:
@@ -82,13 +76,9 @@ import json, os, sys, time
 from tfnode import training
 import keras, numpy as np
 kwargs = json.loads(sys.argv[1])
+from benchmarks.step_clock import StepClock
 times = []
-class Clock(keras.callbacks.Callback):
-    def on_train_batch_begin(self, batch, logs=None):
-        self.t = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        times.append(time.perf_counter() - self.t)
-metrics = training.train(training.TrainConfig(**kwargs), callbacks=[Clock()], verbose=0,
+metrics = training.train(training.TrainConfig(**kwargs), callbacks=[StepClock(times)], verbose=0,
                          log=lambda m: None)
 print(json.dumps({"seconds_per_step": float(np.median(times[3:])), "steps": len(times),
                   "replicas": metrics["replicas"]}))
@@ -107,16 +97,6 @@ def _result(proc):
     if proc.returncode:
         sys.exit(f"benchmark child failed:\n{err[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def loop_vs_fit():
@@ -143,12 +123,9 @@ def workers():
                 if kind == "one":
                     one.append(_result(_child(TRAIN, [json.dumps(kwargs)]))["seconds_per_step"])
                     continue
-                hosts = [f"localhost:{p}" for p in _free_ports(2)]
                 procs = [_child(TRAIN, [json.dumps({**kwargs, "strategy": "multi_worker"})],
-                                env={"TF_CONFIG": json.dumps({
-                                    "cluster": {"worker": hosts},
-                                    "task": {"type": "worker", "index": i}})})
-                         for i in range(2)]
+                                env={"TF_CONFIG": tf_config})
+                         for tf_config in cluster.local_tf_configs(2)]
                 results = [_result(p) for p in procs]
                 assert [r["replicas"] for r in results] == [2, 2]
                 two.append(max(r["seconds_per_step"] for r in results))

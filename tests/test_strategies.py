@@ -5,7 +5,6 @@ devices must be set before TensorFlow starts."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -162,24 +161,12 @@ def test_train_runs_two_epochs_mirrored_and_refuses_a_batch_the_replicas_cannot_
     assert proc.returncode != 0 and "does not split over the 2 replicas" in err
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _workers(kwargs, env, count=2, kill=None):
     """``count`` worker processes on localhost, each with its TF_CONFIG; ``kill``:
     ``(worker, step)``, that worker kills itself after that step."""
-    hosts = [f"localhost:{p}" for p in _free_ports(count)]
     procs = []
-    for i in range(count):
-        task = {"TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
-                                         "task": {"type": "worker", "index": i}})}
+    for i, tf_config in enumerate(cluster.local_tf_configs(count)):
+        task = {"TF_CONFIG": tf_config}
         if kill and kill[0] == i:
             task["TEST_KILL_AT_STEP"] = str(kill[1])
         procs.append(_run({**kwargs, "strategy": "multi_worker"}, {**env, **task}))
@@ -267,6 +254,12 @@ def test_cluster_reads_tf_config_with_the_chief_first(monkeypatch):
         monkeypatch.setenv("TF_CONFIG", json.dumps(bad))
         with pytest.raises(TfnodeError, match="naming a chief or worker task"):
             cluster.place()
+    configs = cluster.local_tf_configs(3)  # what the worker tests launch with
+    for i, text in enumerate(configs):
+        monkeypatch.setenv("TF_CONFIG", text)
+        assert cluster.place() == (i, 3)
+    hosts = json.loads(configs[0])["cluster"]["worker"]
+    assert len(set(hosts)) == 3 and all(h.startswith("localhost:") for h in hosts)
     monkeypatch.delenv("TF_CONFIG")
     assert cluster.place() is None
     assert strategies.worker(strategies.get("default")) == (0, 1, True)

@@ -8,6 +8,7 @@ i}}`` (docs/scaling.md).
 
 import json
 import os
+import socket
 
 from tfnode.errors import TfnodeError
 
@@ -36,3 +37,19 @@ def place():
         raise TfnodeError("TF_CONFIG must be {\"cluster\": {\"worker\": [\"host:port\", "
                           "...]}, \"task\": {\"type\": \"worker\", \"index\": i}}, naming "
                           "a chief or worker task of its cluster") from None
+
+
+def local_tf_configs(count):
+    """``TF_CONFIG`` values for ``count`` worker processes on this machine, worker i's at
+    index i, on ports free when called (to start local workers, as docs/scaling.md does
+    by hand and the tests and benchmarks do in code)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        hosts = [f"localhost:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+            for i in range(count)]
