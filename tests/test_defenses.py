@@ -41,7 +41,13 @@ def step(name, model, x, y, **overrides):
 
 
 def test_registry_has_the_papers_defenses_with_published_settings():
-    assert defenses.available() == ["pgd_at", "trades", "yopo"]
+    assert defenses.available() == ["pgd_at", "trades", "yopo", "fgsm_rs"]
+    assert defenses.get("fgsm_rs").options() == {"eps": 0.3, "step_ratio": 1.25,
+                                                 "guard_pgd_steps": 10, "guard_drop": 0.2,
+                                                 "eps_warmup": 0}
+    assert defenses.get("fgsm_rs").options(dataset="cifar10")["eps"] == pytest.approx(8 / 255)
+    with pytest.raises(TfnodeError, match=r"fgsm_rs.guard_drop must be a number in \(0, 1\)"):
+        defenses.get("fgsm_rs").options({"guard_drop": 1.5})
     assert defenses.get("pgd_at").options(dataset="cifar10")["eps"] == pytest.approx(8 / 255)
     assert defenses.get("trades").options(dataset="cifar10")["beta"] == 6.0
     assert defenses.get("yopo").options()["inner_steps"] == 10
@@ -116,6 +122,75 @@ def test_pgd_at_adversarials_lie_in_the_ball_and_raise_the_loss(monkeypatch):
     assert float(loss) > clean
     np.testing.assert_allclose(logits, model(x_adv, training=True), rtol=1e-5)
     assert len(grads) == len(model.trainable_weights) and spec.metrics_on
+
+
+def test_fgsm_rs_from_a_zero_start_is_one_signed_step_of_the_analytic_gradient(monkeypatch):
+    """A linear model, logits = x W: the cross-entropy's input gradient is
+    (softmax - onehot) W^T, so from the clean image (the uniform start drawn as zeros)
+    FGSM-RS's adversarial is clip(x + eps sign(that), 0, 1): the step of 1.25 eps is
+    projected back onto the ball."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    dense = keras.layers.Dense(3, use_bias=False)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    x, y = batch()
+    monkeypatch.setattr(defenses.pgd_at.keras.random, "uniform",
+                        lambda shape, *a, **k: tf.zeros(shape))
+    seen = recording_ascend(monkeypatch, defenses.pgd_at)
+    step("fgsm_rs", model, x, y, eps=0.1)
+    w = dense.kernel.numpy()
+    flat = x.numpy().reshape(len(y), -1)
+    p = tf.nn.softmax(flat @ w).numpy()
+    grad = (p - np.eye(3)[y.numpy()]) @ w.T
+    expected = np.clip(flat + 0.1 * np.sign(grad), 0.0, 1.0)
+    clear = np.abs(grad) > 1e-5 * np.abs(grad).max()  # a sign float32 rounding cannot flip
+    assert clear.mean() > 0.9
+    np.testing.assert_allclose(seen[0].numpy().reshape(len(y), -1)[clear], expected[clear],
+                               atol=1e-6)
+
+
+def test_the_overfitting_guard_keeps_the_previous_epoch_when_pgd_accuracy_collapses(tmp_path):
+    model = tiny_model()
+    pattern = str(tmp_path / "epoch_{epoch:03d}.weights.h5")
+    x, y = batch()
+    lines = []
+
+    def run(accuracies, previous=None, first_epoch=0):
+        guard = defenses.OverfittingGuard(model, (x.numpy(), y.numpy()), eps=0.1,
+                                          num_steps=2, drop=0.2, weights_pattern=pattern,
+                                          previous=previous, log=lines.append)
+        guard.set_model(model)
+        model.stop_training = False
+        guard.robust_accuracy = iter(accuracies).__next__
+        logs = []
+        for epoch in range(first_epoch, first_epoch + len(accuracies)):
+            model.get_layer("first").kernel.assign_add(tf.ones_like(model.get_layer("first").kernel))
+            model.save_weights(pattern.format(epoch=epoch + 1))  # as the checkpointer does
+            logs.append({})
+            guard.on_epoch_end(epoch, logs[-1])
+            if model.stop_training:
+                break
+        return guard, logs
+
+    # Drops of 0.1 and 0.2 pass; a drop of more than 0.2 stops after epoch 4 and loads
+    # epoch 3's weights back.
+    guard, logs = run([0.5, 0.6, 0.5, 0.3 + 1e-3, 0.2, 0.9])
+    assert guard.stopped_after is None and not model.stop_training
+    assert [l["guard_pgd_accuracy"] for l in logs] == [0.5, 0.6, 0.5, 0.3 + 1e-3, 0.2, 0.9]
+    guard, logs = run([0.5, 0.6, 0.5, 0.29])
+    assert model.stop_training and guard.stopped_after == 3 and len(logs) == 4
+    kept = tiny_model()
+    kept.load_weights(pattern.format(epoch=3))
+    for a, b in zip(model.weights, kept.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert "fell from 0.500 to 0.290 in epoch 4" in lines[-1]
+    # A resumed run starts from the last epoch's accuracy: a fall at its first epoch counts.
+    guard, _ = run([0.1], previous=0.6, first_epoch=4)
+    assert guard.stopped_after == 4 and model.stop_training
+    # Against a real PGD: the accuracy is a fraction of the batch.
+    assert 0.0 <= defenses.OverfittingGuard(
+        model, (x.numpy(), y.numpy()), eps=0.1, num_steps=2, drop=0.2,
+        weights_pattern=pattern).robust_accuracy() <= 1.0
 
 
 class Counted(keras.layers.Layer):
@@ -195,7 +270,7 @@ def test_yopo_refuses_a_model_without_a_layer_one():
 
 # Small settings of each registered defense, for the tests that run every one.
 SMALL = {"pgd_at": {"num_steps": 2}, "trades": {"num_steps": 2},
-         "yopo": {"outer_steps": 2, "inner_steps": 2}}
+         "yopo": {"outer_steps": 2, "inner_steps": 2}, "fgsm_rs": {}}
 
 
 def test_the_tests_know_every_registered_defense():
@@ -326,7 +401,8 @@ def test_every_defense_trains_on_inputs_within_the_ramped_eps_and_the_image_rang
     # Pixels at 0 and 1, so that the clip to the image range has work to do.
     x = tf.constant(rng.choice([0.0, 0.05, 0.5, 0.95, 1.0], (8,) + SHAPE), tf.float32)
     y = tf.constant(rng.integers(0, 3, 8), tf.int64)
-    options = defenses.get(name).options({"eps": 0.2, "eps_warmup": 4, "step_size": 0.05})
+    step = {"step_size": 0.05} if "step_size" in defenses.get(name).defaults else {}
+    options = defenses.get(name).options({"eps": 0.2, "eps_warmup": 4, **step})
     defenses.get(name).loss(model, x, y, 1, seed=keras.random.SeedGenerator(0), **options)
     seen = list(first.seen)
     assert seen

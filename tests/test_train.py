@@ -212,6 +212,7 @@ def test_resume_refuses_other_settings(interrupted_run):
      "options of 'trades', but --defense=pgd_at"),
     (["--defense_option=pgd_at.eps=0.1"], "no --defense is given"),
     (["--defense=pgd_at", "--defense_option=pgd_at.eps"], "expected DEFENSE.OPTION=VALUE"),
+    (["--defense=fgsm_rs"], "--validation_size is 0, and fgsm_rs's guard checks each epoch"),
 ])
 def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeypatch):
     # Every case must fail before any download: make one impossible, and the cache empty.
@@ -255,6 +256,38 @@ def test_a_defense_trains_through_fit_and_is_recorded(mnist_dir, tmp_path, model
     # The export is the model itself, not the training wrapper.
     loaded = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
     assert loaded.name == model
+
+
+def test_fgsm_rs_guard_stops_on_a_collapse_and_exports_the_epoch_before(
+        mnist_dir, tmp_path, monkeypatch):
+    """The guard's robust accuracy made to collapse in epoch 2 (0.6, then 0.3): the run
+    stops there and exports epoch 1's weights, and says so in metrics.json."""
+    from tfnode.training import defenses
+
+    measured = iter([0.6, 0.3, 0.9])
+    monkeypatch.setattr(defenses.OverfittingGuard, "robust_accuracy",
+                        lambda self: next(measured))
+    lines = []
+    metrics = train_run(
+        model="resnet", model_options={"width": 8, "num_blocks": 1}, defense="fgsm_rs",
+        defense_options={"eps": 0.1}, epochs=3, batch_size=8, steps_per_epoch=2,
+        validation_size=16, eval_batch_size=16, data_dir=mnist_dir, verbose=0,
+        model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"), log=lines.append)
+    assert metrics["train_history"]["guard_pgd_accuracy"] == [0.6, 0.3]
+    assert metrics["stopped_by_guard_after_epoch"] == 1
+    assert any("fell from 0.600 to 0.300 in epoch 2" in line for line in lines), lines
+    exported = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
+    from tfnode import models
+
+    epoch1 = models.get_model("resnet", dataset="mnist", width=8, num_blocks=1)
+    epoch1.load_weights(tmp_path / "run" / "checkpoints" / "epoch_001.weights.h5")
+    for a, b in zip(exported.weights, epoch1.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The checkpoint of epoch 2, saved after the guard, holds the weights kept.
+    epoch2 = models.get_model("resnet", dataset="mnist", width=8, num_blocks=1)
+    epoch2.load_weights(tmp_path / "run" / "checkpoints" / "epoch_002.weights.h5")
+    for a, b in zip(epoch2.weights, epoch1.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_cli_exits_nonzero_without_traceback(tmp_path):

@@ -130,8 +130,14 @@ def check(config):
         if config.defense_options:
             raise ConfigError("defense_options", "were given without a defense ({defense})")
         return None
-    return defenses.get(config.defense).options(config.defense_options,
-                                                dataset=config.dataset)
+    spec = defenses.get(config.defense)
+    options = spec.options(config.defense_options, dataset=config.dataset)
+    if spec.guarded(options) and not config.validation_size:
+        raise ConfigError("validation_size", f"is 0, and {config.defense}'s guard checks "
+                          "each epoch on a held-out batch of the validation split: give "
+                          f"{{validation_size}} (e.g. 1000), or turn the guard off with "
+                          f"defense option {config.defense}.{spec.guard_option}=0")
+    return options
 
 
 def resolved(config):

@@ -27,6 +27,7 @@ class _Run:
     settings: dict
     log: callable
     worker: tuple = (0, 1, True)  # strategies.worker: (index, count, is_chief)
+    guard: keras.callbacks.Callback | None = None  # the defense's epoch-end guard
     steps: int = 0
     trainer: keras.Model | None = None
     state: dict | None = None
@@ -228,8 +229,9 @@ def _fit(run, streams, callbacks, verbose):
         model=run.net, steps_per_epoch=steps, every_steps=c.checkpoint_steps,
         history=state["history"] if state else None,
         metrics=state.get("metrics") if state else None)
-    callbacks = [checkpointer, keras.callbacks.TensorBoard(os.path.join(writes, "logs")),
-                 *callbacks]
+    # A defense's guard first: its epoch log then enters the resume state's history.
+    callbacks = [*_guard(run, val_ds, checkpointer), checkpointer,
+                 keras.callbacks.TensorBoard(os.path.join(writes, "logs")), *callbacks]
     verbose = verbose if run.worker[2] else 0  # one progress bar: the chief's
     run.log(f"tfnode: training {c.model} on {c.dataset} for {c.epochs} epoch(s) of {steps} "
             f"steps, batch {c.batch_size}, {c.optimizer} lr {c.learning_rate} "
@@ -263,6 +265,21 @@ def _fit(run, streams, callbacks, verbose):
     return checkpointer.history, checkpointer.note, time.time() - fit_start
 
 
+def _guard(run, val_ds, checkpointer):
+    """The defense's epoch-end guard (`tfnode.training.defenses.DefenseSpec.guard`) on
+    the first batch of the validation split, as a list of zero or one callback."""
+    c = run.config
+    spec = defenses.get(c.defense) if c.defense else None
+    if spec is None or not spec.guarded(run.defense_options):
+        return []
+    x, y = next(iter(val_ds))
+    before = checkpointer.history.get(spec.guard_metric) or [None]
+    run.guard = spec.guard(run.net, run.defense_options, batch=(x.numpy(), y.numpy()),
+                           weights_pattern=checkpointer.weights_pattern, previous=before[-1],
+                           log=run.log)
+    return [run.guard]
+
+
 def _metrics(run, test, history, *, timings, note, record):
     """What ``metrics.json`` records: the test split's accuracy, loss and solve
     statistics, the epoch logs, the times and the run's settings."""
@@ -280,6 +297,9 @@ def _metrics(run, test, history, *, timings, note, record):
         **{f"mean_{k}_test": float(test[k]) for k in ("accepted_steps", "rejected_steps")
            if k in test},
         "train_history": history, **timings,
+        # The epoch whose weights a defense's guard kept when it stopped the run (1-based).
+        "stopped_by_guard_after_epoch": (run.guard.stopped_after if run.guard is not None
+                                         and run.guard.stopped_after is not None else None),
         "eval_batch_size": c.eval_batch_size, "resumed": run.resumed or None,
         "resume_note": note, "num_params": int(run.net.count_params()),
         # Names the model wherever a path could name two (`tfnode.exports.read.fingerprint`).

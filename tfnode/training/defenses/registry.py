@@ -66,6 +66,14 @@ class DefenseSpec:
       dataset_defaults: ``{dataset: {option: value}}`` where the published setting for
         that dataset differs.
       metrics_on: what the training metrics (``accuracy``) are computed on.
+      guard: a check at each epoch's end that may stop training, or None:
+        ``guard(net, options, *, batch, weights_pattern, previous, log)`` -> a Keras
+        callback (``batch``: a held-out ``(x, y)`` batch of the validation split;
+        ``weights_pattern``: the epoch checkpoints; ``previous``: the ``guard_metric``
+        of the last epoch of a resumed run, or None); after a stop its ``stopped_after``
+        is the 1-based epoch whose weights it kept.
+      guard_option: the option that turns the guard on (> 0), and off (0).
+      guard_metric: the epoch log the guard writes.
     """
     name: str
     fn: Callable
@@ -76,6 +84,9 @@ class DefenseSpec:
     dataset_defaults: Mapping[str, Mapping[str, Any]] = dataclasses.field(
         default_factory=dict)
     metrics_on: str = "the adversarial examples"
+    guard: Callable | None = None
+    guard_option: str | None = None
+    guard_metric: str | None = None
 
     def __post_init__(self):
         defaults, rules = dict(self.defaults), dict(self.rules)
@@ -90,6 +101,10 @@ class DefenseSpec:
         return resolve_options("defense", self.name, defaults=self.defaults, rules=self.rules,
                                overrides=overrides, dataset_defaults=self.dataset_defaults,
                                dataset=dataset)
+
+    def guarded(self, options):
+        """Whether ``options`` turn the defense's epoch-end guard on."""
+        return self.guard is not None and bool(options.get(self.guard_option))
 
     def loss(self, model, x, y, step, *, seed, **options):
         """The defense's loss on one batch, for any training loop to differentiate.
