@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from tfnode.attacks._utils import logits_fn
-from tfnode.attacks.apgd import _GRADIENTS, _dlr, apgd, apgd_ce, apgd_dlr, apgd_start
+import importlib
+from tfnode.attacks.apgd import (_GRADIENTS, _dlr, _dlr_targeted, apgd, apgd_ce, apgd_dlr,
+                                apgd_start, apgd_t)
 from tfnode.attacks.gradient import pgd
 from tfnode.errors import TfnodeError
 
@@ -168,12 +170,13 @@ def reference_single_run(evaluate, x, y, *, eps, n_iter, rho=0.75, seed=0):
     return x_best, acc, loss_best, x_best_adv, counts
 
 
-def compiled_loss_and_gradient(model, y, loss):
+def compiled_loss_and_gradient(model, y, loss, target=None):
     """`loss_and_gradient` through apgd's own compiled loss and gradient, on numpy."""
     gradient, fn, labels = _GRADIENTS[loss], logits_fn(model, per_shape=True), tf.constant(y)
+    target = tf.constant(np.zeros(len(y), np.int64) if target is None else target)
 
     def evaluate(x_adv):
-        value, logits, grad = gradient(fn, tf.constant(x_adv), labels)
+        value, logits, grad = gradient(fn, tf.constant(x_adv), labels, target)
         return value.numpy(), logits.numpy(), grad.numpy()
     return evaluate
 
@@ -296,8 +299,76 @@ def test_dlr_loss_is_the_reference_formula_and_scale_invariant():
     y = tf.constant([0, 0, 0], tf.int64)
     # z_y third: -(1 - 3) / (3 - 1); z_y on top: -(4 - 3.5) / (4 - 1); z_y last:
     # -(-1 - 3) / (3 - 1).
-    np.testing.assert_allclose(_dlr(z, y).numpy(), [1.0, -0.5 / 3.0, 2.0], rtol=1e-6)
-    np.testing.assert_allclose(_dlr(3.0 * z + 7.0, y).numpy(), _dlr(z, y).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(_dlr(z, y, None).numpy(), [1.0, -0.5 / 3.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(_dlr(3.0 * z + 7.0, y, None).numpy(), _dlr(z, y, None).numpy(),
+                               rtol=1e-5)
+
+
+def test_targeted_dlr_loss_is_the_reference_formula_and_scale_invariant():
+    z = tf.constant([[1.0, 3.0, 2.0, -1.0, 0.0], [4.0, 0.5, 1.0, 3.5, 2.0]])
+    y, t = tf.constant([0, 0], tf.int64), tf.constant([1, 3], tf.int64)
+    # -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2): sorted [3, 2, 1, 0, -1] and
+    # [4, 3.5, 2, 1, 0.5].
+    expected = [-(1.0 - 3.0) / (3.0 - 0.5), -(4.0 - 3.5) / (4.0 - 1.5)]
+    np.testing.assert_allclose(_dlr_targeted(z, y, t).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(_dlr_targeted(2.0 * z - 5.0, y, t).numpy(), expected, rtol=1e-5)
+
+
+def test_apgd_t_runs_the_reference_loop_per_target_on_the_ranked_classes():
+    """One target: the numpy port of the reference loop on the targeted DLR loss (through
+    apgd's own compiled loss, so the loops are compared), the target being the second
+    largest clean logit."""
+    fn, _ = linear_model(5, 2)
+    x = images(n=24)
+    y = predictions(fn, x)
+    target = np.argsort(np.asarray(fn(tf.constant(x))), axis=-1, kind="stable")[:, -2]
+    eps, n_iter = 0.03, 60
+    x_best, acc, _, x_best_adv, counts = reference_single_run(
+        compiled_loss_and_gradient(fn, y, "dlr_targeted", target), x, y, eps=eps,
+        n_iter=n_iter)
+    assert counts["halved"].max() >= 1 and 0 < acc.sum() < len(x)
+    expected = np.where(acc[:, None, None, None], x_best, x_best_adv)
+    ours = apgd_t(fn, x, y, eps=eps, num_steps=n_iter, num_targets=1).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_apgd_t_attacks_each_ranked_target_in_turn_on_what_is_left(monkeypatch):
+    fn, _ = linear_model(5, 2)
+    x = images(n=32)
+    y = predictions(fn, x)
+    apgd_module = importlib.import_module("tfnode.attacks.apgd")
+    seen, original = [], apgd_module._single_run
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append((args[4].copy(), kwargs["todo"].copy(), kwargs["seed"],
+                     out[3] & kwargs["todo"]))
+        return out
+
+    monkeypatch.setattr(apgd_module, "_single_run", recording)
+    result = apgd_t(fn, x, y, eps=0.02, num_steps=5, num_targets=3, seed=2,
+                    early_exit=True, return_result=True)
+    ranked = np.argsort(np.asarray(fn(tf.constant(x))), axis=-1, kind="stable")
+    assert [seed for _, _, seed, _ in seen] == [2000, 2001, 2002]
+    fooled = np.zeros(len(x), bool)
+    for k, (target, todo, _, fooled_here) in enumerate(seen):
+        np.testing.assert_array_equal(target, ranked[:, -(k + 2)])
+        assert not np.any(target == y)  # the most likely wrong classes, in order
+        np.testing.assert_array_equal(todo, ~fooled)  # only what no earlier target fooled
+        fooled |= fooled_here
+    np.testing.assert_array_equal(result.is_adv, fooled)
+    assert 0 < fooled.sum() < len(x)  # the later targets had samples to attack
+    assert np.all(predictions(fn, result.x_adv)[result.is_adv] != y[result.is_adv])
+    edges = images(edges=True)  # pixels at 0 and 1: the clip has work to do
+    adv = apgd_t(fn, edges, predictions(fn, edges), eps=0.1, num_steps=5,
+                 num_targets=2).numpy()
+    assert 0.05 < np.max(np.abs(adv - edges)) <= 0.1 + 1e-6
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    with pytest.raises(TfnodeError, match="^num_targets must be below the number of classes"):
+        apgd_t(fn, x, y, eps=0.02, num_targets=5)
+    small, _ = linear_model(3)
+    with pytest.raises(TfnodeError, match="needs at least 4 classes"):
+        apgd_t(small, x, predictions(small, x), eps=0.02, num_targets=2)
 
 
 @pytest.mark.parametrize("attack", [apgd_ce, apgd_dlr])

@@ -21,13 +21,13 @@ def linear_model(num_classes=2, seed=0):
     return fn, w.numpy(), b.numpy()
 
 
-def mlp_model(seed=0, shape=SHAPE):
+def mlp_model(seed=0, shape=SHAPE, classes=3):
     import keras
 
     keras.utils.set_random_seed(seed)
     return keras.Sequential([keras.Input(shape), keras.layers.Conv2D(4, 3, activation="tanh"),
                              keras.layers.Flatten(), keras.layers.Dense(16, activation="tanh"),
-                             keras.layers.Dense(3)])
+                             keras.layers.Dense(classes)])
 
 
 def images(n=16, seed=0, shape=SHAPE, edges=False):

@@ -1,4 +1,5 @@
-"""Auto-PGD (APGD), Croce & Hein, ICML 2020, Linf, untargeted, on the CE or DLR loss.
+"""Auto-PGD (APGD), Croce & Hein, ICML 2020, Linf, on the CE or DLR loss (untargeted)
+and on the targeted DLR loss (APGD-T, `apgd_t`).
 
 "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
 attacks" (arXiv:2003.01690): PGD without a step-size parameter. Each step mixes the
@@ -58,14 +59,15 @@ from tfnode.attacks._utils import (AttackResult, call_active, check_eps, check_p
                                    logits_fn, per_sample_uniform, project, sample_ids)
 from tfnode.errors import TfnodeError
 
-LOSSES = ("ce", "dlr")
+LOSSES = ("ce", "dlr", "dlr_targeted")
 
 
-def _ce(logits, y):
+def _ce(logits, y, target):
+    del target
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
 
-def _dlr(logits, y):
+def _dlr(logits, y, target):
     """The untargeted DLR loss, ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)``."""
     num_classes = logits.shape[-1]
     if num_classes is not None and num_classes < 3:
@@ -77,25 +79,40 @@ def _dlr(logits, y):
     # Which of tied logits top_k ranks first changes no value.
     y_first = tf.cast(top.indices[:, 0] == tf.cast(y, top.indices.dtype), logits.dtype)
     other = top.values[:, 1] * y_first + top.values[:, 0] * (1.0 - y_first)
+    del target
     true = tf.gather(logits, y, batch_dims=1)
     return -(true - other) / (top.values[:, 0] - top.values[:, 2] + 1e-12)
+
+
+def _dlr_targeted(logits, y, target):
+    """The targeted DLR loss, ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)``
+    (the reference's ``dlr_loss_targeted``)."""
+    num_classes = logits.shape[-1]
+    if num_classes is not None and num_classes < 4:
+        raise TfnodeError(f"loss='dlr_targeted' needs at least 4 classes (it divides by "
+                          f"z_pi1 - (z_pi3 + z_pi4) / 2), the model has {num_classes}")
+    top = tf.math.top_k(logits, k=4).values
+    true = tf.gather(logits, y, batch_dims=1)
+    aimed = tf.gather(logits, target, batch_dims=1)
+    return -(true - aimed) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
 def _gradient_fn(loss_fn):
     # One graph per loss, traced per model callable and input shape (the batch is fixed).
     # autograph=False so that `_dlr`'s TfnodeError reaches the caller as it was raised.
     @tf.function(autograph=False)
-    def gradient(fn, x, y):
+    def gradient(fn, x, y, target):
         with tf.GradientTape() as tape:
             tape.watch(x)
             logits = tf.cast(fn(x), tf.float32)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, y, target)
             total = tf.reduce_sum(loss)
         return loss, logits, tape.gradient(total, x)
     return gradient
 
 
-_GRADIENTS = {"ce": _gradient_fn(_ce), "dlr": _gradient_fn(_dlr)}
+_GRADIENTS = {"ce": _gradient_fn(_ce), "dlr": _gradient_fn(_dlr),
+              "dlr_targeted": _gradient_fn(_dlr_targeted)}
 
 
 def apgd_start(x, *, eps, seed, ids=None, clip_min=0.0, clip_max=1.0):
@@ -158,8 +175,8 @@ class _Checkpoints:
         return halve
 
 
-def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, seed, ids,
-                todo, early_exit, gradients):
+def _single_run(fn, gradient, x, y, target, *, eps, num_steps, rho, clip_min, clip_max, seed,
+                ids, todo, early_exit, gradients):
     """One APGD run on the samples ``todo``: ``attack_single_run`` of the reference.
 
     Every sample's bookkeeping is its own (step size, checkpoints, best point), so the
@@ -183,7 +200,8 @@ def _single_run(fn, gradient, x, y, *, eps, num_steps, rho, clip_min, clip_max, 
         idx = np.flatnonzero(active)
         loss, grad, wrong = np.zeros(n, np.float32), np.zeros_like(x), np.zeros(n, bool)
         if len(idx):
-            l, logits, g = call_active(functools.partial(gradient, fn), idx, n, points, y)
+            l, logits, g = call_active(functools.partial(gradient, fn), idx, n, points, y,
+                                       target)
             loss[idx], grad[idx] = l, g
             wrong[idx] = np.argmax(logits, axis=-1) != y[idx]
             gradients[idx] += 1
@@ -275,31 +293,95 @@ def apgd(model, x, y, *, eps, num_steps=100, loss="ce", restarts=1, rho=0.75, cl
       point of all runs. (AutoAttack returns ``x`` itself for a sample it did not fool;
       the highest-loss point changes no robust accuracy and is more useful for transfer.)
     """
+    _check(eps, num_steps, restarts, rho, clip_min, clip_max)
+    if loss not in LOSSES[:2]:
+        raise TfnodeError(f"loss must be one of {list(LOSSES[:2])}, got {loss!r} (the "
+                          "targeted DLR loss is apgd_t's)")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int64)
+    runs = [(seed * 1000 + r, loss, None) for r in range(restarts)]
+    return _runs(logits_fn(model, per_shape=True), x, y, runs, eps=eps, num_steps=num_steps,
+                 rho=float(rho), clip_min=clip_min, clip_max=clip_max,
+                 ids=sample_ids(ids, len(x)), early_exit=early_exit,
+                 return_result=return_result)
+
+
+def _check(eps, num_steps, restarts, rho, clip_min, clip_max):
     check_eps(eps, clip_min=clip_min, clip_max=clip_max)
     check_positive_int(num_steps, "num_steps")
     check_positive_int(restarts, "restarts")
-    if loss not in LOSSES:
-        raise TfnodeError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     if not (isinstance(rho, (int, float, np.integer, np.floating)) and 0.0 < rho < 1.0):
         raise TfnodeError(f"rho must lie in (0, 1), got {rho!r}")
+
+
+def apgd_t(model, x, y, *, eps, num_steps=100, num_targets=9, restarts=1, rho=0.75,
+           clip_min=0.0, clip_max=1.0, seed=0, ids=None, early_exit=False,
+           return_result=False):
+    """APGD-T: APGD on the targeted DLR loss, once per target class (AutoAttack's
+    ``apgd-t``, ``APGDAttack_targeted``; its standard version: 9 targets, 100 steps, one
+    run each).
+
+    The target of run k (k = 2 .. ``num_targets`` + 1) is, per sample, the class with the
+    k-th largest logit at the clean input (for a correctly classified sample: the most
+    likely wrong classes, in order), as the reference takes
+    ``output.sort(dim=1)[1][:, -target_class]``; the loss is
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)``. Each run is `apgd`'s loop
+    (the same start, steps and checkpoints; seed ``seed * 1000 + run``); the runs are
+    merged as `apgd`'s restarts are (``early_exit``: a run attacks only the samples no
+    earlier run fooled, the reference's behaviour). Needs at least 4 classes and
+    ``num_targets`` below the number of classes.
+
+    Args:
+      model, x, y, eps, num_steps, rho, clip_min, clip_max, seed, ids, early_exit,
+      return_result: as `apgd`.
+      num_targets: target classes, each attacked in turn.
+      restarts: runs per target class.
+
+    Returns:
+      As `apgd`.
+    """
+    _check(eps, num_steps, restarts, rho, clip_min, clip_max)
+    check_positive_int(num_targets, "num_targets")
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64)
-    ids = sample_ids(ids, len(x))
     fn = logits_fn(model, per_shape=True)
+    clean = np.asarray(fn(tf.constant(x)))
+    if num_targets >= clean.shape[-1]:
+        raise TfnodeError(f"num_targets must be below the number of classes "
+                          f"({clean.shape[-1]}), got {num_targets}")
+    ranked = np.argsort(clean, axis=-1, kind="stable")  # ascending, as torch's sort
+    runs = []
+    for k in range(2, num_targets + 2):
+        for _ in range(restarts):
+            runs.append((seed * 1000 + len(runs), "dlr_targeted", ranked[:, -k]))
+    return _runs(fn, x, y, runs, eps=eps, num_steps=num_steps, rho=float(rho),
+                 clip_min=clip_min, clip_max=clip_max, ids=sample_ids(ids, len(x)),
+                 early_exit=early_exit, return_result=return_result)
+
+
+def _runs(fn, x, y, runs, *, eps, num_steps, rho, clip_min, clip_max, ids, early_exit,
+          return_result):
+    """APGD runs one after the other (restarts, or APGD-T's target classes), merged.
+
+    ``runs``: ``(seed, loss, target)`` per run, ``target`` a label per sample or None.
+    Without ``early_exit`` every run attacks every sample; with it a run attacks only
+    the samples no earlier run fooled (the reference's outer loops). Per sample the first
+    run that fooled the model is kept; a sample none fooled gets the highest-loss point
+    of all runs (losses of different targets compare as the reference's do not: the
+    point only matters for transfer).
+    """
     per_sample = (-1,) + (1,) * (x.ndim - 1)
     n = len(x)
     gradients = np.zeros(n, np.int64)
     adv, found, point, point_loss = None, np.zeros(n, bool), None, None
-    for r in range(restarts):
-        # With early exit a restart runs only on the samples no earlier run fooled (the
-        # reference's outer loop); otherwise on all of them.
+    for r, (seed, loss, target) in enumerate(runs):
         todo = ~found if early_exit else np.ones(n, bool)
         if not todo.any():
             break
         x_best, loss_best, x_best_adv, fooled = _single_run(
-            fn, _GRADIENTS[loss], x, y, eps=eps, num_steps=num_steps, rho=float(rho),
-            clip_min=clip_min, clip_max=clip_max, seed=seed * 1000 + r, ids=ids,
-            todo=todo, early_exit=early_exit, gradients=gradients)
+            fn, _GRADIENTS[loss], x, y, np.zeros(n, np.int64) if target is None else target,
+            eps=eps, num_steps=num_steps, rho=rho, clip_min=clip_min, clip_max=clip_max,
+            seed=seed, ids=ids, todo=todo, early_exit=early_exit, gradients=gradients)
         fooled &= todo
         if r == 0:
             adv, found, point, point_loss = x_best_adv, fooled, x_best, loss_best
@@ -331,16 +413,17 @@ def apgd_dlr(model, x, y, *, eps, **kwargs):
     return apgd(model, x, y, eps=eps, loss="dlr", **kwargs)
 
 
-def _apgd_spec(name, fn, loss_name):
+def _apgd_spec(name, fn, loss_name, targets=False):
+    extra = {"num_targets": 9} if targets else {}  # AutoAttack's standard apgd-t
     return registry.AttackSpec(
         name=name, fn=fn, kind="white-box",
         # AutoAttack's standard version: 100 steps, one run, rho 0.75.
-        defaults={"num_steps": 100, "restarts": 1, "rho": 0.75},
+        defaults={"num_steps": 100, "restarts": 1, "rho": 0.75, **extra},
         rules={"num_steps": registry.COUNT, "restarts": registry.COUNT,
-               "rho": registry.FRACTION},
+               "rho": registry.FRACTION, **{k: registry.COUNT for k in extra}},
         transferable=True, in_audit=True, early_exit=True,
-        # One gradient at the start of each run, then one per step.
-        iterations=lambda o: (o["num_steps"] + 1) * o["restarts"],
+        # One gradient at the start of each run, then one per step; a run per target.
+        iterations=lambda o: (o["num_steps"] + 1) * o["restarts"] * o.get("num_targets", 1),
         summary=f"APGD on the {loss_name}: step 2 eps halved at checkpoints, momentum "
                 "0.75, the best point kept (AutoAttack's reference semantics)",
         reference="Croce & Hein 2020")
@@ -348,3 +431,6 @@ def _apgd_spec(name, fn, loss_name):
 
 registry.register(_apgd_spec("apgd_ce", apgd_ce, "cross-entropy"))
 registry.register(_apgd_spec("apgd_dlr", apgd_dlr, "DLR loss (>= 3 classes)"))
+registry.register(_apgd_spec("apgd_t", apgd_t, "targeted DLR loss, once per each of the "
+                             "num_targets most likely wrong classes (>= 4 classes)",
+                             targets=True))
