@@ -105,6 +105,41 @@ def test_step_size_scales_the_residual_branch():
     assert not np.allclose(full(x), skip(x), atol=1e-3)
 
 
+NORMED = [n for n in NAMES if "norm" in models.model_options(n)]
+
+
+@pytest.mark.parametrize("name", NORMED)
+def test_norm_none_leaves_no_norm_in_the_model_and_trains(name, tmp_path):
+    """``norm=none`` (for interval bounds): no GroupNorm anywhere, every weight gets a
+    gradient, and the model round-trips through model.keras with its option."""
+    from tfnode import layers
+
+    options = models.spec(name).test_options
+    grouped = models.get_model(name, dataset="mnist", **options)
+    assert layers.sublayers(grouped, layers.GroupNorm)  # the default keeps Chen et al.'s
+    keras.utils.set_random_seed(0)
+    model = models.get_model(name, dataset="mnist", norm="none", **options)
+    assert not layers.sublayers(model, layers.GroupNorm)
+    assert not layers.sublayers(model, keras.layers.GroupNormalization)
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert all(g is not None for g in grads)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert not layers.sublayers(loaded, layers.GroupNorm)
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(TfnodeError, match=r"model_options.norm must be one of \['group', "
+                                          r"'none'\], got 'batch'"):
+        models.get_model(name, dataset="mnist", norm="batch", **options)
+
+
+def test_norm_none_is_refused_with_zero_init():
+    with pytest.raises(TfnodeError, match="zero_init scales the last norm to 0"):
+        models.get_model("node", dataset="mnist", norm="none", zero_init=True, width=4)
+
+
 def test_unknown_model_and_option_are_one_line_errors():
     with pytest.raises(TfnodeError, match="unknown model 'resnet57'"):
         models.get_model("resnet57", dataset="mnist")

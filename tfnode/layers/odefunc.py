@@ -13,7 +13,26 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfnode.errors import ConfigError
 from tfnode.layers.tiny import TinyConfig
+
+# ``norm`` options: Chen et al.'s GroupNorm, or none. Interval bounds through GroupNorm
+# are nearly vacuous (its variance has no useful lower bound over an input box), so
+# certified training and IBP certificates need ``"none"`` (issue 29).
+NORMS = ("group", "none")
+
+
+def check_norm(norm):
+    """Raises a one-line `ConfigError` (``model_options.norm``) for an unknown norm."""
+    if norm not in NORMS:
+        raise ConfigError("model_options.norm", f"must be one of {list(NORMS)}, got {norm!r}")
+
+
+def norm_layer(norm, channels, name, gamma_initializer="ones"):
+    """``group_norm(channels)`` for ``norm="group"``, None for ``"none"``."""
+    check_norm(norm)
+    return group_norm(channels, name=name, gamma_initializer=gamma_initializer) \
+        if norm == "group" else None
 
 _XLA = threading.local()
 
@@ -220,6 +239,9 @@ class ODEFunc(keras.layers.Layer):
         channel) at 0, so that ``f = 0`` at initialization: the block starts as the
         identity, like the zero-initialized last norm of a residual branch (Goyal et
         al. 2017). Only the initialization differs from Chen et al.'s function.
+      norm: ``"group"`` (Chen et al.'s GroupNorm) or ``"none"``: no norm, and the
+        convolutions without time get a bias (none follows them to supply one), for
+        interval bounds (`NORMS`). ``zero_init`` needs a norm.
       **kwargs: standard layer arguments.
     """
 
@@ -227,46 +249,62 @@ class ODEFunc(keras.layers.Layer):
         TinyConfig(lambda cls: cls(4), (5, 5, 4), time_input=True, label="time"),
         TinyConfig(lambda cls: cls(4, time_dependent=False), (5, 5, 4), time_input=True,
                    label="no_time"),
+        TinyConfig(lambda cls: cls(4, norm="none"), (5, 5, 4), time_input=True,
+                   label="time_no_norm"),
+        TinyConfig(lambda cls: cls(4, time_dependent=False, norm="none"), (5, 5, 4),
+                   time_input=True, label="no_time_no_norm"),
     )
 
-    def __init__(self, filters=64, *, time_dependent=True, zero_init=False, **kwargs):
+    def __init__(self, filters=64, *, time_dependent=True, zero_init=False, norm="group",
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.time_dependent = bool(time_dependent)
         self.zero_init = bool(zero_init)
-        self.norm1 = group_norm(self.filters, name="norm1")
-        self.norm2 = group_norm(self.filters, name="norm2")
+        self.norm = norm
+        check_norm(norm)
+        if self.zero_init and norm == "none":
+            raise ConfigError("model_options.zero_init", "scales the last norm to 0, and "
+                              "norm 'none' has none; use norm 'group' with it")
+        self.norm1 = norm_layer(norm, self.filters, "norm1")
+        self.norm2 = norm_layer(norm, self.filters, "norm2")
+        self.norm3 = None
         if self.time_dependent:
             self.conv1 = ConcatConv2D(self.filters, 3, name="conv1")
             self.conv2 = ConcatConv2D(self.filters, 3, name="conv2")
-            self.norm3 = group_norm(self.filters, name="norm3",
+            self.norm3 = norm_layer(norm, self.filters, "norm3",
                                     gamma_initializer="zeros" if self.zero_init else "ones")
         else:
             # Chen et al.'s ResBlock convolutions have no bias (a norm follows them).
-            self.conv1 = keras.layers.Conv2D(self.filters, 3, padding="same", use_bias=False,
+            bias = norm == "none"
+            self.conv1 = keras.layers.Conv2D(self.filters, 3, padding="same", use_bias=bias,
                                              name="conv1")
             self.conv2 = keras.layers.Conv2D(
-                self.filters, 3, padding="same", use_bias=False, name="conv2",
+                self.filters, 3, padding="same", use_bias=bias, name="conv2",
                 kernel_initializer="zeros" if self.zero_init else "glorot_uniform")
 
     def build(self, t_shape=None, y_shape=None):
         y_shape = _y_shape(t_shape, y_shape)
-        self.norm1.build(y_shape)
-        self.norm2.build(y_shape)
+        for norm in (self.norm1, self.norm2, self.norm3):
+            if norm is not None:
+                norm.build(y_shape)
         if self.time_dependent:
             self.conv1.build(y_shape=y_shape)
             self.conv2.build(y_shape=y_shape)
-            self.norm3.build(y_shape)
         else:
             self.conv1.build(y_shape)
             self.conv2.build(y_shape)
 
+    @staticmethod
+    def _normed(norm, h):
+        return h if norm is None else norm(h)
+
     def call(self, t, y):
-        h = ops.relu(self.norm1(y))
+        h = ops.relu(self._normed(self.norm1, y))
         h = self.conv1(t=t, y=h) if self.time_dependent else self.conv1(h)
-        h = ops.relu(self.norm2(h))
+        h = ops.relu(self._normed(self.norm2, h))
         if self.time_dependent:
-            return self.norm3(self.conv2(t=t, y=h))
+            return self._normed(self.norm3, self.conv2(t=t, y=h))
         return self.conv2(h)
 
     def compute_output_shape(self, t_shape=None, y_shape=None):
@@ -275,5 +313,5 @@ class ODEFunc(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, time_dependent=self.time_dependent,
-                      zero_init=self.zero_init)
+                      zero_init=self.zero_init, norm=self.norm)
         return config

@@ -6,21 +6,24 @@ from tfnode import layers
 from tfnode.models.registry import register
 
 
-def stem(x, width):
-    """Chen et al.'s downsampling: 3x3 conv, then two 4x4 stride-2 convs (28 -> 7, 32 -> 8)."""
+def _normed(x, norm, width, name):
+    layer = layers.norm_layer(norm, width, name)
+    return x if layer is None else layer(x)
+
+
+def stem(x, width, norm="group"):
+    """Chen et al.'s downsampling: 3x3 conv, then two 4x4 stride-2 convs (28 -> 7, 32 -> 8),
+    each of the first two followed by GroupNorm (``norm="group"``) and ReLU."""
     x = keras.layers.Conv2D(width, 3, padding="same", name="stem_conv1")(x)
-    x = layers.group_norm(width, name="stem_norm1")(x)
-    x = keras.layers.ReLU(name="stem_relu1")(x)
+    x = keras.layers.ReLU(name="stem_relu1")(_normed(x, norm, width, "stem_norm1"))
     x = keras.layers.Conv2D(width, 4, strides=2, padding="same", name="stem_conv2")(x)
-    x = layers.group_norm(width, name="stem_norm2")(x)
-    x = keras.layers.ReLU(name="stem_relu2")(x)
+    x = keras.layers.ReLU(name="stem_relu2")(_normed(x, norm, width, "stem_norm2"))
     return keras.layers.Conv2D(width, 4, strides=2, padding="same", name="stem_conv3")(x)
 
 
-def head(x, width, num_classes):
-    """GroupNorm, ReLU, global average pool, linear layer to logits."""
-    x = layers.group_norm(width, name="head_norm")(x)
-    x = keras.layers.ReLU(name="head_relu")(x)
+def head(x, width, num_classes, norm="group"):
+    """GroupNorm (``norm="group"``), ReLU, global average pool, linear layer to logits."""
+    x = keras.layers.ReLU(name="head_relu")(_normed(x, norm, width, "head_norm"))
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     return keras.layers.Dense(num_classes, name="logits")(x)
 
@@ -30,7 +33,7 @@ def head(x, width, num_classes):
 @register("node", test_options=dict(width=4, solver="rk4", step_size=0.5))
 def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, atol=1e-3,
            t1=1.0, first_step_size=None, max_num_steps=1000, step_size=None,
-           gradient="backprop", per_sample_steps=False, zero_init=False):
+           gradient="backprop", per_sample_steps=False, zero_init=False, norm="group"):
     """Stem, one `ODEBlock` of an `ODEFunc` on ``width`` channels, head.
 
     Args:
@@ -46,15 +49,17 @@ def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, at
       per_sample_steps: `ODEBlock`'s option: each sample's logits independent of its batch.
       zero_init: `ODEFunc`'s option: ``f = 0`` at initialization (the block starts as
         the identity).
+      norm: ``"group"`` (GroupNorm in the stem, the ODE function and the head, Chen et
+        al.'s) or ``"none"`` (no norm anywhere: for interval bounds, `layers.NORMS`).
 
     Returns:
       An uncompiled ``keras.Model`` named ``node``.
     """
     inputs = keras.Input(input_shape, name="images")
-    x = stem(inputs, width)
-    func = layers.ODEFunc(width, zero_init=zero_init, name="odefunc")
+    x = stem(inputs, width, norm)
+    func = layers.ODEFunc(width, zero_init=zero_init, norm=norm, name="odefunc")
     x = layers.ODEBlock(func, solver=solver, rtol=rtol, atol=atol, t1=t1,
                         first_step_size=first_step_size, max_num_steps=max_num_steps,
                         step_size=step_size, gradient=gradient,
                         per_sample_steps=per_sample_steps, name="ode_block")(x)
-    return keras.Model(inputs, head(x, width, num_classes), name="node")
+    return keras.Model(inputs, head(x, width, num_classes, norm), name="node")
