@@ -109,18 +109,23 @@ def _max_difference(a, b):
 
 def test_mirrored_over_two_logical_cpus_matches_one_device(generated, tmp_path):
     data_dir, env = generated
-    one = _finish(_run(_kwargs(data_dir, tmp_path, "one"), env))
-    two = _finish(_run(_kwargs(data_dir, tmp_path, "two", strategy="mirrored"),
+    steps = dict(epochs=2, steps_per_epoch=1)  # a checkpoint after each of the 2 steps
+    one = _finish(_run(_kwargs(data_dir, tmp_path, "one", **steps), env))
+    two = _finish(_run(_kwargs(data_dir, tmp_path, "two", strategy="mirrored", **steps),
                        {**env, "TEST_LOGICAL_CPUS": "2"}))
-    init = _finish(_run(_kwargs(data_dir, tmp_path, "init", learning_rate=1e-30), env))
-    assert one["replicas"] == init["replicas"] == 1 and two["replicas"] == 2
-    weights = {name: h5_arrays(tmp_path / name / "checkpoints" / "epoch_001.weights.h5")
-               for name in ("one", "two", "init")}
+    assert one["replicas"] == 1 and two["replicas"] == 2
+    weights = _epochs(tmp_path, ("one", "two"))
     # Two SGD steps of tools.train's ODE-Net (its while loop, the compiled dopri5 step,
     # GroupNorm, the NFE metric, the shuffled input), each replica on half of every batch.
-    assert _max_difference(weights["one"], weights["init"]) > 1e-3  # it trained
-    diff = _max_difference(weights["one"], weights["two"])
+    assert _max_difference(weights["one", 1], weights["one", 2]) > 1e-3  # it trained
+    diff = _max_difference(weights["one", 2], weights["two", 2])
     assert diff < 1e-5, diff
+
+
+def _epochs(tmp_path, names):
+    """``{(run, epoch): weights}`` of each run's two epoch checkpoints."""
+    return {(name, e): h5_arrays(tmp_path / name / "checkpoints" / f"epoch_00{e}.weights.h5")
+            for name in names for e in (1, 2)}
 
 
 def test_a_defense_under_two_replicas_trains_what_one_device_trains(generated, tmp_path):
@@ -129,17 +134,15 @@ def test_a_defense_under_two_replicas_trains_what_one_device_trains(generated, t
     replicas' gradients, so unscaled the step would be twice one device's."""
     data_dir, env = generated
     defended = dict(defense="pgd_at", defense_options={
-        "rand_init": False, "num_steps": 2, "eps": 0.1, "step_size": 0.05})
+        "rand_init": False, "num_steps": 2, "eps": 0.1, "step_size": 0.05},
+        epochs=2, steps_per_epoch=1)
     one = _finish(_run(_kwargs(data_dir, tmp_path, "one", **defended), env))
     two = _finish(_run(_kwargs(data_dir, tmp_path, "two", strategy="mirrored", **defended),
                        {**env, "TEST_LOGICAL_CPUS": "2"}))
-    init = _finish(_run(_kwargs(data_dir, tmp_path, "init", learning_rate=1e-30, **defended),
-                        env))
     assert one["replicas"] == 1 and two["replicas"] == 2
-    weights = {name: h5_arrays(tmp_path / name / "checkpoints" / "epoch_001.weights.h5")
-               for name in ("one", "two", "init")}
-    assert _max_difference(weights["one"], weights["init"]) > 1e-3  # it trained
-    diff = _max_difference(weights["one"], weights["two"])
+    weights = _epochs(tmp_path, ("one", "two"))
+    assert _max_difference(weights["one", 1], weights["one", 2]) > 1e-3  # it trained
+    diff = _max_difference(weights["one", 2], weights["two", 2])
     assert diff < 1e-5, diff
 
 
@@ -201,8 +204,7 @@ def test_two_workers_resume_after_a_worker_is_killed_and_train_what_two_replicas
     assert results[0]["export"].endswith(os.path.join("two", "1")) and results[1]["export"] is None
     assert os.listdir(tmp_path / "sm" / "two") == ["1"]  # one export, the chief's
     assert not [n for n in os.listdir(tmp_path / "two") if n.startswith(".worker")]
-    weights = {(name, e): h5_arrays(tmp_path / name / "checkpoints" / f"epoch_00{e}.weights.h5")
-               for name in ("mirrored", "two") for e in (1, 2)}
+    weights = _epochs(tmp_path, ("mirrored", "two"))
     assert _max_difference(weights["mirrored", 1], weights["mirrored", 2]) > 1e-3  # it trained
     for e in (1, 2):
         diff = _max_difference(weights["mirrored", e], weights["two", e])
@@ -223,8 +225,7 @@ def test_a_defense_under_two_workers_trains_what_one_process_trains(generated, t
     two = [_finish(p) for p in _workers(_kwargs(data_dir, tmp_path, "two", **defended),
                                         {**env, "TEST_TOOL": "1"})]
     assert two[0]["fingerprint"] == two[1]["fingerprint"]
-    weights = {(name, e): h5_arrays(tmp_path / name / "checkpoints" / f"epoch_00{e}.weights.h5")
-               for name in ("one", "two") for e in (1, 2)}
+    weights = _epochs(tmp_path, ("one", "two"))
     assert _max_difference(weights["one", 1], weights["one", 2]) > 1e-3  # it trained
     diff = _max_difference(weights["one", 2], weights["two", 2])
     assert diff < 1e-5, diff
