@@ -6,8 +6,9 @@ import tensorflow as tf
 
 from tfnode.attacks._utils import logits_fn
 import importlib
-from tfnode.attacks.apgd import (_GRADIENTS, _dlr, _dlr_targeted, apgd, apgd_ce, apgd_dlr,
-                                apgd_start, apgd_t)
+from tfnode.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_start
+from tfnode.attacks.apgd_losses import GRADIENTS, _dlr, _dlr_targeted
+from tfnode.attacks.apgd_t import apgd_t
 from tfnode.attacks.gradient import pgd
 from tfnode.errors import TfnodeError
 
@@ -172,7 +173,7 @@ def reference_single_run(evaluate, x, y, *, eps, n_iter, rho=0.75, seed=0):
 
 def compiled_loss_and_gradient(model, y, loss, target=None):
     """`loss_and_gradient` through apgd's own compiled loss and gradient, on numpy."""
-    gradient, fn, labels = _GRADIENTS[loss], logits_fn(model, per_shape=True), tf.constant(y)
+    gradient, fn, labels = GRADIENTS[loss], logits_fn(model, per_shape=True), tf.constant(y)
     target = tf.constant(np.zeros(len(y), np.int64) if target is None else target)
 
     def evaluate(x_adv):

@@ -128,6 +128,9 @@ def _epochs(tmp_path, names):
             for name in names for e in (1, 2)}
 
 
+# Slow (--run-slow): test_a_defense_under_two_workers_trains_what_one_process_trains checks
+# the same scaling of a defense's loss over two replicas (against one process), cheaper.
+@pytest.mark.slow
 def test_a_defense_under_two_replicas_trains_what_one_device_trains(generated, tmp_path):
     """PGD-AT (no random start: each replica's noise would be its own draw) over two
     logical CPUs: each replica's loss is its half's mean, and the optimizer sums the

@@ -166,6 +166,9 @@ print("ROWS", json.dumps([{k: r[k] for k in ("step_size", "clean_accuracy", "rob
 """
 
 
+# Slow (--run-slow): test_a_killed_sweep_resumes_and_a_finished_one_only_rerenders checks
+# the resume in one process; this one adds a real SIGKILL and the uninterrupted numbers.
+@pytest.mark.slow
 def test_a_sweep_killed_with_sigkill_finishes_as_an_uninterrupted_one(tmp_path):
     import signal
     import subprocess

@@ -11,7 +11,8 @@ from tfnode.attacks._utils import (AttackResult, distances, forward_fn, logits_f
                                    project)
 from tfnode.attacks.gradient import fgsm, pgd, random_start
 from tfnode.attacks.di2_fgsm import di2_fgsm, input_diversity
-from tfnode.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_t
+from tfnode.attacks.apgd import apgd, apgd_ce, apgd_dlr
+from tfnode.attacks.apgd_t import apgd_t
 from tfnode.attacks.square import square_attack
 from tfnode.attacks.boundary import boundary_attack, confirm_kwargs
 from tfnode.attacks.transfer import transfer

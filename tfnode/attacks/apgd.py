@@ -55,65 +55,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfnode.attacks import registry
+from tfnode.attacks.apgd_losses import GRADIENTS, LOSSES
 from tfnode.attacks._utils import (AttackResult, call_active, check_eps, check_positive_int,
                                    logits_fn, per_sample_uniform, project, sample_ids)
 from tfnode.errors import TfnodeError
-
-LOSSES = ("ce", "dlr", "dlr_targeted")
-
-
-def _ce(logits, y, target):
-    del target
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-
-
-def _dlr(logits, y, target):
-    """The untargeted DLR loss, ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)``."""
-    num_classes = logits.shape[-1]
-    if num_classes is not None and num_classes < 3:
-        # Raised while tracing (the class count is static), before any model call.
-        raise TfnodeError(f"loss='dlr' needs at least 3 classes (it divides by z_pi1 - "
-                          f"z_pi3), the model has {num_classes}")
-    top = tf.math.top_k(logits, k=3)
-    # The largest logit other than z_y: the second if z_y is the largest, else the first.
-    # Which of tied logits top_k ranks first changes no value.
-    y_first = tf.cast(top.indices[:, 0] == tf.cast(y, top.indices.dtype), logits.dtype)
-    other = top.values[:, 1] * y_first + top.values[:, 0] * (1.0 - y_first)
-    del target
-    true = tf.gather(logits, y, batch_dims=1)
-    return -(true - other) / (top.values[:, 0] - top.values[:, 2] + 1e-12)
-
-
-def _dlr_targeted(logits, y, target):
-    """The targeted DLR loss, ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)``
-    (the reference's ``dlr_loss_targeted``)."""
-    num_classes = logits.shape[-1]
-    if num_classes is not None and num_classes < 4:
-        raise TfnodeError(f"loss='dlr_targeted' needs at least 4 classes (it divides by "
-                          f"z_pi1 - (z_pi3 + z_pi4) / 2), the model has {num_classes}")
-    top = tf.math.top_k(logits, k=4).values
-    true = tf.gather(logits, y, batch_dims=1)
-    aimed = tf.gather(logits, target, batch_dims=1)
-    return -(true - aimed) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
-
-
-def _gradient_fn(loss_fn):
-    # One graph per loss, traced per model callable and input shape (the batch is fixed).
-    # autograph=False so that `_dlr`'s TfnodeError reaches the caller as it was raised.
-    @tf.function(autograph=False)
-    def gradient(fn, x, y, target):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = tf.cast(fn(x), tf.float32)
-            loss = loss_fn(logits, y, target)
-            total = tf.reduce_sum(loss)
-        return loss, logits, tape.gradient(total, x)
-    return gradient
-
-
-_GRADIENTS = {"ce": _gradient_fn(_ce), "dlr": _gradient_fn(_dlr),
-              "dlr_targeted": _gradient_fn(_dlr_targeted)}
-
 
 def apgd_start(x, *, eps, seed, ids=None, clip_min=0.0, clip_max=1.0):
     """AutoAttack's Linf start: ``x + eps * t / max|t|``, ``t`` uniform in ``[-1, 1]``.
@@ -314,51 +259,6 @@ def _check(eps, num_steps, restarts, rho, clip_min, clip_max):
         raise TfnodeError(f"rho must lie in (0, 1), got {rho!r}")
 
 
-def apgd_t(model, x, y, *, eps, num_steps=100, num_targets=9, restarts=1, rho=0.75,
-           clip_min=0.0, clip_max=1.0, seed=0, ids=None, early_exit=False,
-           return_result=False):
-    """APGD-T: APGD on the targeted DLR loss, once per target class (AutoAttack's
-    ``apgd-t``, ``APGDAttack_targeted``; its standard version: 9 targets, 100 steps, one
-    run each).
-
-    The target of run k (k = 2 .. ``num_targets`` + 1) is, per sample, the class with the
-    k-th largest logit at the clean input (for a correctly classified sample: the most
-    likely wrong classes, in order), as the reference takes
-    ``output.sort(dim=1)[1][:, -target_class]``; the loss is
-    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)``. Each run is `apgd`'s loop
-    (the same start, steps and checkpoints; seed ``seed * 1000 + run``); the runs are
-    merged as `apgd`'s restarts are (``early_exit``: a run attacks only the samples no
-    earlier run fooled, the reference's behaviour). Needs at least 4 classes and
-    ``num_targets`` below the number of classes.
-
-    Args:
-      model, x, y, eps, num_steps, rho, clip_min, clip_max, seed, ids, early_exit,
-      return_result: as `apgd`.
-      num_targets: target classes, each attacked in turn.
-      restarts: runs per target class.
-
-    Returns:
-      As `apgd`.
-    """
-    _check(eps, num_steps, restarts, rho, clip_min, clip_max)
-    check_positive_int(num_targets, "num_targets")
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y, np.int64)
-    fn = logits_fn(model, per_shape=True)
-    clean = np.asarray(fn(tf.constant(x)))
-    if num_targets >= clean.shape[-1]:
-        raise TfnodeError(f"num_targets must be below the number of classes "
-                          f"({clean.shape[-1]}), got {num_targets}")
-    ranked = np.argsort(clean, axis=-1, kind="stable")  # ascending, as torch's sort
-    runs = []
-    for k in range(2, num_targets + 2):
-        for _ in range(restarts):
-            runs.append((seed * 1000 + len(runs), "dlr_targeted", ranked[:, -k]))
-    return _runs(fn, x, y, runs, eps=eps, num_steps=num_steps, rho=float(rho),
-                 clip_min=clip_min, clip_max=clip_max, ids=sample_ids(ids, len(x)),
-                 early_exit=early_exit, return_result=return_result)
-
-
 def _runs(fn, x, y, runs, *, eps, num_steps, rho, clip_min, clip_max, ids, early_exit,
           return_result):
     """APGD runs one after the other (restarts, or APGD-T's target classes), merged.
@@ -379,7 +279,7 @@ def _runs(fn, x, y, runs, *, eps, num_steps, rho, clip_min, clip_max, ids, early
         if not todo.any():
             break
         x_best, loss_best, x_best_adv, fooled = _single_run(
-            fn, _GRADIENTS[loss], x, y, np.zeros(n, np.int64) if target is None else target,
+            fn, GRADIENTS[loss], x, y, np.zeros(n, np.int64) if target is None else target,
             eps=eps, num_steps=num_steps, rho=rho, clip_min=clip_min, clip_max=clip_max,
             seed=seed, ids=ids, todo=todo, early_exit=early_exit, gradients=gradients)
         fooled &= todo
@@ -431,6 +331,3 @@ def _apgd_spec(name, fn, loss_name, targets=False):
 
 registry.register(_apgd_spec("apgd_ce", apgd_ce, "cross-entropy"))
 registry.register(_apgd_spec("apgd_dlr", apgd_dlr, "DLR loss (>= 3 classes)"))
-registry.register(_apgd_spec("apgd_t", apgd_t, "targeted DLR loss, once per each of the "
-                             "num_targets most likely wrong classes (>= 4 classes)",
-                             targets=True))

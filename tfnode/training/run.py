@@ -131,15 +131,16 @@ def _take_over_folder(run):
     else refuses a resume with other settings and records this run's."""
     c, chief = run.config, run.worker[2]
     if c.overwrite:
-        if chief:  # another worker starts from scratch without reading the folder
-            run_dir.clear(c.model_dir)
-        return None
-    finished = run_dir.finished_run(c.model_dir, run_dir.export_target(c, run.settings),
-                                    run.log, write=chief)
-    if finished is not None:
-        run.log(f"tfnode: {c.model_dir} holds this run, finished and exported to "
-                f"{finished['export_path']}; nothing to do (--overwrite trains it again)")
-        return finished
+        if not chief:  # it starts from scratch without reading what the chief clears
+            return None
+        run_dir.clear(c.model_dir)
+    else:
+        finished = run_dir.finished_run(c.model_dir, run_dir.export_target(c, run.settings),
+                                        run.log, write=chief)
+        if finished is not None:
+            run.log(f"tfnode: {c.model_dir} holds this run, finished and exported to "
+                    f"{finished['export_path']}; nothing to do (--overwrite trains it again)")
+            return finished
     run_dir.check_resume_settings(c.model_dir, run.settings, write=chief)
     return None
 
