@@ -223,7 +223,7 @@ def _fit(run, streams, callbacks, verbose):
     # Every worker saves as the chief does (reading a metric or an optimizer variable may
     # be a collective op, which every worker must run alike); another worker's files go
     # to a folder of its own, removed at the end (`run_dir.writes`).
-    writes = run_dir.writes(c.model_dir, *run.worker)
+    writes = run_dir.writes(c.model_dir, run.worker[0], run.worker[2])
     checkpointer = resume.Checkpointer(
         run_dir.backup_dir(writes), weights_pattern=os.path.join(
             writes, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
@@ -299,8 +299,7 @@ def _metrics(run, test, history, *, timings, note, record):
            if k in test},
         "train_history": history, **timings,
         # The epoch whose weights a defense's guard kept when it stopped the run (1-based).
-        "stopped_by_guard_after_epoch": (run.guard.stopped_after if run.guard is not None
-                                         and run.guard.stopped_after is not None else None),
+        "stopped_by_guard_after_epoch": getattr(run.guard, "stopped_after", None),
         "eval_batch_size": c.eval_batch_size, "resumed": run.resumed or None,
         "resume_note": note, "num_params": int(run.net.count_params()),
         # Names the model wherever a path could name two (`tfnode.exports.read.fingerprint`).
@@ -317,7 +316,7 @@ def _export(run, metrics, start):
     metrics["wall_seconds"] = time.time() - start
     metrics["replicas"] = int(run.strategy.num_replicas_in_sync)
     chief = run.worker[2]
-    writes = run_dir.writes(c.model_dir, *run.worker)
+    writes = run_dir.writes(c.model_dir, run.worker[0], run.worker[2])
     path = export.export(run.net, c.export_dir if chief else os.path.join(writes, "export"),
                          c.export_name, extra_files={
                              export.METRICS: lambda p: files.write_json(p, metrics),

@@ -105,12 +105,11 @@ def finish(model_dir, target, export_path):
     os.remove(os.path.join(model_dir, SETTINGS))
 
 
-def writes(model_dir, index, count, is_chief):
-    """Where worker ``index`` of ``count`` writes its states, epoch weights and logs:
-    ``model_dir`` for the chief, ``model_dir/.worker-<index>`` for another worker (it
-    writes what the chief writes, since some reads are collective ops every worker must
-    run, and `remove_writes` deletes them at the end: Keras' own multi-worker pattern)."""
-    del count
+def writes(model_dir, index, is_chief):
+    """Where worker ``index`` writes its states, epoch weights and logs: ``model_dir``
+    for the chief, ``model_dir/.worker-<index>`` for another worker (it writes what the
+    chief writes, since some reads are collective ops every worker must run, and
+    `remove_writes` deletes them at the end: Keras' own multi-worker pattern)."""
     return model_dir if is_chief else os.path.join(model_dir, f".worker-{index}")
 
 
