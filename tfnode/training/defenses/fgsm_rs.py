@@ -25,6 +25,7 @@ from tfnode.registry import FRACTION, NONNEGATIVE, NONNEGATIVE_COUNT, POSITIVE
 from tfnode.training.defenses import registry
 from tfnode.training.defenses.pgd_at import pgd_at_loss
 
+
 def fgsm_rs_loss(model, x, y, *, seed, eps, step_ratio, guard_pgd_steps=0, guard_drop=0.2):
     """FGSM-RS's loss on one batch: ``(cross-entropy at the adversarials, their logits)``
     (the guard's options are the guard's, `OverfittingGuard`)."""
