@@ -132,5 +132,16 @@ def test_other_settings_are_refused_only_where_cells_were_finished(tmp_path):
     model = tmp_path / "m.keras"
     model.write_bytes(b"one")
     before = progress.model_fingerprint(str(model))
+    # A fresh clone of committed cells and models gives new modification times: the same
+    # evaluation. Other bytes at the same path are another.
     os.utime(model, ns=(1, 1))
+    assert progress.model_fingerprint(str(model)) == before
+    model.write_bytes(b"two")
     assert progress.model_fingerprint(str(model)) != before
+    export = tmp_path / "export"
+    (export / "variables").mkdir(parents=True)
+    (export / "saved_model.pb").write_bytes(b"graph")
+    (export / "variables" / "variables.data-00000-of-00001").write_bytes(b"w1")
+    first_export = progress.model_fingerprint(str(export))
+    (export / "variables" / "variables.data-00000-of-00001").write_bytes(b"w2")
+    assert progress.model_fingerprint(str(export)) != first_export

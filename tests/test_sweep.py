@@ -84,6 +84,18 @@ def test_a_killed_sweep_resumes_and_a_finished_one_only_rerenders(mnist_dir, tmp
     os.remove(again["members"][0]["report"])
     third = sweep.run_sweep(config, log=lambda *_: None, verbose=0)
     assert third["done_now"] == ["h_1"] and calls == ["h_0.1"]
+    # A report of other weights (a fresh clone retrains members whose exports are not
+    # committed) is evaluated again: for the member's weights and for the source's.
+    for row, key in zip(third["members"], ("member", "source")):
+        with open(row["report"]) as f:
+            report = json.load(f)
+        info = (next(iter(report["models"].values()))["info"] if key == "member"
+                else report["source_model"])
+        info["fingerprint"] = "000000000000"
+        with open(row["report"], "w") as f:
+            json.dump(report, f)
+    fourth = sweep.run_sweep(config, log=lambda *_: None, verbose=0)
+    assert fourth["done_now"] == ["h_1", "h_0.1"] and calls == ["h_0.1"]
 
 
 def test_another_sweep_in_the_same_folder_is_refused(mnist_dir, tmp_path, counted_training):

@@ -11,6 +11,7 @@ the seed; a distance-minimizing attack is saved only when it has finished). The 
 is removed once the report is written.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -98,15 +99,29 @@ class Progress:
 
 
 def model_fingerprint(path):
-    """The size and modification time of a model's file (``model.keras``, else
-    ``saved_model.pb`` in an export folder): a model rewritten at the same path is
-    another evaluation."""
-    for candidate in (path, os.path.join(path, "model.keras"),
-                      os.path.join(path, "saved_model.pb")):
+    """A sha256 over a model's files (``model.keras``; else an export's ``saved_model.pb``
+    and ``variables/``): a model rewritten at the same path is another evaluation, and a
+    fresh clone of committed cells and models (new modification times) is the same one."""
+    for candidate in (path, os.path.join(path, "model.keras")):
         if os.path.isfile(candidate):
-            stat = os.stat(candidate)
-            return {"file": candidate, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            return {"file": candidate, "sha256": _sha256([candidate])[:16]}
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        variables = os.path.join(path, "variables")
+        names = sorted(os.listdir(variables)) if os.path.isdir(variables) else []
+        return {"file": path, "sha256": _sha256(
+            [os.path.join(path, "saved_model.pb")]
+            + [os.path.join(variables, n) for n in names])[:16]}
     return {"file": path}
+
+
+def _sha256(paths):
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _plain(obj):

@@ -194,11 +194,28 @@ def _evaluate_member(config, name, source_path, log, verbose):
     if os.path.isfile(path):
         with open(path) as f:
             report = json.load(f)
-        if report.get("config") == expected:
+        if report.get("config") == expected and _same_models(report, eval_config):
             return report, False
     log(f"tfnode: sweep member {name}: evaluating")
     return evaluation.evaluate(eval_config, record={"sweep": config.output_dir, "member": name},
                                log=log, verbose=verbose), True
+
+
+def _trained_fingerprint(path):
+    with open(layout.extra_file(path, "metrics.json")) as f:
+        return json.load(f).get("fingerprint")
+
+
+def _same_models(report, eval_config):
+    """Whether a saved member report evaluated the weights now exported: a fresh clone
+    holds the committed reports but retrains the members and the source (their exports
+    are not committed), and a report is reused only where retraining gave the same
+    weights (`tfnode.exports.read.fingerprint`)."""
+    (result,) = report["models"].values()
+    return (result["info"].get("fingerprint")
+            == _trained_fingerprint(eval_config.model_path)
+            and (report.get("source_model") or {}).get("fingerprint")
+            == _trained_fingerprint(eval_config.source_model_path))
 
 
 def _row(config, name, h, report):
