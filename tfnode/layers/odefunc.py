@@ -61,7 +61,7 @@ def no_xla():
         _XLA.off = previous
 
 
-def _group_mean(per_channel, groups):
+def group_mean(per_channel, groups):
     # [N, C] per-channel means -> [N, 1, 1, C], each channel holding its group's mean.
     n, c = ops.shape(per_channel)[0], per_channel.shape[-1]
     grouped = ops.mean(ops.reshape(per_channel, (n, groups, c // groups)), axis=-1,
@@ -72,9 +72,9 @@ def _group_mean(per_channel, groups):
 
 def group_normalize(x, gamma, beta, *, groups, epsilon):
     """Group normalization of NHWC ``x``, then per-channel ``gamma`` and ``beta``."""
-    mean = _group_mean(ops.mean(x, axis=(1, 2)), groups)
+    mean = group_mean(ops.mean(x, axis=(1, 2)), groups)
     centered = x - mean
-    var = _group_mean(ops.mean(ops.square(centered), axis=(1, 2)), groups)
+    var = group_mean(ops.mean(ops.square(centered), axis=(1, 2)), groups)
     return centered * (ops.rsqrt(var + epsilon) * gamma) + beta
 
 

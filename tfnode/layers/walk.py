@@ -14,3 +14,16 @@ def sublayers(model, kind=keras.layers.Layer):
         return []
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
             if isinstance(layer, kind)]
+
+
+def through_graph(model, inputs, apply):
+    """Runs a functional ``model``'s graph on ``inputs`` with ``apply(layer, *args,
+    **kwargs)`` in place of each layer's call: what flows along the edges may be any
+    object (`tfnode.bounds` sends intervals).
+
+    Keras 3 has no public graph walk either; this is the one place that calls its
+    private ``_run_through_graph`` (node order, the arguments of each call).
+    """
+    return model._run_through_graph(
+        inputs, operation_fn=lambda layer: layer,
+        call_fn=lambda layer, *args, **kwargs: apply(layer, *args, **kwargs))
