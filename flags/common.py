@@ -154,6 +154,9 @@ def define_evaluate_flags():
                       "random and PGD perturbations along the ODE trajectory or residual "
                       "blocks, and the empirical Lipschitz constant of the ODE/residual "
                       "function.")
+    flags.DEFINE_bool("certify", False, "Add certified robust accuracy per eps by interval "
+                      "bound propagation (fixed-step solvers only), bracketing the truth "
+                      "between it and the attacks' worst case (docs/robust.md).")
     flags.DEFINE_string("schedule", "fast", "fast: attack only what is still robust (early "
                         "exit per example, eps in increasing order on the survivors, Square "
                         "and Boundary on the other attacks' survivors); exhaustive: every "

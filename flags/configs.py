@@ -301,7 +301,7 @@ def evaluate_config(flag_values):
         per_sample_steps=inference.get("per_sample_steps", True),
         tolerance_grid=floats("tolerance_grid", fv.tolerance_grid),
         trajectories=fv.trajectories, schedule=fv.schedule, num_shards=num_shards,
-        shard_index=shard_index, merge_shards=merge)
+        shard_index=shard_index, merge_shards=merge, certify=fv.certify)
 
 
 def export_kwargs(flag_values):

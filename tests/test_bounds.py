@@ -17,6 +17,11 @@ SLACK = 1e-5
 
 
 def _net(name, **options):
+    if name == "sequential_cnn":  # a user's plain Keras model: Conv2D + relu, Flatten
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((28, 28, 1)),
+                                 keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                                 keras.layers.Flatten(), keras.layers.Dense(10)])
     return models.get_model(name, dataset="mnist", **options)
 
 
@@ -29,6 +34,7 @@ CASES = [(n, dict(models.spec(n).test_options)) for n in models.available()] + [
     ("resnet", dict(width=4, num_blocks=2, norm="none", step_size=0.5)),
     ("revnet", dict(width=4, num_blocks=1, norm="none")),
     ("resnet56", dict(depth=8, step_size=0.5)),
+    ("sequential_cnn", {}),
 ]
 
 
@@ -136,12 +142,12 @@ def test_group_norm_bounds_hold_sampled_points_and_are_exact_at_eps_0():
 
 
 def test_adaptive_solvers_and_unknown_layers_are_refused_in_one_line():
-    with pytest.raises(ConfigError, match=r"model_options.solver 'dopri5' is adaptive.*"
-                                          r"choose a fixed-step solver"):
+    with pytest.raises(ConfigError, match=r"ODE block 'ode_block' solves with 'dopri5', "
+                                          r"an adaptive solver.*choose a fixed-step solver"):
         bounds.check_model(_net("node", width=4))
     inputs = keras.Input((4,))
     net = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dropout(0.1)(inputs)))
-    with pytest.raises(ConfigError, match=r"layer 'dropout.*' \(Dropout\), which interval "
+    with pytest.raises(ConfigError, match=r"layer 'dropout.*' \(Dropout\) is one interval "
                                           r"bounds do not pass"):
         bounds.check_model(net)
     inputs = keras.Input((4,))

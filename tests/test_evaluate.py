@@ -324,3 +324,46 @@ def test_an_audit_attack_named_in_attacks_runs_alone(mnist_dir, saved):
     with pytest.raises(TfnodeError, match="unknown attack 'pgd_adjont'"):
         evaluation.evaluate(EvalConfig(model_path=saved["node"], attacks=("pgd_adjont",),
                                        data_dir=mnist_dir), log=lambda *_: None, verbose=0)
+
+
+def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved):
+    node = tiny_node(saved["tmp"] / "fixed.keras", solver="rk4", step_size=0.5, norm="none")
+    common = [f"--data_dir={mnist_dir}", f"--model_path={saved['cnn']}",
+              f"--compare_model_path={node}", "--attacks=fgsm,pgd", "--eps=0.0001,0.1",
+              "--certify", "--num_examples=12", "--batch_size=6",
+              "--attack_option=pgd.num_steps=2", "--schedule=exhaustive"]
+    out = saved["tmp"] / "cert"
+    run_app(common + [f"--output_dir={out}"])
+    report = json.loads((out / "report.json").read_text())
+    for res in report["models"].values():
+        clean = outcomes.decode(res["clean_correct"])
+        for key in ("0.0001", "0.1"):
+            cell = res["certified"][key]
+            mask = outcomes.decode(cell["certified"])
+            robust = outcomes.worst_case_mask(res, res["worst_case"][key]["attacks"], key)
+            # Certified <= robust <= worst case, per example: a certified example is
+            # clean-correct and no attack broke it.
+            assert not np.any(mask & ~robust) and not np.any(mask & ~clean)
+            assert cell["num_examples"] == 12 and cell["num_certified"] == mask.sum()
+        holds = [f for f in res["checks"] if f["check"] == "certificate holds"]
+        assert len(holds) == 2 and all(f["passed"] for f in holds)
+    assert "The truth bracketed" in (out / "report.md").read_text()
+    # Two shards merged: the same certified examples as one run.
+    for index in (0, 1):
+        run_app(common + [f"--output_dir={saved['tmp'] / 'sharded'}", f"--shard={index}/2"])
+    merged = evaluation.shards.merge(
+        sorted(str(p) for p in (saved["tmp"] / "sharded" / "shards").iterdir()),
+        str(saved["tmp"] / "merged"))
+    for label, res in report["models"].items():
+        assert merged["models"][label]["certified"]["0.0001"]["certified"] == \
+            res["certified"]["0.0001"]["certified"]
+
+
+def test_certify_refuses_an_adaptive_solver_in_one_line(mnist_dir, saved, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_app([f"--data_dir={mnist_dir}", f"--model_path={saved['node']}", "--certify",
+                 f"--output_dir={saved['tmp'] / 'adaptive'}", "--num_examples=4"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "choose a fixed-step solver" in err and "\n" not in err, err
+    assert not (saved["tmp"] / "adaptive").exists()

@@ -8,7 +8,7 @@ input: no interval passes through its step-size control), is refused with a one-
 `ConfigError` before any bound is computed (`check_model`).
 
 Rules cover every layer tfnode's models are made of: Keras' Conv2D, Dense, ReLU,
-GlobalAveragePooling2D, Rescaling, Add and BatchNormalization (inference
+GlobalAveragePooling2D, Flatten, Rescaling, Add and BatchNormalization (inference
 statistics), tfnode's GroupNorm, ConcatConv2D, ODEFunc, ShortcutA, the scheme blocks
 (`tfnode.layers.residual`) and `ODEBlock` with a fixed-step solver, unrolled stage by
 stage from its Butcher tableau (`tfnode.ode.TABLEAUX`).
@@ -46,19 +46,19 @@ def _rule_of(layer):
 def check_model(model):
     """Raises a one-line `ConfigError` if interval bounds cannot pass through ``model``:
     a layer without a rule, an activation other than linear or ReLU, an adaptive solver."""
-    if not isinstance(model, keras.Model) or not hasattr(model, "_run_through_graph"):
-        raise ConfigError("model", "interval bounds need a functional Keras model (a "
-                          "model.keras export), not a SavedModel's signature")
+    if not isinstance(model, keras.Model):
+        raise ConfigError(None, "interval bounds need a Keras model (an export with its "
+                          "model.keras), not a SavedModel's signature")
     for layer in layers.sublayers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if _rule_of(layer) is None:
-            raise ConfigError("model", f"has layer {layer.name!r} ({type(layer).__name__}), "
-                              f"which interval bounds do not pass; they pass "
-                              f"{sorted(RULES)}")
+            raise ConfigError(None, f"the model's layer {layer.name!r} "
+                              f"({type(layer).__name__}) is one interval bounds do not "
+                              f"pass; they pass {sorted(RULES)}")
         activation = getattr(layer, "activation", None)
         if activation is not None and activation not in _ACTIVATIONS:
-            raise ConfigError("model", f"layer {layer.name!r} has activation "
+            raise ConfigError(None, f"the model's layer {layer.name!r} has activation "
                               f"{getattr(activation, '__name__', activation)!r}; interval "
                               "bounds pass linear and relu")
         if isinstance(layer, layers.ODEBlock) and ode.adaptive(layer.solver):
@@ -66,9 +66,10 @@ def check_model(model):
 
 
 def _adaptive(block):
-    return ConfigError("model_options.solver", f"{block.solver!r} is adaptive: its steps "
-                       "depend on the input, so no interval bound passes through them; "
-                       "choose a fixed-step solver (--model_option=solver=rk4 "
+    return ConfigError(None, f"the model's ODE block {block.name!r} solves with "
+                       f"{block.solver!r}, an adaptive solver: its steps depend on the "
+                       "input, so no interval bound passes through them; choose a "
+                       "fixed-step solver (--model_option=solver=rk4 "
                        "--model_option=step_size=0.25)")
 
 
@@ -85,8 +86,8 @@ def apply(layer, box, *args, **kwargs):
     """The box of ``layer``'s output for its input ``box`` (`RULES`)."""
     fn = _rule_of(layer)
     if fn is None:
-        raise ConfigError("model", f"has layer {layer.name!r} ({type(layer).__name__}), "
-                          "which interval bounds do not pass (`tfnode.bounds.check_model`)")
+        raise ConfigError(None, f"the model's layer {layer.name!r} "
+                          f"({type(layer).__name__}) is one interval bounds do not pass")
     return _no_nan(fn(layer, box, *args, **kwargs))
 
 
@@ -111,7 +112,12 @@ def propagate(model, box, stop_before=None):
         kwargs.pop("mask", None)  # BatchNormalization's; no mask flows in these models
         return apply(layer, *args, **kwargs)
 
-    out = layers.through_graph(model, box, step)
+    if isinstance(model, keras.Sequential):  # no graph of its own: its layers in order
+        out = box
+        for layer in model.layers:
+            out = step(layer, out)
+    else:
+        out = layers.through_graph(model, box, step)
     return out.box if isinstance(out, _Held) else out
 
 
@@ -148,14 +154,19 @@ def _dense(layer, box):
 @rule(keras.layers.ReLU)
 def _relu(layer, box):
     if layer.max_value is not None or layer.negative_slope or layer.threshold:
-        raise ConfigError("model", f"layer {layer.name!r}: interval bounds pass the plain "
-                          "ReLU only")
+        raise ConfigError(None, f"the model's layer {layer.name!r}: interval bounds pass "
+                          "the plain ReLU only")
     return relu(box)
 
 
 @rule(keras.layers.GlobalAveragePooling2D)
 def _pool(layer, box):
     return box.monotone(layer)
+
+
+@rule(keras.layers.Flatten)
+def _flatten(layer, box):
+    return box.map(layer)
 
 
 @rule(keras.layers.Rescaling)

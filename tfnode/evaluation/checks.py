@@ -7,7 +7,8 @@ hand-written results and re-run on an old ``report.json``. Each returns a list o
 findings::
 
     {"check": name, "eps": eps key or None, "passed": bool, "detail": the numbers,
-     "flag": what a failure means: "masking", "not_converged" or "batch_dependent",
+     "flag": what a failure means: "masking", "not_converged", "batch_dependent" or
+             "unsound" (a certificate an attack broke),
      "means": one sentence for the reader}
 
 A difference of robust accuracies counts only beyond `TOLERANCE`; exactly at it passes.
@@ -201,7 +202,26 @@ def own_gradient_beats_surrogates(result, *, eps_keys, **_):
             for k, name, s, base, own in _paired(result, "surrogate", eps_keys)]
 
 
-CHECKS = (gradients_usable, deterministic, batch_independent, unbounded_attack_succeeds,
+def certificate_holds(result, *, eps_keys, **_):
+    """No example certified by interval bounds (``--certify``) is broken by an attack:
+    the bracket ``certified <= worst case`` per example. A failure is a bug in the bounds
+    (or float rounding at a margin of a few ulps), never a property of the model."""
+    findings = []
+    for k in eps_keys:
+        if k not in (result.get("certified") or {}) or k not in result.get("worst_case", {}):
+            continue
+        certified = outcomes.decode(result["certified"][k]["certified"])
+        robust = outcomes.worst_case_mask(result, result["worst_case"][k]["attacks"], k)
+        broken = int(np.sum(certified & ~robust))
+        findings.append(_finding(
+            "certificate holds", broken == 0,
+            f"{int(certified.sum())} certified, {broken} of them broken by an attack",
+            "unsound", "the interval bounds certified an example an attack broke: the "
+            "certificate is wrong (report it)", eps=k))
+    return findings
+
+
+CHECKS = (certificate_holds, gradients_usable, deterministic, batch_independent, unbounded_attack_succeeds,
           monotone_in_eps, iterative_beats_single_step, stronger_attack_converged,
           white_box_beats_black_box, own_gradient_beats_surrogates)
 

@@ -44,6 +44,9 @@ class EvalConfig:
       num_shards: split the examples into this many contiguous shards ...
       shard_index: ... and evaluate this one (0-based); `tfnode.evaluation.shards.merge` joins the
         shards' reports.
+      certify: add per eps the certified robust accuracy by interval bound propagation
+        (`tfnode.evaluation.certify`; fixed-step models only), bracketing the truth
+        between it and the attacks' worst case.
       merge_shards: shard 0 then waits for the other shards' reports in ``output_dir``
         (a folder every shard's job shares) and merges them
         (`tfnode.evaluation.shards.wait_and_merge`); ``tools.evaluate`` sets it when the
@@ -71,6 +74,7 @@ class EvalConfig:
     num_shards: int = 1
     shard_index: int = 0
     merge_shards: bool = False
+    certify: bool = False
 
 
 SCHEDULES = {
@@ -111,6 +115,7 @@ RULES = {
     "audit": registry.BOOL,
     "per_sample_steps": registry.BOOL,
     "trajectories": registry.BOOL,
+    "certify": registry.BOOL,
 }
 
 

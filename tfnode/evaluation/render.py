@@ -52,6 +52,7 @@ def markdown(report):
                                       if k in not_conv else "")) if k in wc else "-"
             for k in keys) + " |")
     lines.append("")
+    lines += _bracket_markdown(report, keys, head)
     lines += _comparison_markdown(report)
     for label, res in report["models"].items():
         lines += _verdict_markdown(report, label, res, keys)
@@ -88,6 +89,26 @@ def _model_ref(label, res):
 def _with_interval(entry):
     """A cell's robust accuracy (%) with its 95% Wilson interval, where it has one."""
     return figures.pct_interval(entry["robust_accuracy"], entry.get("ci95"))
+
+
+def _bracket_markdown(report, keys, head):
+    """Certified <= robust <= worst case, per model and eps (``--certify``)."""
+    rows = [(label, res) for label, res in report["models"].items() if res.get("certified")]
+    if not rows:
+        return []
+    lines = ["The truth bracketed (`--certify`): certified by interval bound propagation "
+             "(no attack can break these) <= robust accuracy <= the attacks' worst case "
+             "(%, 95% Wilson intervals).", "",
+             "| model | bound | " + " | ".join(f"eps {h}" for h in head) + " |",
+             "|---|---|" + "---|" * len(head)]
+    for label, res in rows:
+        cert, wc = res["certified"], res.get("worst_case", {})
+        lines.append(f"| {label} | certified | " + " | ".join(
+            figures.pct_interval(cert[k]["certified_accuracy"], cert[k]["ci95"])
+            if k in cert else "-" for k in keys) + " |")
+        lines.append(f"| {label} | worst case | " + " | ".join(
+            _with_interval(wc[k]) if k in wc else "-" for k in keys) + " |")
+    return lines + [""]
 
 
 def _comparison_markdown(report):

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from tfnode import attacks, data, files
-from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, checks, \
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, certify, checks, \
     config as config_lib, measurements, outcomes, plan, progress, render, schedule, shards
 from tfnode.errors import TfnodeError
 from tfnode.exports import read as loading
@@ -40,6 +40,8 @@ def evaluate(config, *, record=None, log=print, verbose=1):
     start = time.time()
     options = config_lib.resolve_options(config)
     loaded, source, source_info = _load_models(config)
+    if config.certify:
+        certify.check(model for model, _ in loaded)
     output_dir = _output_dir(config, loaded[0][1])
     keep = _progress(config, output_dir, log)
     run, span = _examples(config, options, source, log, verbose, keep)
@@ -190,6 +192,8 @@ def _evaluate_model(run, model, info, label, index=0):
                     if name == job.name})
     # report.json sorts its keys: the order the attacks ran in is kept here.
     out["attack_order"] = list(out["attacks"])
+    if config.certify:
+        out["certified"] = certify.certify(model, x, y, run.eps, config.batch_size)
     cells_lib.finish(out, [outcomes.eps_key(e) for e in run.eps], audit=config.audit,
                      batch_size=config.batch_size)
     out.update(measurements.measure(run, target, info))

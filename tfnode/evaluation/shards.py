@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from tfnode import files
-from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, checks, outcomes, render
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, certify, checks, outcomes, \
+    render
 from tfnode.errors import ConfigError, TfnodeError
 
 def shard_dir(output_dir, index, count):
@@ -221,6 +222,9 @@ def _merge_model(results, arrays, report):
                 *(sum(r["attacks"][name]["throughput"][k] for r in results)
                   for k in ("seconds", "examples_x_eps", "attacked")))
         out["attacks"][name] = merged
+    certified = certify.merged(results)
+    if certified is not None:
+        out["certified"] = certified
     cells_lib.finish(out, [outcomes.eps_key(e) for e in report["eps"]], audit=report["audit"],
                     batch_size=report["batch_size"])
     return out
