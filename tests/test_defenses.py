@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfnode import bounds
 from tfnode.errors import TfnodeError
 from tfnode.training import defenses
 from tfnode.training.defenses._inner import cross_entropy
@@ -17,11 +18,11 @@ from tfnode.training.defenses._inner import cross_entropy
 SHAPE = (6, 6, 1)
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, activation="tanh"):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(SHAPE)
-    h = keras.layers.Conv2D(4, 3, activation="tanh", name="first")(inputs)
-    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Flatten()(h))
+    h = keras.layers.Conv2D(4, 3, activation=activation, name="first")(inputs)
+    h = keras.layers.Dense(8, activation=activation)(keras.layers.Flatten()(h))
     return keras.Model(inputs, keras.layers.Dense(3)(h))
 
 
@@ -41,7 +42,9 @@ def step(name, model, x, y, **overrides):
 
 
 def test_registry_has_the_papers_defenses_with_published_settings():
-    assert defenses.available() == ["pgd_at", "trades", "yopo", "fgsm_rs"]
+    assert defenses.available() == ["pgd_at", "trades", "yopo", "fgsm_rs", "ibp"]
+    assert defenses.get("ibp").options() == {"eps": 0.4, "kappa_final": 0.5,
+                                             "eps_warmup": 2000}
     assert defenses.get("fgsm_rs").options() == {"eps": 0.3, "step_ratio": 1.25,
                                                  "guard_pgd_steps": 10, "guard_drop": 0.2,
                                                  "eps_warmup": 0}
@@ -270,7 +273,13 @@ def test_yopo_refuses_a_model_without_a_layer_one():
 
 # Small settings of each registered defense, for the tests that run every one.
 SMALL = {"pgd_at": {"num_steps": 2}, "trades": {"num_steps": 2},
-         "yopo": {"outer_steps": 2, "inner_steps": 2}, "fgsm_rs": {}}
+         "yopo": {"outer_steps": 2, "inner_steps": 2}, "fgsm_rs": {}, "ibp": {}}
+
+
+def model_for(name, seed=0):
+    """The tiny model, with ReLUs for a defense that needs interval bounds through it."""
+    needs_bounds = defenses.get(name).model_check is not None
+    return tiny_model(seed, activation="relu" if needs_bounds else "tanh")
 
 
 def test_the_tests_know_every_registered_defense():
@@ -279,7 +288,7 @@ def test_the_tests_know_every_registered_defense():
 
 @pytest.mark.parametrize("name", defenses.available())
 def test_every_defense_trains_inside_fit(name):
-    model = tiny_model()
+    model = model_for(name)
     options = defenses.get(name).options({**SMALL[name], "eps": 0.1})
     trainer = defenses.DefendedModel(model, name, options, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1),
@@ -331,7 +340,9 @@ def test_warm_up_is_the_one_ramp_and_leaves_the_radius_alone_without_one():
 
 def test_eps_warmup_is_an_option_of_every_defense_and_checked():
     for name in defenses.available():
-        assert defenses.get(name).options()["eps_warmup"] == 0
+        # IBP ramps by default (Gowal et al.: from eps 0 the bounds train; at full eps
+        # from the start they do not).
+        assert defenses.get(name).options()["eps_warmup"] == (2000 if name == "ibp" else 0)
     with pytest.raises(TfnodeError, match="eps_warmup.*an integer >= 0"):
         defenses.get("trades").options({"eps_warmup": -1})
 
@@ -350,11 +361,11 @@ def test_a_plain_loop_over_the_loss_function_trains_as_fit_does(name):
     spec = defenses.get(name)
     options = spec.options({**SMALL[name], "eps": 0.1, "eps_warmup": 2})
     x, y = batch(24, seed=1)
-    fitted = tiny_model()
+    fitted = model_for(name)
     compile_sgd(defenses.DefendedModel(fitted, name, options, seed=0)).fit(
         x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
 
-    looped = tiny_model()
+    looped = model_for(name)
     weights = looped.trainable_weights
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
     optimizer.build(weights)
@@ -387,7 +398,8 @@ class Recorded(keras.layers.Layer):
         return self.inner(x)
 
 
-@pytest.mark.parametrize("name", defenses.available())
+# IBP trains on no perturbed input (its bounds cover the ball: tests/test_bounds.py).
+@pytest.mark.parametrize("name", [n for n in defenses.available() if n != "ibp"])
 def test_every_defense_trains_on_inputs_within_the_ramped_eps_and_the_image_range(name):
     """Every input the model sees in training mode (the adversarials the loss trains on,
     and PGD-AT's and YOPO's iterates) lies within eps of x and in [0, 1]; eps is the
@@ -410,3 +422,22 @@ def test_every_defense_trains_on_inputs_within_the_ramped_eps_and_the_image_rang
     assert max(gaps) <= 0.1 + 1e-6
     assert max(gaps) > 0.05  # the attack moved
     assert min(v.min() for v in seen) >= 0.0 and max(v.max() for v in seen) <= 1.0
+
+
+def test_ibp_mixes_natural_and_bound_losses_with_kappa_following_the_eps_ramp():
+    model, (x, y) = model_for("ibp"), batch(8, seed=4)
+    spec = defenses.get("ibp")
+    natural = cross_entropy(y, model(x))
+    # At eps 0 the worst-case logits are z - z_y, whose cross-entropy is the natural one
+    # (softmax is shift-invariant): the loss is the natural loss whatever kappa.
+    at_zero = spec.loss(model, x, y, 0, seed=None, **spec.options({"eps": 0.0}))[0]
+    np.testing.assert_allclose(at_zero, natural, rtol=1e-5)
+    # Step 1 of a 4-step ramp: eps 0.5 * 0.2, kappa 1 - 0.5 * (1 - 0.5) = 0.75.
+    options = spec.options({"eps": 0.2, "eps_warmup": 4})
+    loss, logits = spec.loss(model, x, y, 1, seed=None, **options)
+    worst = bounds.worst_case_logits(model, x, y, 0.1)
+    np.testing.assert_allclose(loss, 0.75 * natural + 0.25 * cross_entropy(y, worst),
+                               rtol=1e-5)
+    np.testing.assert_allclose(logits, model(x), rtol=1e-6)
+    # The bound's loss is above the natural one (the ball holds x).
+    assert float(cross_entropy(y, worst)) > float(natural)

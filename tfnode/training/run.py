@@ -116,6 +116,8 @@ def _start(config, log):
                           f"{c.strategy!r}")
     with strat.scope():  # variables in the strategy's scope (mirrored)
         net = models.get_model(c.model, dataset=c.dataset, **c.model_options)
+    if c.defense and defenses.get(c.defense).model_check:
+        defenses.get(c.defense).model_check(net)
     if place[2]:
         export.check_writable(c.export_dir)
     return _Run(c, defense_options, strat, net, run_dir.settings(c, defense_options), log,

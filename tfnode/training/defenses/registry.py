@@ -42,9 +42,15 @@ def warm_up(options, step):
     options = dict(options)
     warmup = options.pop(EPS_WARMUP, 0)
     if warmup:
-        done = tf.cast(step + 1, tf.float32)
-        options["eps"] = options["eps"] * tf.minimum(1.0, done / float(warmup))
+        options["eps"] = options["eps"] * ramp(warmup, step)
     return options
+
+
+def ramp(warmup, step):
+    """``min(1, (step + 1) / warmup)``: how far the ``eps_warmup`` ramp is (1 without one)."""
+    if not warmup:
+        return tf.constant(1.0)
+    return tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(warmup))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +80,11 @@ class DefenseSpec:
         is the 1-based epoch whose weights it kept.
       guard_option: the option that turns the guard on (> 0), and off (0).
       guard_metric: the epoch log the guard writes.
+      takes_ramp: ``fn`` also gets ``ramp``, the ``eps_warmup`` ramp's fraction (`ramp`),
+        for schedules that follow it (IBP's kappa).
+      model_check: ``model_check(net)`` raises a one-line `ConfigError` for a model the
+        defense cannot train, before any folder is written (IBP: a model that interval
+        bounds cannot pass), or None.
     """
     name: str
     fn: Callable
@@ -87,6 +98,8 @@ class DefenseSpec:
     guard: Callable | None = None
     guard_option: str | None = None
     guard_metric: str | None = None
+    takes_ramp: bool = False
+    model_check: Callable | None = None
 
     def __post_init__(self):
         defaults, rules = dict(self.defaults), dict(self.rules)
@@ -125,7 +138,8 @@ class DefenseSpec:
           ``(loss, logits)``: the scalar to differentiate (and log), and the logits the
           training metrics are computed on (`metrics_on`).
         """
-        return self.fn(model, x, y, seed=seed, **warm_up(options, step))
+        extra = {"ramp": ramp(options.get(EPS_WARMUP, 0), step)} if self.takes_ramp else {}
+        return self.fn(model, x, y, seed=seed, **warm_up(options, step), **extra)
 
 
 _REGISTRY = Registry("defense")
