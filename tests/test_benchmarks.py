@@ -187,3 +187,13 @@ def test_eval_sweep_floor_prices_the_worst_case_survivors_at_the_exhaustive_rate
     fast["worst_case"]["0.2"]["robust_accuracy"] = 0.3
     assert compare(exhaustive, fast)["violations"] == [
         "worst case eps 0.2: fast 0.3000 > exhaustive 0.1000"]
+
+
+def test_ibp_bounds_equal_arts_independent_interval_layers():
+    pytest.importorskip("art")
+    from benchmarks import ibp_twin
+
+    for name in ibp_twin.CASES:
+        for row in ibp_twin.compare(name, eps_values=(0.0, 0.01), n=2):
+            # Equal up to float32 summation order, relative to the bounds' scale.
+            assert max(row["max_abs_diff_lo"], row["max_abs_diff_hi"]) <= 1e-5 * row["scale"]
