@@ -28,7 +28,10 @@ def _net(name, **options):
 # Every registered model at its shared-test size, and the ones whose bounds differ:
 # no norm (the certified-training option), a step size that adds a Rescaling, the
 # fixed-step solvers of the ODE block.
-CASES = [(n, dict(models.spec(n).test_options)) for n in models.available()] + [
+# resnet50 is left out for time (7 s to build): its layers (Conv2D, BatchNormalization,
+# ReLU, Add, pooling, Dense) are preact_resnet18's and resnet56's.
+CASES = [(n, dict(models.spec(n).test_options)) for n in models.available()
+         if n != "resnet50"] + [
     ("node", dict(width=4, solver="euler", step_size=0.3, norm="none")),
     ("node", dict(width=4, solver="heun", step_size=0.4, norm="none")),
     ("resnet", dict(width=4, num_blocks=2, norm="none", step_size=0.5)),

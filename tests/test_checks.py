@@ -279,3 +279,17 @@ def test_the_models_are_compared_per_example_on_the_worst_case_and_each_attack()
     assert (rows["pgd"]["a_only"], rows["pgd"]["b_only"]) == (3, 4)
     assert a["worst_case"]["0.1"]["ci95"][0] < 0.4 < a["worst_case"]["0.1"]["ci95"][1]
     assert cells_lib.comparisons({"A": a}, ["0.1"]) == []
+
+
+def test_apgd_ce_far_above_a_margin_attack_is_flagged_at_the_tolerance():
+    res = result({"apgd_ce": attack(cells={"0.1": 0.5, "0.3": 0.32}),
+                  "apgd_dlr": attack(cells={"0.1": 0.2, "0.3": 0.3}),
+                  "apgd_t": attack(cells={"0.1": 0.5, "0.3": 0.3})})
+    findings = checks.cross_entropy_not_beaten_by_margin(res, eps_keys=["0.1", "0.3"])
+    bad = failed(findings, "apgd_ce is not far above")
+    # 0.5 vs 0.2 fails; 0.32 vs 0.3 sits exactly at the 2-point tolerance and passes.
+    assert [(f["check"], f["eps"]) for f in bad] == [("apgd_ce is not far above apgd_dlr", "0.1")]
+    assert len(findings) == 4 and all(f["flag"] == "masking" for f in bad)
+    # Without APGD-CE in the run there is nothing to compare.
+    del res["attacks"]["apgd_ce"]
+    assert checks.cross_entropy_not_beaten_by_margin(res, eps_keys=["0.1"]) == []

@@ -21,6 +21,7 @@ def _app(cfg):
         return "report"
     if name.startswith("eval_"):
         return "evaluate"
+    # A recipe only other flagfiles include (mnist_robust_recipe.cfg): train's flags.
     return "sweep" if name.endswith("_step_sizes.cfg") else "train"
 
 
@@ -74,12 +75,22 @@ def test_flagfile_parses(cfg):
         from tfnode import evaluation
 
         evaluation.resolve_options(config)  # every attack option in it is valid
+    elif os.path.basename(cfg).endswith("_recipe.cfg"):
+        # Included by the rows that add a model and a defense: each row is checked.
+        assert any(f"--flagfile=flags/{os.path.basename(cfg)}" in open(c).read() for c in CFGS)
     else:
         from tfnode import training
 
         assert fv.export_name and fv.epochs >= 1
         # Every option in it is valid (model, optimizer, defense and its options).
-        training.check(configs.train_config(fv))
+        config = configs.train_config(fv)
+        training.check(config)
+        check = config.defense and training.defenses.get(config.defense).model_check
+        if check:  # and the model is one the defense trains (ibp: bounds pass it)
+            from tfnode import models
+
+            check(models.get_model(config.model, dataset=config.dataset,
+                                   **config.model_options))
     fv.unparse_flags()
 
 

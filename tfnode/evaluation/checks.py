@@ -202,6 +202,29 @@ def own_gradient_beats_surrogates(result, *, eps_keys, **_):
             for k, name, s, base, own in _paired(result, "surrogate", eps_keys)]
 
 
+# Cross-entropy attacks against attacks on the DLR margin (Croce & Hein 2020, Sec. 3.2):
+# with a saturated softmax the cross-entropy's gradient vanishes while the logit margin's
+# does not, so APGD-CE far above APGD-DLR or APGD-T is a sign of masking by scale.
+_CE, _MARGIN = "apgd_ce", ("apgd_dlr", "apgd_t")
+
+
+def cross_entropy_not_beaten_by_margin(result, *, eps_keys, **_):
+    out = []
+    for k in eps_keys:
+        cells = _cells(result, k)
+        if _CE not in cells:
+            continue
+        for name in _MARGIN:
+            if name in cells:
+                out.append(_finding(
+                    f"{_CE} is not far above {name}", _at_most(cells[_CE], cells[name]),
+                    f"{_CE} {cells[_CE]:.3f} vs {name} {cells[name]:.3f}", "masking",
+                    "the logit-margin (DLR) attack finds clearly more adversarials than the "
+                    "cross-entropy one: the softmax saturates and hides the gradient "
+                    "(Croce & Hein 2020)", eps=k))
+    return out
+
+
 def certificate_holds(result, *, eps_keys, **_):
     """No example certified by interval bounds (``--certify``) is broken by an attack:
     the bracket ``certified <= worst case`` per example. A failure is a bug in the bounds
@@ -223,7 +246,8 @@ def certificate_holds(result, *, eps_keys, **_):
 
 CHECKS = (certificate_holds, gradients_usable, deterministic, batch_independent, unbounded_attack_succeeds,
           monotone_in_eps, iterative_beats_single_step, stronger_attack_converged,
-          white_box_beats_black_box, own_gradient_beats_surrogates)
+          white_box_beats_black_box, own_gradient_beats_surrogates,
+          cross_entropy_not_beaten_by_margin)
 
 
 def run_all(result, *, eps_keys, batch_size=None):
