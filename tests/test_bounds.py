@@ -36,6 +36,7 @@ CASES = [(n, dict(models.spec(n).test_options)) for n in models.available()
     ("node", dict(width=4, solver="heun", step_size=0.4, norm="none")),
     ("resnet", dict(width=4, num_blocks=2, norm="none", step_size=0.5)),
     ("revnet", dict(width=4, num_blocks=1, norm="none")),
+    ("node", dict(width=4, solver="rk4", step_size=0.5, norm="none", lipschitz="spectral")),
     ("resnet56", dict(depth=8, step_size=0.5)),
     ("sequential_cnn", {}),
 ]

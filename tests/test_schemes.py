@@ -140,7 +140,7 @@ def test_a_revnet_block_on_odd_channels_is_refused():
 @pytest.mark.parametrize("name", SCHEMES)
 def test_scheme_models_are_registered_and_take_a_step_size(name, tmp_path):
     assert models.model_options(name) == {"width": 64, "num_blocks": 6, "step_size": 1.0,
-                                          "norm": "group"}
+                                          "norm": "group", "lipschitz": None}
     x = np.random.default_rng(8).random((2, 28, 28, 1)).astype(np.float32)
     full = models.get_model(name, dataset="mnist", width=8, num_blocks=2, step_size=1.0)
     tiny = models.get_model(name, dataset="mnist", width=8, num_blocks=2, step_size=1e-10)

@@ -216,6 +216,11 @@ def test_resume_refuses_other_settings(interrupted_run):
     (["--defense=ibp"], "solves with 'dopri5', an adaptive solver: its steps depend on the "
                         "input, so no interval bound passes through them; choose a "
                         "fixed-step solver"),
+    (["--model_option=lipschitz=spectral"], "--model_option=lipschitz 'spectral' bounds the "
+     "convolutions' norms, which GroupNorm's division by the standard deviation undoes; use "
+     "it with norm 'none'"),
+    (["--model_option=lipschitz=parseval", "--model_option=norm=none"],
+     "--model_option=lipschitz must be one of [None, 'spectral'], got 'parseval'"),
     (["--defense=ibp", "--solver=rk4", "--model_option=step_size=0.5"],
      "has norm layers ('stem_norm1', GroupNorm), through which interval bounds overflow: "
      "train ibp with --model_option=norm=none"),

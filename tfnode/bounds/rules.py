@@ -8,7 +8,7 @@ input: no interval passes through its step-size control), is refused with a one-
 `ConfigError` before any bound is computed (`check_model`).
 
 Rules cover every layer tfnode's models are made of: Keras' Conv2D, Dense, ReLU,
-GlobalAveragePooling2D, Flatten, Rescaling, Add and BatchNormalization (inference
+GlobalAveragePooling2D, Flatten, Rescaling, SpectralNormalization (its layer), Add and BatchNormalization (inference
 statistics), tfnode's GroupNorm, ConcatConv2D, ODEFunc, ShortcutA, the scheme blocks
 (`tfnode.layers.residual`) and `ODEBlock` with a fixed-step solver, unrolled stage by
 stage from its Butcher tableau (`tfnode.ode.TABLEAUX`).
@@ -167,6 +167,11 @@ def _pool(layer, box):
 @rule(keras.layers.Flatten)
 def _flatten(layer, box):
     return box.map(layer)
+
+
+@rule(keras.layers.SpectralNormalization)
+def _spectral(layer, box):
+    return apply(layer.layer, box)  # at inference the wrapper is its layer
 
 
 @rule(keras.layers.Rescaling)

@@ -33,7 +33,8 @@ def head(x, width, num_classes, norm="group"):
 @register("node", test_options=dict(width=4, solver="rk4", step_size=0.5))
 def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, atol=1e-3,
            t1=1.0, first_step_size=None, max_num_steps=1000, step_size=None,
-           gradient="backprop", per_sample_steps=False, zero_init=False, norm="group"):
+           gradient="backprop", per_sample_steps=False, zero_init=False, norm="group",
+           lipschitz=None):
     """Stem, one `ODEBlock` of an `ODEFunc` on ``width`` channels, head.
 
     Args:
@@ -51,13 +52,17 @@ def odenet(*, input_shape, num_classes, width=64, solver="dopri5", rtol=1e-3, at
         the identity).
       norm: ``"group"`` (GroupNorm in the stem, the ODE function and the head, Chen et
         al.'s) or ``"none"`` (no norm anywhere: for interval bounds, `layers.NORMS`).
+      lipschitz: None, or ``"spectral"``: the ODE function's convolutions spectrally
+        normalized in training by Keras' ``SpectralNormalization`` (the Lipschitz
+        constraint Chu et al. 2020 leave as future work); needs ``norm="none"``.
 
     Returns:
       An uncompiled ``keras.Model`` named ``node``.
     """
     inputs = keras.Input(input_shape, name="images")
     x = stem(inputs, width, norm)
-    func = layers.ODEFunc(width, zero_init=zero_init, norm=norm, name="odefunc")
+    func = layers.ODEFunc(width, zero_init=zero_init, norm=norm, lipschitz=lipschitz,
+                          name="odefunc")
     x = layers.ODEBlock(func, solver=solver, rtol=rtol, atol=atol, t1=t1,
                         first_step_size=first_step_size, max_num_steps=max_num_steps,
                         step_size=step_size, gradient=gradient,

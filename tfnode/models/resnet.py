@@ -39,16 +39,18 @@ def _add_scaled(shortcut, residual, step_size, name):
 
 @register("resnet", test_options=dict(width=4, num_blocks=1))
 def mnist_resnet(*, input_shape, num_classes, width=64, num_blocks=6, step_size=1.0,
-                 norm="group"):
+                 norm="group", lipschitz=None):
     """Chen et al.'s ResNet: stem, ``num_blocks`` x ``y + h f(y)``, head.
 
     ``f`` is `tfnode.layers.ODEFunc` without time, i.e. Chen et al.'s ResBlock branch, so
     this model differs from ``node`` only in how the dynamics are discretized. ``norm``:
-    as ``node``'s (``"none"``: no GroupNorm anywhere, for interval bounds).
+    as ``node``'s (``"none"``: no GroupNorm anywhere, for interval bounds);
+    ``lipschitz``: as ``node``'s (the residual branches' convolutions).
     """
     return skip.scheme_net("resnet", skip.one_function(layers.ResidualBlock),
                            input_shape=input_shape, num_classes=num_classes, width=width,
-                           num_blocks=num_blocks, step_size=step_size, norm=norm)
+                           num_blocks=num_blocks, step_size=step_size, norm=norm,
+                           lipschitz=lipschitz)
 
 
 def _basic_block(x, filters, strides, step_size, name):
