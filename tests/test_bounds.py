@@ -155,8 +155,28 @@ def test_adaptive_solvers_and_unknown_layers_are_refused_in_one_line():
                                           r"bounds do not pass"):
         bounds.check_model(net)
     inputs = keras.Input((4,))
-    net = keras.Model(inputs, keras.layers.Dense(2, activation="tanh")(inputs))
+    net = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(3, activation="tanh")(
+        inputs)))
     with pytest.raises(ConfigError, match="activation 'tanh'"):
+        bounds.check_model(net)
+    # The public functions refuse it too: an activation is never taken for linear.
+    with pytest.raises(ConfigError, match="activation 'tanh'"):
+        bounds.certified(net, np.zeros((1, 4), "f"), [0], 0.01)
+    # A raw op after the last Dense: the margins would elide the Dense and skip the op.
+    inputs = keras.Input((4,))
+    net = keras.Model(inputs, -keras.layers.Dense(2)(inputs))
+    with pytest.raises(ConfigError, match=r"\(Negative\) is one interval bounds do not pass"):
+        bounds.check_model(net)
+    with pytest.raises(ConfigError):
+        bounds.certified(net, np.zeros((1, 4), "f"), [0], 0.01)
+
+    class Doubled(keras.layers.Dense):  # a subclass that computes something else
+        def call(self, x):
+            return 2.0 * super().call(x)
+
+    inputs = keras.Input((4,))
+    net = keras.Model(inputs, keras.layers.Dense(2)(Doubled(3)(inputs)))
+    with pytest.raises(ConfigError, match=r"\(Doubled\) is one interval bounds do not pass"):
         bounds.check_model(net)
 
 

@@ -20,19 +20,27 @@ def logit_bounds(model, x, eps, clip=(0.0, 1.0)):
     return propagate(model, Box.around(ops.convert_to_tensor(x, "float32"), eps, clip))
 
 
-def _elidable(layer):
-    return (isinstance(layer, keras.layers.Dense)
-            and layer.activation is keras.activations.linear)
+def _elided(model):
+    """The model's last layer if the margins can elide it: a linear Dense (of its own
+    class) that produces the model's one output; else None."""
+    last = model.layers[-1] if model.layers else None
+    producer = (model.operations[-1] if getattr(model, "operations", None) else last)
+    if (type(last) is keras.layers.Dense and last.activation is keras.activations.linear
+            and producer is last and len(model.outputs) == 1):
+        return last
+    return None
 
 
 def margin_lower_bounds(model, x, y, eps, clip=(0.0, 1.0)):
     """Lower bounds of ``z_y - z_j``, ``[N, K]`` (0 at ``j = y``), over the ball of
     radius ``eps`` around each ``x`` (within ``clip``), for integer labels ``y``."""
     x = ops.convert_to_tensor(x, "float32")
-    y = tf.cast(y, tf.int32)
+    y = tf.reshape(tf.cast(y, tf.int32), [-1])
+    tf.debugging.assert_equal(tf.shape(y)[0], tf.shape(x)[0],
+                              message="one integer label per input")
     box = Box.around(x, eps, clip)
-    last = model.layers[-1]
-    if not _elidable(last):
+    last = _elided(model)
+    if last is None:
         logits = propagate(model, box)
         lo_y = tf.gather(logits.lo, y, batch_dims=1)[:, None]
         lower = lo_y - logits.hi
@@ -60,8 +68,17 @@ def worst_case_logits(model, x, y, eps, clip=(0.0, 1.0)):
     return -margin_lower_bounds(model, x, y, eps, clip)
 
 
+# A margin's lower bound must clear float32 rounding, which the bounds do not round
+# outward (they sum in another order than the model's forward pass): relative to the
+# logits' scale.
+SLACK = 1e-5
+
+
 def certified(model, x, y, eps, clip=(0.0, 1.0)):
-    """``[N]`` bools: the bounds prove the label's logit the largest over the whole ball."""
-    lower = margin_lower_bounds(model, x, y, eps, clip)
+    """``[N]`` bools: the bounds prove the label's logit the largest over the whole ball,
+    each margin's lower bound above `SLACK` times ``1 + max |logit|``."""
+    y = tf.reshape(tf.cast(y, tf.int32), [-1])
+    lower = margin_lower_bounds(model, x, y, eps, clip) - SLACK * (
+        1.0 + tf.reduce_max(tf.abs(model(x, training=False)), axis=1, keepdims=True))
     return tf.reduce_min(tf.where(_own(y, lower), tf.fill(tf.shape(lower), float("inf")), lower),
                          axis=1) > 0

@@ -37,10 +37,22 @@ def _rule_of(layer):
     for cls, fn in RULES.values():
         if type(layer) is cls:
             return fn
-    for cls, fn in RULES.values():  # a subclass of a covered layer
-        if isinstance(layer, cls):
+    # A subclass of a covered layer computes what its parent does only if it keeps the
+    # parent's call (e.g. a model's own subclass that adds a property).
+    for cls, fn in RULES.values():
+        if isinstance(layer, cls) and type(layer).call is cls.call:
             return fn
     return None
+
+
+def _operations(model):
+    """Every operation of a model's graph (layers and raw ``keras.ops`` calls), nested
+    models' included; a Sequential's layers."""
+    ops_ = list(getattr(model, "operations", None) or model.layers)
+    for op in list(ops_):
+        if isinstance(op, keras.Model) and op is not model:
+            ops_ += _operations(op)
+    return ops_
 
 
 def check_model(model):
@@ -49,8 +61,9 @@ def check_model(model):
     if not isinstance(model, keras.Model):
         raise ConfigError(None, "interval bounds need a Keras model (an export with its "
                           "model.keras), not a SavedModel's signature")
-    for layer in layers.sublayers(model):
-        if isinstance(layer, keras.layers.InputLayer):
+    for layer in layers.sublayers(model) + [
+            op for op in _operations(model) if not isinstance(op, keras.layers.Layer)]:
+        if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
             continue
         if _rule_of(layer) is None:
             raise ConfigError(None, f"the model's layer {layer.name!r} "
@@ -61,6 +74,15 @@ def check_model(model):
             raise ConfigError(None, f"the model's layer {layer.name!r} has activation "
                               f"{getattr(activation, '__name__', activation)!r}; interval "
                               "bounds pass linear and relu")
+        if getattr(layer, "data_format", "channels_last") != "channels_last" or (
+                isinstance(layer, keras.layers.BatchNormalization)
+                and layer.axis not in (-1, len(layer.input.shape) - 1)):
+            raise ConfigError(None, f"the model's layer {layer.name!r} is channels-first; "
+                              "interval bounds pass channels-last layers")
+        if isinstance(layer, keras.layers.ReLU) and (
+                layer.max_value is not None or layer.negative_slope or layer.threshold):
+            raise ConfigError(None, f"the model's layer {layer.name!r}: interval bounds "
+                              "pass the plain ReLU only")
         if isinstance(layer, layers.ODEBlock) and ode.adaptive(layer.solver):
             raise _adaptive(layer)
 
@@ -77,8 +99,14 @@ _ACTIVATIONS = (keras.activations.linear, keras.activations.relu)
 
 
 def _activate(layer, box):
-    if getattr(layer, "activation", None) is keras.activations.relu:
+    activation = getattr(layer, "activation", None)
+    if activation is keras.activations.relu:
         return relu(box)
+    if activation not in (None, keras.activations.linear):
+        # Reached only past check_model: never treat another activation as linear.
+        raise ConfigError(None, f"the model's layer {layer.name!r} has activation "
+                          f"{getattr(activation, '__name__', activation)!r}; interval "
+                          "bounds pass linear and relu")
     return box
 
 
@@ -104,8 +132,11 @@ def propagate(model, box, stop_before=None):
     `tfnode.bounds.margins`)."""
 
     def step(layer, *args, **kwargs):
-        if isinstance(args[0], _Held):
-            return args[0]
+        if any(isinstance(a, _Held) for a in args):
+            # The elided layer must produce the model's output; anything after it would
+            # be skipped, so a certificate would not be of this model.
+            raise ConfigError(None, f"{layer.name!r} follows the last layer the margins "
+                              "elide; interval bounds cannot elide it")
         if layer is stop_before:
             return _Held(args[0])
         kwargs.pop("training", None)

@@ -103,9 +103,12 @@ def _bracket_markdown(report, keys, head):
              "|---|---|" + "---|" * len(head)]
     for label, res in rows:
         cert, wc = res["certified"], res.get("worst_case", {})
+        broken = {f["eps"] for f in res.get("checks", [])
+                  if f["check"] == "certificate holds" and not f["passed"]}
         lines.append(f"| {label} | certified | " + " | ".join(
-            figures.pct_interval(cert[k]["certified_accuracy"], cert[k]["ci95"])
-            if k in cert else "-" for k in keys) + " |")
+            (figures.pct_interval(cert[k]["certified_accuracy"], cert[k]["ci95"])
+             + (" (an attack broke a certified example: not a certificate)"
+                if k in broken else "")) if k in cert else "-" for k in keys) + " |")
         lines.append(f"| {label} | worst case | " + " | ".join(
             _with_interval(wc[k]) if k in wc else "-" for k in keys) + " |")
     return lines + [""]
