@@ -95,8 +95,12 @@ def _output_dir(config, info):
 def _progress(config, output_dir, log):
     """The finished cells on disk (`tfnode.evaluation.progress`), keyed by the settings
     and models."""
-    # merge_shards changes what shard 0 does after its cells, not a number in them.
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "merge_shards"}
+    # merge_shards changes what shard 0 does after its cells, not a number in them. Only
+    # the fields that differ from their defaults are kept: a field added to EvalConfig
+    # later (at its default) leaves unfinished evaluations resumable.
+    defaults = config_lib.EvalConfig(model_path="")
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k != "merge_shards" and (k == "model_path" or v != getattr(defaults, k))}
     return progress.Progress(output_dir, {
         "config": settings, "tfnode": files.versions()["tfnode"],
         "models": [progress.model_fingerprint(p) for p in (
