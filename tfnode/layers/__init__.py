@@ -1,8 +1,8 @@
 """Keras layers: the ODE block and the ODE / residual functions (the solvers are `tfnode.ode`)."""
 
 from tfnode.layers.ode_block import ODEBlock, SolveMetric
-from tfnode.layers.odefunc import (LIPSCHITZ, NORMS, ConcatConv2D, GroupNorm, ODEFunc,
-                                   check_lipschitz, group_mean, group_norm, no_xla, norm_layer)
+from tfnode.layers.group_norm import NORMS, GroupNorm, group_mean, group_norm, no_xla, norm_layer
+from tfnode.layers.odefunc import LIPSCHITZ, ConcatConv2D, ODEFunc, check_lipschitz
 from tfnode.layers.residual import (FractalRK2Block, HeunBlock, PolyBlock, ResidualBlock,
                                    RevBlock, SchemeBlock, ShortcutA)
 from tfnode.layers.tiny import TinyConfig
