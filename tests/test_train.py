@@ -245,24 +245,22 @@ def test_bad_input_is_a_one_line_error(argv, expected, tmp_path, capsys, monkeyp
 
 
 @pytest.mark.parametrize("model,defense", [("node", "pgd_at"), ("resnet", "trades"),
-                                           ("resnet", "yopo"), ("node", "ibp")])
+                                           ("resnet", "yopo")])
 def test_a_defense_trains_through_fit_and_is_recorded(mnist_dir, tmp_path, model, defense):
     # The ODE-Net with a fixed-step solver (8 evaluations): the adaptive one under PGD-AT
     # is tests/test_strategies.py's, and this stays a few seconds.
     metrics = train_run(
         model=model, model_options={"width": 8, **({"num_blocks": 1} if model == "resnet"
-                                                   else {"solver": "rk4", "step_size": 0.5}),
-                                    **({"norm": "none"} if defense == "ibp" else {})},
-        defense=defense, defense_options={"eps": 0.1, **{
-            "yopo": {"outer_steps": 2, "inner_steps": 2}, "ibp": {}}.get(
-                defense, {"num_steps": 2})},
+                                                   else {"solver": "rk4", "step_size": 0.5})},
+        defense=defense, defense_options={"eps": 0.1, **(
+            {"outer_steps": 2, "inner_steps": 2} if defense == "yopo" else {"num_steps": 2})},
         epochs=1, batch_size=8, steps_per_epoch=2, eval_batch_size=16, data_dir=mnist_dir,
         verbose=0, model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
         log=lambda *_: None)
     assert metrics["defense"] == defense and metrics["defense_options"]["eps"] == 0.1
     # The published settings fill in what was not given (MNIST's).
     published = {"pgd_at": ("step_size", 0.01), "trades": ("beta", 1.0),
-                 "yopo": ("step_size", 0.01), "ibp": ("kappa_final", 0.5)}[defense]
+                 "yopo": ("step_size", 0.01)}[defense]
     assert metrics["defense_options"][published[0]] == published[1]
     assert metrics["export_path"].endswith(os.path.join(f"{model}_mnist_{defense}", "1"))
     assert np.isfinite(metrics["train_history"]["loss"]).all()
