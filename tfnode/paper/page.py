@@ -142,6 +142,9 @@ def _evaluation_section(report, output_path):
                 + (f"; the standard attack is not converged at eps "
                    f"{', '.join(verdict['not_converged'])}" if verdict["not_converged"]
                    else "") + ".")
+            # Which checks failed, in the audit's words: a reader judges a flag by its cells.
+            lines += [f"- failed: {c['check']}" + (f" (eps {c['eps']})" if c.get("eps") else "")
+                      + f": {c['detail']}" for c in res.get("checks", ()) if not c["passed"]]
             lines.append("")
     png = _plot(report)
     if png:
