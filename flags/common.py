@@ -123,6 +123,12 @@ def define_train_flags():
     flags.DEFINE_multi_string("defense_option", [], "DEFENSE.OPTION=VALUE, repeatable: an "
                               "option of --defense, e.g. pgd_at.num_steps=10 or "
                               "trades.beta=6.")
+    flags.DEFINE_string("regularizer", None, "A penalty added to the training loss, with or "
+                        "without --defense (tfnode.training.regularizers.available()): "
+                        "kinetic_jacobian (RNODE, Finlay et al. 2020). Unset: none.")
+    flags.DEFINE_multi_string("regularizer_option", [], "REGULARIZER.OPTION=VALUE, "
+                              "repeatable: an option of --regularizer, e.g. "
+                              "kinetic_jacobian.jacobian_norm2=0.05.")
 
 
 @_group

@@ -24,6 +24,7 @@ def flag_names(*, tune=False):
     `tfnode.errors.ConfigError.flag_message`)."""
     names = {"num_shards": "shard", "shard_index": "shard", "eps_scale": "eps", "model_options": "model_option",
              "defense_options": "defense_option", "attack_options": "attack_option",
+             "regularizer_options": "regularizer_option",
              "source_options": "source_option",
              "transfer_attack": "attack_option=transfer.attack",
              "per_sample_steps": "model_option=per_sample_steps"}
@@ -89,14 +90,26 @@ def attack_options(values):
     return named_options("attack_option", values, "pgd.num_steps=100")
 
 
+def _options_of(kind, chosen, values, example):
+    """``--<kind>_option`` values -> the options of ``chosen`` (``{}`` if none given);
+    options of another name than ``--<kind>``'s are an error."""
+    named = named_options(f"{kind}_option", values, example)
+    other = sorted(set(named) - {chosen})
+    if other:
+        raise _error(f"--{kind}_option {other[0]}.*: options of {other[0]!r}, but "
+                     + (f"--{kind}={chosen}" if chosen else f"no --{kind} is given"))
+    return named.get(chosen, {})
+
+
 def defense_options(defense, values):
     """``--defense_option`` values -> the options of ``defense`` (``{}`` if none given)."""
-    named = named_options("defense_option", values, "pgd_at.num_steps=10")
-    other = sorted(set(named) - {defense})
-    if other:
-        raise _error(f"--defense_option {other[0]}.*: options of {other[0]!r}, but "
-                     + (f"--defense={defense}" if defense else "no --defense is given"))
-    return named.get(defense, {})
+    return _options_of("defense", defense, values, "pgd_at.num_steps=10")
+
+
+def regularizer_options(regularizer, values):
+    """``--regularizer_option`` values -> the options of ``regularizer``."""
+    return _options_of("regularizer", regularizer, values,
+                       "kinetic_jacobian.jacobian_norm2=0.05")
 
 
 def model_options(flag_values):
@@ -191,10 +204,12 @@ def train_config(flag_values):
 
     fv = flag_values
     fields = [f.name for f in dataclasses.fields(TrainConfig)
-              if f.name not in ("model_options", "defense_options")]
+              if f.name not in ("model_options", "defense_options", "regularizer_options")]
     return TrainConfig(**{name: fv[name].value for name in fields if name in fv},
                        model_options=model_options(fv),
-                       defense_options=defense_options(fv.defense, fv.defense_option))
+                       defense_options=defense_options(fv.defense, fv.defense_option),
+                       regularizer_options=regularizer_options(fv.regularizer,
+                                                               fv.regularizer_option))
 
 
 def recipe_fields(flag_values):

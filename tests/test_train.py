@@ -196,6 +196,12 @@ def test_resume_refuses_other_settings(interrupted_run):
     (["--model_option=rtol=0"], "rtol must be > 0"),
     (["--model_option=atol=-1"], "atol must be > 0"),
     (["--epochs=0"], "--epochs must be an integer >= 1"),
+    (["--regularizer=l2"], "unknown regularizer 'l2'"),
+    (["--regularizer_option=kinetic_jacobian.kinetic_energy=1"], "no --regularizer is given"),
+    (["--regularizer=kinetic_jacobian", "--regularizer_option=kinetic_jacobian.jacobian_norm2=-1"],
+     "regularizer option kinetic_jacobian.jacobian_norm2 must be a number >= 0"),
+    (["--regularizer=kinetic_jacobian", "--model=resnet56"],
+     "model 'resnet56' has no ODE block or skip-connection block"),
     (["--model=resnet56", "--model_option=rtol=1e-4"],
      "--model_option=rtol does not apply to model 'resnet56'"),
     (["--data_dir=EMPTY"], "file 'train-images-idx3-ubyte' not found in"),
@@ -269,6 +275,19 @@ def test_a_defense_trains_through_fit_and_is_recorded(mnist_dir, tmp_path, model
     # The export is the model itself, not the training wrapper.
     loaded = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
     assert loaded.name == model
+
+
+def test_a_regularizer_trains_and_is_recorded(mnist_dir, tmp_path):
+    metrics = train_run(
+        model="resnet", model_options={"width": 8, "num_blocks": 1},
+        regularizer="kinetic_jacobian", regularizer_options={"jacobian_norm2": 0.05},
+        epochs=1, batch_size=8, steps_per_epoch=2, eval_batch_size=16, data_dir=mnist_dir,
+        verbose=0, model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
+        log=lambda *_: None)
+    assert metrics["regularizer"] == "kinetic_jacobian"
+    assert metrics["regularizer_options"] == {"kinetic_energy": 0.01, "jacobian_norm2": 0.05}
+    assert metrics["export_path"].endswith(os.path.join("resnet_mnist_kinetic_jacobian", "1"))
+    assert np.isfinite(metrics["train_history"]["loss"]).all()
 
 
 def test_fgsm_rs_guard_stops_on_a_collapse_and_exports_the_epoch_before(

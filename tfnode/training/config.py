@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from tfnode import data, models, registry
 from tfnode.errors import ConfigError
-from tfnode.training import defenses, strategies
+from tfnode.training import defenses, regularizers, strategies
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("cosine", "constant", "step", "halve50")
@@ -43,6 +43,9 @@ class TrainConfig:
         training.
       defense_options: options of ``defense`` over its published defaults for
         ``dataset``.
+      regularizer: a registered regularizer (`tfnode.training.regularizers.available`),
+        added to the loss with or without a defense. None: no regularizer.
+      regularizer_options: options of ``regularizer`` over its defaults.
       strategy: a `tfnode.training.strategies` name (``default``, ``mirrored``,
         ``multi_worker``, ``tpu``). Under ``multi_worker`` every worker runs the same
         config with its own ``TF_CONFIG``; ``model_dir`` must be a folder every worker
@@ -79,6 +82,8 @@ class TrainConfig:
     validation_size: int = 0
     defense: str | None = None
     defense_options: Mapping[str, Any] | None = None
+    regularizer: str | None = None
+    regularizer_options: Mapping[str, Any] | None = None
     strategy: str = "default"
     collective_timeout: int = 600
     deterministic: bool = False
@@ -92,8 +97,10 @@ class TrainConfig:
 
     @property
     def run_name(self):
-        """``<model>_<dataset>[_<defense>]``: a defended run gets folders of its own."""
-        return "_".join([self.model, self.dataset] + ([self.defense] if self.defense else []))
+        """``<model>_<dataset>[_<defense>][_<regularizer>]``: a defended or regularized
+        run gets folders of its own."""
+        return "_".join([self.model, self.dataset]
+                        + [n for n in (self.defense, self.regularizer) if n])
 
 
 RULES = {
@@ -126,6 +133,7 @@ def check(config):
             raise ConfigError(f"model_options.{key}", f"does not apply to model "
                               f"{config.model!r}; it takes {sorted(accepted)}")
     registry.check(config, RULES)
+    regularizer_options(config)
     if config.defense is None:
         if config.defense_options:
             raise ConfigError("defense_options", "were given without a defense ({defense})")
@@ -138,6 +146,17 @@ def check(config):
                           f"{{validation_size}} (e.g. 1000), or turn the guard off with "
                           f"defense option {config.defense}.{spec.guard_option}=0")
     return options
+
+
+def regularizer_options(config):
+    """The regularizer's options (its defaults, then ``regularizer_options``), checked; None
+    without a regularizer (a one-line `TfnodeError` for options given without one)."""
+    if config.regularizer is None:
+        if config.regularizer_options:
+            raise ConfigError("regularizer_options", "were given without a regularizer "
+                              "({regularizer})")
+        return None
+    return regularizers.get(config.regularizer).options(config.regularizer_options)
 
 
 def resolved(config):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfnode import data, errors, files, models
 from tfnode.errors import ConfigError
 from tfnode.exports import read as reader, write as export
-from tfnode.training import (config as config_lib, defenses, fit, loop, resume, run_dir,
+from tfnode.training import (config as config_lib, defenses, regularizers, fit, loop, resume, run_dir,
                              strategies)
 
 
@@ -22,6 +22,7 @@ class _Run:
     """One training run's parts, made by the steps of `train` in turn."""
     config: config_lib.TrainConfig
     defense_options: dict | None
+    regularizer_options: dict | None
     strategy: tf.distribute.Strategy
     net: keras.Model
     settings: dict
@@ -118,9 +119,11 @@ def _start(config, log):
         net = models.get_model(c.model, dataset=c.dataset, **c.model_options)
     if c.defense and defenses.get(c.defense).model_check:
         defenses.get(c.defense).model_check(net)
+    if c.regularizer:
+        regularizers.get(c.regularizer).model_check(net)
     if place[2]:
         export.check_writable(c.export_dir)
-    return _Run(c, defense_options, strat, net, run_dir.settings(c, defense_options), log,
+    return _Run(c, defense_options, config_lib.regularizer_options(c), strat, net, run_dir.settings(c, defense_options), log,
                 worker=place)
 
 
@@ -165,8 +168,10 @@ def _compile_and_restore(run, first):
     of the model itself) and restores the last resume state, if any."""
     c, strat = run.config, run.strategy
     with strat.scope():
-        run.trainer = run.net if c.defense is None else defenses.DefendedModel(
-            run.net, c.defense, run.defense_options, seed=c.seed)
+        run.trainer = run.net if c.defense is None and c.regularizer is None else (
+            defenses.DefendedModel(run.net, c.defense, run.defense_options, seed=c.seed,
+                                   regularizer=c.regularizer,
+                                   regularizer_options=run.regularizer_options))
         fit.compile_for_training(run.trainer, c, c.epochs * run.steps)
     run_dir.refuse_old_backup(c.model_dir)
     if not (c.overwrite and not run.worker[2]):  # the chief clears it for overwrite
@@ -290,6 +295,7 @@ def _metrics(run, test, history, *, timings, note, record):
     return {
         "model": c.model, "dataset": c.dataset, "model_options": c.model_options,
         "defense": c.defense, "defense_options": run.defense_options,
+        "regularizer": c.regularizer, "regularizer_options": run.regularizer_options,
         "validation": None if not c.validation_size else {
             "size": c.validation_size, "examples": f"the last {c.validation_size} of the "
                                                    f"{c.dataset} training split",

@@ -31,7 +31,11 @@ def settings(config, defense_options):
             # learning-rate schedule.
             "train_batches": "full",
             # None for the default, as in runs started before the option existed.
-            "strategy": None if c.strategy == "default" else c.strategy}
+            "strategy": None if c.strategy == "default" else c.strategy,
+            # Only when set, as runs started before the option existed have no such key.
+            **({"regularizer": c.regularizer,
+                "regularizer_options": dict(c.regularizer_options or {})}
+               if c.regularizer else {})}
 
 
 def export_target(config, run_settings):

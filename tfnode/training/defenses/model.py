@@ -5,12 +5,14 @@ import keras
 import tensorflow as tf
 
 from tfnode.errors import TfnodeError
+from tfnode.training import regularizers
 from tfnode.training.defenses import registry
+from tfnode.training.defenses._inner import cross_entropy
 
 
 class DefendedModel(keras.Model):
     """Wraps a model so that the training loop (or Keras' ``fit``) trains it on a
-    defense's loss.
+    defense's loss, a regularizer's penalty added to it, or both.
 
     ``call`` is the wrapped model's, so evaluation, checkpoints and callbacks see the
     same weights; only ``train_step`` differs from Keras': it takes the gradient of the
@@ -19,25 +21,38 @@ class DefendedModel(keras.Model):
     replicas' sum). Export
     the wrapped model (``wrapped``), not this wrapper.
 
+    With a regularizer (`tfnode.training.regularizers`) the loss gains its penalty on
+    the clean batch: without a defense, cross-entropy on the logits of the regularizer's
+    own forward pass plus the penalty; with one, the defense's loss plus the penalty.
+
     Args:
       model: the Keras model to train.
-      defense: a registered defense name (`tfnode.training.defenses.available`).
-      options: its options, already checked (`DefenseSpec.options`).
-      seed: seed of the defense's random starts.
+      defense: a registered defense name (`tfnode.training.defenses.available`), or None
+        (a regularizer alone).
+      options: its options, already checked (`DefenseSpec.options`); None without one.
+      seed: seed of the defense's random starts and the regularizer's noise.
+      regularizer: a registered regularizer name, or None.
+      regularizer_options: its options, already checked (`RegularizerSpec.options`).
     """
 
-    def __init__(self, model, defense, options, *, seed=0, **kwargs):
+    def __init__(self, model, defense, options, *, seed=0, regularizer=None,
+                 regularizer_options=None, **kwargs):
+        who = " + ".join(n for n in (defense, regularizer) if n)
+        if not who:
+            raise TfnodeError("DefendedModel needs a defense, a regularizer or both")
         if model.losses:
-            # The defenses' losses are theirs alone; a regularizer or add_loss term
-            # would be silently dropped.
-            raise TfnodeError(f"defense {defense}: model {model.name!r} has extra losses "
-                              "(regularizers or add_loss), which the defenses do not add")
-        kwargs.setdefault("name", f"{model.name}_{defense}")
+            # The defenses' losses are theirs alone; a Keras regularizer or add_loss
+            # term would be silently dropped.
+            raise TfnodeError(f"{who}: model {model.name!r} has extra losses (Keras "
+                              "regularizers or add_loss), which the training step does not add")
+        kwargs.setdefault("name", "_".join([model.name] + [n for n in (defense, regularizer) if n]))
         super().__init__(**kwargs)
         self.wrapped = model
         self.defense = defense
-        self.spec = registry.get(defense)
-        self.defense_options = dict(options)
+        self.spec = registry.get(defense) if defense else None
+        self.defense_options = dict(options or {})
+        self.regularizer = regularizers.get(regularizer) if regularizer else None
+        self.regularizer_options = dict(regularizer_options or {})
         self.seed_generator = keras.random.SeedGenerator(seed)
         # Its only weights are the model's (built) and the seed state: nothing to build,
         # and BackupAndRestore refuses an unbuilt model.
@@ -54,8 +69,15 @@ class DefendedModel(keras.Model):
         # backprop never runs through the attack (and in the traced train function the
         # attack's recorded ops cost nothing).
         with tf.GradientTape() as tape:
-            loss, logits = self.spec.loss(self.wrapped, x, y, self.optimizer.iterations,
-                                          seed=self.seed_generator, **self.defense_options)
+            if self.spec is not None:
+                loss, logits = self.spec.loss(self.wrapped, x, y, self.optimizer.iterations,
+                                              seed=self.seed_generator, **self.defense_options)
+            if self.regularizer is not None:
+                clean_logits, penalty = self.regularizer.fn(
+                    self.wrapped, x, seed=self.seed_generator, **self.regularizer_options)
+                if self.spec is None:
+                    loss, logits = cross_entropy(y, clean_logits), clean_logits
+                loss = loss + penalty
             # The loss is this replica's batch mean; the optimizer sums the replicas'
             # gradients. Scaled by 1 / replicas (as Keras' own losses are), the sum is the
             # global batch's mean gradient (tf.nn.compute_average_loss); one device: x1.

@@ -1,0 +1,68 @@
+"""The regularizer registry: penalties added to any training loss (issue 29).
+
+A regularizer is a function of the model and the clean batch (`RegularizerSpec.fn`) that
+returns the batch's logits and a scalar penalty. It combines with any defense: without
+one, the loss is the cross-entropy of those logits plus the penalty (one forward pass);
+with one, the defense's loss plus the penalty on the clean batch (an extra forward pass:
+the regularized trajectories are the training images', as in Finlay et al. 2020).
+`tfnode.training.defenses.DefendedModel` adds it; a new regularizer is its module, its
+`register` call and its test.
+"""
+
+import dataclasses
+import types
+from typing import Any, Callable, Mapping
+
+from tfnode.registry import Registry, resolve_options
+
+
+@dataclasses.dataclass(frozen=True)
+class RegularizerSpec:
+    """One registered regularizer.
+
+    Attributes:
+      name: the name ``--regularizer`` takes.
+      fn: ``fn(model, x, *, seed, **options) -> (logits, penalty)``: the model's logits
+        on ``x`` (in training mode) and the scalar penalty, both differentiable in the
+        model's weights; ``seed`` is a `keras.random.SeedGenerator`.
+      defaults: every option with its published default.
+      rules: a `tfnode.registry.Rule` per option.
+      summary: one line for docs and ``--help``.
+      reference: the paper (and code) the regularizer follows.
+      model_check: ``model_check(net)`` raises a one-line `ConfigError` for a model the
+        regularizer cannot walk, before any folder is written.
+    """
+    name: str
+    fn: Callable
+    defaults: Mapping[str, Any]
+    rules: Mapping[str, Any]
+    summary: str
+    reference: str
+    model_check: Callable
+
+    def __post_init__(self):
+        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "rules", types.MappingProxyType(dict(self.rules)))
+
+    def options(self, overrides=None):
+        """Defaults, then ``overrides``; checked (one-line errors)."""
+        return resolve_options("regularizer", self.name, defaults=self.defaults,
+                               rules=self.rules, overrides=overrides)
+
+
+_REGISTRY = Registry("regularizer")
+
+
+def register(spec):
+    """Adds ``spec`` to the registry (each name once); returns it."""
+    return _REGISTRY.add(spec.name, spec)
+
+
+def get(name):
+    """The `RegularizerSpec` of ``name``; a one-line `TfnodeError` for an unknown name."""
+    return _REGISTRY.lookup(name)
+
+
+def available():
+    """Registered names, in registration order."""
+    return list(_REGISTRY)
