@@ -179,6 +179,9 @@ def _workers(kwargs, env, count=2, kill=None):
     return procs
 
 
+# Behind --run-slow (the slowest fast test on the slower machines, ~2 min): resuming after
+# a kill is test_resume.py's killed runs, and two workers training is the defense test below.
+@pytest.mark.slow
 def test_two_workers_resume_after_a_worker_is_killed_and_train_what_two_replicas_train(
         generated, tmp_path):
     """Two worker processes (MultiWorkerMirroredStrategy, one CPU replica each), the
