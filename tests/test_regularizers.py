@@ -1,7 +1,9 @@
-"""RNODE's regularizer against truth: the integrals of a linear ODE in closed form
-(rk4 integrates them to float tolerance), the Hutchinson term of a skip block against the
-explicit Jacobian with the same noise, the penalty's gradient lowering it; the training
-step with a regularizer alone and beside a defense; one-line errors."""
+"""The regularizers against truth: RNODE's integrals of a linear ODE in closed form (rk4
+integrates them to float tolerance) and its Hutchinson term of a skip block against the
+explicit Jacobian with the same noise; the contractivity bound's convolution norm against
+the explicit operator's row sums, and the bound holding for f and for the solved flow;
+each penalty's gradient lowering it; the training step with a regularizer alone and
+beside a defense; one-line errors."""
 
 import keras
 import numpy as np
@@ -11,7 +13,7 @@ import tensorflow as tf
 from tfnode import layers
 from tfnode.errors import TfnodeError
 from tfnode.training import TrainConfig, config as config_lib, defenses, regularizers
-from tfnode.training.regularizers import kinetic_jacobian
+from tfnode.training.regularizers import contractivity, kinetic_jacobian
 
 SHAPE = (3, 3, 2)
 
@@ -120,7 +122,7 @@ def test_training_step_adds_the_penalty(defense):
 
 
 def test_one_line_errors():
-    assert regularizers.available() == ["kinetic_jacobian"]
+    assert regularizers.available() == ["kinetic_jacobian", "contractivity"]
     with pytest.raises(TfnodeError, match="kinetic_jacobian has no option 'beta'"):
         regularizers.get("kinetic_jacobian").options({"beta": 1})
     with pytest.raises(TfnodeError, match="kinetic_jacobian.jacobian_norm2 must be a number >= 0"):
@@ -135,3 +137,62 @@ def test_one_line_errors():
         kinetic_jacobian.walk(plain, images(), keras.random.SeedGenerator(0))
     with pytest.raises(TfnodeError, match="needs a defense, a regularizer or both"):
         defenses.DefendedModel(plain, None, None)
+
+
+def test_conv_inf_norm_is_the_operators_largest_row_sum():
+    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 2, 3)), tf.float32)
+    x = tf.zeros((1, 5, 5, 2))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = tf.nn.conv2d(x, kernel, 1, "SAME")
+    operator = tf.reshape(tape.jacobian(out, x), [5 * 5 * 3, 5 * 5 * 2])
+    want = tf.reduce_max(tf.reduce_sum(tf.abs(operator), axis=1))
+    np.testing.assert_allclose(contractivity.conv_inf_norm(kernel), want, rtol=1e-6)
+
+
+def test_the_bound_holds_for_f_and_for_the_solved_flow():
+    keras.utils.set_random_seed(6)
+    t1 = 0.5
+    model = ode_model(layers.ODEFunc(2, norm="none"), solver="rk4", step_size=0.125, t1=t1)
+    (name, bound), = contractivity.lipschitz_bounds(model).items()
+    func, block = model.get_layer(name).odefunc, model.get_layer(name)
+    rng = np.random.default_rng(7)
+    z1 = tf.constant(rng.normal(size=(16,) + SHAPE), tf.float32)
+    z2 = z1 + tf.constant(rng.uniform(-0.1, 0.1, (16,) + SHAPE), tf.float32)
+
+    def inf_dist(a, b):
+        return tf.reduce_max(tf.abs(a - b), axis=[1, 2, 3])
+
+    d0 = inf_dist(z1, z2)
+    assert np.all(inf_dist(func(t=0.3, y=z1), func(t=0.3, y=z2)) <= bound * d0 * (1 + 1e-5))
+    # An rk4 step's Lipschitz constant is at most 1 + hL + ... + (hL)^4 / 24 <= exp(hL).
+    assert np.all(inf_dist(block(z1), block(z2)) <= np.exp(float(bound) * t1) * d0 * (1 + 1e-5))
+
+
+def test_contractivity_penalty_falls_under_its_gradient_and_is_zero_under_the_bound():
+    keras.utils.set_random_seed(8)
+    model = ode_model(layers.ODEFunc(2, norm="none"), solver="euler", step_size=0.5)
+    spec, x = regularizers.get("contractivity"), images()
+    penalty = lambda **o: spec.fn(model, x, seed=None, **spec.options(o))[1]  # noqa: E731
+    big = float(max(contractivity.lipschitz_bounds(model).values())) * 2
+    assert float(penalty(bound=big)) == 0.0
+    before = float(penalty())
+    optimizer = keras.optimizers.SGD(0.05)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            value = penalty()
+        grads = tape.gradient(value, model.trainable_weights)
+        optimizer.apply_gradients([(g, w) for g, w in zip(grads, model.trainable_weights)
+                                   if g is not None])
+    assert before > 0 and float(penalty()) < before
+
+
+def test_contractivity_refuses_what_its_bound_does_not_cover():
+    check = regularizers.get("contractivity").model_check
+    with pytest.raises(TfnodeError, match="norm layer's division"):
+        check(ode_model(layers.ODEFunc(2), solver="rk4", step_size=0.5))
+    with pytest.raises(TfnodeError, match="use it or contractivity, not both"):
+        check(ode_model(layers.ODEFunc(2, norm="none", lipschitz="spectral"), solver="rk4",
+                        step_size=0.5))
+    with pytest.raises(TfnodeError, match="bound is derived for tfnode's ODEFunc"):
+        check(ode_model(Scale(1.0), solver="rk4", step_size=0.5))

@@ -202,6 +202,8 @@ def test_resume_refuses_other_settings(interrupted_run):
      "regularizer option kinetic_jacobian.jacobian_norm2 must be a number >= 0"),
     (["--regularizer=kinetic_jacobian", "--model=resnet56"],
      "model 'resnet56' has no ODE block or skip-connection block"),
+    (["--regularizer=contractivity"], "--model_option=norm is 'group': contractivity bounds "
+     "the linear maps"),
     (["--model=resnet56", "--model_option=rtol=1e-4"],
      "--model_option=rtol does not apply to model 'resnet56'"),
     (["--data_dir=EMPTY"], "file 'train-images-idx3-ubyte' not found in"),
