@@ -13,12 +13,13 @@ from tfnode.attacks.gradient import fgsm, pgd, random_start
 from tfnode.attacks.di2_fgsm import di2_fgsm, input_diversity
 from tfnode.attacks.apgd import apgd, apgd_ce, apgd_dlr
 from tfnode.attacks.apgd_t import apgd_t
+from tfnode.attacks.fab import fab_t
 from tfnode.attacks.square import square_attack
 from tfnode.attacks.boundary import boundary_attack, confirm_kwargs
 from tfnode.attacks.transfer import transfer
 from tfnode.attacks.registry import AttackSpec, available, get
 
 __all__ = ["AttackResult", "AttackSpec", "apgd", "apgd_ce", "apgd_dlr", "apgd_t", "available",
-           "boundary_attack", "confirm_kwargs", "di2_fgsm", "distances", "fgsm", "forward_fn", "get",
+           "boundary_attack", "confirm_kwargs", "di2_fgsm", "distances", "fab_t", "fgsm", "forward_fn", "get",
            "input_diversity", "logits_fn", "pgd", "predict", "project", "random_start",
            "square_attack", "transfer"]

@@ -6,7 +6,7 @@ gradient-free attacks are not; Carlini et al. 2019 ("On Evaluating Adversarial
 Robustness") list the checks a real evaluation needs. With ``audit=True`` the evaluation
 runs, next to the requested attacks, the audit's own PGD variants (`VARIANTS`: through
 solver surrogates, stronger, unbounded) that apply to the model, and every registered
-attack marked ``in_audit`` (APGD, Square, Boundary, and transfer when a source model is
+attack marked ``in_audit`` (APGD, FAB-T, Square, Boundary, and transfer when a source model is
 given). The verdict is the per-example worst case over all of them (`tfnode.evaluation.outcomes`)
 and the checks of `tfnode.evaluation.checks`.
 """
