@@ -10,6 +10,20 @@ from tfnode.attacks.apgd import _apgd_spec, _check, _runs
 from tfnode.errors import TfnodeError
 
 
+def ranked_classes(fn, x, num_targets):
+    """``(clean logits, classes ranked by them ascending)``: the target of run k is the
+    class ranked ``-k``, as the reference's ``output.sort(dim=1)[1][:, -k]`` (FAB-T's too).
+
+    Raises:
+      TfnodeError: ``num_targets`` is not below the number of classes.
+    """
+    clean = np.asarray(fn(tf.constant(x)))
+    if num_targets >= clean.shape[-1]:
+        raise TfnodeError(f"num_targets must be below the number of classes "
+                          f"({clean.shape[-1]}), got {num_targets}")
+    return clean, np.argsort(clean, axis=-1, kind="stable")  # ascending, as torch's sort
+
+
 def apgd_t(model, x, y, *, eps, num_steps=100, num_targets=9, restarts=1, rho=0.75,
            clip_min=0.0, clip_max=1.0, seed=0, ids=None, early_exit=False,
            return_result=False):
@@ -41,11 +55,7 @@ def apgd_t(model, x, y, *, eps, num_steps=100, num_targets=9, restarts=1, rho=0.
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64)
     fn = logits_fn(model, per_shape=True)
-    clean = np.asarray(fn(tf.constant(x)))
-    if num_targets >= clean.shape[-1]:
-        raise TfnodeError(f"num_targets must be below the number of classes "
-                          f"({clean.shape[-1]}), got {num_targets}")
-    ranked = np.argsort(clean, axis=-1, kind="stable")  # ascending, as torch's sort
+    _, ranked = ranked_classes(fn, x, num_targets)
     runs = []
     for k in range(2, num_targets + 2):
         for _ in range(restarts):

@@ -28,7 +28,7 @@ from tfnode.attacks import registry
 from tfnode.attacks._utils import (AttackResult, call_active, check_eps, check_positive_int,
                                    logits_fn, sample_ids)
 from tfnode.attacks.apgd import apgd_start
-from tfnode.errors import TfnodeError
+from tfnode.attacks.apgd_t import ranked_classes
 
 
 def projection_linf(t, w, b):
@@ -98,7 +98,10 @@ def _single_run(fn, x, y, target, todo, *, eps, num_steps, alpha_max, eta, beta,
     its Linf distance (``inf`` where none was found)."""
     n = len(x)
     shape = x.shape[1:]
-    flat = lambda v: np.reshape(v, (len(v), -1))  # noqa: E731
+
+    def flat(v):
+        return np.reshape(v, (len(v), -1))
+
     best = x.copy()
     dist = np.full(n, np.inf)
     x1 = start.copy()
@@ -175,11 +178,7 @@ def fab_t(model, x, y, *, eps, num_steps=100, num_targets=9, restarts=1, alpha_m
     y = np.asarray(y, np.int64)
     ids = sample_ids(ids, len(x))
     fn = logits_fn(model, per_shape=True)
-    clean = np.asarray(fn(tf.constant(x)))
-    if num_targets >= clean.shape[-1]:
-        raise TfnodeError(f"num_targets must be below the number of classes "
-                          f"({clean.shape[-1]}), got {num_targets}")
-    ranked = np.argsort(clean, axis=-1, kind="stable")  # ascending, as torch's sort
+    clean, ranked = ranked_classes(fn, x, num_targets)
     correct = np.argmax(clean, axis=-1) == y
     adv, dist = x.copy(), np.full(len(x), np.inf)
     run = 0
