@@ -225,7 +225,10 @@ def test_attack_options_parse_numbers_bools_and_names():
         "transfer": {"attack": "pgd"}}
 
 
-CIFAR_TRAINING = [c for c in CFGS if os.path.basename(c).startswith("cifar10_")]
+# PGD-AT's flagfile runs by default; TRADES' and YOPO's behind --run-slow (the suite's time
+# on the slower machines): their losses are test_defenses.py's, their flags the same kind.
+CIFAR_TRAINING = [c if "pgd_at" in c else pytest.param(c, marks=pytest.mark.slow)
+                  for c in CFGS if os.path.basename(c).startswith("cifar10_")]
 
 
 @pytest.mark.parametrize("cfg", CIFAR_TRAINING, ids=os.path.basename)

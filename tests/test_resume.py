@@ -113,8 +113,10 @@ def _model_weights(export_path):
     ({"at": "step", "step": 5}, "step 3: 0 epoch(s) done and 3 step(s) of the next"),
     # Inside the second state's write (step 6): that state never becomes complete.
     ({"at": "checkpoint_write", "call": 2}, "step 3: 0 epoch(s) done and 3 step(s)"),
-    # Mid epoch 2, after the epoch-1 state (step 8) and the step-9 one.
-    ({"at": "step", "step": 11}, "step 9: 1 epoch(s) done and 1 step(s) of the next"),
+    # Mid epoch 2, after the epoch-1 state (step 8) and the step-9 one. Behind --run-slow
+    # (the suite's time on the slower machines): the same kind of fault as step 5's.
+    pytest.param({"at": "step", "step": 11},
+                 "step 9: 1 epoch(s) done and 1 step(s) of the next", marks=pytest.mark.slow),
     # Inside the export, after all training: the last state (step 16) is still there.
     ({"at": "export"}, "step 16: 2 epoch(s) done"),
 ])

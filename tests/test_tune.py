@@ -226,6 +226,9 @@ def _wait_for_port(chief, stdout_path, timeout=300):
     return None
 
 
+# Behind --run-slow (~75 s on the slower machines): keras-tuner's own chief/worker
+# protocol, which tfnode only configures (tfnode.training.tune reads TF_CONFIG).
+@pytest.mark.slow
 def test_chief_and_worker_share_one_oracle_on_loopback(tmp_path):
     from conftest import CHILD_PRELUDE, child_mnist
 
@@ -302,6 +305,9 @@ print("RESULT", json.dumps({"trials": len(result["trials"]), "logs": logs}), flu
 """
 
 
+# Behind --run-slow (the suite's time on the slower machines, ~75 s): with the resumed
+# search above, the tuner's resume is a --run-slow property.
+@pytest.mark.slow
 def test_a_search_killed_with_sigkill_inside_a_trial_reruns_that_trial(tmp_path):
     import signal
 
