@@ -196,3 +196,20 @@ def test_contractivity_refuses_what_its_bound_does_not_cover():
                         step_size=0.5))
     with pytest.raises(TfnodeError, match="bound is derived for tfnode's ODEFunc"):
         check(ode_model(Scale(1.0), solver="rk4", step_size=0.5))
+
+
+@pytest.mark.slow  # ~35 s: TFP's adjoint at tight tolerances
+def test_the_adjoint_and_backprop_gradients_of_the_penalty_agree():
+    """TFP's adjoint differentiates the augmented solve (a double backward inside its
+    vjp); the exact gradient through tfnode's steps is the independent check."""
+    x, spec = images(), regularizers.get("kinetic_jacobian")
+    grads = {}
+    for gradient in ("adjoint", "backprop"):
+        keras.utils.set_random_seed(0)  # the same weights for both
+        model = ode_model(layers.ODEFunc(2, norm="none"), solver="dopri5", gradient=gradient,
+                          rtol=1e-6, atol=1e-6)
+        with tf.GradientTape() as tape:
+            _, penalty = spec.fn(model, x, seed=keras.random.SeedGenerator(0), **spec.options())
+        grads[gradient] = tape.gradient(penalty, model.layers[1].trainable_weights)
+    for a, b in zip(grads["adjoint"], grads["backprop"]):
+        assert np.max(np.abs(a - b)) <= 0.05 * np.max(np.abs(b))
