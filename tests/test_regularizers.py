@@ -105,20 +105,20 @@ def test_penalty_gradient_lowers_the_penalty():
 
 
 @pytest.mark.parametrize("defense", [None, "pgd_at"])
-def test_training_step_adds_the_penalty(defense):
+@pytest.mark.parametrize("name", ["kinetic_jacobian", "contractivity"])
+def test_training_step_adds_the_penalty(defense, name):
     keras.utils.set_random_seed(4)
     model = ode_model(layers.ODEFunc(2, norm="none"), solver="euler", step_size=0.5)
     options = defenses.get(defense).options({"num_steps": 2}) if defense else None
-    trainer = defenses.DefendedModel(model, defense, options, regularizer="kinetic_jacobian",
-                                     regularizer_options={"kinetic_energy": 0.01,
-                                                          "jacobian_norm2": 0.01})
+    trainer = defenses.DefendedModel(model, defense, options, regularizer=name,
+                                     regularizer_options=regularizers.get(name).options())
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
     x, y = images(8), tf.constant(np.arange(8) % 3)
     before = [w.numpy().copy() for w in model.trainable_weights]
     logs = trainer.train_on_batch(x, y, return_dict=True)
     assert np.isfinite(logs["loss"])
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
-    assert trainer.name == "_".join(n for n in (model.name, defense, "kinetic_jacobian") if n)
+    assert trainer.name == "_".join(n for n in (model.name, defense, name) if n)
 
 
 def test_one_line_errors():

@@ -37,7 +37,8 @@ class DefendedModel(keras.Model):
 
     def __init__(self, model, defense, options, *, seed=0, regularizer=None,
                  regularizer_options=None, **kwargs):
-        who = " + ".join(n for n in (defense, regularizer) if n)
+        parts = [n for n in (defense, regularizer) if n]
+        who = " + ".join(parts)
         if not who:
             raise TfnodeError("DefendedModel needs a defense, a regularizer or both")
         if model.losses:
@@ -45,7 +46,7 @@ class DefendedModel(keras.Model):
             # term would be silently dropped.
             raise TfnodeError(f"{who}: model {model.name!r} has extra losses (Keras "
                               "regularizers or add_loss), which the training step does not add")
-        kwargs.setdefault("name", "_".join([model.name] + [n for n in (defense, regularizer) if n]))
+        kwargs.setdefault("name", "_".join([model.name] + parts))
         super().__init__(**kwargs)
         self.wrapped = model
         self.defense = defense
@@ -76,6 +77,8 @@ class DefendedModel(keras.Model):
                 clean_logits, penalty = self.regularizer.fn(
                     self.wrapped, x, seed=self.seed_generator, **self.regularizer_options)
                 if self.spec is None:
+                    if clean_logits is None:  # a penalty of the weights alone
+                        clean_logits = self.wrapped(x, training=True)
                     loss, logits = cross_entropy(y, clean_logits), clean_logits
                 loss = loss + penalty
             # The loss is this replica's batch mean; the optimizer sums the replicas'

@@ -84,11 +84,12 @@ def check_model(model):
 
 
 def contractivity(model, x, *, seed, weight, bound):
-    """The penalty on the model's weights (module docstring) and the batch's logits."""
-    del seed  # deterministic
+    """``(None, penalty)``: a penalty of the weights alone (module docstring), so no
+    forward pass of ``x``."""
+    del x, seed  # deterministic, and independent of the batch
     hinge = [tf.nn.relu(tf.math.log(value) - tf.math.log(bound))
              for value in lipschitz_bounds(model).values()]
-    return model(x, training=True), weight * tf.add_n(hinge)
+    return None, weight * tf.add_n(hinge)
 
 
 registry.register(registry.RegularizerSpec(

@@ -23,8 +23,10 @@ class RegularizerSpec:
     Attributes:
       name: the name ``--regularizer`` takes.
       fn: ``fn(model, x, *, seed, **options) -> (logits, penalty)``: the model's logits
-        on ``x`` (in training mode) and the scalar penalty, both differentiable in the
-        model's weights; ``seed`` is a `keras.random.SeedGenerator`.
+        on ``x`` (in training mode) where the penalty needs that forward pass, else None
+        (the training step then runs it only if no defense does), and the scalar
+        penalty, differentiable in the model's weights; ``seed`` is a
+        `keras.random.SeedGenerator`.
       defaults: every option with its published default.
       rules: a `tfnode.registry.Rule` per option.
       summary: one line for docs and ``--help``.
