@@ -293,3 +293,42 @@ def test_apgd_ce_far_above_a_margin_attack_is_flagged_at_the_tolerance():
     # Without APGD-CE in the run there is nothing to compare.
     del res["attacks"]["apgd_ce"]
     assert checks.cross_entropy_not_beaten_by_margin(res, eps_keys=["0.1"]) == []
+
+
+@pytest.mark.parametrize("robust, eps, fails", [
+    ({0, 1}, "0.5", False),     # both labelled the grey image's class: may be robust
+    ({0, 1, 5}, "0.5", True),   # 5 has another label: the grey image breaks it
+    ({0, 1, 5}, "0.6", True),   # beyond 0.5 the grey image stays inside the ball
+    ({0, 1, 5}, "0.3", False),  # below 0.5 the grey image is not an allowed perturbation
+])
+def test_no_example_of_another_label_survives_the_grey_image(robust, eps, fails):
+    res = result({"pgd": attack(cells={eps: mask(robust)})})
+    res["grey_image"] = {"pixel": 0.5, "label": 7,
+                         "possible": outcomes.encode(mask({0, 1, 2}))}
+    res["worst_case"] = outcomes.worst_case(res, [eps])
+    findings = checks.grey_image_bound(res, eps_keys=[eps])
+    if eps == "0.3":
+        assert findings == []
+        return
+    assert bool(failed(findings, "no more robust than the grey image")) == fails
+    assert not fails or findings[0]["flag"] == "masking"
+    # A report written before the grey image was measured has nothing to judge.
+    del res["grey_image"]
+    assert checks.grey_image_bound(res, eps_keys=[eps]) == []
+
+
+def test_the_grey_image_class_is_the_models_and_marks_its_label():
+    """A model whose logits ignore the input (zero weights, the bias favouring class 3)
+    calls the grey image 3: exactly the examples labelled 3 may be robust at eps 0.5."""
+    import keras
+
+    from tfnode.evaluation import grey
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, kernel_initializer="zeros")])
+    model.layers[-1].bias.assign(np.eye(10, dtype=np.float32)[3])
+    y = np.array([3, 1, 3, 0, 9])
+    x = np.random.default_rng(0).random((5, 4, 4, 1)).astype(np.float32)
+    measured = grey.measure(model, x, y)
+    assert measured["label"] == 3 and measured["pixel"] == 0.5
+    np.testing.assert_array_equal(outcomes.decode(measured["possible"]), y == 3)

@@ -329,7 +329,7 @@ def test_an_audit_attack_named_in_attacks_runs_alone(mnist_dir, saved):
 def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved):
     node = tiny_node(saved["tmp"] / "fixed.keras", solver="rk4", step_size=0.5, norm="none")
     common = [f"--data_dir={mnist_dir}", f"--model_path={saved['cnn']}",
-              f"--compare_model_path={node}", "--attacks=fgsm,pgd", "--eps=0.0001,0.1",
+              f"--compare_model_path={node}", "--attacks=fgsm,pgd", "--eps=0.0001,0.1,0.5",
               "--certify", "--num_examples=12", "--batch_size=6",
               "--attack_option=pgd.num_steps=2", "--schedule=exhaustive"]
     out = saved["tmp"] / "cert"
@@ -346,8 +346,12 @@ def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved
             assert not np.any(mask & ~robust) and not np.any(mask & ~clean)
             assert cell["num_examples"] == 12 and cell["num_certified"] == mask.sum()
         holds = [f for f in res["checks"] if f["check"] == "certificate holds"]
-        assert len(holds) == 2 and all(f["passed"] for f in holds)
-    assert "The truth bracketed" in (out / "report.md").read_text()
+        assert len(holds) == 3 and all(f["passed"] for f in holds)
+        # The grey image bounds the worst case from above at eps 0.5, per example.
+        assert [f["eps"] for f in res["checks"]
+                if f["check"].startswith("no more robust than the grey")] == ["0.5"]
+    md = (out / "report.md").read_text()
+    assert "The truth bracketed" in md and "at most (the grey image, class" in md
     # Two shards merged: the same certified examples as one run.
     for index in (0, 1):
         run_app(common + [f"--output_dir={saved['tmp'] / 'sharded'}", f"--shard={index}/2"])
@@ -357,6 +361,9 @@ def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved
     for label, res in report["models"].items():
         assert merged["models"][label]["certified"]["0.0001"]["certified"] == \
             res["certified"]["0.0001"]["certified"]
+        # The mid-grey image's class, and which examples share its label, merge alike.
+        assert merged["models"][label]["grey_image"] == res["grey_image"]
+        assert outcomes.decode(res["grey_image"]["possible"]).size == 12
 
 
 def test_certify_refuses_an_adaptive_solver_in_one_line(mnist_dir, saved, capsys):

@@ -279,6 +279,31 @@ def test_a_defense_trains_through_fit_and_is_recorded(mnist_dir, tmp_path, model
     assert loaded.name == model
 
 
+@pytest.mark.parametrize("init", ["ibp", "model"])
+def test_ibp_trains_from_its_initialization(mnist_dir, tmp_path, init):
+    """The run draws IBP's initialization (Shi et al. 2021) before training, unless told
+    to keep the model's: with a learning rate of 1e-12 the exported kernels are the
+    drawn ones, equal to an independent draw of N(0, (sqrt(2 pi) / fan_in)^2) from the
+    run's seed (numpy's generator is the same on every machine)."""
+    metrics = train_run(
+        model="node", model_options={"width": 8, "solver": "rk4", "step_size": 0.5,
+                                     "norm": "none"},
+        defense="ibp", defense_options={"eps": 0.1, "init": init}, learning_rate=1e-12,
+        epochs=1, batch_size=8, steps_per_epoch=2, eval_batch_size=16, data_dir=mnist_dir,
+        verbose=0, model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
+        log=lambda *_: None, seed=3)
+    assert metrics["defense_options"]["init"] == init
+    assert np.isfinite(metrics["train_history"]["loss"]).all()
+    loaded = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
+    kernels = [w for w in loaded.weights if w.path.endswith("kernel")][:-1]
+    rng = np.random.default_rng(3)
+    assert kernels
+    for w in kernels:
+        drawn = rng.normal(0.0, np.sqrt(2 * np.pi) / np.prod(w.shape[:-1]), tuple(w.shape))
+        same = np.allclose(w.numpy(), drawn.astype(np.float32), rtol=0, atol=1e-6)
+        assert same == (init == "ibp"), w.path
+
+
 def test_a_regularizer_trains_and_is_recorded(mnist_dir, tmp_path):
     metrics = train_run(
         model="resnet", model_options={"width": 8, "num_blocks": 1},

@@ -243,8 +243,34 @@ def certificate_holds(result, *, eps_keys, **_):
             "certificate is wrong (report it)", eps=k))
     return findings
 
+def grey_image_bound(result, *, eps_keys, **_):
+    """At eps >= 0.5 the constant mid-grey image is inside every example's ball
+    (`tfnode.evaluation.grey`): no example labelled other than the model's class of that
+    image is robust there. Per example, so a failure names attacks that miss what a
+    constant image achieves."""
+    grey_image = result.get("grey_image")
+    if not grey_image:
+        return []
+    possible = outcomes.decode(grey_image["possible"])
+    findings = []
+    for k in eps_keys:
+        entry = result.get("worst_case", {}).get(k)
+        if float(k) < grey_image["pixel"] or not entry:
+            continue
+        robust = outcomes.worst_case_mask(result, entry["attacks"], k)
+        beyond = int(np.sum(robust & ~possible))
+        findings.append(_finding(
+            "no more robust than the grey image allows", beyond == 0,
+            f"{int(robust.sum())} robust, {beyond} of them labelled other than "
+            f"{grey_image['label']}, the class of the constant image "
+            f"{grey_image['pixel']:g} that lies within eps of every image", "masking",
+            "the attacks missed an adversarial example that a constant image is, found "
+            "without a gradient: they fail where they should not (gradient masking)", eps=k))
+    return findings
 
-CHECKS = (certificate_holds, gradients_usable, deterministic, batch_independent, unbounded_attack_succeeds,
+
+CHECKS = (certificate_holds, grey_image_bound, gradients_usable, deterministic,
+          batch_independent, unbounded_attack_succeeds,
           monotone_in_eps, iterative_beats_single_step, stronger_attack_converged,
           white_box_beats_black_box, own_gradient_beats_surrogates,
           cross_entropy_not_beaten_by_margin)

@@ -19,7 +19,7 @@ import numpy as np
 
 from tfnode import attacks, data, files
 from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, certify, checks, \
-    config as config_lib, measurements, outcomes, plan, progress, render, schedule, shards
+    config as config_lib, grey, measurements, outcomes, plan, progress, render, schedule, shards
 from tfnode.errors import TfnodeError
 from tfnode.exports import read as loading
 
@@ -176,7 +176,8 @@ def _evaluate_model(run, model, info, label, index=0):
                            progress=run.progress, model_index=index)
     out = {"info": info, "clean_accuracy": float(correct.mean()),
            "clean_correct": outcomes.encode(correct), "clean_seconds": time.time() - t0,
-           "probes": loading.probe(model, x, y, config.batch_size), "attacks": {}}
+           "probes": loading.probe(model, x, y, config.batch_size),
+           "grey_image": grey.measure(model, x, y), "attacks": {}}
     run.log(f"tfnode: {label}: clean accuracy {out['clean_accuracy']:.4f} ({len(y)} images)")
     jobs, skipped = plan.jobs(run, model, info)
     if config.audit or skipped:

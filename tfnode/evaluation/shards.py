@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from tfnode import files
-from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, certify, checks, outcomes, \
-    render
+from tfnode.evaluation import arrays as arrays_lib, cells as cells_lib, certify, checks, grey, \
+    outcomes, render
 from tfnode.errors import ConfigError, TfnodeError
 
 def shard_dir(output_dir, index, count):
@@ -225,6 +225,9 @@ def _merge_model(results, arrays, report):
     certified = certify.merged(results)
     if certified is not None:
         out["certified"] = certified
+    grey_image = grey.merged(results)
+    if grey_image is not None:
+        out["grey_image"] = grey_image
     cells_lib.finish(out, [outcomes.eps_key(e) for e in report["eps"]], audit=report["audit"],
                     batch_size=report["batch_size"])
     return out

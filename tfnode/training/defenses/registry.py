@@ -85,6 +85,9 @@ class DefenseSpec:
       model_check: ``model_check(net)`` raises a one-line `ConfigError` for a model the
         defense cannot train, before any folder is written (IBP: a model that interval
         bounds cannot pass), or None.
+      initialize: ``initialize(net, options, *, seed)`` re-draws the freshly built
+        model's weights as the defense needs them (IBP's initialization), or None; a
+        resumed run then restores its own weights over them.
     """
     name: str
     fn: Callable
@@ -100,6 +103,7 @@ class DefenseSpec:
     guard_metric: str | None = None
     takes_ramp: bool = False
     model_check: Callable | None = None
+    initialize: Callable | None = None
 
     def __post_init__(self):
         defaults, rules = dict(self.defaults), dict(self.rules)

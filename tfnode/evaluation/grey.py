@@ -1,0 +1,47 @@
+"""The mid-grey image: an adversarial example of every image once eps reaches 0.5.
+
+Every image with pixels in [0, 1] lies within L-infinity distance 0.5 of the constant
+image of 0.5. At eps >= 0.5 that image is therefore inside every example's ball, and the
+model gives it one class ``c``: an example labelled other than ``c`` cannot be robust
+there, so the true robust accuracy is at most the share of examples labelled ``c``
+(about 10% on MNIST). An evaluation that reports an example of another label robust at
+such an eps has attacks that missed what a constant image, found without any gradient,
+achieves: the sign of gradient masking that Carlini et al. 2019 ("On Evaluating
+Adversarial Robustness", Sec. 5) list as accuracy that does not fall at large budgets.
+`tfnode.evaluation.checks.grey_image_bound` judges it per example.
+"""
+
+import numpy as np
+
+from tfnode import attacks
+from tfnode.evaluation import outcomes
+
+# The pixel value of the constant image: the middle of the [0, 1] range.
+PIXEL = 0.5
+
+
+def measure(model, x, y):
+    """The model's class of the constant image and which examples share its label.
+
+    Args:
+      model: the model under evaluation.
+      x: the evaluated images (numpy, pixels in [0, 1]), for their shape and dtype.
+      y: their labels.
+
+    Returns:
+      ``{"pixel": PIXEL, "label": c, "possible": encoded mask}``: ``possible`` marks the
+      examples that may be robust at eps >= ``PIXEL`` (those labelled ``c``).
+    """
+    grey = np.full((1,) + tuple(x.shape[1:]), PIXEL, dtype=x.dtype)
+    label = int(attacks.predict(model, grey, xla=False)[0])
+    return {"pixel": PIXEL, "label": label,
+            "possible": outcomes.encode(np.asarray(y) == label)}
+
+
+def merged(results):
+    """The shard results' entries joined in order (`tfnode.evaluation.shards`); None
+    where the shards have none (reports written before it was measured)."""
+    if any("grey_image" not in r for r in results):
+        return None
+    return {**results[0]["grey_image"], "possible": outcomes.encode(np.concatenate(
+        [outcomes.decode(r["grey_image"]["possible"]) for r in results]))}
