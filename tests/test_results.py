@@ -242,28 +242,31 @@ def test_two_attacks_on_the_ode_model_and_survivor_cells_are_not_judged_as_own(t
     assert paper.verdicts.robust_mask(node, "pgd", "0.1") is None
 
 
-def test_a_fresh_clone_regenerates_docs_paper_md_with_no_diff(tmp_path, monkeypatch):
-    """docs/paper.md is what `python -m tools.report --flagfile=flags/paper.cfg` writes
-    from the models and reports committed under evidence/: nothing on it is typed in."""
+@pytest.mark.parametrize("page", ["paper", "robust"])
+def test_a_fresh_clone_regenerates_the_results_pages_with_no_diff(tmp_path, monkeypatch, page):
+    """docs/paper.md and docs/robust_results.md are what `python -m tools.report
+    --flagfile=flags/<page>.cfg` writes from the models and reports committed under
+    evidence/: nothing on them is typed in."""
     import os
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     monkeypatch.chdir(repo)
     flags_file = {}
-    for line in open(os.path.join("flags", "paper.cfg")):
+    for line in open(os.path.join("flags", f"{page}.cfg")):
         if line.startswith("--"):
             name, value = line.strip()[2:].split("=", 1)
             flags_file[name] = value
-    out = tmp_path / "docs" / "paper.md"
+    name = os.path.basename(flags_file["output"])
+    out = tmp_path / "docs" / name
     paper.write(flags_file["runs"].split(","), str(out),
-                command="python -m tools.report --flagfile=flags/paper.cfg")
+                command=f"python -m tools.report --flagfile=flags/{page}.cfg")
     committed = open(flags_file["output"]).read()
     assert out.read_text() == committed, (
-        "docs/paper.md differs from what its runs give: run "
-        "python -m tools.report --flagfile=flags/paper.cfg and commit the result")
-    figures = tmp_path / "docs" / "paper_figures"
+        f"{flags_file['output']} differs from what its runs give: run "
+        f"python -m tools.report --flagfile=flags/{page}.cfg and commit the result")
+    figures = tmp_path / "docs" / (os.path.splitext(name)[0] + "_figures")
     for png in figures.iterdir() if figures.is_dir() else []:
-        assert png.read_bytes() == open(os.path.join("docs", "paper_figures", png.name),
+        assert png.read_bytes() == open(os.path.join("docs", figures.name, png.name),
                                         "rb").read()
 
 
@@ -432,3 +435,57 @@ def test_the_seed_spread_stands_beside_the_verdict(tmp_path):
             "| -40.0 |") in md
     assert "| `mnist_seed1` | 1 | 98.90 | 98.90 | 30.00 [21.9, 39.6] | 10.00 [5.5, 17.4] | +20.0 |" in md
     assert "| `mnist_seed2` | 2 | 98.80 | 98.80 |" in md
+
+
+def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
+    """Two fast-AT rows evaluated alone (each report holds one model), a third row not
+    evaluated yet. Worst case at eps 0.3: the ResNet alone holds 40 images (p ~ 2^-39,
+    Holm keeps it far below 0.05): the ResNet is more robust; certified at 0.3: 2
+    discordant images (p = 0.5): no difference measurable. The page is the robust page:
+    no claims section."""
+    import numpy as np
+
+    from tfnode.evaluation import outcomes
+    from tfnode.paper import robust
+
+    def row(name, model, **extra):
+        folder = tmp_path / "robust" / name / "1"
+        write(folder / "assets.extra" / "metrics.json", metrics(model, 0.98, **extra))
+        return str(folder)
+
+    fast = {"defense": "fgsm_rs", "defense_options": {"eps": 0.3}}
+    paths = {"node": row("node_fast", "node", **fast), "resnet": row("resnet_fast", "resnet", **fast)}
+    row("resnet_pgd", "resnet", defense="pgd_at", defense_options={"eps": 0.1})
+    certified = {"node": range(10), "resnet": range(12)}
+    for label, robust_at in (("node", range(20)), ("resnet", range(60))):
+        res = masked_result(label == "node", {"0.3": robust_at})
+        res["info"]["path"] = paths[label]
+        mask = np.zeros(200, bool)
+        mask[list(certified[label])] = True
+        res["certified"] = {"0.3": {"certified": outcomes.encode(mask),
+                                    "certified_accuracy": float(mask.mean()), "ci95": None}}
+        write(tmp_path / "reports" / label / "report.json", {
+            "eps": [0.3], "num_examples": 200, "dataset": "mnist", "split": "test",
+            "batch_size": 100, "schedule": "fast", "models": {label: res}})
+    gathered = paper.gather([str(tmp_path / "robust" / "*" / "1"),
+                             str(tmp_path / "reports" / "*")])
+    table = robust.rows(gathered)
+    assert [(r["recipe"], r["ode"], r["result"] is not None) for r in table] == [
+        ("fgsm_rs, eps 0.3", True, True), ("fgsm_rs, eps 0.3", False, True),
+        ("pgd_at, eps 0.1", False, False)]
+    (pair,) = robust.pairs(table)
+    cells = {(c["kind"], c["eps"]): c for c in pair["cells"]}
+    worst, cert = cells[("worst case", "0.3")], cells[("certified", "0.3")]
+    assert (worst["test"]["a_only"], worst["test"]["b_only"]) == (0, 40)
+    assert worst["verdict"] == "resnet more robust"
+    assert (cert["test"]["a_only"], cert["test"]["b_only"]) == (0, 2)
+    assert cert["test"]["p_value"] == pytest.approx(0.5)
+    assert cert["p_holm"] == pytest.approx(0.5)  # Holm: the larger of two p times 1
+    assert worst["p_holm"] == pytest.approx(2 * worst["test"]["p_value"])
+    assert cert["verdict"] == "no difference measurable at n = 200"
+    page = paper.document(gathered, output_path=str(tmp_path / "robust.md"))
+    assert page.startswith("# Robust ODE-Nets against ResNets, measured")
+    assert "## The claims" not in page and "## The robust comparison" in page
+    assert "not evaluated yet" in page and "resnet more robust" in page
+    # Each row: the worst case (10.00%, 30.00%) and the certified share (5.00%, 6.00%).
+    assert "| 10.00 [" in page and "| 30.00 [" in page and "| 5.00 [" in page

@@ -25,6 +25,16 @@ def pct_proportion(prop):
     return "-" if prop is None else pct_interval(prop["p"], prop["ci95"])
 
 
+def pvalue(value):
+    """A p-value as the pages print it: two significant digits, scientific below 1e-4,
+    ``< 1e-300`` where the test's tail underflowed to 0, ``-`` for None."""
+    if value is None:
+        return "-"
+    if value == 0:  # below the smallest double: the test's tail underflowed
+        return "< 1e-300"
+    return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
+
+
 @contextlib.contextmanager
 def figure(path, *, xlabel, ylabel, title, legend_size=7):
     """A 6x4 in. axes to draw on; labelled, then written to ``path`` atomically as PNG."""

@@ -21,7 +21,8 @@ from tfnode.paper import claims as claims_lib
 from tfnode.paper.runs import joint_report, run_name, trained_info
 
 
-def _is_ode(result):
+def is_ode(result):
+    """Whether a report's model has ODE blocks (its info lists them)."""
     return bool((result.get("info") or {}).get("ode_blocks"))
 
 
@@ -69,8 +70,8 @@ def pair(report, comparison):
     """
     labels = list(report["models"])
     if comparison == "ode_vs_other":
-        odes = [lb for lb in labels if _is_ode(report["models"][lb])]
-        others = [lb for lb in labels if not _is_ode(report["models"][lb])]
+        odes = [lb for lb in labels if is_ode(report["models"][lb])]
+        others = [lb for lb in labels if not is_ode(report["models"][lb])]
         return (odes[0], others[0]) if odes and others else None
     sized = [(h, lb) for lb in labels
              for h in [_step_size(report["models"][lb])] if h is not None]
@@ -130,7 +131,7 @@ def _overall(verdicts, n):
 
 def _judge_run(claim, report, seed_reports):
     if claim.attacks_compared:  # two attacks on the run's ODE model
-        odes = [lb for lb, res in report["models"].items() if _is_ode(res)]
+        odes = [lb for lb, res in report["models"].items() if is_ode(res)]
         if not odes:
             return None
         labels = (odes[0], odes[0])

@@ -1,0 +1,207 @@
+"""The robust comparison (docs/robust.md): per training recipe, the ODE-Net beside the
+ResNet, bracketed between a certificate and an attack.
+
+A row is a model trained with a defense or a regularizer (its export's ``metrics.json``
+among the gathered runs) and, once evaluated, the evaluation report that holds it (its
+first model whose path is the row's). A recipe is the defense with its eps and the
+regularizer; within one recipe every ODE-Net is compared with every model without ODE
+blocks on the same images: per eps the exact two-sided McNemar test of the per-example
+worst case over every attack of the audit (an upper bound of the true robust accuracy)
+and of the interval-bound certificate (a lower bound), the p-values of one pair
+Holm-corrected together. A cell names a winner only where the corrected p is below 0.05;
+otherwise it says no difference is measurable at that n.
+"""
+
+import os
+
+from tfnode import stats
+from tfnode.evaluation import outcomes
+from tfnode.figures import pct_proportion, pvalue
+from tfnode.paper.runs import options_text
+from tfnode.paper.verdicts import is_ode, robust_mask
+
+# What each recipe is held against: published, larger models and budgets; reference
+# points to report beside the rows, never a target to tune toward.
+REFERENCES = (
+    "Fast adversarial training (FGSM with a random start), MNIST, eps 0.3: about 83% "
+    "robust accuracy at clean accuracy >= 98.5% (Wong, Rice & Kolter, \"Fast is better "
+    "than free\", ICLR 2020; the figures as issue 29 quotes them).",
+    "IBP certified training, MNIST: 90% and more certified at eps 0.1 (Gowal et al., \"On "
+    "the Effectiveness of Interval Bound Propagation\", 2018; as issue 29 quotes it).",
+)
+
+
+def is_robust_row(metrics):
+    """Whether a training run belongs to the comparison: trained with a defense or a
+    regularizer."""
+    return bool(metrics.get("defense") or metrics.get("regularizer"))
+
+
+def recipe(metrics):
+    """A row's recipe: ``"fgsm_rs, eps 0.3"``, ``"pgd_at, eps 0.1 + kinetic_jacobian"``."""
+    defense = metrics.get("defense")
+    text = defense or "no defense"
+    eps = (metrics.get("defense_options") or {}).get("eps")
+    if defense and eps is not None:
+        text += f", eps {eps:g}"
+    if metrics.get("regularizer"):
+        text += f" + {metrics['regularizer']}"
+    return text
+
+
+def _result_of(metrics, evaluations):
+    """``(report, model result)`` of the first evaluation of the row's model, or None."""
+    run = os.path.normpath(metrics["_run"])
+    for report in evaluations:
+        for res in report["models"].values():
+            if os.path.normpath((res.get("info") or {}).get("path") or "") == run:
+                return report, res
+    return None
+
+
+def rows(gathered):
+    """The comparison's rows, in the gathered order: ``{"recipe", "metrics", "report",
+    "result", "ode"}`` (``report``/``result`` None for a row not evaluated yet)."""
+    out = []
+    for metrics in gathered["training"]:
+        if not is_robust_row(metrics):
+            continue
+        found = _result_of(metrics, gathered["evaluations"])
+        report, result = found if found else (None, None)
+        ode = is_ode(result) if result else metrics.get("mean_nfe_test") is not None
+        out.append({"recipe": recipe(metrics), "metrics": metrics, "report": report,
+                    "result": result, "ode": ode})
+    return out
+
+
+def _mask(result, kind, key):
+    if kind == "certified":
+        cell = (result.get("certified") or {}).get(key)
+        return None if cell is None else outcomes.decode(cell["certified"])
+    return robust_mask(result, "worst case", key)
+
+
+def _proportion(mask):
+    return None if mask is None else stats.proportion(int(mask.sum()), mask.size)
+
+
+def _same_images(a, b):
+    return all(a["report"][k] == b["report"][k] for k in ("dataset", "split", "num_examples"))
+
+
+def pairs(table):
+    """Every evaluated ODE-Net against every evaluated model without ODE blocks of its
+    recipe, on the same images: ``{"ode", "other", "n", "cells": [{"kind", "eps",
+    "ode", "other", "test", "p_holm", "verdict"}]}``."""
+    out = []
+    for ode in (r for r in table if r["ode"] and r["result"]):
+        for other in (r for r in table if not r["ode"] and r["result"]
+                      and r["recipe"] == ode["recipe"] and _same_images(ode, r)):
+            cells = []
+            for kind in ("worst case", "certified"):
+                for e in ode["report"]["eps"]:
+                    key = outcomes.eps_key(e)
+                    a, b = _mask(ode["result"], kind, key), _mask(other["result"], kind, key)
+                    if a is not None and b is not None:
+                        cells.append({"kind": kind, "eps": key, "ode": _proportion(a),
+                                      "other": _proportion(b), "test": stats.mcnemar(a, b)})
+            for cell, p in zip(cells, stats.holm([c["test"]["p_value"] for c in cells])):
+                cell["p_holm"] = p
+                cell["verdict"] = _verdict(p, cell["test"], ode, other)
+            out.append({"ode": ode, "other": other, "n": ode["report"]["num_examples"],
+                        "cells": cells})
+    return out
+
+
+def _name(row):
+    return row["metrics"]["model"] + (" (ODE-Net)" if row["ode"] else "")
+
+
+def _verdict(p_holm, test, ode, other):
+    if p_holm >= stats.ALPHA or test["difference"] == 0:
+        return f"no difference measurable at n = {test['n']}"
+    return f"{_name(ode if test['difference'] > 0 else other)} more robust"
+
+
+def _audit_text(result):
+    verdict = result.get("verdict")
+    if not verdict:
+        return "not audited"
+    failed = sorted({f["check"] for f in result.get("checks", ()) if not f["passed"]})
+    head = "masking suspected" if verdict["masking_suspected"] else "no masking flag"
+    if verdict["not_converged"]:
+        head += f"; not converged at eps {', '.join(verdict['not_converged'])}"
+    return head + (f" ({len(failed)} check(s) failed)" if failed else "")
+
+
+def _keys(table):
+    keys = []
+    for row in table:
+        for e in (row["report"] or {}).get("eps", ()):
+            key = outcomes.eps_key(e)
+            if key not in keys:
+                keys.append(key)
+    return sorted(keys, key=float)
+
+
+def section(gathered, fingerprints=None):
+    """The comparison's markdown lines; empty without a robust row."""
+    table = rows(gathered)
+    if not table:
+        return []
+    keys = _keys(table)
+    lines = ["## The robust comparison", "",
+             "Per training recipe, each model's clean accuracy on the whole test split (as "
+             "its training run measured it), then on the evaluation's images the "
+             "per-example worst case over every attack of the audit (an upper bound of "
+             "the true robust accuracy) and the examples certified by interval bound "
+             "propagation (a lower bound): certified <= robust <= worst case (%, 95% "
+             "Wilson intervals). Parameters and training time (minutes of wall time on "
+             "the 2-core machine that trained it) beside each row.", ""]
+    columns = (["recipe", "model", "options", "params", "train min", "clean (%)", "n"]
+               + [f"worst case eps {k}" for k in keys] + [f"certified eps {k}" for k in keys]
+               + ["audit", "model file"])
+    lines += ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in sorted(table, key=lambda r: (r["recipe"], not r["ode"])):
+        m, res = row["metrics"], row["result"]
+        n = 10000  # tools.train tests on the whole test split
+        clean = pct_proportion(stats.proportion(round(m["clean_accuracy"] * n), n))
+        cells = []
+        for kind in ("worst case", "certified"):
+            cells += [pct_proportion(_proportion(_mask(res, kind, k))) if res else "-"
+                      for k in keys]
+        fp = (fingerprints or {}).get(os.path.normpath(m["_run"]))
+        lines.append(
+            f"| {row['recipe']} | {_name(row)} | {options_text(m.get('model_options') or {})} "
+            f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
+            f"{row['report']['num_examples'] if res else '-'} | "
+            + "".join(f"{c} | " for c in cells)
+            + f"{_audit_text(res) if res else 'not evaluated yet'} | `{m['_run']}`"
+            + (f" @{fp}" if fp else "") + " |")
+    lines.append("")
+    compared = pairs(table)
+    if compared:
+        lines += ["Paired on the same images (exact two-sided McNemar test, Holm-corrected "
+                  "over each pair's cells):", "",
+                  "| recipe | pair | bound | eps | ODE-Net (%) | other (%) | ODE-Net only | "
+                  "other only | p | p (Holm) | verdict |", "|---" * 11 + "|"]
+        for pair in compared:
+            for c in pair["cells"]:
+                lines.append(
+                    f"| {pair['ode']['recipe']} | {_name(pair['ode'])} vs "
+                    f"{_name(pair['other'])} | {c['kind']} | {c['eps']} | "
+                    f"{pct_proportion(c['ode'])} | {pct_proportion(c['other'])} | "
+                    f"{c['test']['a_only']} | {c['test']['b_only']} | "
+                    f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
+                    f"{c['verdict']} |")
+        lines.append("")
+    flagged = [(row, f) for row in table if row["result"]
+               for f in row["result"].get("checks", ()) if not f["passed"]]
+    if flagged:
+        lines += ["The audit's failed checks (the signs of gradient masking and of "
+                  "unconverged attacks, each row's own):", ""]
+        lines += [f"- {row['recipe']}, {_name(row)}: {f['check']}"
+                  + (f" (eps {f['eps']})" if f.get("eps") else "") + f": {f['detail']}"
+                  for row, f in flagged] + [""]
+    lines += ["Reference points (not targets):", ""] + [f"- {r}" for r in REFERENCES] + [""]
+    return lines
