@@ -427,13 +427,14 @@ def test_every_defense_trains_on_inputs_within_the_ramped_eps_and_the_image_rang
 def test_ibp_initialization_draws_shi_et_al_widths_and_tames_the_bounds():
     """Shi et al. 2021's initialization: every kernel but the classifier's drawn with
     standard deviation sqrt(2 pi) / fan_in (an independent draw from the same seed), the
-    classifier and the biases untouched, the same weights from the same
-    seed; and the logit bounds of a norm-free ResNet at eps 0.01 shrink from the ~1e10
-    wide boxes of Keras' initialization to order one (a ratio of ~1e9 at construction,
-    checked at a margin of 1e6)."""
+    classifier and the biases untouched, the same weights from the same seed; and the
+    logit bounds of a norm-free width-8 ResNet at eps 0.01 shrink from the ~1e6 wide
+    boxes of Keras' initialization to order one (ratios of 6e5 to 3e6 over Keras seeds
+    0-4, checked at 1e4)."""
     from tfnode import models
 
     spec = defenses.get("ibp")
+    keras.utils.set_random_seed(0)
     net = models.get_model("resnet", dataset="mnist", norm="none", width=8, num_blocks=6)
     kernels = [w for w in net.weights if w.path.endswith("kernel")]
     before = [w.numpy() for w in net.weights]
@@ -454,7 +455,7 @@ def test_ibp_initialization_draws_shi_et_al_widths_and_tames_the_bounds():
         if not w.path.endswith("kernel"):
             np.testing.assert_array_equal(w.numpy(), a)
     box = bounds.logit_bounds(net, x, 0.01)
-    assert float(np.mean(box.hi - box.lo)) * 1e6 < wide
+    assert float(np.mean(box.hi - box.lo)) * 1e4 < wide
     again = [w.numpy() for w in net.weights]
     spec.initialize(net, spec.options(), seed=0)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(again, net.weights))

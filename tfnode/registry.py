@@ -28,6 +28,14 @@ class Registry(dict):
         self[name] = entry
         return entry
 
+    def register(self, spec):
+        """Registers a spec under its own ``name`` (`add`); returns it."""
+        return self.add(spec.name, spec)
+
+    def names(self):
+        """Registered names, in registration order."""
+        return list(self)
+
     def lookup(self, name, expected=None):
         """The entry called ``name``; a one-line `TfnodeError` listing ``expected`` (by
         default every registered name) if there is none."""

@@ -145,9 +145,7 @@ def _transfer_options(spec, overrides, dataset, label):
 _REGISTRY = Registry("attack")
 
 
-def register(spec):
-    """Adds ``spec`` to the registry (each name once); returns it."""
-    return _REGISTRY.add(spec.name, spec)
+register = _REGISTRY.register  # adds an `AttackSpec` (each name once); returns it
 
 
 def get(name):

@@ -147,18 +147,6 @@ class DefenseSpec:
 
 
 _REGISTRY = Registry("defense")
-
-
-def register(spec):
-    """Adds ``spec`` to the registry (each name once); returns it."""
-    return _REGISTRY.add(spec.name, spec)
-
-
-def get(name):
-    """The `DefenseSpec` of ``name``; a one-line `TfnodeError` for an unknown name."""
-    return _REGISTRY.lookup(name)
-
-
-def available():
-    """Registered names, in registration order."""
-    return list(_REGISTRY)
+# register(spec) adds a `DefenseSpec` (each name once); get(name) is its spec, or a one-line
+# `TfnodeError` for an unknown name; available() lists the names in registration order.
+register, get, available = _REGISTRY.register, _REGISTRY.lookup, _REGISTRY.names
