@@ -45,27 +45,28 @@ VARIANTS = (
 )
 
 
-def _trainer(model_name, options, defense, defense_options, regularizer):
+def trainer(model_name, options, defense, defense_options, regularizer, *, width=32):
+    """The model built and wrapped for one variant, compiled as the rows train it."""
     keras.utils.set_random_seed(0)
-    net = models.get_model(model_name, dataset="mnist", width=32, norm="none", **options)
+    net = models.get_model(model_name, dataset="mnist", width=width, norm="none", **options)
     if defense is None and regularizer is None:
-        trainer = net
+        out = net
     else:
-        trainer = defenses.DefendedModel(
+        out = defenses.DefendedModel(
             net, defense, defense and defenses.get(defense).options(defense_options),
             seed=0, regularizer=regularizer,
             regularizer_options=regularizer and regularizers.get(regularizer).options())
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return trainer
+    out.compile(optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return out
 
 
-def _seconds_per_step(trainer, data, steps):
+def _seconds_per_step(model, data, steps):
     from benchmarks.step_clock import StepClock
 
     clock = StepClock()
-    trainer.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
     return clock.times
 
 
@@ -79,10 +80,10 @@ def main(argv):
           f"{FLAGS.repeats} x {FLAGS.steps} interleaved steps after a warm-up; ratio = "
           "time / standard training of the same model")
     for title, (model_name, options) in MODELS.items():
-        trainers = {name: _trainer(model_name, options, d, o, r)
+        trainers = {name: trainer(model_name, options, d, o, r)
                     for name, d, o, r in VARIANTS}
-        for trainer in trainers.values():
-            _seconds_per_step(trainer, data, 2)  # traces the step
+        for each in trainers.values():
+            _seconds_per_step(each, data, 2)  # traces the step
         times = {name: [] for name in trainers}
         order = list(trainers)
         for r in range(FLAGS.repeats):
