@@ -46,7 +46,9 @@ VARIANTS = (
 
 
 def trainer(model_name, options, defense, defense_options, regularizer, *, width=32):
-    """The model built and wrapped for one variant, compiled as the rows train it."""
+    """The model built and wrapped for one variant and compiled, as the rows train it but
+    without a defense's model check or initialization (which do not change a step's
+    cost)."""
     keras.utils.set_random_seed(0)
     net = models.get_model(model_name, dataset="mnist", width=width, norm="none", **options)
     if defense is None and regularizer is None:

@@ -4,7 +4,7 @@ pass, fail and exactly the threshold, the verdict, the warnings."""
 import numpy as np
 import pytest
 
-from tfnode.evaluation import audit, checks, outcomes
+from tfnode.evaluation import audit, checks, grey, outcomes
 from tfnode.evaluation import cells as cells_lib
 
 N = 10
@@ -317,12 +317,34 @@ def test_no_example_of_another_label_survives_the_grey_image(robust, eps, fails)
     assert checks.grey_image_bound(res, eps_keys=[eps]) == []
 
 
+def test_the_grey_image_judges_certificates_and_nothing_at_a_near_tie():
+    res = result({"pgd": attack(cells={"0.5": mask({0})})})
+    res["grey_image"] = {"pixel": 0.5, "label": 7, "margin": 1.0,
+                         "possible": outcomes.encode(mask({0, 1, 2}))}
+    res["worst_case"] = outcomes.worst_case(res, ["0.5"])
+    res["certified"] = {"0.5": {"certified": outcomes.encode(mask({0, 4}))}}
+    (wrong,) = failed(checks.grey_image_bound(res, eps_keys=["0.5"]), "no certificate")
+    assert wrong["flag"] == "unsound" and "1 of them" in wrong["detail"]
+    res["grey_image"]["margin"] = 0.5 * grey.MIN_MARGIN  # its class is float noise
+    assert checks.grey_image_bound(res, eps_keys=["0.5"]) == []
+
+
+def test_shards_grey_images_join_only_when_every_shard_saw_the_same_class():
+    def entry(label, possible, margin=1.0):
+        return {"grey_image": {"pixel": 0.5, "label": label, "margin": margin,
+                               "possible": outcomes.encode(np.array(possible, bool))}}
+
+    joined = grey.merged([entry(3, [1, 0], 0.2), entry(3, [0, 1, 1], 0.1)])
+    np.testing.assert_array_equal(outcomes.decode(joined["possible"]), [1, 0, 0, 1, 1])
+    assert joined["label"] == 3 and joined["margin"] == 0.1
+    assert grey.merged([entry(3, [1]), entry(4, [1])]) is None
+    assert grey.merged([entry(3, [1]), {}]) is None
+
+
 def test_the_grey_image_class_is_the_models_and_marks_its_label():
     """A model whose logits ignore the input (zero weights, the bias favouring class 3)
     calls the grey image 3: exactly the examples labelled 3 may be robust at eps 0.5."""
     import keras
-
-    from tfnode.evaluation import grey
 
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(10, kernel_initializer="zeros")])
@@ -331,4 +353,5 @@ def test_the_grey_image_class_is_the_models_and_marks_its_label():
     x = np.random.default_rng(0).random((5, 4, 4, 1)).astype(np.float32)
     measured = grey.measure(model, x, y)
     assert measured["label"] == 3 and measured["pixel"] == 0.5
+    assert measured["margin"] == pytest.approx(1.0)
     np.testing.assert_array_equal(outcomes.decode(measured["possible"]), y == 3)

@@ -364,6 +364,17 @@ def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved
         # The mid-grey image's class, and which examples share its label, merge alike.
         assert merged["models"][label]["grey_image"] == res["grey_image"]
         assert outcomes.decode(res["grey_image"]["possible"]).size == 12
+    # A shard written before the grey image was measured: the merge has none (not the
+    # first shard's half-length mask), and its checks still run.
+    second = saved["tmp"] / "sharded" / "shards" / "1-of-2" / "report.json"
+    shard = json.loads(second.read_text())
+    for res in shard["models"].values():
+        del res["grey_image"]
+    second.write_text(json.dumps(shard))
+    mixed = evaluation.shards.merge(
+        sorted(str(p) for p in (saved["tmp"] / "sharded" / "shards").iterdir()),
+        str(saved["tmp"] / "mixed"))
+    assert all("grey_image" not in res for res in mixed["models"].values())
 
 
 def test_certify_refuses_an_adaptive_solver_in_one_line(mnist_dir, saved, capsys):

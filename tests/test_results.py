@@ -454,12 +454,19 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
         return str(folder)
 
     fast = {"defense": "fgsm_rs", "defense_options": {"eps": 0.3}}
-    paths = {"node": row("node_fast", "node", **fast), "resnet": row("resnet_fast", "resnet", **fast)}
+    paths = {"node": row("node_fast", "node", **fast),
+             "resnet": row("resnet_fast", "resnet", fingerprint="f00d", **fast)}
     row("resnet_pgd", "resnet", defense="pgd_at", defense_options={"eps": 0.1})
+    # The same defense and eps with another option: a recipe of its own, never paired.
+    row("resnet_fast2", "resnet", defense="fgsm_rs",
+        defense_options={"eps": 0.3, "step_ratio": 1.0})
     certified = {"node": range(10), "resnet": range(12)}
     for label, robust_at in (("node", range(20)), ("resnet", range(60))):
         res = masked_result(label == "node", {"0.3": robust_at})
-        res["info"]["path"] = paths[label]
+        # The ODE-Net's report names its folder; the ResNet's a copy elsewhere, found by
+        # the fingerprint of its weights.
+        res["info"]["path"] = paths[label] if label == "node" else "/elsewhere/1"
+        res["info"]["fingerprint"] = "f00d" if label == "resnet" else "beef"
         mask = np.zeros(200, bool)
         mask[list(certified[label])] = True
         res["certified"] = {"0.3": {"certified": outcomes.encode(mask),
@@ -472,7 +479,7 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
     table = robust.rows(gathered)
     assert [(r["recipe"], r["ode"], r["result"] is not None) for r in table] == [
         ("fgsm_rs, eps 0.3", True, True), ("fgsm_rs, eps 0.3", False, True),
-        ("pgd_at, eps 0.1", False, False)]
+        ("fgsm_rs, eps 0.3", False, False), ("pgd_at, eps 0.1", False, False)]
     (pair,) = robust.pairs(table)
     cells = {(c["kind"], c["eps"]): c for c in pair["cells"]}
     worst, cert = cells[("worst case", "0.3")], cells[("certified", "0.3")]

@@ -16,7 +16,7 @@ A difference of robust accuracies counts only beyond `TOLERANCE`; exactly at it 
 
 import numpy as np
 
-from tfnode.evaluation import outcomes
+from tfnode.evaluation import grey, outcomes
 
 # Robust accuracy differences up to this are noise (2 points): random starts, and
 # attacks that return their last iterate rather than their best.
@@ -246,26 +246,38 @@ def certificate_holds(result, *, eps_keys, **_):
 def grey_image_bound(result, *, eps_keys, **_):
     """At eps >= 0.5 the constant mid-grey image is inside every example's ball
     (`tfnode.evaluation.grey`): no example labelled other than the model's class of that
-    image is robust there. Per example, so a failure names attacks that miss what a
-    constant image achieves."""
+    image is robust there, per example; and none is certified (``--certify``), or the
+    certificate is wrong. Nothing is judged where the grey image's two largest logits
+    nearly tie (`grey.MIN_MARGIN`)."""
     grey_image = result.get("grey_image")
-    if not grey_image:
+    if not grey_image or grey_image.get("margin", np.inf) < grey.MIN_MARGIN:
         return []
     possible = outcomes.decode(grey_image["possible"])
+    where = (f"labelled other than {grey_image['label']}, the class of the constant image "
+             f"{grey_image['pixel']:g} that lies within eps of every image")
     findings = []
     for k in eps_keys:
-        entry = result.get("worst_case", {}).get(k)
-        if float(k) < grey_image["pixel"] or not entry:
+        if float(k) < grey_image["pixel"]:
             continue
-        robust = outcomes.worst_case_mask(result, entry["attacks"], k)
-        beyond = int(np.sum(robust & ~possible))
-        findings.append(_finding(
-            "no more robust than the grey image allows", beyond == 0,
-            f"{int(robust.sum())} robust, {beyond} of them labelled other than "
-            f"{grey_image['label']}, the class of the constant image "
-            f"{grey_image['pixel']:g} that lies within eps of every image", "masking",
-            "the attacks missed an adversarial example that a constant image is, found "
-            "without a gradient: they fail where they should not (gradient masking)", eps=k))
+        entry = result.get("worst_case", {}).get(k)
+        if entry:
+            robust = outcomes.worst_case_mask(result, entry["attacks"], k)
+            beyond = int(np.sum(robust & ~possible))
+            findings.append(_finding(
+                "no more robust than the grey image allows", beyond == 0,
+                f"{int(robust.sum())} robust, {beyond} of them {where}", "masking",
+                "the attacks missed an adversarial example that a constant image is, "
+                "found without a gradient: they fail where they should not (gradient "
+                "masking)", eps=k))
+        cell = (result.get("certified") or {}).get(k)
+        if cell:
+            certified = outcomes.decode(cell["certified"])
+            wrong = int(np.sum(certified & ~possible))
+            findings.append(_finding(
+                "no certificate beyond the grey image", wrong == 0,
+                f"{int(certified.sum())} certified, {wrong} of them {where}", "unsound",
+                "the interval bounds certified an example the grey image breaks: the "
+                "certificate is wrong (report it)", eps=k))
     return findings
 
 

@@ -18,6 +18,9 @@ from tfnode.evaluation import outcomes
 
 # The pixel value of the constant image: the middle of the [0, 1] range.
 PIXEL = 0.5
+# Below this gap between its two largest logits the grey image's class could differ
+# between the batched XLA path the attacks are judged on and this one-image call.
+MIN_MARGIN = 1e-4
 
 
 def measure(model, x, y):
@@ -29,19 +32,27 @@ def measure(model, x, y):
       y: their labels.
 
     Returns:
-      ``{"pixel": PIXEL, "label": c, "possible": encoded mask}``: ``possible`` marks the
-      examples that may be robust at eps >= ``PIXEL`` (those labelled ``c``).
+      ``{"pixel": PIXEL, "label": c, "margin": m, "possible": encoded mask}``:
+      ``possible`` marks the examples that may be robust at eps >= ``PIXEL`` (those
+      labelled ``c``); ``m`` is the gap between the grey image's two largest logits (a
+      near tie, below `MIN_MARGIN`, leaves its class to float rounding: the check then
+      judges nothing).
     """
     grey = np.full((1,) + tuple(x.shape[1:]), PIXEL, dtype=x.dtype)
+    logits = np.sort(np.asarray(attacks.logits_fn(model)(grey))[0])
     label = int(attacks.predict(model, grey, xla=False)[0])
-    return {"pixel": PIXEL, "label": label,
+    return {"pixel": PIXEL, "label": label, "margin": float(logits[-1] - logits[-2]),
             "possible": outcomes.encode(np.asarray(y) == label)}
 
 
 def merged(results):
     """The shard results' entries joined in order (`tfnode.evaluation.shards`); None
-    where the shards have none (reports written before it was measured)."""
-    if any("grey_image" not in r for r in results):
-        return None
-    return {**results[0]["grey_image"], "possible": outcomes.encode(np.concatenate(
-        [outcomes.decode(r["grey_image"]["possible"]) for r in results]))}
+    where a shard has none (written before it was measured) or the shards disagree on
+    the class."""
+    entries = [r.get("grey_image") for r in results]
+    if any(e is None or (e["label"], e["pixel"]) != (entries[0]["label"], entries[0]["pixel"])
+           for e in entries):
+        return None  # a shard without it, or (a near tie) one that saw another class
+    return {**entries[0], "margin": min(e.get("margin", np.inf) for e in entries),
+            "possible": outcomes.encode(np.concatenate(
+                [outcomes.decode(e["possible"]) for e in entries]))}

@@ -193,7 +193,8 @@ def _merge_model(results, arrays, report):
     """One model's merged result from its shard results and its joined per-example
     arrays (`_joined_all`)."""
     out = {k: v for k, v in results[0].items()
-           if k not in ("attacks", "worst_case", "checks", "verdict")}
+           if k not in ("attacks", "worst_case", "checks", "verdict", "certified",
+                        "grey_image")}
     correct = np.concatenate([outcomes.decode(r["clean_correct"]) for r in results])
     out.update(clean_correct=outcomes.encode(correct), clean_accuracy=float(correct.mean()),
                clean_seconds=sum(r["clean_seconds"] for r in results), attacks={})
