@@ -156,6 +156,14 @@ def _audit_text(result):
     return head + (f" ({len(failed)} check(s) failed)" if failed else "")
 
 
+def _n_text(report):
+    """The images a report attacked: ``100``, or ``100 (shard 0 of 5)``, the first
+    examples of that shard of the run's images."""
+    shard = report.get("shard")
+    return f"{report['num_examples']}" + (
+        f" (shard {shard['index']} of {shard['count']})" if shard else "")
+
+
 def _keys(table):
     keys = []
     for row in table:
@@ -196,7 +204,7 @@ def section(gathered, fingerprints=None):
         lines.append(
             f"| {row['recipe']} | {_name(row)} | {options_text(m.get('model_options') or {})} "
             f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
-            f"{row['report']['num_examples'] if res else '-'} | "
+            f"{_n_text(row['report']) if res else '-'} | "
             + "".join(f"{c} | " for c in cells)
             + f"{_audit_text(res) if res else 'not evaluated yet'} | `{m['_run']}`"
             + (f" @{fp}" if fp else "") + " |")
