@@ -24,10 +24,15 @@ from absl import app, flags
 from tfnode import models
 from tfnode.training import defenses, regularizers
 
-flags.DEFINE_integer("steps", 8, "Training steps per timed call.")
-flags.DEFINE_integer("repeats", 3, "Rounds of the variants.")
-flags.DEFINE_integer("batch_size", 128, "Images per step.")
 FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    """Defined when run as a program only: importing `trainer` (tests) beside tfnode's
+    own flags must not define a second ``--batch_size``."""
+    flags.DEFINE_integer("steps", 8, "Training steps per timed call.")
+    flags.DEFINE_integer("repeats", 3, "Rounds of the variants.")
+    flags.DEFINE_integer("batch_size", 128, "Images per step.")
 
 MODELS = {"rk4 ODE-Net (h 0.25)": ("node", {"solver": "rk4", "step_size": 0.25}),
           "ResNet (6 blocks)": ("resnet", {})}
@@ -100,4 +105,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

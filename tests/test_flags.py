@@ -17,7 +17,7 @@ CFGS = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
 def _app(cfg):
     """The app a flagfile is written for, by its name."""
     name = os.path.basename(cfg)
-    if name == "paper.cfg":  # docs/paper.md's page
+    if name in ("paper.cfg", "robust.cfg"):  # docs/paper.md's and robust_results.md's pages
         return "report"
     if name.startswith("eval_"):
         return "evaluate"
@@ -67,7 +67,7 @@ def test_flagfile_parses(cfg):
         assert len(config.step_sizes) >= 5 and config.eps == (0.1, 0.3, 0.5)
         assert config.transfer_attack == "fgsm"
     elif _app(cfg) == "report":
-        assert fv.runs and fv.output == "docs/paper.md"
+        assert fv.runs and fv.output in ("docs/paper.md", "docs/robust_results.md")
     elif _app(cfg) == "evaluate":
         config = configs.evaluate_config(fv)
         assert all(0 <= e <= 1 for e in config.eps)

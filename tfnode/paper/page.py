@@ -16,7 +16,7 @@ from tfnode import files, stats
 from tfnode.evaluation import outcomes
 from tfnode.figures import pct, pct_interval, pct_proportion, pvalue
 from tfnode.paper import claims as claims_lib, robust, seeds as seeds_lib
-from tfnode.paper.runs import gather, model_name, options_text
+from tfnode.paper.runs import fingerprints_of, gather, model_name, options_text
 from tfnode.paper.verdicts import clean_warnings, judge, runs_by_name
 
 PAPER_SOURCE = ("Chu, Wei & Zhao, \"Towards Natural Robustness Against Adversarial "
@@ -33,26 +33,6 @@ RELATED = (
      "Might be from Obfuscated Gradients\", 2020: CIFAR-10, an ODE-Net at 61.6% under "
      "PGD-20 falls to 24.3% under PGD-1000 (gradient masking by the solver)."),
 )
-
-
-def _fingerprints(gathered):
-    """``{model path: fingerprint}`` of every model the runs cite that is on disk,
-    computed here from its weights (`tfnode.exports.read.fingerprint`): the page names a
-    model by what its file holds, not by what a run recorded (a metrics.json written
-    before training recorded one has none, and runs made before the fingerprint took
-    each weight's own name recorded another digest)."""
-    from tfnode.exports import read
-
-    paths = {os.path.normpath(m["_run"]) for m in gathered["training"]}
-    paths |= {os.path.normpath(res["info"]["path"]) for report in gathered["evaluations"]
-              for res in report["models"].values() if (res.get("info") or {}).get("path")}
-    out = {}
-    for path in sorted(paths):
-        if any(os.path.isfile(f) for f in (os.path.join(path, "model.keras"),
-                                           os.path.join(path, "saved_model.pb"))) or (
-                path.endswith(".keras") and os.path.isfile(path)):
-            out[path] = read.load_model(path)[1]["fingerprint"]
-    return out
 
 
 def _training_rows(runs, fingerprints=None):
@@ -282,7 +262,7 @@ def document(gathered, *, output_path, command=None):
     """The results page (markdown) for ``gathered`` runs, to be written at
     ``output_path`` (image links are relative to it)."""
     gathered = copy.deepcopy(gathered)  # the caller's runs stay as read
-    fingerprints = _fingerprints(gathered)
+    fingerprints = fingerprints_of(gathered)
     for report in gathered["evaluations"]:  # the page names each model by its file
         for res in report["models"].values():
             path = os.path.normpath((res.get("info") or {}).get("path") or "")

@@ -143,3 +143,23 @@ def joint_report(reports):
     folders = " + ".join(os.path.dirname(r["_path"]) for r in reports)
     return {"_path": os.path.join(folders, "report.json"), "num_examples": n,
             "dataset": first["dataset"], "split": first["split"], "models": models_out}
+
+
+def fingerprints_of(gathered):
+    """``{model path: fingerprint}`` of every model the runs cite that is on disk,
+    computed here from its weights (`tfnode.exports.read.fingerprint`): the page names a
+    model by what its file holds, not by what a run recorded (a metrics.json written
+    before training recorded one has none, and runs made before the fingerprint took
+    each weight's own name recorded another digest)."""
+    from tfnode.exports import read
+
+    paths = {os.path.normpath(m["_run"]) for m in gathered["training"]}
+    paths |= {os.path.normpath(res["info"]["path"]) for report in gathered["evaluations"]
+              for res in report["models"].values() if (res.get("info") or {}).get("path")}
+    out = {}
+    for path in sorted(paths):
+        if any(os.path.isfile(f) for f in (os.path.join(path, "model.keras"),
+                                           os.path.join(path, "saved_model.pb"))) or (
+                path.endswith(".keras") and os.path.isfile(path)):
+            out[path] = read.load_model(path)[1]["fingerprint"]
+    return out

@@ -117,10 +117,8 @@ def _start(config, log):
                           f"{c.strategy!r}")
     with strat.scope():  # variables in the strategy's scope (mirrored)
         net = models.get_model(c.model, dataset=c.dataset, **c.model_options)
-    if c.defense and defenses.get(c.defense).model_check:
-        defenses.get(c.defense).model_check(net)
-    if c.defense and defenses.get(c.defense).initialize:
-        defenses.get(c.defense).initialize(net, defense_options, seed=c.seed)
+    if c.defense:
+        defenses.get(c.defense).prepare(net, defense_options, seed=c.seed)
     if c.regularizer:
         regularizers.get(c.regularizer).model_check(net)
     if place[2]:

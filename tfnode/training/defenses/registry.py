@@ -123,6 +123,14 @@ class DefenseSpec:
         """Whether ``options`` turn the defense's epoch-end guard on."""
         return self.guard is not None and bool(options.get(self.guard_option))
 
+    def prepare(self, net, options, *, seed):
+        """Readies a freshly built model: refuses one the defense cannot train
+        (`model_check`), then draws the weights it starts from (`initialize`)."""
+        if self.model_check:
+            self.model_check(net)
+        if self.initialize:
+            self.initialize(net, options, seed=seed)
+
     def loss(self, model, x, y, step, *, seed, **options):
         """The defense's loss on one batch, for any training loop to differentiate.
 
