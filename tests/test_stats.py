@@ -75,3 +75,14 @@ def test_wilcoxon_drops_unfinished_pairs_and_has_no_p_without_differences():
     out = stats.wilcoxon(a, b)
     assert out["n"] == 2 and out["p_value"] is None
     assert stats.wilcoxon([], [])["median_a"] is None
+
+
+@pytest.mark.parametrize("p, difference, expected", [
+    (0.01, 0.2, True), (0.01, -0.2, True),   # below alpha, either sign
+    (0.05, 0.2, False),                      # at alpha: not below it
+    (0.01, 0.0, False),                      # no difference, whatever the p
+    (None, 0.2, False),                      # no test
+])
+def test_significant_needs_a_p_below_alpha_and_a_difference(p, difference, expected):
+    assert stats.significant(p, difference) is expected
+    assert stats.no_difference(100) == "no difference measurable at n = 100"

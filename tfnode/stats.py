@@ -81,6 +81,17 @@ def holm(p_values, *, alpha=ALPHA):
     return [float(p) for p in multipletests(list(p_values), alpha=alpha, method="holm")[1]]
 
 
+def significant(p_value, difference, *, alpha=ALPHA):
+    """Whether a paired difference counts: its (corrected) p-value below ``alpha`` and
+    the difference itself nonzero (a p-value of None, no test, never counts)."""
+    return p_value is not None and p_value < alpha and bool(difference)
+
+
+def no_difference(n):
+    """What a verdict says where `significant` does not hold, at ``n`` pairs."""
+    return f"no difference measurable at n = {n}"
+
+
 def wilcoxon(a, b):
     """The two-sided Wilcoxon signed-rank test of paired values ``a`` and ``b``.
 

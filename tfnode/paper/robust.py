@@ -140,8 +140,8 @@ def _name(row):
 
 
 def _verdict(p_holm, test, ode, other):
-    if p_holm >= stats.ALPHA or test["difference"] == 0:
-        return f"no difference measurable at n = {test['n']}"
+    if not stats.significant(p_holm, test["difference"]):
+        return stats.no_difference(test["n"])
     return f"{_name(ode if test['difference'] > 0 else other)} more robust"
 
 

@@ -114,8 +114,8 @@ def _differences(report, comparison, attack, keys):
 
 def _cell_verdict(p_holm, difference, seeds, n):
     """One primary cell's verdict (see the module docstring)."""
-    if p_holm is None or p_holm >= stats.ALPHA or difference == 0:
-        return f"no difference measurable at n = {n}"
+    if not stats.significant(p_holm, difference):
+        return stats.no_difference(n)
     sign = np.sign(difference)
     if any(np.sign(d) != sign for d in seeds):
         return "seeds disagree"
@@ -125,7 +125,7 @@ def _cell_verdict(p_holm, difference, seeds, n):
 def _overall(verdicts, n):
     directions = {v for v in verdicts if v in ("supported", "contradicted", "seeds disagree")}
     if not directions:
-        return f"no difference measurable at n = {n}"
+        return stats.no_difference(n)
     return directions.pop() if len(directions) == 1 else "mixed"
 
 
@@ -205,10 +205,10 @@ def _no_gain_verdict(cells, n):
     """A "no gain" claim: contradicted by any cell where the smaller h is significantly
     more robust; supported where some are significantly less robust and none more."""
     signs = {np.sign(c["test"]["difference"]) for c in cells
-             if c["p_holm"] is not None and c["p_holm"] < stats.ALPHA}
+             if stats.significant(c["p_holm"], c["test"]["difference"])}
     if 1 in signs:
         return "contradicted"
-    return "supported" if -1 in signs else f"no difference measurable at n = {n}"
+    return "supported" if -1 in signs else stats.no_difference(n)
 
 
 def _judge_sweep(claim, sweep):
@@ -253,18 +253,16 @@ def _judge_sweep(claim, sweep):
     for family in (cells, clean):
         for entry, p in zip(family, stats.holm([e["test"]["p_value"] for e in family])):
             entry["p_holm"] = p
-            significant = p is not None and p < stats.ALPHA
             difference = entry["test"]["difference"]
             entry["verdict"] = (("more" if difference > 0 else "less") + " than at h = 1"
-                                if significant and difference else
-                                f"no difference measurable at n = {entry['test']['n']}")
+                                if stats.significant(p, difference) else
+                                stats.no_difference(entry["test"]["n"]))
     n = base["n"]
     smallest = clean[-1]
-    if smallest["p_holm"] is not None and smallest["p_holm"] < stats.ALPHA and \
-            smallest["test"]["difference"]:
+    if stats.significant(smallest["p_holm"], smallest["test"]["difference"]):
         training = "supported" if smallest["test"]["difference"] < 0 else "contradicted"
     else:
-        training = f"no difference measurable at n = {n}"
+        training = stats.no_difference(n)
     base_correct = stats.proportion(int(base_clean.sum()), base_clean.size)
     return {"sweep": True, "run": sweep["_run"], "n": n, "attack": claim.attack,
             "b_ref": base["ref"], "b_clean": base_correct, "cells": cells, "clean": clean,
