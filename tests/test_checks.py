@@ -4,7 +4,7 @@ pass, fail and exactly the threshold, the verdict, the warnings."""
 import numpy as np
 import pytest
 
-from tfnode.evaluation import audit, checks, grey, outcomes
+from tfnode.evaluation import audit, certify, checks, grey, outcomes
 from tfnode.evaluation import cells as cells_lib
 
 N = 10
@@ -327,6 +327,22 @@ def test_the_grey_image_judges_certificates_and_nothing_at_a_near_tie():
     assert wrong["flag"] == "unsound" and "1 of them" in wrong["detail"]
     res["grey_image"]["margin"] = 0.5 * grey.MIN_MARGIN  # its class is float noise
     assert checks.grey_image_bound(res, eps_keys=["0.5"]) == []
+
+
+def test_the_grey_image_check_reads_the_exact_eps_not_its_rounded_key():
+    # 0.4999996 is keyed "0.5": the grey image is then just outside the ball of an image
+    # with a black pixel, and an example of another label may survive.
+    res = result({"pgd": attack(cells={"0.5": mask({0, 5})})})
+    res["attacks"]["pgd"]["cells"]["0.5"]["eps"] = 0.4999996
+    res["grey_image"] = {"pixel": 0.5, "label": 7, "margin": 1.0,
+                         "possible": outcomes.encode(mask({0, 1, 2}))}
+    res["worst_case"] = outcomes.worst_case(res, ["0.5"])
+    res["certified"] = {"0.5": certify.cell(mask({0, 5}), 0.0, 0.4999996)}
+    assert outcomes.eps_key(0.4999996) == "0.5"
+    assert checks.grey_image_bound(res, eps_keys=["0.5"]) == []
+    for cell in (res["attacks"]["pgd"]["cells"]["0.5"], res["certified"]["0.5"]):
+        cell["eps"] = 0.5
+    assert len(failed(checks.grey_image_bound(res, eps_keys=["0.5"]), "")) == 2
 
 
 def test_shards_grey_images_join_only_when_every_shard_saw_the_same_class():

@@ -27,10 +27,11 @@ def check(models):
         bounds.check_model(model)
 
 
-def cell(mask, seconds):
-    """One eps's certified result from its per-example mask."""
+def cell(mask, seconds, eps):
+    """One eps's certified result from its per-example mask (``eps`` exact: its key in
+    the report rounds it)."""
     mask = np.asarray(mask, bool)
-    return {"certified": outcomes.encode(mask), "num_certified": int(mask.sum()),
+    return {"eps": float(eps), "certified": outcomes.encode(mask), "num_certified": int(mask.sum()),
             "num_examples": int(mask.size), "certified_accuracy": float(mask.mean()),
             "ci95": list(stats.wilson(int(mask.sum()), mask.size)), "seconds": seconds}
 
@@ -43,7 +44,7 @@ def certify(model, x, y, eps, batch_size):
         mask = np.concatenate([
             bounds.certified(model, x[i:i + batch_size], y[i:i + batch_size], e).numpy()
             for i in range(0, len(y), batch_size)])
-        out[outcomes.eps_key(e)] = cell(mask, time.time() - start)
+        out[outcomes.eps_key(e)] = cell(mask, time.time() - start, e)
     return out
 
 
@@ -53,5 +54,6 @@ def merged(results):
         return None
     return {k: cell(np.concatenate([outcomes.decode(r["certified"][k]["certified"])
                                     for r in results]),
-                    sum(r["certified"][k]["seconds"] for r in results))
+                    sum(r["certified"][k]["seconds"] for r in results),
+                    results[0]["certified"][k].get("eps", k))  # older reports: the key
             for k in results[0]["certified"]}
