@@ -340,6 +340,9 @@ def test_the_grey_image_check_reads_the_exact_eps_not_its_rounded_key():
     res["certified"] = {"0.5": certify.cell(mask({0, 5}), 0.0, 0.4999996)}
     assert outcomes.eps_key(0.4999996) == "0.5"
     assert checks.grey_image_bound(res, eps_keys=["0.5"]) == []
+    # A certified cell alone (no attack cell at that key) carries the budget too.
+    assert outcomes.exact_eps({"certified": res["certified"]}, "0.5") == 0.4999996
+    assert outcomes.exact_eps({"attacks": {}}, "0.5") == 0.5  # an older report: the key
     for cell in (res["attacks"]["pgd"]["cells"]["0.5"], res["certified"]["0.5"]):
         cell["eps"] = 0.5
     assert len(failed(checks.grey_image_bound(res, eps_keys=["0.5"]), "")) == 2

@@ -345,6 +345,7 @@ def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved
             # clean-correct and no attack broke it.
             assert not np.any(mask & ~robust) and not np.any(mask & ~clean)
             assert cell["num_examples"] == 12 and cell["num_certified"] == mask.sum()
+            assert cell["eps"] == float(key)  # the exact budget, beside its rounded key
         holds = [f for f in res["checks"] if f["check"] == "certificate holds"]
         assert len(holds) == 3 and all(f["passed"] for f in holds)
         # The grey image bounds the worst case from above at eps 0.5, per example.
@@ -361,6 +362,7 @@ def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved
     for label, res in report["models"].items():
         assert merged["models"][label]["certified"]["0.0001"]["certified"] == \
             res["certified"]["0.0001"]["certified"]
+        assert merged["models"][label]["certified"]["0.0001"]["eps"] == 0.0001
         # The mid-grey image's class, and which examples share its label, merge alike.
         assert merged["models"][label]["grey_image"] == res["grey_image"]
         assert outcomes.decode(res["grey_image"]["possible"]).size == 12

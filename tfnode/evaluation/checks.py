@@ -243,15 +243,6 @@ def certificate_holds(result, *, eps_keys, **_):
             "certificate is wrong (report it)", eps=k))
     return findings
 
-def _exact_eps(result, key):
-    """The budget behind an eps key, from a cell that stores it (a key rounds to six
-    digits: 0.4999996 is keyed "0.5", and at that budget the grey image is outside the
-    ball of every image with a black pixel); the key's value in reports written before
-    certified cells stored theirs."""
-    cells = [a["cells"].get(key) for a in result.get("attacks", {}).values()]
-    cells.append((result.get("certified") or {}).get(key))
-    return next((float(c["eps"]) for c in cells if c and "eps" in c), float(key))
-
 
 def grey_image_bound(result, *, eps_keys, **_):
     """At eps >= 0.5 the constant mid-grey image is inside every example's ball
@@ -267,7 +258,7 @@ def grey_image_bound(result, *, eps_keys, **_):
              f"{grey_image['pixel']:g} that lies within eps of every image")
     findings = []
     for k in eps_keys:
-        if _exact_eps(result, k) < grey_image["pixel"]:
+        if outcomes.exact_eps(result, k) < grey_image["pixel"]:
             continue
         entry = result.get("worst_case", {}).get(k)
         if entry:

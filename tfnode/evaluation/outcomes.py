@@ -38,6 +38,15 @@ def eps_key(eps):
     return f"{float(eps):g}"
 
 
+def exact_eps(result, key):
+    """The budget behind an eps key of a model result, from a cell that stores it (a key
+    rounds to six digits: 0.4999996 is keyed "0.5"); the key's value for a budget
+    without one (reports written before certified cells stored theirs)."""
+    cells = [a["cells"].get(key) for a in result.get("attacks", {}).values()]
+    cells.append((result.get("certified") or {}).get(key))
+    return next((float(c["eps"]) for c in cells if c and "eps" in c), float(key))
+
+
 def budget_attacks(result):
     """Names of the attacks of a model result that count toward the worst case."""
     return [name for name, attack in result["attacks"].items()

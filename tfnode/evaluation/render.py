@@ -112,13 +112,14 @@ def _bracket_markdown(report, keys, head):
         lines.append(f"| {label} | worst case | " + " | ".join(
             _with_interval(wc[k]) if k in wc else "-" for k in keys) + " |")
         grey = res.get("grey_image")
-        if grey and any(float(k) >= grey["pixel"] for k in keys):
+        within = [outcomes.exact_eps(res, k) >= grey["pixel"] for k in keys] if grey else []
+        if any(within):
             # The mid-grey image is in every ball from eps 0.5 (`tfnode.evaluation.grey`).
             bound = float(np.mean(outcomes.decode(grey["possible"])
                                   & outcomes.decode(res["clean_correct"])))
             lines.append(f"| {label} | at most (the grey image, class {grey['label']}) | "
-                         + " | ".join(figures.pct(bound) if float(k) >= grey["pixel"]
-                                      else "-" for k in keys) + " |")
+                         + " | ".join(figures.pct(bound) if inside else "-"
+                                      for inside in within) + " |")
     return lines + [""]
 
 
