@@ -123,6 +123,25 @@ def test_plots_are_copied_beside_the_page_and_linked(runs):
     assert sorted(p.name for p in (runs / "docs" / "paper_figures").iterdir()) == ["notes.txt"]
 
 
+def test_a_report_moved_from_where_it_was_written_keeps_its_plot(runs):
+    # A report evaluated in one folder and committed from another: its recorded path is
+    # gone (or, worse, still exists on the machine that wrote it), so the page takes the
+    # plot beside the report as given and names it by that folder.
+    written = runs / "elsewhere" / "accuracy_vs_eps.png"
+    written.parent.mkdir()
+    written.write_bytes(b"\x89PNG where it was written")
+    moved = runs / "reports" / "pair"
+    (moved / "accuracy_vs_eps.png").write_bytes(b"\x89PNG committed")
+    report = moved / "report.json"
+    report.write_text(json.dumps({**json.loads(report.read_text()),
+                                  "paths": {"png": str(written)}}))
+    out = runs / "docs" / "paper.md"
+    paper.write([str(moved)], str(out))
+    link = out.read_text().split("![accuracy vs eps](")[1].split(")")[0]
+    assert (out.parent / link).read_bytes() == b"\x89PNG committed"
+    assert "elsewhere" not in link and "pair" in link
+
+
 def test_low_clean_accuracy_is_warned(runs):
     write(runs / "sm" / "resnet_mnist_yopo" / "1" / "metrics.json",
           metrics("resnet", 0.77, defense="yopo"))

@@ -65,9 +65,12 @@ def _figure_name(png):
 
 
 def _plot(run):
-    """The run's plot (report.json's or sweep.json's ``paths.png``), if it exists."""
+    """The run's plot (report.json's or sweep.json's ``paths.png``), if it exists, found
+    beside the run's file as given: the recorded path is where the run was written, which
+    a report committed from another folder or machine no longer is."""
     png = (run.get("paths") or {}).get("png")
-    return png if png and os.path.isfile(png) else None
+    here = png and os.path.join(run["_run"], os.path.basename(png))
+    return here if here and os.path.isfile(here) else None
 
 
 def _figures(gathered):
