@@ -490,6 +490,10 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
         mask[list(certified[label])] = True
         res["certified"] = {"0.3": {"certified": outcomes.encode(mask),
                                     "certified_accuracy": float(mask.mean()), "ci95": None}}
+        if label == "node":  # clean-wrong on 10 images the ResNet gets right
+            clean = np.ones(200, bool)
+            clean[190:] = False
+            res["clean_correct"] = outcomes.encode(clean)
         write(tmp_path / "reports" / label / "report.json", {
             "eps": [0.3], "num_examples": 200, "dataset": "mnist", "split": "test",
             "batch_size": 100, "schedule": "fast", "models": {label: res}})
@@ -502,12 +506,18 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
     (pair,) = robust.pairs(table)
     cells = {(c["kind"], c["eps"]): c for c in pair["cells"]}
     worst, cert = cells[("worst case", "0.3")], cells[("certified", "0.3")]
+    # Both reports are over the whole 200 images: their clean predictions are paired
+    # too (p = 2 * 2^-10, Holm's second smallest of three: times 2).
+    clean = cells[("clean", "-")]
+    assert (clean["test"]["a_only"], clean["test"]["b_only"]) == (0, 10)
+    assert clean["p_holm"] == pytest.approx(2 * 2 * 0.5 ** 10)
+    assert clean["verdict"] == "resnet more accurate"
     assert (worst["test"]["a_only"], worst["test"]["b_only"]) == (0, 40)
     assert worst["verdict"] == "resnet more robust"
     assert (cert["test"]["a_only"], cert["test"]["b_only"]) == (0, 2)
     assert cert["test"]["p_value"] == pytest.approx(0.5)
     assert cert["p_holm"] == pytest.approx(0.5)  # Holm: the larger of two p times 1
-    assert worst["p_holm"] == pytest.approx(2 * worst["test"]["p_value"])
+    assert worst["p_holm"] == pytest.approx(3 * worst["test"]["p_value"])
     assert cert["verdict"] == "no difference measurable at n = 200"
     page = paper.document(gathered, output_path=str(tmp_path / "robust.md"))
     assert page.startswith("# Robust ODE-Nets against ResNets, measured")
@@ -515,3 +525,19 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
     assert "not evaluated yet" in page and "resnet more robust" in page
     # Each row: the worst case (10.00%, 30.00%) and the certified share (5.00%, 6.00%).
     assert "| 10.00 [" in page and "| 30.00 [" in page and "| 5.00 [" in page
+
+
+def test_a_robust_row_is_attacked_by_its_audit_and_paired_clean_over_the_most_images():
+    """A row's model in three reports: an unaudited run over all 10,000 images, an
+    audited shard, an unaudited run over 500. The comparison's cells come from the
+    audited shard; the clean test from the 10,000 images (a shard never: its images are
+    not the whole split); without an audited report, from the first."""
+    from tfnode.paper import robust
+
+    whole = ({"num_examples": 10000}, "whole")
+    shard = ({"num_examples": 100, "audit": True, "shard": {"index": 0}}, "shard")
+    part = ({"num_examples": 500}, "part")
+    assert robust._attacked([whole, shard, part]) == shard
+    assert robust._attacked([part, whole]) == part
+    assert robust._clean([part, shard, whole]) == whole
+    assert robust._clean([shard]) is None and robust._attacked([]) is None

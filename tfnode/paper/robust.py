@@ -58,35 +58,50 @@ def recipe_key(metrics):
             sorted((metrics.get("regularizer_options") or {}).items()))
 
 
-def _result_of(metrics, evaluations):
-    """``(report, model result)`` of the first evaluation of the row's model, or None:
-    the report's model at the row's folder (the same file by any path), else the one
-    with the row's weights' fingerprint (a copy evaluated elsewhere)."""
-    run = os.path.realpath(metrics["_run"])
-    found = [(report, res) for report in evaluations for res in report["models"].values()]
-    for report, res in found:
-        path = (res.get("info") or {}).get("path")
-        if path and os.path.realpath(path) == run:
-            return report, res
-    fingerprint = metrics.get("fingerprint")
-    for report, res in found:
-        if fingerprint and (res.get("info") or {}).get("fingerprint") == fingerprint:
-            return report, res
-    return None
+def _results_of(metrics, evaluations):
+    """Every ``(report, model result)`` of the row's model: the report's model at the
+    row's folder (the same file by any path) or with the row's weights' fingerprint (a
+    copy evaluated elsewhere)."""
+    run, fingerprint = os.path.realpath(metrics["_run"]), metrics.get("fingerprint")
+    found = []
+    for report in evaluations:
+        for res in report["models"].values():
+            info = res.get("info") or {}
+            if ((info.get("path") and os.path.realpath(info["path"]) == run)
+                    or (fingerprint and info.get("fingerprint") == fingerprint)):
+                found.append((report, res))
+    return found
+
+
+def _attacked(found):
+    """The comparison's evaluation of a row: the first that ran the audit, else the
+    first; None without one."""
+    return next((f for f in found if f[0].get("audit")), found[0] if found else None)
+
+
+def _clean(found):
+    """The evaluation whose clean predictions pair a row's clean accuracy: the one over
+    the most images, not a shard (a run over the whole test split); None without one."""
+    whole = [f for f in found if not f[0].get("shard")]
+    return max(whole, key=lambda f: f[0]["num_examples"]) if whole else None
 
 
 def rows(gathered):
-    """The comparison's rows, in the gathered order: ``{"recipe", "metrics", "report",
-    "result", "ode"}`` (``report``/``result`` None for a row not evaluated yet)."""
+    """The comparison's rows, in the gathered order: ``{"recipe", "key", "metrics",
+    "report", "result", "ode", "clean_report", "clean_result"}`` (``report``/``result``
+    None for a row not evaluated yet; ``clean_*`` the evaluation over the most images,
+    whose clean predictions are paired, `_clean`)."""
     out = []
     for metrics in gathered["training"]:
         if not is_robust_row(metrics):
             continue
-        found = _result_of(metrics, gathered["evaluations"])
-        report, result = found if found else (None, None)
+        found = _results_of(metrics, gathered["evaluations"])
+        report, result = _attacked(found) or (None, None)
+        clean_report, clean_result = _clean(found) or (None, None)
         ode = is_ode(result) if result else metrics.get("mean_nfe_test") is not None
         out.append({"recipe": recipe(metrics), "key": recipe_key(metrics),
-                    "metrics": metrics, "report": report, "result": result, "ode": ode})
+                    "metrics": metrics, "report": report, "result": result, "ode": ode,
+                    "clean_report": clean_report, "clean_result": clean_result})
     return out
 
 
@@ -101,17 +116,30 @@ def _proportion(mask):
     return None if mask is None else stats.proportion(int(mask.sum()), mask.size)
 
 
-def _same_images(a, b):
-    """The two reports attacked the same images: the first ``num_examples`` of one split,
-    or the same shard of them."""
-    return all(a["report"].get(k) == b["report"].get(k)
-               for k in ("dataset", "split", "num_examples", "shard"))
+def _same_images(a, b, report="report"):
+    """The two rows' reports (``report`` or ``clean_report``) ran on the same images: the
+    first ``num_examples`` of one split, or the same shard of them."""
+    return bool(a[report] and b[report]) and all(
+        a[report].get(k) == b[report].get(k)
+        for k in ("dataset", "split", "num_examples", "shard"))
+
+
+def _clean_cell(ode, other):
+    """The pair's clean accuracy, paired on the images both were evaluated on whole (a
+    ``"clean"`` cell), or None."""
+    if not _same_images(ode, other, "clean_report"):
+        return None
+    a, b = (outcomes.decode(r["clean_result"]["clean_correct"]) for r in (ode, other))
+    return {"kind": "clean", "eps": "-", "n": a.size, "ode": _proportion(a),
+            "other": _proportion(b), "test": stats.mcnemar(a, b)}
 
 
 def pairs(table):
     """Every evaluated ODE-Net against every evaluated model without ODE blocks of its
     recipe (`recipe_key`), on the same images: ``{"ode", "other", "n", "cells":
-    [{"kind", "eps", "ode", "other", "test", "p_holm", "verdict"}]}``. The eps from the
+    [{"kind", "eps", "n", "ode", "other", "test", "p_holm", "verdict"}]}``, the first cell
+    of kind ``"clean"`` where both were also evaluated on the same whole images
+    (`_clean`: the test split, for the clean accuracy's paired test). The eps from the
     grey image's on (0.5: a sanity budget, `tfnode.evaluation.grey`) are left out of
     the tests, so that they do not dilute the Holm correction of the budgets that
     matter."""
@@ -119,17 +147,18 @@ def pairs(table):
     for ode in (r for r in table if r["ode"] and r["result"]):
         for other in (r for r in table if not r["ode"] and r["result"]
                       and r["key"] == ode["key"] and _same_images(ode, r)):
-            cells = []
+            cells = [c for c in (_clean_cell(ode, other),) if c]
             for kind in ("worst case", "certified"):
                 for e in (e for e in ode["report"]["eps"] if float(e) < grey.PIXEL):
                     key = outcomes.eps_key(e)
                     a, b = _mask(ode["result"], kind, key), _mask(other["result"], kind, key)
                     if a is not None and b is not None:
-                        cells.append({"kind": kind, "eps": key, "ode": _proportion(a),
+                        cells.append({"kind": kind, "eps": key, "n": a.size,
+                                      "ode": _proportion(a),
                                       "other": _proportion(b), "test": stats.mcnemar(a, b)})
             for cell, p in zip(cells, stats.holm([c["test"]["p_value"] for c in cells])):
                 cell["p_holm"] = p
-                cell["verdict"] = _verdict(p, cell["test"], ode, other)
+                cell["verdict"] = _verdict(p, cell, ode, other)
             out.append({"ode": ode, "other": other, "n": ode["report"]["num_examples"],
                         "cells": cells})
     return out
@@ -139,10 +168,17 @@ def _name(row):
     return row["metrics"]["model"] + (" (ODE-Net)" if row["ode"] else "")
 
 
-def _verdict(p_holm, test, ode, other):
+def _verdict(p_holm, cell, ode, other):
+    test = cell["test"]
     if not stats.significant(p_holm, test["difference"]):
         return stats.no_difference(test["n"])
-    return f"{_name(ode if test['difference'] > 0 else other)} more robust"
+    better = "more accurate" if cell["kind"] == "clean" else "more robust"
+    return f"{_name(ode if test['difference'] > 0 else other)} {better}"
+
+
+def _bound_text(cell, n):
+    """A pair's cell kind, with its images where they are not the pair's."""
+    return cell["kind"] + (f" ({cell['n']:,} images)" if cell["n"] != n else "")
 
 
 def _audit_text(result):
@@ -219,7 +255,7 @@ def section(gathered, fingerprints=None):
             for c in pair["cells"]:
                 lines.append(
                     f"| {pair['ode']['recipe']} | {_name(pair['ode'])} vs "
-                    f"{_name(pair['other'])} | {c['kind']} | {c['eps']} | "
+                    f"{_name(pair['other'])} | {_bound_text(c, pair['n'])} | {c['eps']} | "
                     f"{pct_proportion(c['ode'])} | {pct_proportion(c['other'])} | "
                     f"{c['test']['a_only']} | {c['test']['b_only']} | "
                     f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
