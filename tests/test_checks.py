@@ -267,11 +267,14 @@ def test_the_models_are_compared_per_example_on_the_worst_case_and_each_attack()
                 "square": attack("score-based", cells={"0.1": mask(range(4))}),
                 "pgd_unbounded": attack(cells={"0.1": mask([])}, role="sanity")})
     b = result({"pgd": attack(cells={"0.1": mask(range(3, 10))}),
-                "square": attack("score-based", cells={"0.1": mask(range(3, 10))})})
+                "square": attack("score-based", cells={"0.1": mask(range(3, 10))})},
+               clean=range(1, N))  # clean-wrong on example 0 alone
     for res in (a, b):
         res["worst_case"] = outcomes.worst_case(res, ["0.1"])
     rows = {r["attack"]: r for r in cells_lib.comparisons({"A": a, "B": b}, ["0.1", "0.3"])}
-    assert set(rows) == {"pgd", "square", "worst case"}  # not the sanity attack
+    assert set(rows) == {"clean", "pgd", "square", "worst case"}  # not the sanity attack
+    assert rows["clean"]["eps"] is None
+    assert (rows["clean"]["a_only"], rows["clean"]["b_only"]) == (1, 0)
     wc = rows["worst case"]
     assert (wc["a"], wc["b"], wc["eps"]) == ("A", "B", "0.1")
     assert (wc["a_only"], wc["b_only"], wc["both"], wc["neither"]) == (3, 6, 1, 0)

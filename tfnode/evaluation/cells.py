@@ -72,23 +72,28 @@ def throughput(seconds, examples_x_eps, attacked):
 
 
 def comparisons(models, eps_keys):
-    """Every pair of models of one report, compared on the same examples: per attack
-    both ran and per eps, and for the per-example worst case, the exact McNemar test of
-    "robust" (`tfnode.stats.mcnemar`; ``a_only``: robust under the first model only).
+    """Every pair of models of one report, compared on the same examples: their clean
+    predictions, then per attack both ran and per eps, and for the per-example worst
+    case, the exact McNemar test of "robust" (`tfnode.stats.mcnemar`; ``a_only``: robust,
+    or clean-correct, under the first model only).
 
     Args:
       models: ``report["models"]`` with their cells and worst case filled.
       eps_keys: the eps keys to compare.
 
     Returns:
-      ``[{"a", "b", "attack", "eps", **mcnemar}]``; the worst case is attack
-      ``"worst case"``. Empty with fewer than two models.
+      ``[{"a", "b", "attack", "eps", **mcnemar}]``; the clean predictions are attack
+      ``"clean"`` with eps None, the worst case attack ``"worst case"``. Empty with
+      fewer than two models.
     """
     labels = list(models)
     out = []
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
             ra, rb = models[a], models[b]
+            out.append({"a": a, "b": b, "attack": "clean", "eps": None,
+                        **stats.mcnemar(outcomes.decode(ra["clean_correct"]),
+                                        outcomes.decode(rb["clean_correct"]))})
             rows = [(name, ra["attacks"][name]["cells"], rb["attacks"][name]["cells"])
                     for name in outcomes.budget_attacks(ra) if name in rb["attacks"]]
             rows.append(("worst case", ra.get("worst_case") or {},

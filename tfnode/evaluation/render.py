@@ -124,16 +124,19 @@ def _bracket_markdown(report, keys, head):
 
 
 def _comparison_markdown(report):
-    """The two models' worst cases on the same examples: the exact McNemar test."""
-    rows = [c for c in report.get("comparisons") or [] if c["attack"] == "worst case"]
+    """The two models' clean predictions and worst cases on the same examples: the
+    exact McNemar test."""
+    rows = [c for c in report.get("comparisons") or []
+            if c["attack"] in ("clean", "worst case")]
     if not rows:
         return []
-    lines = ["Worst case, paired on the same images (exact two-sided McNemar test; "
-             "uncorrected p, one test per eps):", "",
-             "| models | eps | difference (points) | robust under the first only | "
-             "under the second only | p |", "|---|---|---|---|---|---|"]
+    lines = ["Clean and worst case, paired on the same images (exact two-sided McNemar "
+             "test; uncorrected p, one test per row):", "",
+             "| models | eps | difference (points) | correct / robust under the first "
+             "only | under the second only | p |", "|---|---|---|---|---|---|"]
     for c in rows:
-        lines.append(f"| {c['a']} vs {c['b']} | {_eps_label(report, c['eps'])} | "
+        eps = "clean" if c["eps"] is None else _eps_label(report, c["eps"])
+        lines.append(f"| {c['a']} vs {c['b']} | {eps} | "
                      f"{100 * c['difference']:+.2f} | {c['a_only']} | {c['b_only']} | "
                      f"{c['p_value']:.3g} |")
     return lines + [""]
