@@ -541,3 +541,23 @@ def test_a_robust_row_is_attacked_by_its_audit_and_paired_clean_over_the_most_im
     assert robust._attacked([part, whole]) == part
     assert robust._clean([part, shard, whole]) == whole
     assert robust._clean([shard]) is None and robust._attacked([]) is None
+
+
+def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
+    """The parameter-matched pair: the ODE-Net beside a width-32 and a width-19 ResNet of
+    one recipe. The ResNets are named with their options; the ODE-Net, alone of its
+    kind, and a ResNet of another recipe are not."""
+    from tfnode.paper import robust
+
+    pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
+
+    def row(model, width, **recipe):
+        return {**metrics(model, 0.99, **recipe), "model_options": {"width": width},
+                "_run": f"robust/{model}{width}/1"}
+
+    table = robust.rows({"training": [
+        row("node", 32, **pgd), row("resnet", 32, **pgd), row("resnet", 19, **pgd),
+        row("resnet", 32, defense="fgsm_rs", defense_options={"eps": 0.3})],
+        "evaluations": []})
+    assert [r["name"] for r in table] == [
+        "node (ODE-Net)", "resnet [width=32]", "resnet [width=19]", "resnet"]

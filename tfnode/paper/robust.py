@@ -87,8 +87,8 @@ def _clean(found):
 
 
 def rows(gathered):
-    """The comparison's rows, in the gathered order: ``{"recipe", "key", "metrics",
-    "report", "result", "ode", "clean_report", "clean_result"}`` (``report``/``result``
+    """The comparison's rows, in the gathered order: ``{"recipe", "key", "name",
+    "metrics", "report", "result", "ode", "clean_report", "clean_result"}`` (``report``/``result``
     None for a row not evaluated yet; ``clean_*`` the evaluation over the most images,
     whose clean predictions are paired, `_clean`)."""
     out = []
@@ -102,6 +102,8 @@ def rows(gathered):
         out.append({"recipe": recipe(metrics), "key": recipe_key(metrics),
                     "metrics": metrics, "report": report, "result": result, "ode": ode,
                     "clean_report": clean_report, "clean_result": clean_result})
+    for row in out:
+        row["name"] = _name(row, out)
     return out
 
 
@@ -164,8 +166,15 @@ def pairs(table):
     return out
 
 
-def _name(row):
-    return row["metrics"]["model"] + (" (ODE-Net)" if row["ode"] else "")
+def _name(row, table):
+    """``"node (ODE-Net)"``, ``"resnet"``; with the model's options where another row of
+    the recipe has the same model (the parameter-matched ResNet beside the ResNet)."""
+    def short(r):
+        return r["metrics"]["model"] + (" (ODE-Net)" if r["ode"] else "")
+    twins = [r for r in table if r is not row and r["key"] == row["key"]
+             and short(r) == short(row)]
+    options = options_text(row["metrics"].get("model_options") or {})
+    return short(row) + (f" [{options}]" if twins else "")
 
 
 def _verdict(p_holm, cell, ode, other):
@@ -173,7 +182,7 @@ def _verdict(p_holm, cell, ode, other):
     if not stats.significant(p_holm, test["difference"]):
         return stats.no_difference(test["n"])
     better = "more accurate" if cell["kind"] == "clean" else "more robust"
-    return f"{_name(ode if test['difference'] > 0 else other)} {better}"
+    return f"{(ode if test['difference'] > 0 else other)['name']} {better}"
 
 
 def _bound_text(cell, n):
@@ -238,7 +247,7 @@ def section(gathered, fingerprints=None):
                       for k in keys]
         fp = (fingerprints or {}).get(os.path.normpath(m["_run"]))
         lines.append(
-            f"| {row['recipe']} | {_name(row)} | {options_text(m.get('model_options') or {})} "
+            f"| {row['recipe']} | {row['name']} | {options_text(m.get('model_options') or {})} "
             f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
             f"{_n_text(row['report']) if res else '-'} | "
             + "".join(f"{c} | " for c in cells)
@@ -254,8 +263,8 @@ def section(gathered, fingerprints=None):
         for pair in compared:
             for c in pair["cells"]:
                 lines.append(
-                    f"| {pair['ode']['recipe']} | {_name(pair['ode'])} vs "
-                    f"{_name(pair['other'])} | {_bound_text(c, pair['n'])} | {c['eps']} | "
+                    f"| {pair['ode']['recipe']} | {pair['ode']['name']} vs "
+                    f"{pair['other']['name']} | {_bound_text(c, pair['n'])} | {c['eps']} | "
                     f"{pct_proportion(c['ode'])} | {pct_proportion(c['other'])} | "
                     f"{c['test']['a_only']} | {c['test']['b_only']} | "
                     f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
@@ -266,7 +275,7 @@ def section(gathered, fingerprints=None):
     if flagged:
         lines += ["The audit's failed checks (the signs of gradient masking and of "
                   "unconverged attacks, each row's own):", ""]
-        lines += [f"- {row['recipe']}, {_name(row)}: {f['check']}"
+        lines += [f"- {row['recipe']}, {row['name']}: {f['check']}"
                   + (f" (eps {f['eps']})" if f.get("eps") else "") + f": {f['detail']}"
                   for row, f in flagged] + [""]
     lines += ["Reference points (not targets):", ""] + [f"- {r}" for r in REFERENCES] + [""]
