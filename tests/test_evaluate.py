@@ -89,6 +89,12 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
     assert "solve_stats" not in report["models"]["tiny"]["probes"]
     clean = outcomes.decode(node["clean_correct"])
     assert clean.mean() == node["clean_accuracy"]
+    # The two models' clean predictions paired, in report.json and report.md.
+    (paired,) = [c for c in report["comparisons"] if c["attack"] == "clean"]
+    tiny = outcomes.decode(report["models"]["tiny"]["clean_correct"])
+    assert paired["a_only"] == int((clean & ~tiny).sum()) and paired["eps"] is None
+    assert (f"| node vs tiny | clean | {100 * paired['difference']:+.2f} | "
+            f"{paired['a_only']} | {paired['b_only']} |") in (out_dir / "report.md").read_text()
     for name, entry in node["attacks"].items():
         assert entry["meta"]["kind"] == attacks.get(name).kind
         for key in ("0.1", "0.3"):

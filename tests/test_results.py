@@ -496,7 +496,7 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
             res["clean_correct"] = outcomes.encode(clean)
         write(tmp_path / "reports" / label / "report.json", {
             "eps": [0.3], "num_examples": 200, "dataset": "mnist", "split": "test",
-            "batch_size": 100, "schedule": "fast", "models": {label: res}})
+            "batch_size": 100, "schedule": "fast", "audit": True, "models": {label: res}})
     gathered = paper.gather([str(tmp_path / "robust" / "*" / "1"),
                              str(tmp_path / "reports" / "*")])
     table = robust.rows(gathered)
@@ -516,37 +516,73 @@ def test_the_robust_page_pairs_each_recipes_ode_net_with_its_resnet(tmp_path):
     assert worst["verdict"] == "resnet more robust"
     assert (cert["test"]["a_only"], cert["test"]["b_only"]) == (0, 2)
     assert cert["test"]["p_value"] == pytest.approx(0.5)
-    assert cert["p_holm"] == pytest.approx(0.5)  # Holm: the larger of two p times 1
+    assert cert["p_holm"] == pytest.approx(0.5)  # Holm: the largest of three p times 1
     assert worst["p_holm"] == pytest.approx(3 * worst["test"]["p_value"])
     assert cert["verdict"] == "no difference measurable at n = 200"
     page = paper.document(gathered, output_path=str(tmp_path / "robust.md"))
     assert page.startswith("# Robust ODE-Nets against ResNets, measured")
     assert "## The claims" not in page and "## The robust comparison" in page
-    assert "not evaluated yet" in page and "resnet more robust" in page
+    assert "no audited evaluation yet" in page and "resnet more robust" in page
     # Each row: the worst case (10.00%, 30.00%) and the certified share (5.00%, 6.00%).
     assert "| 10.00 [" in page and "| 30.00 [" in page and "| 5.00 [" in page
 
 
 def test_a_robust_row_is_attacked_by_its_audit_and_paired_clean_over_the_most_images():
-    """A row's model in three reports: an unaudited run over all 10,000 images, an
-    audited shard, an unaudited run over 500. The comparison's cells come from the
-    audited shard; the clean test from the 10,000 images (a shard never: its images are
-    not the whole split); without an audited report, from the first."""
+    """A row's model in four reports: an unaudited run over all 10,000 images, an
+    audited shard of 100, its merged audited 500, another audited 500. The comparison's
+    cells come from the first audited 500 (never an unaudited run, whatever the
+    order); the clean test from the 10,000 images (a shard never: its images are not
+    the first of the split)."""
     from tfnode.paper import robust
 
     whole = ({"num_examples": 10000}, "whole")
     shard = ({"num_examples": 100, "audit": True, "shard": {"index": 0}}, "shard")
-    part = ({"num_examples": 500}, "part")
-    assert robust._attacked([whole, shard, part]) == shard
-    assert robust._attacked([part, whole]) == part
-    assert robust._clean([part, shard, whole]) == whole
-    assert robust._clean([shard]) is None and robust._attacked([]) is None
+    merged = ({"num_examples": 500, "audit": True}, "merged")
+    again = ({"num_examples": 500, "audit": True}, "again")
+    assert robust._attacked([whole, shard, merged, again]) == merged
+    assert robust._attacked([again, shard, merged]) == again
+    assert robust._attacked([whole]) is None and robust._attacked([]) is None
+    assert robust._clean([merged, shard, whole]) == whole
+    assert robust._clean([shard]) is None
+
+
+def test_clean_predictions_pair_without_an_audit_on_the_first_images_of_both():
+    """The ODE-Net evaluated unaudited on 1,000 images, the ResNet audited on the first
+    500 (of which it gets image 0 wrong, the ODE-Net images 1 and 2): no attack cell
+    (no shared audited images), one clean cell on the first 500 images."""
+    import numpy as np
+
+    from tfnode.evaluation import outcomes
+    from tfnode.paper import robust
+
+    def evaluated(model, n, wrong, audit):
+        run = f"robust/{model}/1"
+        res = masked_result(model == "node", {"0.1": range(n // 2)}, n=n)
+        res["info"]["path"] = run
+        clean = np.ones(n, bool)
+        clean[list(wrong)] = False
+        res["clean_correct"] = outcomes.encode(clean)
+        report = {"eps": [0.1], "num_examples": n, "dataset": "mnist", "split": "test",
+                  "audit": audit, "models": {model: res}}
+        return {**metrics(model, 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
+                "_run": run}, report
+
+    node, node_report = evaluated("node", 1000, [1, 2, 700], audit=False)
+    resnet, resnet_report = evaluated("resnet", 500, [0], audit=True)
+    table = robust.rows({"training": [node, resnet],
+                         "evaluations": [node_report, resnet_report]})
+    assert [r["result"] is None for r in table] == [True, False]
+    (pair,) = robust.pairs(table)
+    (cell,) = pair["cells"]
+    assert pair["n"] is None and cell["kind"] == "clean" and cell["n"] == 500
+    assert (cell["test"]["a_only"], cell["test"]["b_only"]) == (1, 2)
+    assert robust._bound_text(cell, pair["n"]) == "clean (500 images)"
 
 
 def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
     """The parameter-matched pair: the ODE-Net beside a width-32 and a width-19 ResNet of
     one recipe. The ResNets are named with their options; the ODE-Net, alone of its
-    kind, and a ResNet of another recipe are not."""
+    kind, is not."""
     from tfnode.paper import robust
 
     pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
@@ -555,9 +591,12 @@ def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
         return {**metrics(model, 0.99, **recipe), "model_options": {"width": width},
                 "_run": f"robust/{model}{width}/1"}
 
+    fast = {"defense": "fgsm_rs", "defense_options": {"eps": 0.3}}
+    seed1 = {**row("resnet", 32, **fast), "_run": "robust/resnet_seed1/1/"}
     table = robust.rows({"training": [
         row("node", 32, **pgd), row("resnet", 32, **pgd), row("resnet", 19, **pgd),
-        row("resnet", 32, defense="fgsm_rs", defense_options={"eps": 0.3})],
-        "evaluations": []})
+        row("resnet", 32, **fast), seed1], "evaluations": []})
+    # Two of one recipe with the same options too (two seeds): their folders.
     assert [r["name"] for r in table] == [
-        "node (ODE-Net)", "resnet [width=32]", "resnet [width=19]", "resnet"]
+        "node (ODE-Net)", "resnet [width=32]", "resnet [width=19]", "resnet [resnet32]",
+        "resnet [resnet_seed1]"]

@@ -2,15 +2,18 @@
 ResNet, bracketed between a certificate and an attack.
 
 A row is a model trained with a defense or a regularizer (its export's ``metrics.json``
-among the gathered runs) and, once evaluated, the evaluation report that holds it (its
-first model at the row's folder, else with the row's weights' fingerprint). A recipe is
-the defense and the regularizer with all their options; within one recipe every
-ODE-Net is compared with every model without ODE blocks on the same images: per eps
-below 0.5 the exact two-sided McNemar test of the per-example worst case over every
-attack of the audit (an upper bound of the true robust accuracy) and of the
-interval-bound certificate (a lower bound), the p-values of one pair Holm-corrected
-together. A cell names a winner only where the corrected p is below 0.05; otherwise it
-says no difference is measurable at that n.
+among the gathered runs) and, once evaluated, the evaluation reports that hold it (a
+model at the row's folder, or with the row's weights' fingerprint): its audited report
+over the most images, and its unsharded report over the most images for the clean
+predictions. A recipe is the defense and the regularizer with all their options; within
+one recipe every ODE-Net is compared with every model without ODE blocks: on the first
+images of the split both were evaluated on whole, the exact two-sided McNemar test of
+the clean predictions; on the same audited images, per eps below 0.5, that of the
+per-example worst case over every attack of the audit (an upper bound of the true
+robust accuracy) and of the interval-bound certificate (a lower bound). The p-values of
+one pair, the clean test among them, are Holm-corrected together. A cell names a winner
+only where the corrected p is below 0.05; otherwise it says no difference is measurable
+at that n.
 """
 
 import os
@@ -73,24 +76,28 @@ def _results_of(metrics, evaluations):
     return found
 
 
+def _most_images(found):
+    """The entry over the most images (the first of equals), or None."""
+    return max(found, key=lambda f: f[0]["num_examples"]) if found else None
+
+
 def _attacked(found):
-    """The comparison's evaluation of a row: the first that ran the audit, else the
-    first; None without one."""
-    return next((f for f in found if f[0].get("audit")), found[0] if found else None)
+    """The comparison's evaluation of a row: of those that ran the audit, the one over
+    the most images (a merged report before its shards); None without one."""
+    return _most_images([f for f in found if f[0].get("audit")])
 
 
 def _clean(found):
     """The evaluation whose clean predictions pair a row's clean accuracy: the one over
     the most images, not a shard (a run over the whole test split); None without one."""
-    whole = [f for f in found if not f[0].get("shard")]
-    return max(whole, key=lambda f: f[0]["num_examples"]) if whole else None
+    return _most_images([f for f in found if not f[0].get("shard")])
 
 
 def rows(gathered):
     """The comparison's rows, in the gathered order: ``{"recipe", "key", "name",
-    "metrics", "report", "result", "ode", "clean_report", "clean_result"}`` (``report``/``result``
-    None for a row not evaluated yet; ``clean_*`` the evaluation over the most images,
-    whose clean predictions are paired, `_clean`)."""
+    "metrics", "report", "result", "ode", "clean_report", "clean_result"}``
+    (``report``/``result`` the audited evaluation, `_attacked`, ``clean_*`` the one
+    whose clean predictions are paired, `_clean`; None where there is none)."""
     out = []
     for metrics in gathered["training"]:
         if not is_robust_row(metrics):
@@ -98,7 +105,8 @@ def rows(gathered):
         found = _results_of(metrics, gathered["evaluations"])
         report, result = _attacked(found) or (None, None)
         clean_report, clean_result = _clean(found) or (None, None)
-        ode = is_ode(result) if result else metrics.get("mean_nfe_test") is not None
+        held = result or clean_result
+        ode = is_ode(held) if held else metrics.get("mean_nfe_test") is not None
         out.append({"recipe": recipe(metrics), "key": recipe_key(metrics),
                     "metrics": metrics, "report": report, "result": result, "ode": ode,
                     "clean_report": clean_report, "clean_result": clean_result})
@@ -127,30 +135,34 @@ def _same_images(a, b, report="report"):
 
 
 def _clean_cell(ode, other):
-    """The pair's clean accuracy, paired on the images both were evaluated on whole (a
-    ``"clean"`` cell), or None."""
-    if not _same_images(ode, other, "clean_report"):
+    """The pair's clean predictions paired (a ``"clean"`` cell), or None: an unsharded
+    report holds the first ``num_examples`` images of its split, so two of one split
+    are paired on the first images of the smaller."""
+    a_report, b_report = ode["clean_report"], other["clean_report"]
+    if not (a_report and b_report) or any(a_report.get(k) != b_report.get(k)
+                                          for k in ("dataset", "split")):
         return None
-    a, b = (outcomes.decode(r["clean_result"]["clean_correct"]) for r in (ode, other))
+    n = min(a_report["num_examples"], b_report["num_examples"])
+    a, b = (outcomes.decode(r["clean_result"]["clean_correct"])[:n] for r in (ode, other))
     return {"kind": "clean", "eps": "-", "n": a.size, "ode": _proportion(a),
             "other": _proportion(b), "test": stats.mcnemar(a, b)}
 
 
 def pairs(table):
-    """Every evaluated ODE-Net against every evaluated model without ODE blocks of its
-    recipe (`recipe_key`), on the same images: ``{"ode", "other", "n", "cells":
-    [{"kind", "eps", "n", "ode", "other", "test", "p_holm", "verdict"}]}``, the first cell
-    of kind ``"clean"`` where both were also evaluated on the same whole images
-    (`_clean`: the test split, for the clean accuracy's paired test). The eps from the
+    """Every ODE-Net against every model without ODE blocks of its recipe
+    (`recipe_key`) where they can be paired: ``{"ode", "other", "n", "cells": [{"kind",
+    "eps", "n", "ode", "other", "test", "p_holm", "verdict"}]}`` (``n``: the audited
+    images both share, None if they share none); the first cell of kind ``"clean"``
+    where both have clean predictions of one split (`_clean_cell`). The eps from the
     grey image's on (0.5: a sanity budget, `tfnode.evaluation.grey`) are left out of
     the tests, so that they do not dilute the Holm correction of the budgets that
     matter."""
     out = []
-    for ode in (r for r in table if r["ode"] and r["result"]):
-        for other in (r for r in table if not r["ode"] and r["result"]
-                      and r["key"] == ode["key"] and _same_images(ode, r)):
+    for ode in (r for r in table if r["ode"]):
+        for other in (r for r in table if not r["ode"] and r["key"] == ode["key"]):
             cells = [c for c in (_clean_cell(ode, other),) if c]
-            for kind in ("worst case", "certified"):
+            attacked = _same_images(ode, other)
+            for kind in ("worst case", "certified") if attacked else ():
                 for e in (e for e in ode["report"]["eps"] if float(e) < grey.PIXEL):
                     key = outcomes.eps_key(e)
                     a, b = _mask(ode["result"], kind, key), _mask(other["result"], kind, key)
@@ -158,23 +170,33 @@ def pairs(table):
                         cells.append({"kind": kind, "eps": key, "n": a.size,
                                       "ode": _proportion(a),
                                       "other": _proportion(b), "test": stats.mcnemar(a, b)})
+            if not cells:
+                continue
             for cell, p in zip(cells, stats.holm([c["test"]["p_value"] for c in cells])):
                 cell["p_holm"] = p
                 cell["verdict"] = _verdict(p, cell, ode, other)
-            out.append({"ode": ode, "other": other, "n": ode["report"]["num_examples"],
-                        "cells": cells})
+            out.append({"ode": ode, "other": other, "cells": cells,
+                        "n": ode["report"]["num_examples"] if attacked else None})
     return out
 
 
 def _name(row, table):
-    """``"node (ODE-Net)"``, ``"resnet"``; with the model's options where another row of
-    the recipe has the same model (the parameter-matched ResNet beside the ResNet)."""
+    """``"node (ODE-Net)"``, ``"resnet"``; where another row of the recipe has the same
+    model, with the model's options (the parameter-matched ResNet beside the ResNet), or
+    its export's folder where those are the same too (two seeds)."""
     def short(r):
         return r["metrics"]["model"] + (" (ODE-Net)" if r["ode"] else "")
+
+    def options(r):
+        return options_text(r["metrics"].get("model_options") or {})
+
     twins = [r for r in table if r is not row and r["key"] == row["key"]
              and short(r) == short(row)]
-    options = options_text(row["metrics"].get("model_options") or {})
-    return short(row) + (f" [{options}]" if twins else "")
+    if not twins:
+        return short(row)
+    if any(options(r) == options(row) for r in twins):
+        return f"{short(row)} [{os.path.basename(os.path.dirname(os.path.normpath(row['metrics']['_run'])))}]"
+    return f"{short(row)} [{options(row)}]"
 
 
 def _verdict(p_holm, cell, ode, other):
@@ -251,7 +273,7 @@ def section(gathered, fingerprints=None):
             f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
             f"{_n_text(row['report']) if res else '-'} | "
             + "".join(f"{c} | " for c in cells)
-            + f"{_audit_text(res) if res else 'not evaluated yet'} | `{m['_run']}`"
+            + f"{_audit_text(res) if res else 'no audited evaluation yet'} | `{m['_run']}`"
             + (f" @{fp}" if fp else "") + " |")
     lines.append("")
     compared = pairs(table)
