@@ -126,11 +126,11 @@ def _proportion(mask):
     return None if mask is None else stats.proportion(int(mask.sum()), mask.size)
 
 
-def _same_images(a, b, report="report"):
-    """The two rows' reports (``report`` or ``clean_report``) ran on the same images: the
-    first ``num_examples`` of one split, or the same shard of them."""
-    return bool(a[report] and b[report]) and all(
-        a[report].get(k) == b[report].get(k)
+def _same_images(a, b):
+    """The two rows' audited reports ran on the same images: the first ``num_examples``
+    of one split, or the same shard of them."""
+    return bool(a["report"] and b["report"]) and all(
+        a["report"].get(k) == b["report"].get(k)
         for k in ("dataset", "split", "num_examples", "shard"))
 
 
@@ -195,7 +195,8 @@ def _name(row, table):
     if not twins:
         return short(row)
     if any(options(r) == options(row) for r in twins):
-        return f"{short(row)} [{os.path.basename(os.path.dirname(os.path.normpath(row['metrics']['_run'])))}]"
+        folder = os.path.dirname(os.path.normpath(row["metrics"]["_run"]))
+        return f"{short(row)} [{os.path.basename(folder)}]"
     return f"{short(row)} [{options(row)}]"
 
 
