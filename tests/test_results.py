@@ -546,6 +546,51 @@ def test_a_robust_row_is_attacked_by_its_audit_and_paired_clean_over_the_most_im
     assert robust._clean([shard]) is None
 
 
+def test_a_spot_check_counts_the_robustness_its_stronger_settings_break():
+    """The ODE-Net's audited run over 500 images calls images 0..99 robust at eps 0.1
+    (and 0..9 at 0.5, the grey image's eps, left out); its spot check over the first 200,
+    with more restarts, 0..89 and image 150: 10 images overstated, one the spot check
+    alone holds (its own rerun's luck), McNemar on 10 against 1 discordant. A shard and
+    a rerun with the run's own settings are no spot check."""
+    from tfnode.paper import robust
+
+    run = "robust/node/1"
+
+    def report(n, robust_at, restarts, **extra):
+        res = masked_result(True, {"0.1": robust_at, "0.5": range(10)}, n=n)
+        res["info"]["path"] = run
+        return {"eps": [0.1, 0.5], "num_examples": n, "dataset": "mnist", "split": "test",
+                "audit": True, "models": {"node": res},
+                "attack_options": {"pgd_strong": {"restarts": restarts, "num_steps": 100},
+                                   "square": {"max_queries": 1000}}, **extra}
+
+    audited = report(500, range(100), 2)
+    shard = report(100, range(50), 5, shard={"index": 0, "count": 5})
+    same = report(200, range(100), 2)
+    checked = report(200, [*range(90), 150], 5)
+    node = {**metrics("node", 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
+            "_run": run}
+    (row,) = robust.rows({"training": [node],
+                          "evaluations": [shard, same, checked, audited]})
+    assert row["report"] is audited and row["spot_report"] is checked
+    check = robust.spot(row)
+    assert check["n"] == 200 and check["settings"] == "pgd_strong.restarts 2 -> 5"
+    (cell,) = check["cells"]
+    assert (cell["eps"], cell["overstated"], cell["spot_only"]) == ("0.1", 10, 1)
+    assert (cell["run"]["k"], cell["spot"]["k"], cell["both"]["k"]) == (100, 91, 90)
+    assert cell["test"]["p_value"] == pytest.approx(2 * 12 / 2 ** 11)  # 2 P(X <= 1), X ~ B(11, 1/2)
+    assert cell["verdict"] == "overstated by 10 of 200 images"
+    assert robust.spot({**row, "spot_result": None}) is None
+    held = robust.spot({**row, "spot_report": same, "spot_result": same["models"]["node"]})
+    assert held["cells"][0]["verdict"] == "held: nothing more broken at n = 200"
+    lines = robust.section({"training": [node],
+                            "evaluations": [shard, same, checked, audited]})
+    assert ("| pgd_at, eps 0.1 | node (ODE-Net) | 200 | pgd_strong.restarts 2 -> 5 | 0.1 "
+            "| 50.00 [") in "\n".join(lines)
+    assert robust.settings_changed({"a": {"x": 1}}, {"a": {"x": 1}, "b": {"y": 2}}) == (
+        "b.y - -> 2")
+
+
 def test_clean_predictions_pair_without_an_audit_on_the_first_images_of_both():
     """The ODE-Net evaluated unaudited on 1,000 images, the ResNet audited on the first
     500 (of which it gets image 0 wrong, the ODE-Net images 1 and 2): no attack cell

@@ -14,6 +14,11 @@ robust accuracy) and of the interval-bound certificate (a lower bound). The p-va
 one pair, the clean test among them, are Holm-corrected together. A cell names a winner
 only where the corrected p is below 0.05; otherwise it says no difference is measurable
 at that n.
+
+A row's full-settings spot check (`spot`) is another audited report of its model over
+fewer of the same first images, with stronger attack settings (more restarts, more
+queries): per eps, the examples the comparison's own run calls robust that the spot
+check breaks are robustness the cheaper settings overstated.
 """
 
 import os
@@ -93,23 +98,47 @@ def _clean(found):
     return _most_images([f for f in found if not f[0].get("shard")])
 
 
+def _first_images(report, of):
+    """Whether ``report``'s images are the first of ``of``'s (both over the first
+    images of one split, unsharded or merged, ``report`` over fewer)."""
+    return (not report.get("shard") and not of.get("shard")
+            and report["num_examples"] < of["num_examples"]
+            and all(report.get(k) == of.get(k) for k in ("dataset", "split", "eps_scale")))
+
+
+def _spot_check(found, attacked):
+    """A row's spot check: of its other audited reports over the first images of the
+    audited one's (`_first_images`), with other attack settings, the one over the most
+    images; None without one."""
+    if attacked is None:
+        return None
+    report = attacked[0]
+    return _most_images([f for f in found if f[0] is not report and f[0].get("audit")
+                         and f[0].get("attack_options") != report.get("attack_options")
+                         and _first_images(f[0], report)])
+
+
 def rows(gathered):
     """The comparison's rows, in the gathered order: ``{"recipe", "key", "name",
-    "metrics", "report", "result", "ode", "clean_report", "clean_result"}``
-    (``report``/``result`` the audited evaluation, `_attacked`, ``clean_*`` the one
-    whose clean predictions are paired, `_clean`; None where there is none)."""
+    "metrics", "report", "result", "ode", "clean_report", "clean_result",
+    "spot_report", "spot_result"}`` (``report``/``result`` the audited evaluation,
+    `_attacked`, ``clean_*`` the one whose clean predictions are paired, `_clean`,
+    ``spot_*`` its full-settings spot check, `_spot_check`; None where there is none)."""
     out = []
     for metrics in gathered["training"]:
         if not is_robust_row(metrics):
             continue
         found = _results_of(metrics, gathered["evaluations"])
-        report, result = _attacked(found) or (None, None)
+        attacked = _attacked(found)
+        report, result = attacked or (None, None)
+        spot_report, spot_result = _spot_check(found, attacked) or (None, None)
         clean_report, clean_result = _clean(found) or (None, None)
         held = result or clean_result
         ode = is_ode(held) if held else metrics.get("mean_nfe_test") is not None
         out.append({"recipe": recipe(metrics), "key": recipe_key(metrics),
                     "metrics": metrics, "report": report, "result": result, "ode": ode,
-                    "clean_report": clean_report, "clean_result": clean_result})
+                    "clean_report": clean_report, "clean_result": clean_result,
+                    "spot_report": spot_report, "spot_result": spot_result})
     for row in out:
         row["name"] = _name(row, out)
     return out
@@ -178,6 +207,48 @@ def pairs(table):
             out.append({"ode": ode, "other": other, "cells": cells,
                         "n": ode["report"]["num_examples"] if attacked else None})
     return out
+
+
+def spot(row):
+    """A row's spot check against its audited run on the spot check's images: ``{"n",
+    "settings", "cells": [{"eps", "run", "spot", "both", "overstated", "spot_only",
+    "test", "verdict"}]}`` per eps below the grey image's (``run``/``spot``: the worst
+    case of each, ``both``: robust under both, the tighter upper bound; ``overstated``:
+    robust in the run, broken by the spot check), or None without a spot check."""
+    if row.get("spot_result") is None:
+        return None
+    report, n = row["spot_report"], row["spot_report"]["num_examples"]
+    cells = []
+    for e in (e for e in report["eps"] if float(e) < grey.PIXEL):
+        key = outcomes.eps_key(e)
+        run, full = _mask(row["result"], "worst case", key), _mask(
+            row["spot_result"], "worst case", key)
+        if run is None or full is None:
+            continue
+        run = run[:n]
+        test = stats.mcnemar(run, full)
+        overstated = int((run & ~full).sum())
+        verdict = (f"held: nothing more broken at n = {n}" if not overstated else
+                   f"overstated by {overstated} of {n} images")
+        cells.append({"eps": key, "run": _proportion(run), "spot": _proportion(full),
+                      "both": _proportion(run & full), "overstated": overstated,
+                      "spot_only": int((full & ~run).sum()), "test": test,
+                      "verdict": verdict})
+    return {"n": n, "settings": settings_changed(row["report"].get("attack_options"),
+                                                 report.get("attack_options")),
+            "cells": cells}
+
+
+def settings_changed(before, after):
+    """The attack options two runs set differently: ``"pgd_strong.restarts 2 -> 5,
+    square.max_queries 1000 -> 5000"`` (``"-"`` for an option one run lacks)."""
+    before, after = before or {}, after or {}
+    changed = []
+    for attack in sorted(set(before) | set(after)):
+        a, b = before.get(attack) or {}, after.get(attack) or {}
+        changed += [f"{attack}.{k} {a.get(k, '-')} -> {b.get(k, '-')}"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(changed) or "the same settings"
 
 
 def _name(row, table):
@@ -293,6 +364,25 @@ def section(gathered, fingerprints=None):
                     f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
                     f"{c['verdict']} |")
         lines.append("")
+    checked = [(row, spot(row)) for row in table if row.get("spot_result")]
+    if checked:
+        lines += ["The full-settings spot checks: each model's audit rerun with stronger "
+                  "settings on the first images of its run; per eps the worst case of "
+                  "each on those images, the examples the run calls robust that the spot "
+                  "check breaks (robustness the cheaper settings overstated), and the "
+                  "exact McNemar p of the two:", "",
+                  "| recipe | model | n | settings | eps | run (%) | spot check (%) | "
+                  "both (%) | run only | spot only | p | verdict |", "|---" * 12 + "|"]
+        for row, check in checked:
+            for c in check["cells"]:
+                lines.append(
+                    f"| {row['recipe']} | {row['name']} | {check['n']} | "
+                    f"{check['settings']} | {c['eps']} | {pct_proportion(c['run'])} | "
+                    f"{pct_proportion(c['spot'])} | {pct_proportion(c['both'])} | "
+                    f"{c['overstated']} | {c['spot_only']} | "
+                    f"{pvalue(c['test']['p_value'])} | {c['verdict']} |")
+        lines += [""] + [f"- {row['recipe']}, {row['name']}, the spot check's own audit: "
+                         f"{_audit_text(row['spot_result'])}" for row, _ in checked] + [""]
     flagged = [(row, f) for row in table if row["result"]
                for f in row["result"].get("checks", ()) if not f["passed"]]
     if flagged:
