@@ -19,6 +19,7 @@ batch); ``guard_pgd_steps=0`` turns it off.
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfnode import attacks
 from tfnode.registry import FRACTION, NONNEGATIVE, NONNEGATIVE_COUNT, POSITIVE
@@ -63,12 +64,27 @@ class OverfittingGuard(keras.callbacks.Callback):
         self.eps, self.num_steps, self.drop = eps, num_steps, drop
         self.weights_pattern, self.previous, self.log = weights_pattern, previous, log
         self.stopped_after = None
+        self._twin = None  # `_plain`'s copy of the net under a strategy
 
     def robust_accuracy(self):
         x, y = self.batch
-        x_adv = attacks.pgd(self.net, x, y, eps=self.eps, step_size=self.eps / 4,
+        net = self._plain()
+        x_adv = attacks.pgd(net, x, y, eps=self.eps, step_size=self.eps / 4,
                             num_steps=self.num_steps, rand_init=False)
-        return float(np.mean(attacks.predict(self.net, x_adv, batch_size=len(y)) == y))
+        return float(np.mean(attacks.predict(net, x_adv, batch_size=len(y)) == y))
+
+    def _plain(self):
+        """The net, or, where its variables are a `tf.distribute` strategy's (mirrored
+        over replicas), a plain twin holding its current weights: the guard attacks
+        outside the strategy's replica context, where an XLA-compiled solver step cannot
+        read a mirrored variable's other replicas (tests/test_strategies.py)."""
+        if not any(isinstance(getattr(w, "value", w), tf.distribute.DistributedValues)
+                   for w in self.net.weights):
+            return self.net
+        if self._twin is None:
+            self._twin = keras.models.clone_model(self.net)
+        self._twin.set_weights(self.net.get_weights())
+        return self._twin
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = self.robust_accuracy()
