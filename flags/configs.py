@@ -11,8 +11,11 @@ import dataclasses
 # Flags a model option may also be given by (``--solver=rk4`` for
 # ``--model_option=solver=rk4``).
 SHORT_FORMS = ("solver", "width")
-# What tools.evaluate takes from --model_option: options of how a trained model is run.
-INFERENCE_OPTIONS = ("per_sample_steps",)
+# What tools.evaluate takes from --model_option: options of how a trained model is run,
+# its ODE blocks' solver options (`tfnode.models.SOLVER_OPTIONS`; t1 would change what
+# a block computes, not how it is solved).
+INFERENCE_OPTIONS = ("solver", "rtol", "atol", "step_size", "first_step_size",
+                     "max_num_steps", "gradient", "per_sample_steps")
 # The tuner's options that are not the training recipe's (`TuneConfig`'s search fields).
 TUNE_OPTIONS = ("tuner", "max_trials", "executions_per_trial", "objective", "eps",
                 "pgd_steps", "nfe_weight", "robust_examples", "rtol_range", "atol_range",
@@ -27,7 +30,8 @@ def flag_names(*, tune=False):
              "regularizer_options": "regularizer_option",
              "source_options": "source_option",
              "transfer_attack": "attack_option=transfer.attack",
-             "per_sample_steps": "model_option=per_sample_steps"}
+             "per_sample_steps": "model_option=per_sample_steps",
+             "solver_options": "model_option"}
     if tune:
         names.update({name: f"tune_option={name}" for name in TUNE_OPTIONS})
     return names
@@ -313,7 +317,7 @@ def evaluate_config(flag_values):
         data_dir=fv.data_dir, compare_model_path=fv.compare_model_path,
         source_model_path=fv.source_model_path, output_dir=fv.output_dir,
         attack_options=attack_options(fv.attack_option), seed=fv.seed, audit=fv.audit,
-        per_sample_steps=inference.get("per_sample_steps", True),
+        per_sample_steps=inference.pop("per_sample_steps", True), solver_options=inference,
         tolerance_grid=floats("tolerance_grid", fv.tolerance_grid),
         trajectories=fv.trajectories, schedule=fv.schedule, num_shards=num_shards,
         shard_index=shard_index, merge_shards=merge, certify=fv.certify)

@@ -149,6 +149,8 @@ def test_evaluate_app_writes_the_three_report_files(mnist_dir, saved, capsys):
      "restarts > 1 needs rand_init"),
     (["--tolerance_grid=1e-3,abc"], "--tolerance_grid must be"),
     (["--tolerance_grid=0,1e-3"], "--tolerance_grid must be a list of tolerances > 0"),
+    (["--model_option=step_size=0.1"], "--model_option given, but"),
+    (["--model_option=t1=2"], "--model_option t1: tools.evaluate takes solver"),
 ])
 def test_bad_evaluate_input_is_one_line_and_exit_2(mnist_dir, saved, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
@@ -383,6 +385,34 @@ def test_certify_brackets_the_worst_case_and_merges_over_shards(mnist_dir, saved
         sorted(str(p) for p in (saved["tmp"] / "sharded" / "shards").iterdir()),
         str(saved["tmp"] / "mixed"))
     assert all("grey_image" not in res for res in mixed["models"].values())
+
+
+def test_a_model_re_solved_at_a_finer_step_is_evaluated_and_said_so(mnist_dir, saved):
+    """An rk4 ODE-Net trained at h 0.5 evaluated at h 0.25 (`--model_option=step_size=`):
+    the first batch's solve costs 4 steps of 4 evaluations (8 at h 0.5), the report's
+    info records the options and the blocks' new step, and the clean predictions are
+    those of the same weights re-solved by hand. Options the blocks cannot be solved
+    with are a one-line error naming the flag."""
+    node = tiny_node(saved["tmp"] / "fixed.keras", solver="rk4", step_size=0.5, norm="none")
+    out = saved["tmp"] / "finer"
+    run_app([f"--data_dir={mnist_dir}", f"--model_path={node}", "--attacks=fgsm",
+             "--eps=0.1", "--num_examples=12", "--batch_size=6", "--certify",
+             "--model_option=step_size=0.25", f"--output_dir={out}"])
+    res = json.loads((out / "report.json").read_text())["models"]["node"]
+    assert res["info"]["solver_options"] == {"step_size": 0.25}
+    assert [b["step_size"] for b in res["info"]["ode_blocks"]] == [0.25]
+    assert res["probes"]["solve_stats"]["ode_block"]["nfe"] == 16
+    assert "re-solved with {'step_size': 0.25} (not as trained)" in (
+        out / "report.md").read_text()
+    from tfnode import data
+
+    images, labels = data.load_arrays("mnist", "test", data_dir=mnist_dir)
+    finer = models.with_solver_options(keras.models.load_model(node), step_size=0.25)
+    logits = finer.predict(images[:12].astype(np.float32) / 255.0, verbose=0)
+    assert list(outcomes.decode(res["clean_correct"])) == list(
+        np.argmax(logits, -1) == labels[:12])
+    with pytest.raises(TfnodeError, match="solver_options .*needs step_size > 0"):
+        loading.resolved(*loading.load_model(node), {"solver": "euler", "step_size": -1.0})
 
 
 def test_certify_refuses_an_adaptive_solver_in_one_line(mnist_dir, saved, capsys):

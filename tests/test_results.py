@@ -551,8 +551,9 @@ def test_a_spot_check_counts_the_robustness_its_stronger_settings_break():
     (and 0..9 at 0.5, the grey image's eps, left out); its spot check over the first 200,
     with more restarts, 0..89 and image 150: 10 images overstated, one the spot check
     alone holds (its own rerun's luck), McNemar on 10 against 1 discordant. A shard and
-    a rerun with the run's own settings are no spot check."""
-    from tfnode.paper import robust
+    a rerun with the run's own settings are no spot check, and the model re-solved is no
+    evaluation of the row."""
+    from tfnode.paper import robust, robust_checks
 
     run = "robust/node/1"
 
@@ -568,27 +569,69 @@ def test_a_spot_check_counts_the_robustness_its_stronger_settings_break():
     shard = report(100, range(50), 5, shard={"index": 0, "count": 5})
     same = report(200, range(100), 2)
     checked = report(200, [*range(90), 150], 5)
+    # The same weights re-solved at a finer step (`--model_option=step_size=`): not the
+    # row's model as trained, whatever its images.
+    finer = report(1000, range(5), 2)
+    finer["models"]["node"]["info"]["solver_options"] = {"step_size": 0.1}
     node = {**metrics("node", 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
             "_run": run}
     (row,) = robust.rows({"training": [node],
-                          "evaluations": [shard, same, checked, audited]})
+                          "evaluations": [shard, same, checked, audited, finer]})
     assert row["report"] is audited and row["spot_report"] is checked
-    check = robust.spot(row)
+    check = robust_checks.spot(row)
     assert check["n"] == 200 and check["settings"] == "pgd_strong.restarts 2 -> 5"
     (cell,) = check["cells"]
     assert (cell["eps"], cell["overstated"], cell["spot_only"]) == ("0.1", 10, 1)
     assert (cell["run"]["k"], cell["spot"]["k"], cell["both"]["k"]) == (100, 91, 90)
     assert cell["test"]["p_value"] == pytest.approx(2 * 12 / 2 ** 11)  # 2 P(X <= 1), X ~ B(11, 1/2)
     assert cell["verdict"] == "overstated by 10 of 200 images"
-    assert robust.spot({**row, "spot_result": None}) is None
-    held = robust.spot({**row, "spot_report": same, "spot_result": same["models"]["node"]})
+    assert robust_checks.spot({**row, "spot_result": None}) is None
+    held = robust_checks.spot({**row, "spot_report": same, "spot_result": same["models"]["node"]})
     assert held["cells"][0]["verdict"] == "held: nothing more broken at n = 200"
     lines = robust.section({"training": [node],
                             "evaluations": [shard, same, checked, audited]})
     assert ("| pgd_at, eps 0.1 | node (ODE-Net) | 200 | pgd_strong.restarts 2 -> 5 | 0.1 "
             "| 50.00 [") in "\n".join(lines)
-    assert robust.settings_changed({"a": {"x": 1}}, {"a": {"x": 1}, "b": {"y": 2}}) == (
+    assert robust_checks.settings_changed({"a": {"x": 1}}, {"a": {"x": 1}, "b": {"y": 2}}) == (
         "b.y - -> 2")
+
+
+def test_a_gain_that_vanishes_when_the_weights_are_re_solved_is_named():
+    """As trained, PGD leaves images 0..99 of 500 robust at eps 0.1 and 0..9 at 0.2; the
+    same weights at a finer step, on the same 500: 0..59 and 0..9. At 0.1 40 images are
+    robust only as trained (p ~ 2^-39 after Holm): the gain vanishes; at 0.2 none
+    differ. A re-solved run over more images than the audited one is left out."""
+    from tfnode.paper import robust, robust_checks
+
+    run = "robust/node/1"
+
+    def report(n, robust_by_eps, solver_options=None):
+        res = masked_result(True, robust_by_eps, n=n)
+        res["info"]["path"] = run
+        if solver_options:
+            res["info"]["solver_options"] = solver_options
+        return {"eps": [float(k) for k in robust_by_eps], "num_examples": n,
+                "dataset": "mnist", "split": "test", "audit": not solver_options,
+                "models": {"node": res}}
+
+    audited = report(500, {"0.1": range(100), "0.2": range(10)})
+    finer = report(500, {"0.1": range(60), "0.2": range(10)}, {"step_size": 0.1})
+    more = report(1000, {"0.1": range(5)}, {"step_size": 0.05})
+    node = {**metrics("node", 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
+            "_run": run}
+    (row,) = robust.rows({"training": [node], "evaluations": [finer, audited, more]})
+    assert row["report"] is audited and [r for r, _ in row["resolved"]] == [finer]
+    (check,) = robust_checks.resolved(row)
+    assert check["options"] == "step_size=0.1" and check["n"] == 500
+    first, second = check["cells"]
+    assert (first["attack"], first["eps"], first["test"]["a_only"]) == ("pgd", "0.1", 40)
+    assert first["verdict"] == "less robust re-solved: the gain vanishes"
+    assert first["p_holm"] == pytest.approx(2 * 2 * 0.5 ** 40)
+    assert second["test"]["a_only"] + second["test"]["b_only"] == 0
+    assert second["verdict"] == "no difference measurable at n = 500"
+    page = "\n".join(robust.section({"training": [node],
+                                     "evaluations": [finer, audited, more]}))
+    assert "| pgd_at, eps 0.1 | node (ODE-Net) | step_size=0.1 | 500 | pgd | 0.1 |" in page
 
 
 def test_clean_predictions_pair_without_an_audit_on_the_first_images_of_both():

@@ -38,6 +38,9 @@ class EvalConfig:
       audit: add the gradient-masking audit (`tfnode.evaluation.audit`) and its verdict.
       per_sample_steps: evaluate ODE models with per-sample steps where they apply
         (`tfnode.exports.read.with_per_sample_steps`), so no result depends on the batch.
+      solver_options: solve the model's (and the compared model's) ODE blocks with
+        these options instead of their trained ones (same weights;
+        `tfnode.exports.read.resolved`): a fixed-step ODE-Net at a finer step, say.
       tolerance_grid: rtol = atol values of the attack-time x inference-time grid.
       trajectories: measure the paper's bound (`tfnode.evaluation.trajectories`).
       schedule: ``"fast"`` or ``"exhaustive"`` (see `tfnode.evaluation.schedule`).
@@ -68,6 +71,7 @@ class EvalConfig:
     seed: int = 0
     audit: bool = False
     per_sample_steps: bool = True
+    solver_options: Mapping = dataclasses.field(default_factory=dict)
     tolerance_grid: tuple = ()
     trajectories: bool = False
     schedule: str = "fast"

@@ -199,6 +199,8 @@ def _model_notes(report):
                      + (f", weights {info['fingerprint']}" if info.get("fingerprint") else "")
                      + "), per-sample steps "
                      f"{info.get('per_sample_steps', 'off')}"
+                     + (f", re-solved with {info['solver_options']} (not as trained)"
+                        if info.get("solver_options") else "")
                      + (f", ODE blocks {info['ode_blocks']}" if info.get("ode_blocks") else ""))
         for block, stats in res.get("probes", {}).get("solve_stats", {}).items():
             lines.append(f"- {label}: {block} on the first batch: " + ", ".join(

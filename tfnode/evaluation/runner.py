@@ -68,6 +68,7 @@ def _load_models(config):
         if path:
             model, info = loading.load_model(path, field=field)
             loading.check_input_shape(info, ds_info.shape, ds_info.name, path)
+            model, info = loading.resolved(model, info, dict(config.solver_options))
             if config.per_sample_steps:
                 model, info = loading.with_per_sample_steps(model, info)
             loaded.append((model, info))

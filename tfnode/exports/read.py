@@ -219,6 +219,38 @@ def ode_blocks(model):
     return [{k: getattr(layer, k) for k in BLOCK_FIELDS} for layer in _ode_block_layers(model)]
 
 
+def resolved(model, info, options, *, field="solver_options"):
+    """The model's ODE blocks solved with ``options`` (same weights,
+    `tfnode.models.with_solver_options`) and its info saying so: ``solver_options``, and
+    the blocks' new fields. A trained ODE-Net at a finer step or tolerance, or with
+    another solver, is the gradient-masking check of a robustness gain that vanishes
+    when the same weights are solved more accurately.
+
+    Raises:
+      ConfigError: a model without ODE blocks, a bare SavedModel (its solver is fixed),
+        or options its blocks cannot be solved with (named as ``field``).
+    """
+    if not options:
+        return model, info
+    if info.get("format") != "keras":
+        raise ConfigError(field, "cannot re-solve a SavedModel (its solver is fixed): give "
+                                 "the export folder with its model.keras")
+    if not info.get("ode_blocks"):
+        raise ConfigError(field, f"given, but {info.get('path')} has no ODE blocks to "
+                                 "re-solve")
+    blocks = [{**b, **options} for b in info["ode_blocks"]]
+    for block in blocks:
+        try:
+            ode.validate(**{k: block.get(k) for k in ode.OPTIONS})
+        except TfnodeError as e:
+            raise ConfigError(field, f"{dict(options)}: {e}") from None
+    try:
+        model = models.with_solver_options(model, **options)
+    except TfnodeError as e:
+        raise ConfigError(field, str(e)) from None
+    return model, {**info, "solver_options": dict(options), "ode_blocks": blocks}
+
+
 def with_per_sample_steps(model, info):
     """The model with per-sample ODE steps where they apply; ``info`` says what was done.
 

@@ -14,11 +14,8 @@ robust accuracy) and of the interval-bound certificate (a lower bound). The p-va
 one pair, the clean test among them, are Holm-corrected together. A cell names a winner
 only where the corrected p is below 0.05; otherwise it says no difference is measurable
 at that n.
-
-A row's full-settings spot check (`spot`) is another audited report of its model over
-fewer of the same first images, with stronger attack settings (more restarts, more
-queries): per eps, the examples the comparison's own run calls robust that the spot
-check breaks are robustness the cheaper settings overstated.
+Each row is also checked against itself (`tfnode.paper.robust_checks`): its
+full-settings spot check and its weights re-solved.
 """
 
 import os
@@ -26,8 +23,9 @@ import os
 from tfnode import stats
 from tfnode.evaluation import grey, outcomes
 from tfnode.figures import pct_proportion, pvalue
+from tfnode.paper import robust_checks as checks
 from tfnode.paper.runs import options_text
-from tfnode.paper.verdicts import is_ode, robust_mask
+from tfnode.paper.verdicts import is_ode
 
 # What each recipe is held against: published, larger models and budgets; reference
 # points to report beside the rows, never a target to tune toward.
@@ -66,64 +64,44 @@ def recipe_key(metrics):
             sorted((metrics.get("regularizer_options") or {}).items()))
 
 
-def _results_of(metrics, evaluations):
-    """Every ``(report, model result)`` of the row's model: the report's model at the
-    row's folder (the same file by any path) or with the row's weights' fingerprint (a
-    copy evaluated elsewhere)."""
+def _results_of(metrics, evaluations, *, resolved=False):
+    """Every ``(report, model result)`` of the row's model as trained: the report's
+    model at the row's folder (the same file by any path) or with the row's weights'
+    fingerprint (a copy evaluated elsewhere), not re-solved with other solver options
+    (with ``resolved``: only those re-solved)."""
     run, fingerprint = os.path.realpath(metrics["_run"]), metrics.get("fingerprint")
     found = []
     for report in evaluations:
         for res in report["models"].values():
             info = res.get("info") or {}
+            if bool(info.get("solver_options")) != resolved:
+                continue
             if ((info.get("path") and os.path.realpath(info["path"]) == run)
                     or (fingerprint and info.get("fingerprint") == fingerprint)):
                 found.append((report, res))
     return found
 
 
-def _most_images(found):
-    """The entry over the most images (the first of equals), or None."""
-    return max(found, key=lambda f: f[0]["num_examples"]) if found else None
-
-
 def _attacked(found):
     """The comparison's evaluation of a row: of those that ran the audit, the one over
     the most images (a merged report before its shards); None without one."""
-    return _most_images([f for f in found if f[0].get("audit")])
+    return checks.most_images([f for f in found if f[0].get("audit")])
 
 
 def _clean(found):
     """The evaluation whose clean predictions pair a row's clean accuracy: the one over
     the most images, not a shard (a run over the whole test split); None without one."""
-    return _most_images([f for f in found if not f[0].get("shard")])
-
-
-def _first_images(report, of):
-    """Whether ``report``'s images are the first of ``of``'s (both over the first
-    images of one split, unsharded or merged, ``report`` over fewer)."""
-    return (not report.get("shard") and not of.get("shard")
-            and report["num_examples"] < of["num_examples"]
-            and all(report.get(k) == of.get(k) for k in ("dataset", "split", "eps_scale")))
-
-
-def _spot_check(found, attacked):
-    """A row's spot check: of its other audited reports over the first images of the
-    audited one's (`_first_images`), with other attack settings, the one over the most
-    images; None without one."""
-    if attacked is None:
-        return None
-    report = attacked[0]
-    return _most_images([f for f in found if f[0] is not report and f[0].get("audit")
-                         and f[0].get("attack_options") != report.get("attack_options")
-                         and _first_images(f[0], report)])
+    return checks.most_images([f for f in found if not f[0].get("shard")])
 
 
 def rows(gathered):
     """The comparison's rows, in the gathered order: ``{"recipe", "key", "name",
     "metrics", "report", "result", "ode", "clean_report", "clean_result",
-    "spot_report", "spot_result"}`` (``report``/``result`` the audited evaluation,
-    `_attacked`, ``clean_*`` the one whose clean predictions are paired, `_clean`,
-    ``spot_*`` its full-settings spot check, `_spot_check`; None where there is none)."""
+    "spot_report", "spot_result", "resolved"}`` (``report``/``result`` the audited
+    evaluation, `_attacked`, ``clean_*`` the one whose clean predictions are paired,
+    `_clean`, ``spot_*`` its full-settings spot check, `_spot_check`; None where there is
+    none; ``resolved``: the ``(report, result)`` of the same weights re-solved with other
+    solver options on the first of the audited images, `resolved`)."""
     out = []
     for metrics in gathered["training"]:
         if not is_robust_row(metrics):
@@ -131,28 +109,20 @@ def rows(gathered):
         found = _results_of(metrics, gathered["evaluations"])
         attacked = _attacked(found)
         report, result = attacked or (None, None)
-        spot_report, spot_result = _spot_check(found, attacked) or (None, None)
+        spot_report, spot_result = checks.spot_check(found, attacked) or (None, None)
         clean_report, clean_result = _clean(found) or (None, None)
+        finer = [f for f in _results_of(metrics, gathered["evaluations"], resolved=True)
+                 if report and checks.first_images(f[0], report, fewer=False)]
         held = result or clean_result
         ode = is_ode(held) if held else metrics.get("mean_nfe_test") is not None
         out.append({"recipe": recipe(metrics), "key": recipe_key(metrics),
                     "metrics": metrics, "report": report, "result": result, "ode": ode,
                     "clean_report": clean_report, "clean_result": clean_result,
-                    "spot_report": spot_report, "spot_result": spot_result})
+                    "spot_report": spot_report, "spot_result": spot_result,
+                    "resolved": finer})
     for row in out:
         row["name"] = _name(row, out)
     return out
-
-
-def _mask(result, kind, key):
-    if kind == "certified":
-        cell = (result.get("certified") or {}).get(key)
-        return None if cell is None else outcomes.decode(cell["certified"])
-    return robust_mask(result, "worst case", key)
-
-
-def _proportion(mask):
-    return None if mask is None else stats.proportion(int(mask.sum()), mask.size)
 
 
 def _same_images(a, b):
@@ -173,8 +143,8 @@ def _clean_cell(ode, other):
         return None
     n = min(a_report["num_examples"], b_report["num_examples"])
     a, b = (outcomes.decode(r["clean_result"]["clean_correct"])[:n] for r in (ode, other))
-    return {"kind": "clean", "eps": "-", "n": a.size, "ode": _proportion(a),
-            "other": _proportion(b), "test": stats.mcnemar(a, b)}
+    return {"kind": "clean", "eps": "-", "n": a.size, "ode": checks.proportion(a),
+            "other": checks.proportion(b), "test": stats.mcnemar(a, b)}
 
 
 def pairs(table):
@@ -194,11 +164,12 @@ def pairs(table):
             for kind in ("worst case", "certified") if attacked else ():
                 for e in (e for e in ode["report"]["eps"] if float(e) < grey.PIXEL):
                     key = outcomes.eps_key(e)
-                    a, b = _mask(ode["result"], kind, key), _mask(other["result"], kind, key)
+                    a = checks.mask(ode["result"], kind, key)
+                    b = checks.mask(other["result"], kind, key)
                     if a is not None and b is not None:
                         cells.append({"kind": kind, "eps": key, "n": a.size,
-                                      "ode": _proportion(a),
-                                      "other": _proportion(b), "test": stats.mcnemar(a, b)})
+                                      "ode": checks.proportion(a),
+                                      "other": checks.proportion(b), "test": stats.mcnemar(a, b)})
             if not cells:
                 continue
             for cell, p in zip(cells, stats.holm([c["test"]["p_value"] for c in cells])):
@@ -207,48 +178,6 @@ def pairs(table):
             out.append({"ode": ode, "other": other, "cells": cells,
                         "n": ode["report"]["num_examples"] if attacked else None})
     return out
-
-
-def spot(row):
-    """A row's spot check against its audited run on the spot check's images: ``{"n",
-    "settings", "cells": [{"eps", "run", "spot", "both", "overstated", "spot_only",
-    "test", "verdict"}]}`` per eps below the grey image's (``run``/``spot``: the worst
-    case of each, ``both``: robust under both, the tighter upper bound; ``overstated``:
-    robust in the run, broken by the spot check), or None without a spot check."""
-    if row.get("spot_result") is None:
-        return None
-    report, n = row["spot_report"], row["spot_report"]["num_examples"]
-    cells = []
-    for e in (e for e in report["eps"] if float(e) < grey.PIXEL):
-        key = outcomes.eps_key(e)
-        run, full = _mask(row["result"], "worst case", key), _mask(
-            row["spot_result"], "worst case", key)
-        if run is None or full is None:
-            continue
-        run = run[:n]
-        test = stats.mcnemar(run, full)
-        overstated = int((run & ~full).sum())
-        verdict = (f"held: nothing more broken at n = {n}" if not overstated else
-                   f"overstated by {overstated} of {n} images")
-        cells.append({"eps": key, "run": _proportion(run), "spot": _proportion(full),
-                      "both": _proportion(run & full), "overstated": overstated,
-                      "spot_only": int((full & ~run).sum()), "test": test,
-                      "verdict": verdict})
-    return {"n": n, "settings": settings_changed(row["report"].get("attack_options"),
-                                                 report.get("attack_options")),
-            "cells": cells}
-
-
-def settings_changed(before, after):
-    """The attack options two runs set differently: ``"pgd_strong.restarts 2 -> 5,
-    square.max_queries 1000 -> 5000"`` (``"-"`` for an option one run lacks)."""
-    before, after = before or {}, after or {}
-    changed = []
-    for attack in sorted(set(before) | set(after)):
-        a, b = before.get(attack) or {}, after.get(attack) or {}
-        changed += [f"{attack}.{k} {a.get(k, '-')} -> {b.get(k, '-')}"
-                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return ", ".join(changed) or "the same settings"
 
 
 def _name(row, table):
@@ -284,17 +213,6 @@ def _bound_text(cell, n):
     return cell["kind"] + (f" ({cell['n']:,} images)" if cell["n"] != n else "")
 
 
-def _audit_text(result):
-    verdict = result.get("verdict")
-    if not verdict:
-        return "not audited"
-    failed = sorted({f["check"] for f in result.get("checks", ()) if not f["passed"]})
-    head = "masking suspected" if verdict["masking_suspected"] else "no masking flag"
-    if verdict.get("not_converged"):
-        head += f"; not converged at eps {', '.join(verdict['not_converged'])}"
-    return head + (f" ({len(failed)} check(s) failed)" if failed else "")
-
-
 def _n_text(report):
     """The images a report attacked: ``100``, or ``100 (shard 0 of 5)``, the first
     examples of that shard of the run's images."""
@@ -311,6 +229,27 @@ def _keys(table):
             if key not in keys:
                 keys.append(key)
     return sorted(keys, key=float)
+
+
+def _pair_lines(compared):
+    """The page's lines of the paired tests (none without a pair)."""
+    lines = []
+    if compared:
+        lines += ["Paired on the same images (exact two-sided McNemar test, Holm-corrected "
+                  "over each pair's cells):", "",
+                  "| recipe | pair | bound | eps | ODE-Net (%) | other (%) | ODE-Net only | "
+                  "other only | p | p (Holm) | verdict |", "|---" * 11 + "|"]
+        for pair in compared:
+            for c in pair["cells"]:
+                lines.append(
+                    f"| {pair['ode']['recipe']} | {pair['ode']['name']} vs "
+                    f"{pair['other']['name']} | {_bound_text(c, pair['n'])} | {c['eps']} | "
+                    f"{pct_proportion(c['ode'])} | {pct_proportion(c['other'])} | "
+                    f"{c['test']['a_only']} | {c['test']['b_only']} | "
+                    f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
+                    f"{c['verdict']} |")
+        lines.append("")
+    return lines
 
 
 def section(gathered, fingerprints=None):
@@ -337,52 +276,19 @@ def section(gathered, fingerprints=None):
         clean = pct_proportion(stats.proportion(round(m["clean_accuracy"] * n), n))
         cells = []
         for kind in ("worst case", "certified"):
-            cells += [pct_proportion(_proportion(_mask(res, kind, k))) if res else "-"
-                      for k in keys]
+            cells += [pct_proportion(checks.proportion(checks.mask(res, kind, k)))
+                      if res else "-" for k in keys]
         fp = (fingerprints or {}).get(os.path.normpath(m["_run"]))
         lines.append(
             f"| {row['recipe']} | {row['name']} | {options_text(m.get('model_options') or {})} "
             f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
             f"{_n_text(row['report']) if res else '-'} | "
             + "".join(f"{c} | " for c in cells)
-            + f"{_audit_text(res) if res else 'no audited evaluation yet'} | `{m['_run']}`"
+            + f"{checks.audit_text(res) if res else 'no audited evaluation yet'} | `{m['_run']}`"
             + (f" @{fp}" if fp else "") + " |")
     lines.append("")
-    compared = pairs(table)
-    if compared:
-        lines += ["Paired on the same images (exact two-sided McNemar test, Holm-corrected "
-                  "over each pair's cells):", "",
-                  "| recipe | pair | bound | eps | ODE-Net (%) | other (%) | ODE-Net only | "
-                  "other only | p | p (Holm) | verdict |", "|---" * 11 + "|"]
-        for pair in compared:
-            for c in pair["cells"]:
-                lines.append(
-                    f"| {pair['ode']['recipe']} | {pair['ode']['name']} vs "
-                    f"{pair['other']['name']} | {_bound_text(c, pair['n'])} | {c['eps']} | "
-                    f"{pct_proportion(c['ode'])} | {pct_proportion(c['other'])} | "
-                    f"{c['test']['a_only']} | {c['test']['b_only']} | "
-                    f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
-                    f"{c['verdict']} |")
-        lines.append("")
-    checked = [(row, spot(row)) for row in table if row.get("spot_result")]
-    if checked:
-        lines += ["The full-settings spot checks: each model's audit rerun with stronger "
-                  "settings on the first images of its run; per eps the worst case of "
-                  "each on those images, the examples the run calls robust that the spot "
-                  "check breaks (robustness the cheaper settings overstated), and the "
-                  "exact McNemar p of the two:", "",
-                  "| recipe | model | n | settings | eps | run (%) | spot check (%) | "
-                  "both (%) | run only | spot only | p | verdict |", "|---" * 12 + "|"]
-        for row, check in checked:
-            for c in check["cells"]:
-                lines.append(
-                    f"| {row['recipe']} | {row['name']} | {check['n']} | "
-                    f"{check['settings']} | {c['eps']} | {pct_proportion(c['run'])} | "
-                    f"{pct_proportion(c['spot'])} | {pct_proportion(c['both'])} | "
-                    f"{c['overstated']} | {c['spot_only']} | "
-                    f"{pvalue(c['test']['p_value'])} | {c['verdict']} |")
-        lines += [""] + [f"- {row['recipe']}, {row['name']}, the spot check's own audit: "
-                         f"{_audit_text(row['spot_result'])}" for row, _ in checked] + [""]
+    lines += _pair_lines(pairs(table))
+    lines += checks.spot_lines(table) + checks.resolved_lines(table)
     flagged = [(row, f) for row in table if row["result"]
                for f in row["result"].get("checks", ()) if not f["passed"]]
     if flagged:
