@@ -83,3 +83,14 @@ def test_a_writer_killed_inside_leaves_the_old_file_and_the_next_writer_cleans_u
     files.write_json(str(path), {"clean_accuracy": 0.5})
     assert sorted(os.listdir(tmp_path)) == sorted(["metrics.json", live.name])
     assert b"0.5" in path.read_bytes()
+
+
+def test_differing_settings_compare_missing_and_empty_alike():
+    """A setting added later with an empty default (``solver_options``) leaves an older
+    run's saved settings comparable; a set value or another value differs."""
+    saved = {"eps": [0.1, 0.3], "attack_options": {}}
+    assert files.differing_settings(saved, {"eps": (0.1, 0.3), "solver_options": {},
+                                            "attack_options": {}}) == []
+    assert files.differing_settings(saved, {"solver_options": {"step_size": 0.1},
+                                            "eps": (0.1,), "shard_index": 1},
+                                    ignore=("shard_index",)) == ["eps", "solver_options"]

@@ -131,9 +131,13 @@ def differing_settings(saved, settings, *, ignore=()):
     """The keys of ``settings`` whose value differs from ``saved``'s, sorted: the one
     "refuse a folder whose saved settings differ" check (training runs, evaluation
     progress, sweeps, shards). Values compare as JSON (a tuple equals its list; a key
-    ``saved`` lacks compares as None, i.e. as settings recorded before it existed).
+    ``saved`` lacks compares as None, i.e. as settings recorded before it existed, and
+    so does an empty list or mapping: a setting added with an empty default, such as
+    ``solver_options``, leaves older runs' folders and shards comparable).
     """
     def norm(value):
+        if isinstance(value, (dict, list, tuple)) and not value:
+            value = None
         return json.dumps(value, sort_keys=True, default=str)
     return sorted(k for k in settings if k not in ignore
                   and norm(saved.get(k)) != norm(settings[k]))
