@@ -107,6 +107,37 @@ def test_hand_computed_network_layer_by_layer():
                                [[0, -1.9]], rtol=1e-6)
 
 
+def test_hand_computed_rk4_step_stage_by_stage():
+    """One rk4 step (h = 1) of the ODE function f(y) = -relu(relu(y)) (a norm-free
+    ODEFunc of one channel on a 1x1 image: each 3x3 convolution is its centre tap, w1 = 1
+    and w2 = -1, no bias), from y in [0.6, 1.0] (0.8 +- 0.2). Every stage's box by hand,
+    each stage a sum of independent boxes:
+      k1 = f([0.6, 1.0]) = [-1.0, -0.6]
+      y + k1 / 2 = [0.1, 0.7]          k2 = [-0.7, -0.1]
+      y + k2 / 2 = [0.25, 0.95]        k3 = [-0.95, -0.25]
+      y + k3 = [-0.35, 0.75]           k4 = -relu(.) = [-0.75, 0]
+      y + (k1 + 2 k2 + 2 k3 + k4) / 6 = [0.6 - 5.05 / 6, 1.0 - 1.3 / 6].
+    The solve itself maps y to 0.375 y on y >= 0 (rk4's 1 - 1 + 1/2 - 1/6 + 1/24):
+    [0.225, 0.375], inside the box; the box is that wide because interval arithmetic
+    forgets that the stages share y (the dependency problem)."""
+    odefunc = layers.ODEFunc(1, time_dependent=False, norm="none")
+    block = layers.ODEBlock(odefunc, solver="rk4", step_size=1.0)
+    inputs = keras.Input((1, 1, 1))
+    net = keras.Model(inputs, block(inputs))
+    for conv, w in ((odefunc.conv1, 1.0), (odefunc.conv2, -1.0)):
+        kernel = np.zeros((3, 3, 1, 1), "float32")
+        kernel[1, 1] = w
+        conv.set_weights([kernel] + [np.zeros(1, "float32")] * (len(conv.weights) - 1))
+    x = np.full((1, 1, 1, 1), 0.8, "float32")
+    box = bounds.logit_bounds(net, x, 0.2)
+    np.testing.assert_allclose(box.lo.numpy().ravel(), [0.6 - 5.05 / 6], rtol=1e-6)
+    np.testing.assert_allclose(box.hi.numpy().ravel(), [1.0 - 1.3 / 6], rtol=1e-6)
+    for y0 in (0.6, 0.8, 1.0):
+        out = net(np.full((1, 1, 1, 1), y0, "float32")).numpy().ravel()
+        np.testing.assert_allclose(out, [0.375 * y0], rtol=1e-6)
+        assert _inside(box, out.reshape(box.lo.shape))
+
+
 def test_elision_is_tighter_than_subtracting_the_logits_bounds():
     # Two equal rows of the last layer: z0 - z1 = 0.1 exactly, whatever the input; the
     # logits' separate bounds cannot see it.
