@@ -252,6 +252,46 @@ def _pair_lines(compared):
     return lines
 
 
+def _costs(report, result):
+    """``(evaluation minutes, certificate seconds)`` of an audited evaluation: its wall
+    time, summed over the shards of a merged one, and its certificate's over every eps
+    (None without one)."""
+    wall = sum(s["wall_seconds"] for s in report["shards"]) if report.get("shards") \
+        else report.get("wall_seconds", 0)
+    certified = (result.get("certified") or {}).values()
+    return wall / 60, (sum(c.get("seconds", 0) for c in certified) if certified else None)
+
+
+def _row_lines(table, keys, fingerprints):
+    """The page's table of rows: each model's training, bounds and audit."""
+    columns = (["recipe", "model", "options", "params", "train min", "clean (%)", "n"]
+               + [f"worst case eps {k}" for k in keys] + [f"certified eps {k}" for k in keys]
+               + ["audit", "eval min", "certify s", "model file"])
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in sorted(table, key=lambda r: (r["recipe"], not r["ode"])):
+        m, res = row["metrics"], row["result"]
+        n = 10000  # tools.train tests on the whole test split
+        clean = pct_proportion(stats.proportion(round(m["clean_accuracy"] * n), n))
+        cells = []
+        for kind in ("worst case", "certified"):
+            cells += [pct_proportion(checks.proportion(checks.mask(res, kind, k)))
+                      if res else "-" for k in keys]
+        fp = (fingerprints or {}).get(os.path.normpath(m["_run"]))
+        minutes, certify = _costs(row["report"], res) if res else (None, None)
+        cost = "- | - | " if minutes is None else (
+            f"{minutes:.1f} | " + ("- | " if certify is None else f"{certify:.1f} | "))
+        lines.append(
+            f"| {row['recipe']} | {row['name']} | {options_text(m.get('model_options') or {})} "
+            f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
+            f"{_n_text(row['report']) if res else '-'} | "
+            + "".join(f"{c} | " for c in cells)
+            + f"{checks.audit_text(res) if res else 'no audited evaluation yet'} | "
+            + cost + f"`{m['_run']}`"
+            + (f" @{fp}" if fp else "") + " |")
+    lines.append("")
+    return lines
+
+
 def section(gathered, fingerprints=None):
     """The comparison's markdown lines; empty without a robust row."""
     table = rows(gathered)
@@ -265,28 +305,10 @@ def section(gathered, fingerprints=None):
              "the true robust accuracy) and the examples certified by interval bound "
              "propagation (a lower bound): certified <= robust <= worst case (%, 95% "
              "Wilson intervals). Parameters and training time (minutes of wall time on "
-             "the 2-core machine that trained it) beside each row.", ""]
-    columns = (["recipe", "model", "options", "params", "train min", "clean (%)", "n"]
-               + [f"worst case eps {k}" for k in keys] + [f"certified eps {k}" for k in keys]
-               + ["audit", "model file"])
-    lines += ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
-    for row in sorted(table, key=lambda r: (r["recipe"], not r["ode"])):
-        m, res = row["metrics"], row["result"]
-        n = 10000  # tools.train tests on the whole test split
-        clean = pct_proportion(stats.proportion(round(m["clean_accuracy"] * n), n))
-        cells = []
-        for kind in ("worst case", "certified"):
-            cells += [pct_proportion(checks.proportion(checks.mask(res, kind, k)))
-                      if res else "-" for k in keys]
-        fp = (fingerprints or {}).get(os.path.normpath(m["_run"]))
-        lines.append(
-            f"| {row['recipe']} | {row['name']} | {options_text(m.get('model_options') or {})} "
-            f"| {m.get('num_params', 0):,} | {m.get('train_seconds', 0) / 60:.1f} | {clean} | "
-            f"{_n_text(row['report']) if res else '-'} | "
-            + "".join(f"{c} | " for c in cells)
-            + f"{checks.audit_text(res) if res else 'no audited evaluation yet'} | `{m['_run']}`"
-            + (f" @{fp}" if fp else "") + " |")
-    lines.append("")
+             "the 2-core machine that trained it) beside each row, and what its audited "
+             "evaluation cost: its wall time (summed over shards) and, of it, the "
+             "certificate's (every eps).", ""]
+    lines += _row_lines(table, keys, fingerprints)
     lines += _pair_lines(pairs(table))
     lines += checks.spot_lines(table) + checks.resolved_lines(table)
     flagged = [(row, f) for row in table if row["result"]
