@@ -147,50 +147,45 @@ def audit_text(result):
     return head + (f" ({len(failed)} check(s) failed)" if failed else "")
 
 
+def _table(intro, columns, rows):
+    """A paragraph and a markdown table of ``rows`` (lists of cell values) below it."""
+    return ([intro, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+            + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows] + [""])
+
+
 def spot_lines(table):
     """The page's lines of every row's spot check (none without one)."""
-    lines = []
     checked = [(row, spot(row)) for row in table if row.get("spot_result")]
-    if checked:
-        lines += ["The full-settings spot checks: each model's audit rerun with stronger "
-                  "settings on the first images of its run; per eps the worst case of "
-                  "each on those images, the examples the run calls robust that the spot "
-                  "check breaks (robustness the cheaper settings overstated), and the "
-                  "exact McNemar p of the two:", "",
-                  "| recipe | model | n | settings | eps | run (%) | spot check (%) | "
-                  "both (%) | run only | spot only | p | verdict |", "|---" * 12 + "|"]
-        for row, check in checked:
-            for c in check["cells"]:
-                lines.append(
-                    f"| {row['recipe']} | {row['name']} | {check['n']} | "
-                    f"{check['settings']} | {c['eps']} | {pct_proportion(c['run'])} | "
-                    f"{pct_proportion(c['spot'])} | {pct_proportion(c['both'])} | "
-                    f"{c['overstated']} | {c['spot_only']} | "
-                    f"{pvalue(c['test']['p_value'])} | {c['verdict']} |")
-        lines += [""] + [f"- {row['recipe']}, {row['name']}, the spot check's own audit: "
-                         f"{audit_text(row['spot_result'])}" for row, _ in checked] + [""]
-    return lines
+    if not checked:
+        return []
+    cells = [[row["recipe"], row["name"], check["n"], check["settings"], c["eps"],
+              pct_proportion(c["run"]), pct_proportion(c["spot"]), pct_proportion(c["both"]),
+              c["overstated"], c["spot_only"], pvalue(c["test"]["p_value"]), c["verdict"]]
+             for row, check in checked for c in check["cells"]]
+    return _table(
+        "The full-settings spot checks: each model's audit rerun with stronger settings on "
+        "the first images of its run; per eps the worst case of each on those images, the "
+        "examples the run calls robust that the spot check breaks (robustness the cheaper "
+        "settings overstated), and the exact McNemar p of the two:",
+        ["recipe", "model", "n", "settings", "eps", "run (%)", "spot check (%)", "both (%)",
+         "run only", "spot only", "p", "verdict"], cells) + [
+        f"- {row['recipe']}, {row['name']}, the spot check's own audit: "
+        f"{audit_text(row['spot_result'])}" for row, _ in checked] + [""]
 
 
 def resolved_lines(table):
     """The page's lines of every row's re-solved runs (none without one)."""
-    lines = []
     solved = [(row, check) for row in table for check in resolved(row)]
-    if solved:
-        lines += ["The same weights re-solved (`tools.evaluate --model_option=...`, e.g. a "
-                  "finer step): per attack both runs share, the examples robust as trained "
-                  "and as re-solved, on the same images (exact McNemar, Holm-corrected per "
-                  "re-solved run); a gain that vanishes when solved more accurately is a "
-                  "sign of gradient masking:", "",
-                  "| recipe | model | re-solved with | n | attack | eps | as trained (%) | "
-                  "re-solved (%) | trained only | re-solved only | p (Holm) | verdict |",
-                  "|---" * 12 + "|"]
-        for row, check in solved:
-            for c in check["cells"]:
-                lines.append(
-                    f"| {row['recipe']} | {row['name']} | {check['options']} | {check['n']} "
-                    f"| {c['attack']} | {c['eps']} | {pct_proportion(c['trained'])} | "
-                    f"{pct_proportion(c['resolved'])} | {c['test']['a_only']} | "
-                    f"{c['test']['b_only']} | {pvalue(c['p_holm'])} | {c['verdict']} |")
-        lines.append("")
-    return lines
+    if not solved:
+        return []
+    cells = [[row["recipe"], row["name"], check["options"], check["n"], c["attack"], c["eps"],
+              pct_proportion(c["trained"]), pct_proportion(c["resolved"]),
+              c["test"]["a_only"], c["test"]["b_only"], pvalue(c["p_holm"]), c["verdict"]]
+             for row, check in solved for c in check["cells"]]
+    return _table(
+        "The same weights re-solved (`tools.evaluate --model_option=...`, e.g. a finer "
+        "step): per attack both runs share, the examples robust as trained and as "
+        "re-solved, on the same images (exact McNemar, Holm-corrected per re-solved run); "
+        "a gain that vanishes when solved more accurately is a sign of gradient masking:",
+        ["recipe", "model", "re-solved with", "n", "attack", "eps", "as trained (%)",
+         "re-solved (%)", "trained only", "re-solved only", "p (Holm)", "verdict"], cells)
