@@ -413,6 +413,8 @@ def test_a_model_re_solved_at_a_finer_step_is_evaluated_and_said_so(mnist_dir, s
         np.argmax(logits, -1) == labels[:12])
     with pytest.raises(TfnodeError, match="solver_options .*needs step_size > 0"):
         loading.resolved(*loading.load_model(node), {"solver": "euler", "step_size": -1.0})
+    with pytest.raises(TfnodeError, match="solver_options .*'abc'"):
+        loading.resolved(*loading.load_model(node), {"step_size": "abc"})
 
 
 def test_certify_refuses_an_adaptive_solver_in_one_line(mnist_dir, saved, capsys):

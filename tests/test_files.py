@@ -94,3 +94,6 @@ def test_differing_settings_compare_missing_and_empty_alike():
     assert files.differing_settings(saved, {"solver_options": {"step_size": 0.1},
                                             "eps": (0.1,), "shard_index": 1},
                                     ignore=("shard_index",)) == ["eps", "solver_options"]
+    # A key only the saved settings have (a shard of newer code against an older one).
+    assert files.differing_settings({"solver_options": {"step_size": 0.1}}, {}) == [
+        "solver_options"]

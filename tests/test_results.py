@@ -566,7 +566,7 @@ def test_a_spot_check_counts_the_robustness_its_stronger_settings_break():
                                    "square": {"max_queries": 1000}}, **extra}
 
     audited = report(500, range(100), 2)
-    shard = report(100, range(50), 5, shard={"index": 0, "count": 5})
+    shard = report(300, range(50), 5, shard={"index": 0, "count": 5})  # more than 200
     same = report(200, range(100), 2)
     checked = report(200, [*range(90), 150], 5)
     # The same weights re-solved at a finer step (`--model_option=step_size=`): not the
@@ -617,10 +617,16 @@ def test_a_gain_that_vanishes_when_the_weights_are_re_solved_is_named():
     audited = report(500, {"0.1": range(100), "0.2": range(10)})
     finer = report(500, {"0.1": range(60), "0.2": range(10)}, {"step_size": 0.1})
     more = report(1000, {"0.1": range(5)}, {"step_size": 0.05})
+    reseeded = {**report(500, {"0.1": range(5)}, {"step_size": 0.2}), "seed": 1}
     node = {**metrics("node", 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
             "_run": run}
-    (row,) = robust.rows({"training": [node], "evaluations": [finer, audited, more]})
-    assert row["report"] is audited and [r for r, _ in row["resolved"]] == [finer]
+    (row,) = robust.rows({"training": [node], "evaluations": [finer, audited, more,
+                                                              reseeded]})
+    assert row["report"] is audited
+    assert [r for r, _ in row["resolved"]] == [finer, reseeded]
+    # Another seed: its attacks are not the run's, so no cell compares them.
+    assert robust_checks.resolved(row)[1]["cells"] == []
+    row["resolved"] = row["resolved"][:1]
     (check,) = robust_checks.resolved(row)
     assert check["options"] == "step_size=0.1" and check["n"] == 500
     first, second = check["cells"]

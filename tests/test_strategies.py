@@ -184,6 +184,9 @@ def test_every_recipe_trains_over_two_replicas(generated, tmp_path, name):
     weights = _epochs(tmp_path, names)
     assert _max_difference(weights["two", 1], weights["two", 2]) > 1e-4  # it trained
     assert all(np.isfinite(w).all() for w in weights["two", 2].values())
+    if name == "fgsm_rs":  # the guard attacked after each epoch, under the strategy
+        with open(os.path.join(two["export"], "assets.extra", "metrics.json")) as f:
+            assert len(json.load(f)["train_history"]["guard_pgd_accuracy"]) == 2
     if exact:
         diff = _max_difference(weights["one", 2], weights["two", 2])
         assert diff < 1e-5, diff

@@ -128,7 +128,7 @@ def saved_settings_differ(path, settings):
 
 
 def differing_settings(saved, settings, *, ignore=()):
-    """The keys of ``settings`` whose value differs from ``saved``'s, sorted: the one
+    """The keys of either whose value differs between ``saved`` and ``settings``, sorted: the one
     "refuse a folder whose saved settings differ" check (training runs, evaluation
     progress, sweeps, shards). Values compare as JSON (a tuple equals its list; a key
     ``saved`` lacks compares as None, i.e. as settings recorded before it existed, and
@@ -139,5 +139,5 @@ def differing_settings(saved, settings, *, ignore=()):
         if isinstance(value, (dict, list, tuple)) and not value:
             value = None
         return json.dumps(value, sort_keys=True, default=str)
-    return sorted(k for k in settings if k not in ignore
-                  and norm(saved.get(k)) != norm(settings[k]))
+    return sorted(k for k in set(settings) | set(saved) if k not in ignore
+                  and norm(saved.get(k)) != norm(settings.get(k)))

@@ -68,7 +68,7 @@ def _load_models(config):
         if path:
             model, info = loading.load_model(path, field=field)
             loading.check_input_shape(info, ds_info.shape, ds_info.name, path)
-            model, info = loading.resolved(model, info, dict(config.solver_options))
+            model, info = loading.resolved(model, info, _solver_options(config))
             if config.per_sample_steps:
                 model, info = loading.with_per_sample_steps(model, info)
             loaded.append((model, info))
@@ -80,6 +80,16 @@ def _load_models(config):
         loading.check_input_shape(source_info, ds_info.shape, ds_info.name,
                                   config.source_model_path)
     return loaded, source, source_info
+
+
+def _solver_options(config):
+    """The options the model is re-solved with: ``solver_options``, and per-sample steps
+    off where ``per_sample_steps`` is False (a block trained with them keeps them
+    otherwise, and TFP's adjoint refuses them)."""
+    options = dict(config.solver_options)
+    if options and not config.per_sample_steps:
+        options.setdefault("per_sample_steps", False)
+    return options
 
 
 def _output_dir(config, info):

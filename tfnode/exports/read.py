@@ -238,16 +238,11 @@ def resolved(model, info, options, *, field="solver_options"):
     if not info.get("ode_blocks"):
         raise ConfigError(field, f"given, but {info.get('path')} has no ODE blocks to "
                                  "re-solve")
-    blocks = [{**b, **options} for b in info["ode_blocks"]]
-    for block in blocks:
-        try:
-            ode.validate(**{k: block.get(k) for k in ode.OPTIONS})
-        except TfnodeError as e:
-            raise ConfigError(field, f"{dict(options)}: {e}") from None
     try:
         model = models.with_solver_options(model, **options)
-    except TfnodeError as e:
-        raise ConfigError(field, str(e)) from None
+    except (TfnodeError, TypeError, ValueError) as e:  # float("abc") in the block's checks
+        raise ConfigError(field, f"{dict(options)}: {e}") from None
+    blocks = ode_blocks(model)  # as the rebuilt blocks hold them (1 as 1.0)
     return model, {**info, "solver_options": dict(options), "ode_blocks": blocks}
 
 

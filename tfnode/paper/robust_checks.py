@@ -50,7 +50,8 @@ def first_images(report, of, *, fewer=True):
 def spot_check(found, attacked):
     """A row's spot check: of its other audited reports over the first images of the
     audited one's (`first_images`), with other attack settings, the one over the most
-    images; None without one."""
+    images; None without one. Other, not necessarily stronger: the page prints the
+    settings that changed (`settings_changed`) beside the result."""
     if attacked is None:
         return None
     report = attacked[0]
@@ -99,10 +100,15 @@ def resolved(row):
     when the same weights are solved more accurately is a sign of gradient masking
     (issue 29's list)."""
     out = []
+    run = row["report"]
     for report, res in row.get("resolved") or ():
         n = report["num_examples"]
         cells = []
-        for attack in (a for a in res["attacks"] if a in row["result"]["attacks"]):
+        # Only attacks run alike (options and seed): any other difference is not the solver's.
+        for attack in (a for a in res["attacks"] if a in row["result"]["attacks"]
+                       and report.get("seed") == run.get("seed")
+                       and (report.get("attack_options") or {}).get(a)
+                       == (run.get("attack_options") or {}).get(a)):
             for e in (e for e in report["eps"] if float(e) < grey.PIXEL):
                 key = outcomes.eps_key(e)
                 trained = robust_mask(row["result"], attack, key)
