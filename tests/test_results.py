@@ -640,6 +640,31 @@ def test_a_gain_that_vanishes_when_the_weights_are_re_solved_is_named():
     assert "| pgd_at, eps 0.1 | node (ODE-Net) | step_size=0.1 | 500 | pgd | 0.1 |" in page
 
 
+def test_the_exhaustive_schedules_monotonicity_check_is_listed_per_row():
+    """A row evaluated under the exhaustive schedule, where PGD's robust accuracy rises
+    from eps 0.2 to 0.3 (the report's own check, run for real on its cells): the page
+    lists the failed check; a fast-schedule run of the row is not listed."""
+    from tfnode.evaluation import checks
+    from tfnode.paper import robust, robust_checks
+
+    run = "robust/node/1"
+    res = masked_result(True, {"0.1": range(100), "0.2": range(10), "0.3": range(30)},
+                        n=500)
+    res["info"]["path"] = run
+    res["checks"] = checks.monotone_in_eps(res, eps_keys=["0.1", "0.2", "0.3"])
+    exhaustive = {"eps": [0.1, 0.2, 0.3], "num_examples": 500, "dataset": "mnist",
+                  "split": "test", "schedule": "exhaustive", "models": {"node": res}}
+    fast = {**exhaustive, "schedule": "fast"}
+    node = {**metrics("node", 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
+            "_run": run}
+    table = robust.rows({"training": [node], "evaluations": [fast, exhaustive]})
+    assert [r for r, _ in table[0]["exhaustive"]] == [exhaustive]
+    (line,) = [x for x in robust_checks.monotone_lines(table) if x.startswith("- ")]
+    assert line.startswith("- pgd_at, eps 0.1, node (ODE-Net) (500 images): FAIL: pgd: "
+                           "robust accuracy does not rise with eps (0.1: 0.200, 0.2: 0.020, "
+                           "0.3: 0.060)"), line
+
+
 def test_clean_predictions_pair_without_an_audit_on_the_first_images_of_both():
     """The ODE-Net evaluated unaudited on 1,000 images, the ResNet audited on the first
     500 (of which it gets image 0 wrong, the ODE-Net images 1 and 2): no attack cell

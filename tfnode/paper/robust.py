@@ -97,11 +97,12 @@ def _clean(found):
 def rows(gathered):
     """The comparison's rows, in the gathered order: ``{"recipe", "key", "name",
     "metrics", "report", "result", "ode", "clean_report", "clean_result",
-    "spot_report", "spot_result", "resolved"}`` (``report``/``result`` the audited
+    "spot_report", "spot_result", "resolved", "exhaustive"}`` (``report``/``result`` the audited
     evaluation, `_attacked`, ``clean_*`` the one whose clean predictions are paired,
     `_clean`, ``spot_*`` its full-settings spot check, `_spot_check`; None where there is
     none; ``resolved``: the ``(report, result)`` of the same weights re-solved with other
-    solver options on the first of the audited images, `resolved`)."""
+    solver options on the first of the audited images, `resolved`; ``exhaustive``: those
+    of its evaluations under the exhaustive schedule, where `tfnode.paper.robust_checks.monotone_lines` looks)."""
     out = []
     for metrics in gathered["training"]:
         if not is_robust_row(metrics):
@@ -113,13 +114,14 @@ def rows(gathered):
         clean_report, clean_result = _clean(found) or (None, None)
         finer = [f for f in _results_of(metrics, gathered["evaluations"], resolved=True)
                  if report and checks.first_images(f[0], report, fewer=False)]
+        exhaustive = [f for f in found if f[0].get("schedule") == "exhaustive"]
         held = result or clean_result
         ode = is_ode(held) if held else metrics.get("mean_nfe_test") is not None
         out.append({"recipe": recipe(metrics), "key": recipe_key(metrics),
                     "metrics": metrics, "report": report, "result": result, "ode": ode,
                     "clean_report": clean_report, "clean_result": clean_result,
                     "spot_report": spot_report, "spot_result": spot_result,
-                    "resolved": finer})
+                    "resolved": finer, "exhaustive": exhaustive})
     for row in out:
         row["name"] = _name(row, out)
     return out
@@ -310,7 +312,8 @@ def section(gathered, fingerprints=None):
              "certificate's (every eps).", ""]
     lines += _row_lines(table, keys, fingerprints)
     lines += _pair_lines(pairs(table))
-    lines += checks.spot_lines(table) + checks.resolved_lines(table)
+    lines += (checks.spot_lines(table) + checks.resolved_lines(table)
+              + checks.monotone_lines(table))
     flagged = [(row, f) for row in table if row["result"]
                for f in row["result"].get("checks", ()) if not f["passed"]]
     if flagged:

@@ -8,7 +8,9 @@ calls robust that the spot check breaks are robustness the cheaper settings
 overstated. A row's model re-solved with other solver options (`resolved`: a finer
 step, say; ``tools.evaluate --model_option=step_size=...``) is set beside the model as
 trained, attack by attack: a gain that vanishes when the same weights are solved more
-accurately is a sign of gradient masking.
+accurately is a sign of gradient masking. And a row's evaluations under the exhaustive
+schedule (`monotone_lines`) show whether robust accuracy ever rises with eps, the sign
+the fast schedule cannot show (it attacks each eps on the survivors of the one below).
 """
 
 from tfnode import stats
@@ -195,3 +197,18 @@ def resolved_lines(table):
         "a gain that vanishes when solved more accurately is a sign of gradient masking:",
         ["recipe", "model", "re-solved with", "n", "attack", "eps", "as trained (%)",
          "re-solved (%)", "trained only", "re-solved only", "p (Holm)", "verdict"], cells)
+
+
+def monotone_lines(table):
+    """The page's lines of every row's exhaustive-schedule evaluations: per attack, the
+    check `robust accuracy does not rise with eps` (none without such a run)."""
+    found = [(row, report, f) for row in table for report, res in row.get("exhaustive") or ()
+             for f in res.get("checks", ()) if f["check"].endswith("does not rise with eps")]
+    if not found:
+        return []
+    return ["Robust accuracy against eps under the exhaustive schedule (every attack on "
+            "every image at every eps; rising with eps is a sign of gradient masking or of "
+            "an attack that does not converge):", ""] + [
+        f"- {row['recipe']}, {row['name']} ({report['num_examples']} images): "
+        f"{'PASS' if f['passed'] else 'FAIL'}: {f['check']} ({f['detail']})"
+        for row, report, f in found] + [""]
