@@ -594,6 +594,10 @@ def test_a_spot_check_counts_the_robustness_its_stronger_settings_break():
             "| 50.00 [") in "\n".join(lines)
     assert robust_checks.settings_changed({"a": {"x": 1}}, {"a": {"x": 1}, "b": {"y": 2}}) == (
         "b.y - -> 2")
+    assert robust_checks.settings_changed(
+        {"transfer": {"attack": "fgsm"}},
+        {"transfer": {"attack": "apgd_ce", "num_steps": 100}}) == (
+        "transfer.attack fgsm -> apgd_ce")
 
 
 def test_a_gain_that_vanishes_when_the_weights_are_re_solved_is_named():

@@ -134,13 +134,17 @@ def resolved(row):
 
 def settings_changed(before, after):
     """The attack options two runs set differently: ``"pgd_strong.restarts 2 -> 5,
-    square.max_queries 1000 -> 5000"`` (``"-"`` for an option one run lacks)."""
+    square.max_queries 1000 -> 5000"`` (``"-"`` for an option one run lacks; where the
+    transfer attack itself changed, only that: its options are the new attack's)."""
     before, after = before or {}, after or {}
     changed = []
     for attack in sorted(set(before) | set(after)):
         a, b = before.get(attack) or {}, after.get(attack) or {}
+        keys = sorted(set(a) | set(b))
+        if a.get("attack") != b.get("attack"):
+            keys = ["attack"]
         changed += [f"{attack}.{k} {a.get(k, '-')} -> {b.get(k, '-')}"
-                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                    for k in keys if a.get(k) != b.get(k)]
     return ", ".join(changed) or "the same settings"
 
 
