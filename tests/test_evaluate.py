@@ -417,6 +417,20 @@ def test_a_model_re_solved_at_a_finer_step_is_evaluated_and_said_so(mnist_dir, s
         loading.resolved(*loading.load_model(node), {"step_size": "abc"})
 
 
+def test_a_re_solve_turns_per_sample_steps_off_only_when_asked():
+    """A block trained with per-sample steps keeps them through a re-solve unless
+    ``--model_option=per_sample_steps=false`` is given too (TFP's adjoint refuses them)."""
+    from tfnode.evaluation import runner
+
+    adjoint = {"gradient": "adjoint"}
+    assert runner._solver_options(EvalConfig(model_path="m", solver_options=adjoint,
+                                             per_sample_steps=False)) == {
+        "gradient": "adjoint", "per_sample_steps": False}
+    assert runner._solver_options(EvalConfig(model_path="m", solver_options=adjoint)) == \
+        adjoint
+    assert runner._solver_options(EvalConfig(model_path="m", per_sample_steps=False)) == {}
+
+
 def test_certify_refuses_an_adaptive_solver_in_one_line(mnist_dir, saved, capsys):
     with pytest.raises(SystemExit) as exit_:
         run_app([f"--data_dir={mnist_dir}", f"--model_path={saved['node']}", "--certify",
