@@ -64,18 +64,15 @@ def recipe_key(metrics):
             sorted((metrics.get("regularizer_options") or {}).items()))
 
 
-def _results_of(metrics, evaluations, *, resolved=False):
-    """Every ``(report, model result)`` of the row's model as trained: the report's
-    model at the row's folder (the same file by any path) or with the row's weights'
-    fingerprint (a copy evaluated elsewhere), not re-solved with other solver options
-    (with ``resolved``: only those re-solved)."""
+def _results_of(metrics, evaluations):
+    """Every ``(report, model result)`` of the row's model: the report's model at the
+    row's folder (the same file by any path) or with the row's weights' fingerprint (a
+    copy evaluated elsewhere), as trained or re-solved with other solver options."""
     run, fingerprint = os.path.realpath(metrics["_run"]), metrics.get("fingerprint")
     found = []
     for report in evaluations:
         for res in report["models"].values():
             info = res.get("info") or {}
-            if bool(info.get("solver_options")) != resolved:
-                continue
             if ((info.get("path") and os.path.realpath(info["path"]) == run)
                     or (fingerprint and info.get("fingerprint") == fingerprint)):
                 found.append((report, res))
@@ -97,23 +94,26 @@ def _clean(found):
 def rows(gathered):
     """The comparison's rows, in the gathered order: ``{"recipe", "key", "name",
     "metrics", "report", "result", "ode", "clean_report", "clean_result",
-    "spot_report", "spot_result", "resolved", "exhaustive"}`` (``report``/``result`` the audited
-    evaluation, `_attacked`, ``clean_*`` the one whose clean predictions are paired,
-    `_clean`, ``spot_*`` its full-settings spot check, `_spot_check`; None where there is
-    none; ``resolved``: the ``(report, result)`` of the same weights re-solved with other
-    solver options on the first of the audited images, `resolved`; ``exhaustive``: those
-    of its evaluations under the exhaustive schedule, where `tfnode.paper.robust_checks.monotone_lines` looks)."""
+    "spot_report", "spot_result", "resolved", "exhaustive"}`` (``report``/``result`` the
+    audited evaluation, `_attacked`, ``clean_*`` the one whose clean predictions are
+    paired, `_clean`, ``spot_*`` its full-settings spot check,
+    `tfnode.paper.robust_checks.spot_check`; None where there is none; ``resolved``: the
+    ``(report, result)`` of the same weights re-solved with other solver options on the
+    first of the audited images; ``exhaustive``: its evaluations under the exhaustive
+    schedule, which `tfnode.paper.robust_checks.monotone_lines` reads)."""
     out = []
     for metrics in gathered["training"]:
         if not is_robust_row(metrics):
             continue
-        found = _results_of(metrics, gathered["evaluations"])
+        everything = _results_of(metrics, gathered["evaluations"])
+        # A re-solved run is not the row's model as trained: only `resolved` reads it.
+        found = [f for f in everything if not f[1]["info"].get("solver_options")]
         attacked = _attacked(found)
         report, result = attacked or (None, None)
         spot_report, spot_result = checks.spot_check(found, attacked) or (None, None)
         clean_report, clean_result = _clean(found) or (None, None)
-        finer = [f for f in _results_of(metrics, gathered["evaluations"], resolved=True)
-                 if report and checks.first_images(f[0], report, fewer=False)]
+        finer = [f for f in everything if f[1]["info"].get("solver_options")
+                 and report and checks.first_images(f[0], report, fewer=False)]
         exhaustive = [f for f in found if f[0].get("schedule") == "exhaustive"]
         held = result or clean_result
         ode = is_ode(held) if held else metrics.get("mean_nfe_test") is not None
@@ -235,23 +235,18 @@ def _keys(table):
 
 def _pair_lines(compared):
     """The page's lines of the paired tests (none without a pair)."""
-    lines = []
-    if compared:
-        lines += ["Paired on the same images (exact two-sided McNemar test, Holm-corrected "
-                  "over each pair's cells):", "",
-                  "| recipe | pair | bound | eps | ODE-Net (%) | other (%) | ODE-Net only | "
-                  "other only | p | p (Holm) | verdict |", "|---" * 11 + "|"]
-        for pair in compared:
-            for c in pair["cells"]:
-                lines.append(
-                    f"| {pair['ode']['recipe']} | {pair['ode']['name']} vs "
-                    f"{pair['other']['name']} | {_bound_text(c, pair['n'])} | {c['eps']} | "
-                    f"{pct_proportion(c['ode'])} | {pct_proportion(c['other'])} | "
-                    f"{c['test']['a_only']} | {c['test']['b_only']} | "
-                    f"{pvalue(c['test']['p_value'])} | {pvalue(c['p_holm'])} | "
-                    f"{c['verdict']} |")
-        lines.append("")
-    return lines
+    if not compared:
+        return []
+    return checks.markdown_table(
+        "Paired on the same images (exact two-sided McNemar test, Holm-corrected over each "
+        "pair's cells):",
+        ["recipe", "pair", "bound", "eps", "ODE-Net (%)", "other (%)", "ODE-Net only",
+         "other only", "p", "p (Holm)", "verdict"],
+        [[pair["ode"]["recipe"], f"{pair['ode']['name']} vs {pair['other']['name']}",
+          _bound_text(c, pair["n"]), c["eps"], pct_proportion(c["ode"]),
+          pct_proportion(c["other"]), c["test"]["a_only"], c["test"]["b_only"],
+          pvalue(c["test"]["p_value"]), pvalue(c["p_holm"]), c["verdict"]]
+         for pair in compared for c in pair["cells"]])
 
 
 def _costs(report, result):

@@ -159,7 +159,7 @@ def audit_text(result):
     return head + (f" ({len(failed)} check(s) failed)" if failed else "")
 
 
-def _table(intro, columns, rows):
+def markdown_table(intro, columns, rows):
     """A paragraph and a markdown table of ``rows`` (lists of cell values) below it."""
     return ([intro, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
             + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows] + [""])
@@ -174,7 +174,7 @@ def spot_lines(table):
               pct_proportion(c["run"]), pct_proportion(c["spot"]), pct_proportion(c["both"]),
               c["overstated"], c["spot_only"], pvalue(c["test"]["p_value"]), c["verdict"]]
              for row, check in checked for c in check["cells"]]
-    return _table(
+    return markdown_table(
         "The full-settings spot checks: each model's audit rerun with stronger settings on "
         "the first images of its run; per eps the worst case of each on those images, the "
         "examples the run calls robust that the spot check breaks (robustness the cheaper "
@@ -194,7 +194,7 @@ def resolved_lines(table):
               pct_proportion(c["trained"]), pct_proportion(c["resolved"]),
               c["test"]["a_only"], c["test"]["b_only"], pvalue(c["p_holm"]), c["verdict"]]
              for row, check in solved for c in check["cells"]]
-    return _table(
+    return markdown_table(
         "The same weights re-solved (`tools.evaluate --model_option=...`, e.g. a finer "
         "step): per attack both runs share, the examples robust as trained and as "
         "re-solved, on the same images (exact McNemar, Holm-corrected per re-solved run); "
