@@ -13,9 +13,9 @@ makes the bounds tight: a model trained otherwise certifies next to nothing.
 Interval bounds through a network initialized for ordinary training are astronomically
 loose: each 3x3 convolution of Glorot/He weights widens a box by its rows' absolute
 sums (about 19 for 288 inputs), so a width-32 ResNet of six blocks without norm layers
-starts with logit bounds about 1.6e10 wide at eps 0.01, and an ODE-Net about 7e11
-(measured), and the worst-case cross-entropy swamps the natural one from the first
-step. ``init="ibp"`` (the default) therefore re-draws every kernel but the classifier's
+starts with logit bounds ten or more orders of magnitude wide at eps 0.01, an ODE-Net
+wider still (the measured widths: docs/robust.md), and the worst-case cross-entropy
+swamps the natural one from the first step. ``init="ibp"`` (the default) therefore re-draws every kernel but the classifier's
 with Shi, Wang, Zhang, Yi & Hsieh's IBP initialization ("Fast Certified Robust Training
 with Short Warmup", NeurIPS 2021; their ``manual_init.ibp_init``): normal with standard
 deviation ``sqrt(2 pi) / fan_in``, which keeps a box's width about constant through
