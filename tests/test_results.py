@@ -702,6 +702,37 @@ def test_clean_predictions_pair_without_an_audit_on_the_first_images_of_both():
     assert robust._bound_text(cell, pair["n"]) == "clean (500 images)"
 
 
+def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
+    """A stretch row audited on the first 200 images (robust at eps 0.1 on images
+    0-49), the ResNet on 500 (robust on 0-19 and 300-499): the worst-case cell pairs the
+    first 200 of each, 30 images the ODE-Net's only and none the ResNet's, the ResNet's
+    later 200 never counted. Two shards pair only when they are the same one."""
+    from tfnode.paper import robust
+
+    def evaluated(model, n, robust_at, shard=None):
+        run = f"robust/{model}/1"
+        res = masked_result(model == "node", {"0.1": robust_at}, n=n)
+        res["info"]["path"] = run
+        report = {"eps": [0.1], "num_examples": n, "dataset": "mnist", "split": "test",
+                  "audit": True, "shard": shard, "models": {model: res}}
+        return {**metrics(model, 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
+                "_run": run}, report
+
+    node, node_report = evaluated("node", 200, range(50))
+    resnet, resnet_report = evaluated("resnet", 500, [*range(20), *range(300, 500)])
+    table = robust.rows({"training": [node, resnet],
+                         "evaluations": [node_report, resnet_report]})
+    (pair,) = robust.pairs(table)
+    (cell,) = [c for c in pair["cells"] if c["kind"] == "worst case"]
+    assert pair["n"] == 200 and cell["n"] == 200
+    assert (cell["test"]["a_only"], cell["test"]["b_only"]) == (30, 0)
+    assert (cell["other"]["k"], cell["other"]["n"]) == (20, 200)
+    first, second = ({"num_examples": 100, "shard": {"index": i, "count": 5}} for i in (0, 1))
+    assert robust._shared_images({"report": first}, {"report": dict(first)}) == 100
+    assert robust._shared_images({"report": first}, {"report": second}) == 0
+    assert robust._shared_images({"report": first}, {"report": {"num_examples": 500}}) == 0
+
+
 def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
     """The parameter-matched pair: the ODE-Net beside a width-32 and a width-19 ResNet of
     one recipe. The ResNets are named with their options; the ODE-Net, alone of its

@@ -8,7 +8,8 @@ over the most images, and its unsharded report over the most images for the clea
 predictions. A recipe is the defense and the regularizer with all their options; within
 one recipe every ODE-Net is compared with every model without ODE blocks: on the first
 images of the split both were evaluated on whole, the exact two-sided McNemar test of
-the clean predictions; on the same audited images, per eps below 0.5, that of the
+the clean predictions; on the audited images both share (the same shard, or the
+first images of the one audited on fewer), per eps below 0.5, that of the
 per-example worst case over every attack of the audit (an upper bound of the true
 robust accuracy) and of the interval-bound certificate (a lower bound). The p-values of
 one pair, the clean test among them, are Holm-corrected together. A cell names a winner
@@ -127,12 +128,18 @@ def rows(gathered):
     return out
 
 
-def _same_images(a, b):
-    """The two rows' audited reports ran on the same images: the first ``num_examples``
-    of one split, or the same shard of them."""
-    return bool(a["report"] and b["report"]) and all(
-        a["report"].get(k) == b["report"].get(k)
-        for k in ("dataset", "split", "num_examples", "shard"))
+def _shared_images(a, b):
+    """How many images the two rows' audited reports share, 0 for none: the same shard
+    of one split's first images, or, unsharded or merged, the first images of the one
+    over fewer (a stretch row evaluated on fewer images than the row it is paired
+    with)."""
+    x, y = a["report"], b["report"]
+    if not (x and y) or any(x.get(k) != y.get(k)
+                            for k in ("dataset", "split", "eps_scale", "shard")):
+        return 0
+    if x.get("shard"):
+        return x["num_examples"] if x["num_examples"] == y["num_examples"] else 0
+    return min(x["num_examples"], y["num_examples"])
 
 
 def _clean_cell(ode, other):
@@ -162,13 +169,14 @@ def pairs(table):
     for ode in (r for r in table if r["ode"]):
         for other in (r for r in table if not r["ode"] and r["key"] == ode["key"]):
             cells = [c for c in (_clean_cell(ode, other),) if c]
-            attacked = _same_images(ode, other)
-            for kind in ("worst case", "certified") if attacked else ():
+            n = _shared_images(ode, other)
+            for kind in ("worst case", "certified") if n else ():
                 for e in (e for e in ode["report"]["eps"] if float(e) < grey.PIXEL):
                     key = outcomes.eps_key(e)
                     a = checks.mask(ode["result"], kind, key)
                     b = checks.mask(other["result"], kind, key)
                     if a is not None and b is not None:
+                        a, b = a[:n], b[:n]
                         cells.append({"kind": kind, "eps": key, "n": a.size,
                                       "ode": checks.proportion(a),
                                       "other": checks.proportion(b), "test": stats.mcnemar(a, b)})
@@ -178,7 +186,7 @@ def pairs(table):
                 cell["p_holm"] = p
                 cell["verdict"] = _verdict(p, cell, ode, other)
             out.append({"ode": ode, "other": other, "cells": cells,
-                        "n": ode["report"]["num_examples"] if attacked else None})
+                        "n": n or None})
     return out
 
 
