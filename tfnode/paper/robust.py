@@ -134,12 +134,14 @@ def _shared_images(a, b):
     over fewer (a stretch row evaluated on fewer images than the row it is paired
     with)."""
     x, y = a["report"], b["report"]
-    if not (x and y) or any(x.get(k) != y.get(k)
-                            for k in ("dataset", "split", "eps_scale", "shard")):
+    if not (x and y):
         return 0
-    if x.get("shard"):
-        return x["num_examples"] if x["num_examples"] == y["num_examples"] else 0
-    return min(x["num_examples"], y["num_examples"])
+    if checks.first_images(x, y, fewer=False) or checks.first_images(y, x, fewer=False):
+        return min(x["num_examples"], y["num_examples"])
+    same_shard = x.get("shard") and all(
+        x.get(k) == y.get(k)
+        for k in ("dataset", "split", "eps_scale", "shard", "num_examples"))
+    return x["num_examples"] if same_shard else 0
 
 
 def _clean_cell(ode, other):
