@@ -735,8 +735,8 @@ def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
 
 def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
     """The parameter-matched pair: the ODE-Net beside a width-32 and a width-19 ResNet of
-    one recipe. The ResNets are named with their options; the ODE-Net, alone of its
-    kind, is not."""
+    one recipe. The ResNets are named with the options that tell them apart; the
+    ODE-Net, alone of its kind, is not, until a stretch row adds an option to it."""
     from tfnode.paper import robust
 
     pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
@@ -754,3 +754,9 @@ def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
     assert [r["name"] for r in table] == [
         "node (ODE-Net)", "resnet [width=32]", "resnet [width=19]", "resnet [resnet32]",
         "resnet [resnet_seed1]"]
+    spectral = {**row("node", 32, **pgd), "_run": "robust/node_spectral/1"}
+    spectral["model_options"] = {"width": 32, "lipschitz": "spectral"}
+    table = robust.rows({"training": [row("node", 32, **pgd), spectral, row("resnet", 32, **pgd)],
+                         "evaluations": []})
+    assert [r["name"] for r in table] == [
+        "node (ODE-Net) [no lipschitz]", "node (ODE-Net) [lipschitz=spectral]", "resnet"]

@@ -194,22 +194,27 @@ def pairs(table):
 
 def _name(row, table):
     """``"node (ODE-Net)"``, ``"resnet"``; where another row of the recipe has the same
-    model, with the model's options (the parameter-matched ResNet beside the ResNet), or
-    its export's folder where those are the same too (two seeds)."""
+    model, with the model options that tell them apart (``resnet [width=19]`` beside
+    ``resnet [width=32]``; ``no lipschitz`` where the row lacks an option a twin has), or
+    its export's folder where the options are the same too (two seeds)."""
     def short(r):
         return r["metrics"]["model"] + (" (ODE-Net)" if r["ode"] else "")
 
     def options(r):
-        return options_text(r["metrics"].get("model_options") or {})
+        return r["metrics"].get("model_options") or {}
 
     twins = [r for r in table if r is not row and r["key"] == row["key"]
              and short(r) == short(row)]
     if not twins:
         return short(row)
-    if any(options(r) == options(row) for r in twins):
+    mine = options(row)
+    if any(options(r) == mine for r in twins):
         folder = os.path.dirname(os.path.normpath(row["metrics"]["_run"]))
         return f"{short(row)} [{os.path.basename(folder)}]"
-    return f"{short(row)} [{options(row)}]"
+    differing = sorted({k for r in twins for k in {*options(r), *mine}
+                        if options(r).get(k) != mine.get(k)})
+    text = ", ".join(f"{k}={mine[k]}" if k in mine else f"no {k}" for k in differing)
+    return f"{short(row)} [{text}]"
 
 
 def _verdict(p_holm, cell, ode, other):
