@@ -15,13 +15,14 @@ loose: each 3x3 convolution of Glorot/He weights widens a box by its rows' absol
 sums (about 19 for 288 inputs), so a width-32 ResNet of six blocks without norm layers
 starts with logit bounds ten or more orders of magnitude wide at eps 0.01, an ODE-Net
 wider still (the measured widths: docs/robust.md), and the worst-case cross-entropy
-swamps the natural one from the first step. ``init="ibp"`` (the default) therefore re-draws every kernel but the classifier's
-with Shi, Wang, Zhang, Yi & Hsieh's IBP initialization ("Fast Certified Robust Training
-with Short Warmup", NeurIPS 2021; their ``manual_init.ibp_init``): normal with standard
-deviation ``sqrt(2 pi) / fan_in``, which keeps a box's width about constant through
-each affine map and ReLU (then 3.3 and 0.28 wide for the same two models). Their halving
+swamps the natural one from the first step. ``init="ibp"`` (the default) therefore
+re-draws every kernel but the classifier's with Shi, Wang, Zhang, Yi & Hsieh's IBP
+initialization ("Fast Certified Robust Training with Short Warmup", NeurIPS 2021; their
+``manual_init.ibp_init``): normal with standard deviation ``sqrt(2 pi) / fan_in``, which
+keeps a box's width about constant through each affine map and ReLU (of order one for
+the same two models; measured in docs/robust.md). Their halving
 of a layer's weights after a residual addition is not applied: tfnode's blocks are
-layers, not a graph of additions, and the widths above are already of order one.
+layers, not a graph of additions, and the widths are already of order one.
 ``init="model"`` keeps the model's own initialization (Gowal et al.'s setting).
 
 Only models the bounds pass can train this way (`tfnode.bounds.check_model`): a
