@@ -733,6 +733,46 @@ def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
     assert robust._shared_images({"report": first}, {"report": {"num_examples": 500}}) == 0
 
 
+def test_a_regularized_odenet_is_paired_with_the_resnets_of_its_recipe_without_it():
+    """A stretch row adds a regularizer of the ODE function to the PGD-AT ODE-Net: with no
+    ResNet of that recipe it is paired with the PGD-AT ResNet (robust on images 0-9
+    against the ResNet's 0-39: 30 discordant, all the ResNet's), never with the fast-AT
+    one; once a ResNet of its own recipe exists, with that one alone."""
+    from tfnode.paper import robust
+
+    pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
+    fast = {"defense": "fgsm_rs", "defense_options": {"eps": 0.3}}
+    contr = {"regularizer": "contractivity", "regularizer_options": {"weight": 0.1}}
+
+    def evaluated(name, model, robust_at, **recipe):
+        run = f"robust/{name}/1"
+        res = masked_result(model == "node", {"0.1": robust_at}, n=100)
+        res["info"]["path"] = run
+        report = {"eps": [0.1], "num_examples": 100, "dataset": "mnist", "split": "test",
+                  "audit": True, "models": {name: res}}
+        return {**metrics(model, 0.99, **recipe), "_run": run}, report
+
+    rows = [evaluated("node", "node", range(20), **pgd),
+            evaluated("node_contr", "node", range(10), **pgd, **contr),
+            evaluated("resnet", "resnet", range(40), **pgd),
+            evaluated("resnet_fast", "resnet", range(60), **fast)]
+
+    def partners(rows):
+        table = robust.rows({"training": [m for m, _ in rows],
+                             "evaluations": [r for _, r in rows]})
+        return {(p["ode"]["recipe"], p["other"]["metrics"]["_run"]): p for p in robust.pairs(table)}
+
+    found = partners(rows)
+    assert sorted(found) == [("pgd_at, eps 0.1", "robust/resnet/1"),
+                             ("pgd_at, eps 0.1 + contractivity", "robust/resnet/1")]
+    (cell,) = [c for c in found[("pgd_at, eps 0.1 + contractivity", "robust/resnet/1")]["cells"]
+               if c["kind"] == "worst case"]
+    assert (cell["test"]["a_only"], cell["test"]["b_only"]) == (0, 30)
+    found = partners(rows + [evaluated("resnet_contr", "resnet", range(5), **pgd, **contr)])
+    assert sorted(found) == [("pgd_at, eps 0.1", "robust/resnet/1"),
+                             ("pgd_at, eps 0.1 + contractivity", "robust/resnet_contr/1")]
+
+
 def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():
     """The parameter-matched pair: the ODE-Net beside a width-32 and a width-19 ResNet of
     one recipe. The ResNets are named with the options that tell them apart; the

@@ -65,6 +65,16 @@ def recipe_key(metrics):
             sorted((metrics.get("regularizer_options") or {}).items()))
 
 
+def _partners(ode, table):
+    """The rows without ODE blocks an ODE-Net is paired with: those of its recipe; for a
+    stretch row whose regularizer acts on the ODE function alone (no ResNet of its
+    recipe), those of its recipe without the regularizer, the comparison it is for."""
+    others = [r for r in table if not r["ode"]]
+    base = recipe_key({**ode["metrics"], "regularizer": None, "regularizer_options": None})
+    return ([r for r in others if r["key"] == ode["key"]]
+            or [r for r in others if r["key"] == base])
+
+
 def _results_of(metrics, evaluations):
     """Every ``(report, model result)`` of the row's model: the report's model at the
     row's folder (the same file by any path) or with the row's weights' fingerprint (a
@@ -159,8 +169,8 @@ def _clean_cell(ode, other):
 
 
 def pairs(table):
-    """Every ODE-Net against every model without ODE blocks of its recipe
-    (`recipe_key`) where they can be paired: ``{"ode", "other", "n", "cells": [{"kind",
+    """Every ODE-Net against every model without ODE blocks it is paired with
+    (`_partners`) where they can be: ``{"ode", "other", "n", "cells": [{"kind",
     "eps", "n", "ode", "other", "test", "p_holm", "verdict"}]}`` (``n``: the audited
     images both share, None if they share none); the first cell of kind ``"clean"``
     where both have clean predictions of one split (`_clean_cell`). The eps from the
@@ -169,7 +179,7 @@ def pairs(table):
     matter."""
     out = []
     for ode in (r for r in table if r["ode"]):
-        for other in (r for r in table if not r["ode"] and r["key"] == ode["key"]):
+        for other in _partners(ode, table):
             cells = [c for c in (_clean_cell(ode, other),) if c]
             n = _shared_images(ode, other)
             for kind in ("worst case", "certified") if n else ():
