@@ -1,6 +1,7 @@
 """tools.report on run folders the test writes: every number from its run, the paper's
 beside it, the claims judged from the numbers."""
 
+import functools
 import json
 
 import pytest
@@ -702,6 +703,17 @@ def test_clean_predictions_pair_without_an_audit_on_the_first_images_of_both():
     assert robust._bound_text(cell, pair["n"]) == "clean (500 images)"
 
 
+def audited_row(name, model, robust_at, *, n, shard=None, **recipe):
+    """A robust row's training metrics and its audited report over the first ``n`` test
+    images (robust at eps 0.1 on ``robust_at``), the report naming the row's folder."""
+    run = f"robust/{name}/1"
+    res = masked_result(model == "node", {"0.1": robust_at}, n=n)
+    res["info"]["path"] = run
+    report = {"eps": [0.1], "num_examples": n, "dataset": "mnist", "split": "test",
+              "audit": True, "shard": shard, "models": {name: res}}
+    return {**metrics(model, 0.99, **recipe), "_run": run}, report
+
+
 def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
     """A stretch row audited on the first 200 images (robust at eps 0.1 on images
     0-49), the ResNet on 500 (robust on 0-19 and 300-499): the worst-case cell pairs the
@@ -709,17 +721,10 @@ def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
     later 200 never counted. Two shards pair only when they are the same one."""
     from tfnode.paper import robust
 
-    def evaluated(model, n, robust_at, shard=None):
-        run = f"robust/{model}/1"
-        res = masked_result(model == "node", {"0.1": robust_at}, n=n)
-        res["info"]["path"] = run
-        report = {"eps": [0.1], "num_examples": n, "dataset": "mnist", "split": "test",
-                  "audit": True, "shard": shard, "models": {model: res}}
-        return {**metrics(model, 0.99, defense="pgd_at", defense_options={"eps": 0.1}),
-                "_run": run}, report
-
-    node, node_report = evaluated("node", 200, range(50))
-    resnet, resnet_report = evaluated("resnet", 500, [*range(20), *range(300, 500)])
+    pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
+    node, node_report = audited_row("node", "node", range(50), n=200, **pgd)
+    resnet, resnet_report = audited_row("resnet", "resnet", [*range(20), *range(300, 500)],
+                                        n=500, **pgd)
     table = robust.rows({"training": [node, resnet],
                          "evaluations": [node_report, resnet_report]})
     (pair,) = robust.pairs(table)
@@ -743,15 +748,7 @@ def test_a_regularized_odenet_is_paired_with_the_resnets_of_its_recipe_without_i
     pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
     fast = {"defense": "fgsm_rs", "defense_options": {"eps": 0.3}}
     contr = {"regularizer": "contractivity", "regularizer_options": {"weight": 0.1}}
-
-    def evaluated(name, model, robust_at, **recipe):
-        run = f"robust/{name}/1"
-        res = masked_result(model == "node", {"0.1": robust_at}, n=100)
-        res["info"]["path"] = run
-        report = {"eps": [0.1], "num_examples": 100, "dataset": "mnist", "split": "test",
-                  "audit": True, "models": {name: res}}
-        return {**metrics(model, 0.99, **recipe), "_run": run}, report
-
+    evaluated = functools.partial(audited_row, n=100)
     rows = [evaluated("node", "node", range(20), **pgd),
             evaluated("node_contr", "node", range(10), **pgd, **contr),
             evaluated("resnet", "resnet", range(40), **pgd),
