@@ -66,9 +66,9 @@ def recipe_key(metrics):
 
 
 def _partners(ode, table):
-    """The rows without ODE blocks an ODE-Net is paired with: those of its recipe; for a
-    stretch row whose regularizer acts on the ODE function alone (no ResNet of its
-    recipe), those of its recipe without the regularizer, the comparison it is for."""
+    """The rows without ODE blocks an ODE-Net is paired with: those of its recipe; where
+    there are none and its recipe adds a regularizer (a stretch row that regularizes the
+    ODE function alone), those of its recipe without it, the comparison it is for."""
     others = [r for r in table if not r["ode"]]
     base = recipe_key({**ode["metrics"], "regularizer": None, "regularizer_options": None})
     return ([r for r in others if r["key"] == ode["key"]]
