@@ -13,7 +13,8 @@ from absl import flags as absl_flags
 
 from tfnode.errors import TfnodeError
 from tfnode.data import sources
-from tfnode.training import fit
+from tfnode.training import fit, regularizers
+from tfnode.training.regularizers import contractivity
 
 from tests.conftest import train_run
 
@@ -304,17 +305,38 @@ def test_ibp_trains_from_its_initialization(mnist_dir, tmp_path, init):
         assert same == (init == "ibp"), w.path
 
 
-def test_a_regularizer_trains_and_is_recorded(mnist_dir, tmp_path):
+REGULARIZED = {
+    "kinetic_jacobian": dict(model="resnet", model_options={"width": 8, "num_blocks": 1},
+                             regularizer_options={"jacobian_norm2": 0.05}),
+    "contractivity": dict(model="node", model_options={"width": 8, "solver": "rk4",
+                                                       "step_size": 0.5, "norm": "none"},
+                          regularizer_options={"bound": 2.0}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGULARIZED))
+def test_a_regularizer_trains_and_is_recorded(mnist_dir, tmp_path, name):
+    run = REGULARIZED[name]
     metrics = train_run(
-        model="resnet", model_options={"width": 8, "num_blocks": 1},
-        regularizer="kinetic_jacobian", regularizer_options={"jacobian_norm2": 0.05},
-        epochs=1, batch_size=8, steps_per_epoch=2, eval_batch_size=16, data_dir=mnist_dir,
-        verbose=0, model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "exp"),
-        log=lambda *_: None)
-    assert metrics["regularizer"] == "kinetic_jacobian"
-    assert metrics["regularizer_options"] == {"kinetic_energy": 0.01, "jacobian_norm2": 0.05}
-    assert metrics["export_path"].endswith(os.path.join("resnet_mnist_kinetic_jacobian", "1"))
+        regularizer=name, epochs=1, batch_size=8, steps_per_epoch=2, eval_batch_size=16,
+        data_dir=mnist_dir, verbose=0, model_dir=str(tmp_path / "run"),
+        export_dir=str(tmp_path / "exp"), log=lambda *_: None, **run)
+    assert metrics["regularizer"] == name
+    published = regularizers.get(name).defaults
+    assert metrics["regularizer_options"] == {**published, **run["regularizer_options"]}
+    assert metrics["export_path"].endswith(
+        os.path.join(f"{run['model']}_mnist_{name}", "1"))
     assert np.isfinite(metrics["train_history"]["loss"]).all()
+    # What the penalty bounds, measured on the exported weights: contractivity's L_f,
+    # recomputed here from the loaded model; RNODE's terms depend on the data (none).
+    loaded = keras.models.load_model(os.path.join(metrics["export_path"], "model.keras"))
+    if name == "contractivity":
+        want = {k: float(v) for k, v in contractivity.lipschitz_bounds(loaded).items()}
+        assert list(metrics["regularizer_measured"]) == list(want) == ["ode_block"]
+        np.testing.assert_allclose(list(metrics["regularizer_measured"].values()),
+                                   list(want.values()), rtol=1e-6)
+    else:
+        assert metrics["regularizer_measured"] is None
 
 
 def test_fgsm_rs_guard_stops_on_a_collapse_and_exports_the_epoch_before(

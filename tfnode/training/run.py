@@ -295,7 +295,7 @@ def _metrics(run, test, history, *, timings, note, record):
     return {
         "model": c.model, "dataset": c.dataset, "model_options": c.model_options,
         "defense": c.defense, "defense_options": run.defense_options,
-        "regularizer": c.regularizer, "regularizer_options": run.regularizer_options,
+        **regularizers.record(c.regularizer, run.regularizer_options, run.net),
         "validation": None if not c.validation_size else {
             "size": c.validation_size, "examples": f"the last {c.validation_size} of the "
                                                    f"{c.dataset} training split",

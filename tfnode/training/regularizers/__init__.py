@@ -7,6 +7,7 @@ logits and the penalty; `tfnode.training.defenses.DefendedModel` adds it to the 
 # Each module registers its regularizer on import; the order is the registry's order.
 from tfnode.training.regularizers import kinetic_jacobian
 from tfnode.training.regularizers import contractivity
-from tfnode.training.regularizers.registry import RegularizerSpec, available, get
+from tfnode.training.regularizers.registry import RegularizerSpec, available, get, record
 
-__all__ = ["RegularizerSpec", "available", "contractivity", "get", "kinetic_jacobian"]
+__all__ = ["RegularizerSpec", "available", "contractivity", "get", "kinetic_jacobian",
+           "record"]

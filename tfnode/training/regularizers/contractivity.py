@@ -63,6 +63,11 @@ def lipschitz_bounds(model):
             for name, fn in _functions(model)}
 
 
+def measured_bounds(model):
+    """``{block[.function]: L_f}`` as floats, for ``metrics.json``."""
+    return {name: float(value) for name, value in lipschitz_bounds(model).items()}
+
+
 def check_model(model):
     """Raises a one-line `ConfigError` unless every block function is an `ODEFunc` with
     norm 'none' and no spectral normalization (what the bound above holds for)."""
@@ -94,6 +99,7 @@ def contractivity(model, x, *, seed, weight, bound):
 
 registry.register(registry.RegularizerSpec(
     name="contractivity", fn=contractivity, model_check=check_model,
+    measure=measured_bounds,
     defaults={"weight": 0.1, "bound": 1.0},
     rules={"weight": NONNEGATIVE, "bound": POSITIVE},
     summary="hinge on the log of each block function's L-infinity Lipschitz bound from "

@@ -33,6 +33,10 @@ class RegularizerSpec:
       reference: the paper (and code) the regularizer follows.
       model_check: ``model_check(net)`` raises a one-line `ConfigError` for a model the
         regularizer cannot walk, before any folder is written.
+      measure: ``measure(net) -> {name: float}``, or None: what the penalty bounds,
+        measured on the trained weights and recorded in ``metrics.json`` (a soft penalty
+        need not reach its bound, and a user tuning its weight needs to see how far off
+        it is).
     """
     name: str
     fn: Callable
@@ -41,6 +45,7 @@ class RegularizerSpec:
     summary: str
     reference: str
     model_check: Callable
+    measure: Callable | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
@@ -56,3 +61,12 @@ _REGISTRY = Registry("regularizer")
 # register(spec) adds a `RegularizerSpec` (each name once); get(name) is its spec, or a one-line
 # `TfnodeError` for an unknown name; available() lists the names in registration order.
 register, get, available = _REGISTRY.register, _REGISTRY.lookup, _REGISTRY.names
+
+
+def record(name, options, net):
+    """What ``metrics.json`` records of a run's regularizer: ``regularizer``,
+    ``regularizer_options`` and ``regularizer_measured``, what the penalty bounds on
+    ``net``'s trained weights (`RegularizerSpec.measure`; None without one)."""
+    measure = get(name).measure if name else None
+    return {"regularizer": name, "regularizer_options": options,
+            "regularizer_measured": measure(net) if measure else None}
