@@ -719,7 +719,7 @@ def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
     0-49), the ResNet on 500 (robust on 0-19 and 300-499): the worst-case cell pairs the
     first 200 of each, 30 images the ODE-Net's only and none the ResNet's, the ResNet's
     later 200 never counted. Two shards pair only when they are the same one."""
-    from tfnode.paper import robust
+    from tfnode.paper import robust, robust_changes
 
     pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
     node, node_report = audited_row("node", "node", range(50), n=200, **pgd)
@@ -733,9 +733,10 @@ def test_an_odenet_audited_on_fewer_images_is_paired_on_the_first_of_both():
     assert (cell["test"]["a_only"], cell["test"]["b_only"]) == (30, 0)
     assert (cell["other"]["k"], cell["other"]["n"]) == (20, 200)
     first, second = ({"num_examples": 100, "shard": {"index": i, "count": 5}} for i in (0, 1))
-    assert robust._shared_images({"report": first}, {"report": dict(first)}) == 100
-    assert robust._shared_images({"report": first}, {"report": second}) == 0
-    assert robust._shared_images({"report": first}, {"report": {"num_examples": 500}}) == 0
+    shared = robust_changes.shared_images
+    assert shared({"report": first}, {"report": dict(first)}) == 100
+    assert shared({"report": first}, {"report": second}) == 0
+    assert shared({"report": first}, {"report": {"num_examples": 500}}) == 0
 
 
 def test_a_regularized_odenet_is_paired_with_the_resnets_of_its_recipe_without_it():
@@ -768,6 +769,52 @@ def test_a_regularized_odenet_is_paired_with_the_resnets_of_its_recipe_without_i
     found = partners(rows + [evaluated("resnet_contr", "resnet", range(5), **pgd, **contr)])
     assert sorted(found) == [("pgd_at, eps 0.1", "robust/resnet/1"),
                              ("pgd_at, eps 0.1 + contractivity", "robust/resnet_contr/1")]
+
+
+def test_each_row_is_paired_with_the_rows_of_its_model_one_setting_away():
+    """One change at a time: the PGD-AT ODE-Net (robust at eps 0.1 on images 0-19) is the
+    base of the row that adds a regularizer (0-9: 10 images the base's only), of the row
+    with a model option added (0-4) and of the TRADES row at the same eps (0-24: 5 the
+    TRADES row's only), whichever comes first in the table; never of a row two settings
+    away (TRADES + the regularizer: the base of that one is each row one setting from it),
+    at another eps (fast AT) or of another model."""
+    from tfnode.paper import robust, robust_changes
+
+    pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
+    trades = {"defense": "trades", "defense_options": {"eps": 0.1, "beta": 1.0}}
+    contr = {"regularizer": "contractivity", "regularizer_options": {"weight": 0.1}}
+    evaluated = functools.partial(audited_row, n=100)
+    spectral = evaluated("node_spectral", "node", range(5), **pgd)
+    spectral[0]["model_options"] = {"width": 32, "lipschitz": "spectral"}
+    rows = [evaluated("node_contr", "node", range(10), **pgd, **contr),
+            evaluated("node", "node", range(20), **pgd), spectral,
+            evaluated("node_trades", "node", range(25), **trades),
+            evaluated("node_trades_contr", "node", range(3), **trades, **contr),
+            evaluated("node_fast", "node", range(50), defense="fgsm_rs",
+                      defense_options={"eps": 0.3}),
+            evaluated("resnet", "resnet", range(40), **pgd)]
+    table = robust.rows({"training": [m for m, _ in rows], "evaluations": [r for _, r in rows]})
+    found = {(p["changed"]["metrics"]["_run"], p["base"]["metrics"]["_run"]): p
+             for p in robust_changes.changes(table)}
+    assert sorted(found) == [("robust/node_contr/1", "robust/node/1"),
+                             ("robust/node_spectral/1", "robust/node/1"),
+                             ("robust/node_trades/1", "robust/node/1"),
+                             ("robust/node_trades_contr/1", "robust/node_contr/1"),
+                             ("robust/node_trades_contr/1", "robust/node_trades/1")]
+    words = {k: p["change"] for k, p in found.items()}
+    assert words[("robust/node_contr/1", "robust/node/1")] == "+ contractivity"
+    assert words[("robust/node_spectral/1", "robust/node/1")] == "lipschitz=spectral"
+    assert words[("robust/node_trades/1", "robust/node/1")] == "trades for pgd_at"
+    discordant = {}
+    for key, pair in found.items():
+        (cell,) = [c for c in pair["cells"] if c["kind"] == "worst case"]
+        discordant[key] = (cell["test"]["a_only"], cell["test"]["b_only"], cell["verdict"])
+    assert discordant[("robust/node_contr/1", "robust/node/1")] == (
+        0, 10, "less robust with the change")
+    assert discordant[("robust/node_trades/1", "robust/node/1")][:2] == (5, 0)
+    lines = robust_changes.change_lines(table)
+    assert any("| node (ODE-Net) | pgd_at, eps 0.1 | + contractivity | worst case | 0.1 |" in l
+               for l in lines)
 
 
 def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():

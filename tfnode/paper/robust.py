@@ -16,15 +16,16 @@ one pair, the clean test among them, are Holm-corrected together. A cell names a
 only where the corrected p is below 0.05; otherwise it says no difference is measurable
 at that n.
 Each row is also checked against itself (`tfnode.paper.robust_checks`): its
-full-settings spot check and its weights re-solved.
+full-settings spot check and its weights re-solved; and against the rows of its model
+one setting away (`tfnode.paper.robust_changes`): what a stretch row's change buys.
 """
 
 import os
 
 from tfnode import stats
-from tfnode.evaluation import grey, outcomes
+from tfnode.evaluation import outcomes
 from tfnode.figures import pct_proportion, pvalue
-from tfnode.paper import robust_checks as checks
+from tfnode.paper import robust_changes as changes, robust_checks as checks
 from tfnode.paper.runs import options_text
 from tfnode.paper.verdicts import is_ode
 
@@ -138,65 +139,20 @@ def rows(gathered):
     return out
 
 
-def _shared_images(a, b):
-    """How many images the two rows' audited reports share, 0 for none: the same shard
-    of one split's first images, or, unsharded or merged, the first images of the one
-    over fewer (a stretch row evaluated on fewer images than the row it is paired
-    with)."""
-    x, y = a["report"], b["report"]
-    if not (x and y):
-        return 0
-    if checks.first_images(x, y, fewer=False) or checks.first_images(y, x, fewer=False):
-        return min(x["num_examples"], y["num_examples"])
-    same_shard = x.get("shard") and all(
-        x.get(k) == y.get(k)
-        for k in ("dataset", "split", "eps_scale", "shard", "num_examples"))
-    return x["num_examples"] if same_shard else 0
-
-
-def _clean_cell(ode, other):
-    """The pair's clean predictions paired (a ``"clean"`` cell), or None: an unsharded
-    report holds the first ``num_examples`` images of its split, so two of one split
-    are paired on the first images of the smaller."""
-    a_report, b_report = ode["clean_report"], other["clean_report"]
-    if not (a_report and b_report) or any(a_report.get(k) != b_report.get(k)
-                                          for k in ("dataset", "split")):
-        return None
-    n = min(a_report["num_examples"], b_report["num_examples"])
-    a, b = (outcomes.decode(r["clean_result"]["clean_correct"])[:n] for r in (ode, other))
-    return {"kind": "clean", "eps": "-", "n": a.size, "ode": checks.proportion(a),
-            "other": checks.proportion(b), "test": stats.mcnemar(a, b)}
-
-
 def pairs(table):
     """Every ODE-Net against every model without ODE blocks it is paired with
     (`_partners`) where they can be: ``{"ode", "other", "n", "cells": [{"kind",
     "eps", "n", "ode", "other", "test", "p_holm", "verdict"}]}`` (``n``: the audited
-    images both share, None if they share none); the first cell of kind ``"clean"``
-    where both have clean predictions of one split (`_clean_cell`). The eps from the
-    grey image's on (0.5: a sanity budget, `tfnode.evaluation.grey`) are left out of
-    the tests, so that they do not dilute the Holm correction of the budgets that
-    matter."""
+    images both share, None if they share none; the cells are
+    `tfnode.paper.robust_changes.paired_cells`)."""
     out = []
     for ode in (r for r in table if r["ode"]):
         for other in _partners(ode, table):
-            cells = [c for c in (_clean_cell(ode, other),) if c]
-            n = _shared_images(ode, other)
-            for kind in ("worst case", "certified") if n else ():
-                for e in (e for e in ode["report"]["eps"] if float(e) < grey.PIXEL):
-                    key = outcomes.eps_key(e)
-                    a = checks.mask(ode["result"], kind, key)
-                    b = checks.mask(other["result"], kind, key)
-                    if a is not None and b is not None:
-                        a, b = a[:n], b[:n]
-                        cells.append({"kind": kind, "eps": key, "n": a.size,
-                                      "ode": checks.proportion(a),
-                                      "other": checks.proportion(b), "test": stats.mcnemar(a, b)})
+            cells, n = changes.paired_cells(ode, other)
             if not cells:
                 continue
-            for cell, p in zip(cells, stats.holm([c["test"]["p_value"] for c in cells])):
-                cell["p_holm"] = p
-                cell["verdict"] = _verdict(p, cell, ode, other)
+            for cell in cells:
+                cell["verdict"] = _verdict(cell["p_holm"], cell, ode, other)
             out.append({"ode": ode, "other": other, "cells": cells,
                         "n": n or None})
     return out
@@ -331,7 +287,7 @@ def section(gathered, fingerprints=None):
              "evaluation cost: its wall time (summed over shards) and, of it, the "
              "certificate's (every eps).", ""]
     lines += _row_lines(table, keys, fingerprints)
-    lines += _pair_lines(pairs(table))
+    lines += _pair_lines(pairs(table)) + changes.change_lines(table)
     lines += (checks.spot_lines(table) + checks.resolved_lines(table)
               + checks.monotone_lines(table))
     flagged = [(row, f) for row in table if row["result"]
