@@ -777,7 +777,8 @@ def test_each_row_is_paired_with_the_rows_of_its_model_one_setting_away():
     with a model option added (0-4) and of the TRADES row at the same eps (0-24: 5 the
     TRADES row's only), whichever comes first in the table; never of a row two settings
     away (TRADES + the regularizer: the base of that one is each row one setting from it),
-    at another eps (fast AT) or of another model."""
+    of a row at another eps alone (PGD-AT at 0.3, paired with fast AT at 0.3 instead) or
+    of another model."""
     from tfnode.paper import robust, robust_changes
 
     pgd = {"defense": "pgd_at", "defense_options": {"eps": 0.1}}
@@ -792,11 +793,14 @@ def test_each_row_is_paired_with_the_rows_of_its_model_one_setting_away():
             evaluated("node_trades_contr", "node", range(3), **trades, **contr),
             evaluated("node_fast", "node", range(50), defense="fgsm_rs",
                       defense_options={"eps": 0.3}),
+            evaluated("node_pgd3", "node", range(30), defense="pgd_at",
+                      defense_options={"eps": 0.3}),
             evaluated("resnet", "resnet", range(40), **pgd)]
     table = robust.rows({"training": [m for m, _ in rows], "evaluations": [r for _, r in rows]})
     found = {(p["changed"]["metrics"]["_run"], p["base"]["metrics"]["_run"]): p
              for p in robust_changes.changes(table)}
     assert sorted(found) == [("robust/node_contr/1", "robust/node/1"),
+                             ("robust/node_pgd3/1", "robust/node_fast/1"),
                              ("robust/node_spectral/1", "robust/node/1"),
                              ("robust/node_trades/1", "robust/node/1"),
                              ("robust/node_trades_contr/1", "robust/node_contr/1"),
@@ -813,8 +817,19 @@ def test_each_row_is_paired_with_the_rows_of_its_model_one_setting_away():
         0, 10, "less robust with the change")
     assert discordant[("robust/node_trades/1", "robust/node/1")][:2] == (5, 0)
     lines = robust_changes.change_lines(table)
-    assert any("| node (ODE-Net) | pgd_at, eps 0.1 | + contractivity | worst case | 0.1 |" in l
-               for l in lines)
+    assert any("| node (ODE-Net) [no lipschitz] | pgd_at, eps 0.1 | + contractivity | worst "
+               "case | 0.1 |" in line for line in lines)
+    # A setting changed in its options alone is named with them; no regularizer options
+    # written as None or {} are the same options.
+    beta6 = {"defense": "trades", "defense_options": {"eps": 0.1, "beta": 6.0}}
+    pair = [evaluated("node_trades", "node", range(25), **trades),
+            evaluated("node_beta6", "node", range(25), **beta6)]
+    table = robust.rows({"training": [m for m, _ in pair], "evaluations": [r for _, r in pair]})
+    (found,) = robust_changes.changes(table)
+    assert found["change"] == "trades (beta=6.0) for trades (beta=1.0)"
+    a, b = ({"ode": True, "metrics": metrics("node", 0.99, regularizer=None,
+                                             regularizer_options=o)} for o in (None, {}))
+    assert robust_changes.differences(a, b) == []
 
 
 def test_two_resnets_of_one_recipe_are_told_apart_by_their_options():

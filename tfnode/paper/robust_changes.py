@@ -14,6 +14,7 @@ from tfnode import stats
 from tfnode.evaluation import grey, outcomes
 from tfnode.figures import pct_proportion, pvalue
 from tfnode.paper import robust_checks as checks
+from tfnode.paper.runs import options_text
 
 
 def shared_images(a, b):
@@ -77,8 +78,8 @@ def differences(a, b):
     if (ma["model"], ma.get("dataset"), a["ode"]) != (mb["model"], mb.get("dataset"), b["ode"]):
         return ["model"]
     out = []
-    if (ma.get("regularizer"), ma.get("regularizer_options")) != (
-            mb.get("regularizer"), mb.get("regularizer_options")):
+    if (ma.get("regularizer"), ma.get("regularizer_options") or {}) != (
+            mb.get("regularizer"), mb.get("regularizer_options") or {}):
         out.append("regularizer")
     da, db = dict(ma.get("defense_options") or {}), dict(mb.get("defense_options") or {})
     if da.pop("eps", None) != db.pop("eps", None):
@@ -91,13 +92,17 @@ def differences(a, b):
 
 def _change(changed, base, what):
     """The change in words: ``+ contractivity``, ``lipschitz=spectral``, ``trades for
-    pgd_at``, ``width=32 for 19``."""
+    pgd_at``, ``width=32 for 19``; a setting changed in its options alone, with them
+    (``trades (beta=6.0) for trades (beta=1.0)``)."""
     mc, mb = changed["metrics"], base["metrics"]
-    if what == "regularizer":
-        return (f"+ {mc['regularizer']}" if not mb.get("regularizer")
-                else f"{mc['regularizer']} for {mb['regularizer']}")
-    if what == "defense":
-        return f"{mc['defense']} for {mb['defense']}"
+    if what in ("regularizer", "defense"):
+        if what == "regularizer" and not mb.get("regularizer"):
+            return f"+ {mc['regularizer']}"
+        key = what + "_options"
+        a, b = ({k: v for k, v in (m.get(key) or {}).items() if k != "eps"} for m in (mc, mb))
+        if mc[what] != mb[what]:
+            return f"{mc[what]} for {mb[what]}"
+        return f"{mc[what]} ({options_text(a)}) for {mb[what]} ({options_text(b)})"
     oc, ob = mc.get("model_options") or {}, mb.get("model_options") or {}
     return f"{what}={oc[what]}" + (f" for {ob[what]}" if what in ob else "")
 
@@ -136,22 +141,20 @@ def _verdict(cell):
     return f"{word} with the change"
 
 
-def _model(row):
-    return row["metrics"]["model"] + (" (ODE-Net)" if row["ode"] else "")
-
-
 def change_lines(table):
     """The page's lines of `changes` (none without a pair)."""
     found = changes(table)
     if not found:
         return []
     return checks.markdown_table(
-        "One change at a time: each row against the row of the same model that differs "
-        "from it in one setting (a stretch row against the row it changes), on the same "
-        "images (exact two-sided McNemar test, Holm-corrected over each pair's cells):",
+        "One change at a time: each row against the rows of the same model that differ "
+        "from it in one training setting, on the same images (a stretch row against the "
+        "row it changes; two rows that change one base in the same setting, the later "
+        "gathered against the earlier; exact two-sided McNemar test, Holm-corrected over "
+        "each pair's cells):",
         ["model", "base recipe", "change", "bound", "eps", "with the change (%)",
          "base (%)", "change only", "base only", "p", "p (Holm)", "verdict"],
-        [[_model(pair["base"]), pair["base"]["recipe"], pair["change"],
+        [[pair["base"]["name"], pair["base"]["recipe"], pair["change"],
           c["kind"] + (f" ({c['n']:,} images)" if c["n"] != pair["n"] else ""), c["eps"],
           pct_proportion(c["ode"]), pct_proportion(c["other"]), c["test"]["a_only"],
           c["test"]["b_only"], pvalue(c["test"]["p_value"]), pvalue(c["p_holm"]),
